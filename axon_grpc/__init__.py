@@ -1,0 +1,1 @@
+"""axon-grpc: the Bittensor Axon programming model served over gRPC."""
