@@ -1,0 +1,195 @@
+"""Exceptions and the one status table both transports use.
+
+Hierarchy::
+
+    AxonError                      base; carries an HTTP-style ``status_code``
+    ├── InvalidRequestNameError    400  the request names no synapse
+    ├── SynapseParsingError        400  headers/metadata/body cannot be parsed
+    ├── BodyHashMismatch           400  body does not match the signed body hash
+    ├── NotVerifiedException       401  signature, nonce or custom verify failed
+    ├── BlacklistedException       403  ``blacklist_fn`` refused the caller
+    ├── UnknownSynapseError        404  no synapse of that name is attached
+    ├── RequestTimeout             408  the call ran out of time at the axon
+    ├── RequestTooLarge            413  a size limit was exceeded
+    ├── SynapseException           500  raised by user code with a message to show
+    ├── InternalServerError        500  anything else; detail only in the log
+    └── ServiceUnavailable         503  overloaded or a dependency is down
+
+    SchemaError (TypeError)        a synapse type cannot be mapped to protobuf
+    InvalidAddress (ValueError)    an SS58 address does not decode
+    KeyfileError (ValueError)      a wallet keyfile is unreadable or unusable
+
+The HTTP-style code travels on both transports (``bt_header_axon_status_code``); the
+gRPC status is derived from it with :func:`grpc_status_for`, and a client maps a
+gRPC status back with :func:`http_status_for`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .synapse import Synapse
+
+
+class Status(IntEnum):
+    """HTTP-style status codes an axon answers with."""
+
+    OK = 200  #: the forward ran and its synapse is returned
+    BAD_REQUEST = 400  #: malformed metadata, headers or body; body hash mismatch
+    UNAUTHORIZED = 401  #: signature, nonce or custom verification failed
+    FORBIDDEN = 403  #: blacklisted by the miner's ``blacklist_fn``
+    NOT_FOUND = 404  #: no synapse of that name is attached
+    TIMEOUT = 408  #: the deadline passed before a response was ready
+    TOO_LARGE = 413  #: request body or metadata over the configured bound
+    UNPROCESSABLE = 422  #: the body is not JSON (bridge) or the response unparsable (client)
+    HEADERS_TOO_LARGE = 431  #: too many or too large headers (bridge)
+    INTERNAL = 500  #: the forward or the axon failed; detail in the server log
+    NOT_IMPLEMENTED = 501  #: the transport does not offer this call shape
+    UNAVAILABLE = 503  #: overloaded, shutting down, or unreachable
+
+
+_HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
+    200: grpc.StatusCode.OK,
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.UNIMPLEMENTED,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+_GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNIMPLEMENTED: 404,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.CANCELLED: 408,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.ABORTED: 500,
+    grpc.StatusCode.ALREADY_EXISTS: 500,
+}
+
+
+def grpc_status_for(http_status: int) -> grpc.StatusCode:
+    """The gRPC status for an HTTP-style code (unknown codes are INTERNAL)."""
+    return _HTTP_TO_GRPC.get(int(http_status), grpc.StatusCode.INTERNAL)
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP-style code for a gRPC status (unknown statuses are 500)."""
+    return _GRPC_TO_HTTP.get(code, 500)
+
+
+class AxonError(Exception):
+    """Base of every error the request pipeline turns into a status."""
+
+    status_code: int = Status.INTERNAL
+
+    def __init__(self, message: str = "", synapse: Synapse | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.synapse = synapse
+
+
+class InvalidRequestNameError(AxonError):
+    status_code = Status.BAD_REQUEST
+
+
+class SynapseParsingError(AxonError):
+    status_code = Status.BAD_REQUEST
+
+
+class BodyHashMismatch(AxonError):
+    status_code = Status.BAD_REQUEST
+
+
+class NotVerifiedException(AxonError):
+    status_code = Status.UNAUTHORIZED
+
+
+class BlacklistedException(AxonError):
+    status_code = Status.FORBIDDEN
+
+
+class UnknownSynapseError(AxonError):
+    status_code = Status.NOT_FOUND
+
+
+class RequestTimeout(AxonError):
+    status_code = Status.TIMEOUT
+
+
+class RequestTooLarge(AxonError):
+    status_code = Status.TOO_LARGE
+
+
+class SynapseException(AxonError):
+    """Raise from a forward to answer 500 with this message (no error id)."""
+
+    status_code = Status.INTERNAL
+
+
+class InternalServerError(AxonError):
+    status_code = Status.INTERNAL
+
+
+class ServiceUnavailable(AxonError):
+    status_code = Status.UNAVAILABLE
+
+
+class SchemaError(TypeError):
+    """A synapse field has no faithful protobuf mapping (raised at ``attach``)."""
+
+
+class InvalidAddress(ValueError):
+    """An SS58 address is malformed or its checksum does not match."""
+
+
+class KeyfileError(ValueError):
+    """A wallet keyfile cannot be read or used."""
+
+
+def status_of(exc: BaseException) -> int:
+    """HTTP-style status for any exception (non-axon errors are 500)."""
+    return int(getattr(exc, "status_code", Status.INTERNAL)) if isinstance(exc, AxonError) else 500
+
+
+__all__: list[Any] = [
+    "AxonError",
+    "BlacklistedException",
+    "BodyHashMismatch",
+    "InternalServerError",
+    "InvalidAddress",
+    "InvalidRequestNameError",
+    "KeyfileError",
+    "NotVerifiedException",
+    "RequestTimeout",
+    "RequestTooLarge",
+    "SchemaError",
+    "ServiceUnavailable",
+    "Status",
+    "SynapseException",
+    "SynapseParsingError",
+    "UnknownSynapseError",
+    "grpc_status_for",
+    "http_status_for",
+    "status_of",
+]
