@@ -1,0 +1,114 @@
+"""The legacy signing scheme (``bt_header_*``): signed message, nonce rules, verification.
+
+Rules are PROTOCOL.md's, with the documented hardening: a signature is always
+required, the client-chosen ``timeout`` widens the freshness window by at most
+``max_timeout_s``, nonces too far in the future are refused (so the bounded nonce
+store stays bounded), and dendrites older than 7.2.0 (which skip the freshness check)
+are refused unless the operator allows them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .errors import InvalidAddress, NotVerifiedException
+from .keys import SUPPORTED_CRYPTO, parse_signature, verify_signature
+from .nonces import NonceStore, NonceVerdict
+from .synapse import Synapse
+
+#: First dendrite version that sends nonces as ``time.time_ns()`` (freshness checked).
+V_7_2_0 = 7002000
+
+#: The wire protocol version this project speaks (that of Bittensor SDK 10.5.0).
+PROTOCOL_VERSION = 10_005_000
+
+#: Metadata key naming the caller's key type; absent means sr25519.
+CRYPTO_HEADER = "bt_header_dendrite_crypto"
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    """Tunable bounds of the legacy nonce rules."""
+
+    base_window_s: float = 4.0  #: freshness allowance before the client timeout is added
+    max_timeout_s: float = 60.0  #: cap on the client timeout's contribution to the window
+    max_future_s: float = 30.0  #: how far ahead of our clock a nonce may be
+    allow_legacy_versions: bool = False  #: accept dendrites < 7.2.0 (no freshness check)
+
+    @property
+    def retention_ns(self) -> int:
+        """How long the nonce store must remember a key: the widest window plus skew."""
+        return int((self.base_window_s + self.max_timeout_s + self.max_future_s) * 1e9)
+
+
+def request_message(synapse: Synapse, axon_hotkey: str) -> str:
+    """``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}``: what a dendrite signs."""
+    d = synapse.dendrite
+    assert d is not None
+    return f"{d.nonce}.{d.hotkey}.{axon_hotkey}.{d.uuid}.{synapse.computed_body_hash}"
+
+
+def response_message(axon_nonce: int, dendrite_hotkey: str | None, axon_hotkey: str, axon_uuid: str) -> str:
+    """``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}``: what the axon signs."""
+    return f"{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}"
+
+
+def _fail(reason: str) -> NotVerifiedException:
+    return NotVerifiedException(f"Not Verified with error: {reason}")
+
+
+async def verify_legacy(
+    synapse: Synapse,
+    axon_hotkey: str,
+    store: NonceStore,
+    policy: VerifyPolicy,
+    crypto: str = "sr25519",
+) -> None:
+    """Check signature and nonce of a header-built synapse; store the nonce on success.
+
+    Raises :class:`NotVerifiedException` (401) with the reason.
+    """
+    d = synapse.dendrite
+    if d is None or not d.hotkey:
+        raise _fail("Missing Hotkey")
+    if d.nonce is None:
+        raise _fail("Missing Nonce")
+    if not d.signature:
+        raise _fail("Missing Signature")
+    if crypto not in SUPPORTED_CRYPTO:
+        raise _fail(f"Unsupported crypto; use one of {', '.join(SUPPORTED_CRYPTO)}")
+    version = d.version
+    legacy = version is not None and version < V_7_2_0
+    if legacy and not policy.allow_legacy_versions:
+        raise _fail("Dendrite version predates 7.2.0 and is refused by this axon")
+
+    now = time.time_ns()
+    if d.nonce - now > policy.max_future_s * 1e9:
+        raise _fail("Nonce is too far in the future")
+    try:
+        signature = parse_signature(d.signature)
+    except ValueError as e:
+        raise _fail(f"Malformed signature: {e}") from None
+    message = request_message(synapse, axon_hotkey).encode()
+    try:
+        valid = verify_signature(d.hotkey, message, signature, crypto)
+    except InvalidAddress as e:
+        raise _fail(f"Invalid hotkey: {e}") from None
+    if not valid:
+        raise _fail("Signature mismatch")
+
+    oldest_allowed: int | None = None
+    allowed_s = 0.0
+    if not legacy:
+        timeout = min(max(synapse.timeout or 0.0, 0.0), policy.max_timeout_s)
+        allowed_s = policy.base_window_s + timeout
+        oldest_allowed = now - int(allowed_s * 1e9)
+    verdict = await store.check_and_store(f"{d.hotkey}:{d.uuid}", d.nonce, oldest_allowed)
+    if verdict is NonceVerdict.STALE:
+        age = (now - d.nonce) / 1e9
+        raise _fail(
+            f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old"
+        )
+    if verdict is NonceVerdict.NOT_NEWER:
+        raise _fail("Nonce is too old, a newer one was last processed")

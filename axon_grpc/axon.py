@@ -1,0 +1,314 @@
+"""The Axon: a miner's server, with Bittensor's API, served over gRPC.
+
+``attach`` registers a forward (and optional blacklist, priority, verify) per synapse
+class; ``start`` serves them on a ``grpc.aio`` server running on its own loop in a
+background thread (``start_async`` serves on the caller's loop instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid as uuid_lib
+from pathlib import Path
+from typing import Any, Callable
+
+from . import config as config_mod
+from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy, verify_legacy
+from .config import Config
+from .info import AxonInfo, ip_version
+from .nonces import InMemoryNonceStore, NonceStore
+from .pipeline import Endpoint, Pipeline
+from .scheduler import PriorityThreadPoolExecutor
+from .schema import schema_for
+from .signatures import check_attach
+from .synapse import Synapse
+from .transport import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_REQUEST_BYTES, GrpcServer
+from .wallet import Wallet
+
+logger = logging.getLogger("axon_grpc")
+
+__all__ = ["Axon", "V_7_2_0", "default_wallet", "data_dir"]
+
+
+def data_dir() -> Path:
+    """The project's own data folder (``$AXON_GRPC_HOME``, default ``~/.axon-grpc``)."""
+    return Path(os.environ.get("AXON_GRPC_HOME") or "~/.axon-grpc").expanduser()
+
+
+def default_wallet(config: Config | None = None) -> Wallet:
+    """The configured wallet, else Bittensor's default one, else a development hotkey.
+
+    The development hotkey lives under :func:`data_dir` and is created only when
+    missing; an existing key file is never overwritten.
+    """
+    section = (config or {}).get("wallet") or {}
+    path = section.get("path") or "~/.bittensor/wallets"
+    if section.get("name"):
+        return Wallet(name=section["name"], hotkey=section.get("hotkey") or "default", path=path)
+    bittensor_default = Wallet(name="default", hotkey="default", path=path)
+    if bittensor_default.hotkey_exists():
+        return bittensor_default
+    dev = Wallet(name="dev", hotkey="default", path=str(data_dir() / "wallets"))
+    if not dev.hotkey_exists():
+        logger.info("creating a development hotkey at %s", dev.hotkey_file)
+    return dev.create_if_missing()
+
+
+def _ping(synapse: Synapse) -> Synapse:
+    """Forward of the built-in ``Synapse`` route: answers the synapse as it came."""
+    return synapse
+
+
+class Axon:
+    """A miner's server: attach synapse handlers, then ``start()``.
+
+    Defaults are stricter than the legacy server: a valid signature is always
+    required, ``verify_fn`` runs after (not instead of) the signature check,
+    dendrites older than 7.2.0 are refused, and the nonce store is bounded.
+    """
+
+    def __init__(
+        self,
+        wallet: Any = None,
+        config: Config | None = None,
+        port: int | None = None,
+        ip: str | None = None,
+        external_ip: str | None = None,
+        external_port: int | None = None,
+        max_workers: int | None = None,
+        *,
+        nonce_store: NonceStore | None = None,
+        verify_policy: VerifyPolicy | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+        reuse_port: bool = False,
+    ) -> None:
+        config = Config(config) if config is not None else Axon.config(args=[])
+        if "axon" not in config:
+            config["axon"] = Axon.config(args=[]).axon
+        section = config.axon = Config(config.axon)
+        if port is not None:
+            section.port = port
+        if ip is not None:
+            section.ip = ip
+        if external_ip is not None:
+            section.external_ip = external_ip
+        if external_port is not None:
+            section.external_port = external_port
+        if max_workers is not None:
+            section.max_workers = max_workers
+        Axon.check_config(config)
+        self.config = config
+
+        self.wallet = wallet if wallet is not None else default_wallet(config)
+        self.ip: str = section.ip
+        self.port: int = int(section.port)
+        self.external_ip: str = section.get("external_ip") or self._guess_external_ip()
+        self.external_port: int = int(section.get("external_port") or self.port)
+        self.max_workers: int = int(section.get("max_workers") or config_mod.DEFAULT_MAX_WORKERS)
+        self.full_address = f"{self.ip}:{self.port}"
+        self.uuid = str(uuid_lib.uuid1())
+        self.version = PROTOCOL_VERSION
+        self.started = False
+
+        self.verify_policy = verify_policy or VerifyPolicy()
+        self.nonce_store: NonceStore = nonce_store or InMemoryNonceStore(self.verify_policy.retention_ns)
+        self.max_request_bytes = max_request_bytes
+        self.max_metadata_bytes = max_metadata_bytes
+        self.reuse_port = reuse_port
+        #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
+        self.extra_services: list[Callable[[Any], None]] = []
+
+        self.thread_pool = PriorityThreadPoolExecutor(max_workers=self.max_workers)
+        self.endpoints: dict[str, Endpoint] = {}
+        self.forward_fns: dict[str, Callable[..., Any] | None] = {}
+        self.blacklist_fns: dict[str, Callable[..., Any] | None] = {}
+        self.priority_fns: dict[str, Callable[..., Any] | None] = {}
+        self.verify_fns: dict[str, Callable[..., Any] | None] = {}
+        self.forward_class_types: dict[str, type[Synapse]] = {}
+
+        self.pipeline = Pipeline(self)
+        self.grpc_server = GrpcServer(self, self.pipeline)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.attach(forward_fn=_ping)
+
+    # -- configuration (seed API) ---------------------------------------------------------
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser, prefix: str | None = None) -> None:
+        """Add ``--axon.port/ip/external_ip/external_port/max_workers`` (``BT_AXON_*`` defaults)."""
+        config_mod.add_args(parser, prefix)
+
+    @classmethod
+    def config(cls, args: list[str] | None = None) -> Config:
+        """The configuration from command-line arguments (``sys.argv`` when ``args`` is None)."""
+        return config_mod.parse_config(args)
+
+    @classmethod
+    def help(cls) -> None:
+        """Print the command-line arguments and their descriptions."""
+        parser = argparse.ArgumentParser()
+        cls.add_args(parser)
+        parser.print_help()
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        """Assert the ports are in range; raises ``AssertionError``."""
+        config_mod.check_config(config)
+
+    @property
+    def nonces(self) -> dict[str, int]:
+        """Last accepted nonce per ``{hotkey}:{uuid}`` (in-memory store only)."""
+        return getattr(self.nonce_store, "nonces", {})
+
+    # -- attach -------------------------------------------------------------------------
+    def attach(
+        self,
+        forward_fn: Callable[..., Any],
+        blacklist_fn: Callable[..., Any] | None = None,
+        priority_fn: Callable[..., Any] | None = None,
+        verify_fn: Callable[..., Any] | None = None,
+    ) -> Axon:
+        """Serve ``forward_fn``'s synapse type; returns ``self`` for chaining.
+
+        Raises ``AssertionError`` when a function's signature does not fit, and
+        :class:`~axon_grpc.errors.SchemaError` when a field has no protobuf mapping.
+        """
+        cls = check_attach(forward_fn, blacklist_fn, priority_fn, verify_fn)
+        name = cls.__name__
+        endpoint = Endpoint(
+            name=name,
+            synapse_class=cls,
+            schema=schema_for(cls),
+            forward_fn=forward_fn,
+            blacklist_fn=blacklist_fn,
+            priority_fn=priority_fn,
+            verify_fn=verify_fn,
+        )
+        self.endpoints[name] = endpoint
+        self.forward_fns[name] = forward_fn
+        self.blacklist_fns[name] = blacklist_fn
+        self.priority_fns[name] = priority_fn
+        self.verify_fns[name] = verify_fn or self.default_verify
+        self.forward_class_types[name] = cls
+        return self
+
+    async def default_verify(self, synapse: Synapse, crypto: str = "sr25519") -> None:
+        """Check the signature and the nonce of a header-built synapse (legacy scheme).
+
+        Raises :class:`~axon_grpc.errors.NotVerifiedException` with the reason; the
+        nonce is stored only when the signature verified.
+        """
+        await verify_legacy(synapse, self.wallet.hotkey.ss58_address, self.nonce_store, self.verify_policy, crypto)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start_async(self) -> Axon:
+        """Serve on the running loop (for callers already inside asyncio)."""
+        if self.started:
+            return self
+        self.port = await self.grpc_server.start()
+        self._loop = asyncio.get_running_loop()
+        self.started = True
+        logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
+        return self
+
+    async def stop_async(self, grace: float | None = 5.0) -> Axon:
+        """Stop serving; calls in flight get ``grace`` seconds to finish."""
+        await self.grpc_server.stop(grace)
+        self.started = False
+        return self
+
+    def start(self) -> Axon:
+        """Serve in a background thread with its own event loop; returns once bound."""
+        if self.started:
+            return self
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"axon-{self.port}", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start_async(), loop).result(timeout=60)
+        except BaseException:
+            self._close_thread(loop, thread)
+            raise
+        self._thread = thread
+        return self
+
+    def stop(self, grace: float | None = 5.0) -> Axon:
+        """Stop serving (from any thread but the axon's own loop) and wait until stopped."""
+        loop, thread = self._loop, self._thread
+        if loop is None:
+            return self
+        if thread is None:
+            raise RuntimeError("this axon runs on your event loop: use 'await axon.stop_async()'")
+        try:
+            asyncio.run_coroutine_threadsafe(self.stop_async(grace), loop).result(timeout=(grace or 0) + 30)
+        finally:
+            self._close_thread(loop, thread)
+            self._loop = self._thread = None
+        return self
+
+    @staticmethod
+    def _close_thread(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        if not thread.is_alive():
+            loop.close()
+
+    def __enter__(self) -> Axon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Axon:
+        return await self.start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_async()
+
+    # -- identity -------------------------------------------------------------------------
+    def serve(self, netuid: int, subtensor: Any = None, certificate: Any = None) -> Axon:
+        """Register this axon on subnet ``netuid`` through ``subtensor.serve_axon``."""
+        if subtensor is None:
+            logger.warning("serve(netuid=%s): no subtensor given; the axon is not registered anywhere", netuid)
+            return self
+        subtensor.serve_axon(netuid=netuid, axon=self, certificate=certificate)
+        return self
+
+    def info(self) -> AxonInfo:
+        """The AxonInfo this axon advertises."""
+        coldkeypub = getattr(self.wallet, "coldkeypub", None)
+        return AxonInfo(
+            version=self.version,
+            ip=self.external_ip,
+            port=self.external_port,
+            ip_type=ip_version(self.external_ip),
+            hotkey=self.wallet.hotkey.ss58_address,
+            coldkey=getattr(coldkeypub, "ss58_address", "") or "",
+        )
+
+    def to_string(self) -> str:
+        """A readable one-line description of the advertised AxonInfo."""
+        return self.info().to_string()
+
+    def __str__(self) -> str:
+        return (
+            f"Axon({self.ip}, {self.port}, {self.wallet.hotkey.ss58_address}, "
+            f"{'started' if self.started else 'stopped'}, {list(self.endpoints)})"
+        )
+
+    __repr__ = __str__
+
+    def _guess_external_ip(self) -> str:
+        host = self.ip.strip("[]")
+        if host not in ("", "::", "0.0.0.0"):
+            return host
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"

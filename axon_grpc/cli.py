@@ -1,0 +1,56 @@
+"""The ``axon-grpc`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__
+from .config import Config, add_args, add_wallet_args
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Config.from_namespace(args), value=args.value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="axon-grpc", description="A gRPC-fronted Bittensor Axon.",
+    )
+    parser.add_argument("--version", action="version", version=f"axon-grpc {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo",
+        help="Start an axon on the embedded defaults and call it once.",
+        description="Start an axon with the example Dummy synapse (gRPC on 127.0.0.1:8091 unless told "
+        "otherwise), call it with the Python Dendrite, print the result and the status.",
+    )
+    add_args(demo)
+    add_wallet_args(demo)
+    demo.set_defaults(**{"axon.ip": os.getenv("BT_AXON_IP") or "127.0.0.1"}, func=_demo)
+    demo.add_argument("--value", type=int, default=21, help="The input to send (default 21).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func = args.func
+    namespace = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level")})
+    try:
+        return int(func(namespace))
+    except (AssertionError, OSError, ValueError) as e:
+        print(f"axon-grpc: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

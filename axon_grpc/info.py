@@ -1,0 +1,46 @@
+"""AxonInfo: what an axon advertises (Bittensor's chain-data record of a served axon)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class AxonInfo:
+    """Address and identity of a served axon, as registered on a subnet."""
+
+    version: int
+    ip: str
+    port: int
+    ip_type: int
+    hotkey: str
+    coldkey: str
+    protocol: int = 4
+    placeholder1: int = 0
+    placeholder2: int = 0
+
+    @property
+    def is_serving(self) -> bool:
+        return self.ip != "0.0.0.0"
+
+    def ip_str(self) -> str:
+        """``host:port``, with brackets around IPv6 hosts."""
+        host = f"[{self.ip}]" if self.ip_type == 6 else self.ip
+        return f"{host}:{self.port}"
+
+    def to_string(self) -> str:
+        """A JSON line of every field."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def __str__(self) -> str:
+        return f"AxonInfo({self.hotkey}, {self.ip_str()}, version {self.version})"
+
+
+def ip_version(ip: str) -> int:
+    """4 or 6 for a literal address; 4 for host names."""
+    try:
+        return ipaddress.ip_address(ip.strip("[]")).version
+    except ValueError:
+        return 4

@@ -1,0 +1,274 @@
+"""The transport-neutral request pipeline.
+
+preprocess -> blacklist -> verify -> priority -> body integrity + forward -> respond.
+
+A transport hands the pipeline a header map (lowercase keys, string values), the
+peer address and later the body; it gets back a synapse whose ``axon`` terminal info
+carries the status. Every rule lives here once; the gRPC transport and the HTTP
+bridge only translate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import time
+import uuid as uuid_lib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from pydantic import ValidationError
+
+from .auth import CRYPTO_HEADER, response_message
+from .errors import (
+    AxonError,
+    BlacklistedException,
+    BodyHashMismatch,
+    InternalServerError,
+    NotVerifiedException,
+    RequestTimeout,
+    SynapseException,
+    SynapseParsingError,
+    UnknownSynapseError,
+    status_of,
+)
+from .schema import SynapseSchema
+from .synapse import Synapse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .axon import Axon
+
+logger = logging.getLogger("axon_grpc")
+
+_IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
+
+
+@dataclass
+class Endpoint:
+    """One attached synapse type and its functions, prepared at ``attach`` time."""
+
+    name: str
+    synapse_class: type[Synapse]
+    schema: SynapseSchema
+    forward_fn: Callable[..., Any]
+    blacklist_fn: Callable[..., Any] | None = None
+    priority_fn: Callable[..., Any] | None = None
+    verify_fn: Callable[..., Any] | None = None
+    forward_is_async: bool = field(init=False)
+    zero_values: dict[str, Any] = field(init=False)
+    zero_values_mutable: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.forward_is_async = inspect.iscoroutinefunction(self.forward_fn)
+        self.zero_values = self.schema.zero_values()
+        self.zero_values_mutable = any(not isinstance(v, _IMMUTABLE) for v in self.zero_values.values())
+
+    def defaults_for_missing(self) -> dict[str, Any]:
+        """Zero values for required user fields; fresh objects where they are mutable."""
+        return self.schema.zero_values() if self.zero_values_mutable else self.zero_values
+
+
+async def _call_hook(fn: Callable[..., Any], synapse: Synapse) -> Any:
+    result = fn(synapse)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _parse_error_detail(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first.get("loc", ())) or "value"
+    return f"{location}: {first.get('msg', 'invalid')}"
+
+
+class Pipeline:
+    """The stages every request passes, bound to one :class:`~axon_grpc.axon.Axon`."""
+
+    def __init__(self, axon: Axon) -> None:
+        self.axon = axon
+
+    # -- stage 1: preprocess ----------------------------------------------------------
+    def endpoint(self, name: str) -> Endpoint:
+        found = self.axon.endpoints.get(name)
+        if found is None:
+            available = list(self.axon.endpoints)
+            raise UnknownSynapseError(f"Synapse name '{name}' not found. Available synapses {available}")
+        return found
+
+    def preprocess(
+        self, endpoint: Endpoint, headers: Mapping[str, str], peer_ip: str | None, peer_port: int | None
+    ) -> Synapse:
+        """Build the header-only synapse, fill the axon's terminal info and sign it."""
+        cls = endpoint.synapse_class
+        inputs = cls.parse_headers_to_inputs(dict(headers))
+        if endpoint.zero_values:
+            for key, value in endpoint.defaults_for_missing().items():
+                inputs.setdefault(key, value)
+        dendrite = inputs["dendrite"]
+        dendrite["ip"] = peer_ip
+        dendrite["port"] = peer_port
+        try:
+            synapse = cls.model_validate(inputs)
+        except ValidationError as e:
+            raise SynapseParsingError(
+                f"Improperly formatted request. Could not parse headers into synapse of type {endpoint.name}: "
+                f"{_parse_error_detail(e)}"
+            ) from None
+        self.sign_response(synapse)
+        return synapse
+
+    def error_synapse(self, exc: BaseException) -> Synapse:
+        """The synapse to carry an error: the request's own, or a signed base synapse."""
+        synapse = getattr(exc, "synapse", None)
+        if isinstance(synapse, Synapse):
+            return synapse
+        synapse = Synapse()
+        self.sign_response(synapse)
+        return synapse
+
+    def sign_response(self, synapse: Synapse) -> None:
+        """Fill the axon's terminal info and its signature over the response message."""
+        axon = self.axon
+        nonce = time.time_ns()
+        hotkey = axon.wallet.hotkey
+        info = synapse.axon
+        assert info is not None and synapse.dendrite is not None
+        message = response_message(nonce, synapse.dendrite.hotkey, hotkey.ss58_address, axon.uuid)
+        info.__dict__.update(
+            version=axon.version,
+            uuid=axon.uuid,
+            nonce=nonce,
+            hotkey=hotkey.ss58_address,
+            status_code=100,
+            signature="0x" + bytes(hotkey.sign(message)).hex(),
+        )
+
+    # -- stages 2-4: blacklist, verify, priority ----------------------------------------
+    async def blacklist(self, endpoint: Endpoint, synapse: Synapse) -> None:
+        if endpoint.blacklist_fn is None:
+            return
+        result = await _call_hook(endpoint.blacklist_fn, synapse)
+        blacklisted, reason = result if isinstance(result, tuple) else (bool(result), "")
+        if blacklisted:
+            raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
+
+    async def verify(self, endpoint: Endpoint, synapse: Synapse, headers: Mapping[str, str]) -> None:
+        """The signature and nonce check always runs; a custom ``verify_fn`` runs after it."""
+        await self.axon.default_verify(synapse, crypto=headers.get(CRYPTO_HEADER, "sr25519"))
+        if endpoint.verify_fn is not None:
+            try:
+                await _call_hook(endpoint.verify_fn, synapse)
+            except AxonError:
+                raise
+            except Exception as e:
+                raise NotVerifiedException(f"Not Verified with error: {e}") from e
+
+    async def priority(self, endpoint: Endpoint, synapse: Synapse) -> float:
+        if endpoint.priority_fn is None:
+            return 0.0
+        value = await _call_hook(endpoint.priority_fn, synapse)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"priority_fn for {endpoint.name} returned {type(value).__name__}, not a number")
+        return float(value)
+
+    async def admit(
+        self, name: str, headers: Mapping[str, str], peer_ip: str | None, peer_port: int | None
+    ) -> tuple[Endpoint, Synapse, float]:
+        """Stages 1-4 on headers alone; raises an :class:`AxonError` to refuse."""
+        endpoint = self.endpoint(name)
+        synapse = self.preprocess(endpoint, headers, peer_ip, peer_port)
+        try:
+            await self.blacklist(endpoint, synapse)
+            await self.verify(endpoint, synapse, headers)
+            priority = await self.priority(endpoint, synapse)
+        except Exception as e:
+            e.synapse = getattr(e, "synapse", None) or synapse  # type: ignore[attr-defined]
+            raise
+        return endpoint, synapse, priority
+
+    # -- stage 5: body and forward --------------------------------------------------------
+    @staticmethod
+    def check_body_hash(synapse: Synapse, actual: str) -> None:
+        claimed = synapse.computed_body_hash
+        if claimed != actual:
+            raise BodyHashMismatch(
+                f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}", synapse
+            )
+
+    @staticmethod
+    def with_body(endpoint: Endpoint, header_synapse: Synapse, values: Mapping[str, Any]) -> Synapse:
+        """The full synapse: header-built base fields plus the body's user fields."""
+        data = dict(header_synapse.__dict__)
+        data.update(values)
+        try:
+            return endpoint.synapse_class.model_validate(data)
+        except ValidationError as e:
+            raise SynapseParsingError(
+                f"Improperly formatted request. Could not parse body into synapse of type {endpoint.name}: "
+                f"{_parse_error_detail(e)}",
+                header_synapse,
+            ) from None
+
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, timeout: float | None) -> Synapse:
+        """Run the forward (async on the loop, sync on the priority pool) within ``timeout``."""
+        try:
+            if endpoint.forward_is_async:
+                result = await asyncio.wait_for(endpoint.forward_fn(synapse), timeout)
+            else:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                pool = self.axon.thread_pool
+                result = await asyncio.wait_for(
+                    pool.run(endpoint.forward_fn, synapse, priority=priority, deadline=deadline), timeout
+                )
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
+        if not isinstance(result, endpoint.synapse_class):
+            raise InternalServerError(
+                f"forward for {endpoint.name} returned {type(result).__name__}, not {endpoint.name}", synapse
+            )
+        return result
+
+    # -- stage 6: respond -----------------------------------------------------------------
+    @staticmethod
+    def succeed(synapse: Synapse, header_synapse: Synapse, start_time: float) -> Synapse:
+        """Mark the forward's synapse successful, carrying the header synapse's axon info."""
+        info = synapse.axon
+        source = header_synapse.axon
+        assert info is not None and source is not None
+        if info is not source:
+            info.__dict__.update(source.__dict__)
+        info.__dict__.update(status_code=200, status_message="Success", process_time=time.time() - start_time)
+        return synapse
+
+
+def log_and_handle_error(
+    synapse: Synapse,
+    exception: BaseException,
+    status_code: int | None = None,
+    start_time: float | None = None,
+) -> Synapse:
+    """Record an error on ``synapse.axon`` and log it; returns the synapse.
+
+    Errors the caller caused (4xx) are logged at debug level with their message.
+    Anything unexpected becomes ``Internal Server Error #{id}`` on the wire and is
+    logged with its traceback under that id; its text never leaves the server.
+    """
+    carried = getattr(exception, "synapse", None)
+    if isinstance(carried, Synapse):
+        synapse = carried
+    status = status_code if status_code is not None else status_of(exception)
+    if isinstance(exception, (SynapseException,)) or (isinstance(exception, AxonError) and status < 500):
+        message = exception.message
+        logger.debug("%s refused with %s: %s", synapse.name, status, message)
+    else:
+        error_id = str(uuid_lib.uuid4())
+        message = f"Internal Server Error #{error_id}"
+        logger.error("%s failed: error id %s", synapse.name, error_id, exc_info=exception)
+    info = synapse.axon
+    assert info is not None
+    info.__dict__.update(status_code=status, status_message=message)
+    if start_time is not None:
+        info.__dict__["process_time"] = time.time() - start_time
+    return synapse

@@ -1,0 +1,225 @@
+"""The gRPC transport: a ``grpc.aio`` server whose interceptor admits each call.
+
+Each attached synapse is the unary method ``/axon.v1.Axon/{Name}`` taking and
+returning raw message bytes (the body hash is over the bytes exactly as sent).
+:class:`AxonInterceptor` runs preprocess, blacklist, verify and priority on the
+metadata before the body is parsed; :class:`AxonService` checks the body hash,
+parses the body, runs the forward and answers with the axon's terminal info in
+trailing metadata. Errors abort with the gRPC status of the one status table.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+
+import grpc
+
+from .errors import SynapseParsingError, grpc_status_for
+from .pipeline import Endpoint, Pipeline, log_and_handle_error
+from .synapse import AXON_PREFIX, Synapse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .axon import Axon
+
+logger = logging.getLogger("axon_grpc")
+
+SERVICE_NAME = "axon.v1.Axon"
+METHOD_PREFIX = f"/{SERVICE_NAME}/"
+
+#: Default bounds: request message size and total metadata size.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+
+
+@dataclass
+class Admitted:
+    """What the interceptor learned about a call, handed to the service."""
+
+    endpoint: Endpoint
+    synapse: Synapse
+    priority: float
+    start_time: float
+
+
+_admitted: contextvars.ContextVar[Admitted] = contextvars.ContextVar("axon_grpc_admitted")
+
+
+def synapse_name(method: str) -> str | None:
+    """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
+    if method.startswith(METHOD_PREFIX):
+        return method[len(METHOD_PREFIX):]
+    return None
+
+
+def metadata_map(metadata: Sequence[Any] | None) -> dict[str, str]:
+    """Text metadata as a dict (gRPC keys are already lowercase; binary keys skipped)."""
+    return {key: value for key, value in (metadata or ()) if isinstance(value, str)}
+
+
+def terminal_metadata(synapse: Synapse) -> tuple[tuple[str, str], ...]:
+    """The axon's terminal info as ``bt_header_axon_*`` metadata pairs."""
+    info = synapse.axon
+    if info is None:
+        return ()
+    return tuple((AXON_PREFIX + key, str(value)) for key, value in info.__dict__.items() if value is not None)
+
+
+def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
+    """``("127.0.0.1", 5555)`` from gRPC peer strings like ``ipv4:127.0.0.1:5555``."""
+    if not peer:
+        return None, None
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return address or kind, None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        return host, int(port)
+    except ValueError:
+        return host, None
+
+
+async def abort_with(context: grpc.aio.ServicerContext, synapse: Synapse) -> None:
+    """End the call with the status recorded on ``synapse.axon``."""
+    info = synapse.axon
+    assert info is not None
+    context.set_trailing_metadata(terminal_metadata(synapse))
+    await context.abort(grpc_status_for(info.status_code or 500), info.status_message or "")
+
+
+def _log_call(synapse: Synapse, start_time: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        d, a = synapse.dendrite, synapse.axon
+        logger.debug(
+            "grpc %s from %s -> %s in %.2f ms",
+            synapse.name, d.hotkey if d else None, a.status_code if a else None, (time.time() - start_time) * 1e3,
+        )
+
+
+Behavior = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+class AxonInterceptor(grpc.aio.ServerInterceptor):
+    """Preprocess, blacklist, verify and priority, on metadata, before the body is parsed."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        name = synapse_name(handler_call_details.method)
+        if name is None:
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        inner: Behavior | None = handler.unary_unary if handler is not None else None
+        headers = metadata_map(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
+        pipeline = self.pipeline
+
+        async def admit_then_handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            start = time.time()
+            peer_ip, peer_port = parse_peer(context.peer())
+            try:
+                endpoint, synapse, priority = await pipeline.admit(name, headers, peer_ip, peer_port)
+            except Exception as e:
+                failed = log_and_handle_error(pipeline.error_synapse(e), e, start_time=start)
+                _log_call(failed, start)
+                await abort_with(context, failed)
+                raise  # unreachable: abort raises
+            assert inner is not None
+            token = _admitted.set(Admitted(endpoint, synapse, priority, start))
+            try:
+                return await inner(request, context)
+            finally:
+                _admitted.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(admit_then_handle)
+
+
+class AxonService(grpc.GenericRpcHandler):
+    """The ``axon.v1.Axon`` service: one unary method per attached synapse."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._handler = grpc.unary_unary_rpc_method_handler(self._handle)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        name = synapse_name(handler_call_details.method)
+        if name is None or name not in self.pipeline.axon.endpoints:
+            return None
+        return self._handler
+
+    async def _handle(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        admitted = _admitted.get()
+        endpoint, header_synapse, start = admitted.endpoint, admitted.synapse, admitted.start_time
+        pipeline = self.pipeline
+        try:
+            pipeline.check_body_hash(header_synapse, hashlib.sha3_256(request).hexdigest())
+            try:
+                values = endpoint.schema.from_bytes(request)
+            except ValueError as e:
+                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
+            synapse = pipeline.with_body(endpoint, header_synapse, values)
+            remaining = context.time_remaining()
+            timeout = header_synapse.timeout
+            if remaining is not None and (timeout is None or remaining < timeout):
+                timeout = remaining
+            result = await pipeline.forward(endpoint, synapse, admitted.priority, timeout)
+            pipeline.succeed(result, header_synapse, start)
+            body = endpoint.schema.to_bytes(result)
+        except Exception as e:
+            failed = log_and_handle_error(header_synapse, e, start_time=start)
+            _log_call(failed, start)
+            await abort_with(context, failed)
+            raise  # unreachable: abort raises
+        context.set_trailing_metadata(terminal_metadata(result))
+        _log_call(result, start)
+        return body
+
+
+class GrpcServer:
+    """Owns the ``grpc.aio`` server of one axon; runs on whichever loop starts it."""
+
+    def __init__(self, axon: Axon, pipeline: Pipeline) -> None:
+        self.axon = axon
+        self.pipeline = pipeline
+        self.server: grpc.aio.Server | None = None
+        self.bound_port: int | None = None
+
+    def options(self) -> list[tuple[str, Any]]:
+        axon = self.axon
+        return [
+            ("grpc.max_receive_message_length", axon.max_request_bytes),
+            ("grpc.max_metadata_size", axon.max_metadata_bytes),
+            # Two servers on one port must be asked for (several workers), never an accident.
+            ("grpc.so_reuseport", 1 if axon.reuse_port else 0),
+        ]
+
+    async def start(self) -> int:
+        axon = self.axon
+        server = grpc.aio.server(interceptors=[AxonInterceptor(self.pipeline)], options=self.options())
+        server.add_generic_rpc_handlers((AxonService(self.pipeline),))
+        for extra in axon.extra_services:
+            extra(server)
+        address = f"{axon.ip}:{axon.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind gRPC server to {address}: {e}") from None
+        if port == 0:
+            raise OSError(f"cannot bind gRPC server to {address}")
+        await server.start()
+        self.server, self.bound_port = server, port
+        return port
+
+    async def stop(self, grace: float | None) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop(grace)

@@ -1,0 +1,77 @@
+"""Shared test helpers: synapse types used across the suite and a raw gRPC signer."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Optional
+
+import grpc
+
+from axon_grpc import Keypair, Synapse
+from axon_grpc.auth import PROTOCOL_VERSION
+
+
+class Dummy(Synapse):
+    input: int
+    output: Optional[int] = None
+
+    required_hash_fields = ("input",)
+
+
+def dummy_forward(synapse: Dummy) -> Dummy:
+    synapse.output = synapse.input * 2
+    return synapse
+
+
+def dummy_blacklist(synapse: Dummy) -> tuple[bool, str]:
+    return synapse.input == 13, "input 13 is blacklisted"
+
+
+class RawCaller:
+    """Builds and signs gRPC requests by hand, the way a client in another language would."""
+
+    def __init__(self, address: str, axon_hotkey: str, keypair: Keypair | None = None) -> None:
+        self.address = address
+        self.axon_hotkey = axon_hotkey
+        self.keypair = keypair or Keypair.generate()
+        self.uuid = str(uuid.uuid1())
+        self.channel = grpc.aio.insecure_channel(address)
+
+    def metadata(self, body: bytes, *, nonce: int | None = None, **overrides: str | None) -> list[tuple[str, str]]:
+        nonce = time.time_ns() if nonce is None else nonce
+        body_hash = hashlib.sha3_256(body).hexdigest()
+        hotkey = self.keypair.ss58_address
+        message = f"{nonce}.{hotkey}.{self.axon_hotkey}.{self.uuid}.{body_hash}"
+        values: dict[str, str | None] = {
+            "bt_header_dendrite_hotkey": hotkey,
+            "bt_header_dendrite_nonce": str(nonce),
+            "bt_header_dendrite_uuid": self.uuid,
+            "bt_header_dendrite_version": str(PROTOCOL_VERSION),
+            "bt_header_dendrite_signature": self.keypair.sign_hex(message),
+            "bt_header_dendrite_crypto": self.keypair.crypto_type,
+            "computed_body_hash": body_hash,
+            "timeout": "12.0",
+        }
+        values.update(overrides)
+        return [(k, v) for k, v in values.items() if v is not None]
+
+    async def call(
+        self, method: str, body: bytes, metadata: list[tuple[str, str]] | None = None, timeout: float = 10.0
+    ) -> tuple[grpc.StatusCode, bytes | None, str, dict[str, str]]:
+        """(status, response bytes or None, details, trailing metadata) of one raw call."""
+        rpc = self.channel.unary_unary(f"/axon.v1.Axon/{method}")
+        call = rpc(body, metadata=metadata if metadata is not None else self.metadata(body), timeout=timeout)
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as e:
+            trailing = {k: v for k, v in (e.trailing_metadata() or ())}
+            return e.code(), None, e.details() or "", trailing
+        trailing = {k: v for k, v in (await call.trailing_metadata() or ())}
+        return grpc.StatusCode.OK, response, "", trailing
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
