@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import uuid as uuid_lib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,6 +60,17 @@ def default_wallet(config: Config | None = None) -> Wallet:
     return dev.create_if_missing()
 
 
+def load_transport(name: str) -> Callable[[Axon], Any]:
+    """A transport factory registered under the ``axon_grpc.transports`` entry points.
+
+    The HTTP bridge registers itself there, so the core never imports it.
+    """
+    for entry in entry_points(group="axon_grpc.transports"):
+        if entry.name == name:
+            return entry.load()  # type: ignore[no-any-return]
+    raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
+
+
 def _ping(synapse: Synapse) -> Synapse:
     """Forward of the built-in ``Synapse`` route: answers the synapse as it came."""
     return synapse
@@ -82,6 +94,7 @@ class Axon:
         external_port: int | None = None,
         max_workers: int | None = None,
         *,
+        http_port: int | None = None,
         nonce_store: NonceStore | None = None,
         verify_policy: VerifyPolicy | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -102,6 +115,8 @@ class Axon:
             section.external_port = external_port
         if max_workers is not None:
             section.max_workers = max_workers
+        if http_port is not None:
+            section.http_port = http_port
         Axon.check_config(config)
         self.config = config
 
@@ -136,7 +151,43 @@ class Axon:
         self.grpc_server = GrpcServer(self, self.pipeline)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
+        self.http_port: int | None = int(section["http_port"]) if section.get("http_port") else None
+        #: The HTTP transport (``bridge.HttpBridge``), present when ``http_port`` is set.
+        self.http: Any = load_transport("http")(self) if self.http_port else None
         self.attach(forward_fn=_ping)
+
+    # -- the HTTP bridge's objects (seed API; None without an HTTP port) ---------------------
+    @property
+    def app(self) -> Any:
+        """The FastAPI application of the HTTP bridge."""
+        return getattr(self.http, "app", None)
+
+    @property
+    def router(self) -> Any:
+        """The FastAPI router holding one route per attached synapse."""
+        return getattr(self.http, "router", None)
+
+    @property
+    def fast_config(self) -> Any:
+        """The ``uvicorn.Config`` of the HTTP bridge."""
+        return getattr(self.http, "fast_config", None)
+
+    @property
+    def fast_server(self) -> Any:
+        """The ``FastAPIThreadedServer`` running the HTTP bridge."""
+        return getattr(self.http, "fast_server", None)
+
+    @property
+    def middleware_cls(self) -> Any:
+        """The ASGI middleware class of the HTTP bridge (``AxonMiddleware``)."""
+        return getattr(self.http, "middleware_cls", None)
+
+    async def verify_body_integrity(self, request: Any) -> dict[str, Any]:
+        """Parse an HTTP request body and check it against its ``computed_body_hash`` header."""
+        if self.http is None:
+            raise RuntimeError("this axon has no HTTP bridge (set http_port)")
+        return await self.http.verify_body_integrity(request)
 
     # -- configuration (seed API) ---------------------------------------------------------
     @classmethod
@@ -196,6 +247,8 @@ class Axon:
         self.priority_fns[name] = priority_fn
         self.verify_fns[name] = verify_fn or self.default_verify
         self.forward_class_types[name] = cls
+        if self.http is not None:
+            self.http.add_route(endpoint)
         return self
 
     async def default_verify(self, synapse: Synapse, crypto: str = "sr25519") -> None:
@@ -212,6 +265,12 @@ class Axon:
         if self.started:
             return self
         self.port = await self.grpc_server.start()
+        if self.http is not None:
+            try:
+                await self.http.start()
+            except BaseException:
+                await self.grpc_server.stop(None)
+                raise
         self._loop = asyncio.get_running_loop()
         self.started = True
         logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
@@ -219,6 +278,8 @@ class Axon:
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
         """Stop serving; calls in flight get ``grace`` seconds to finish."""
+        if self.http is not None:
+            await self.http.stop(grace)
         await self.grpc_server.stop(grace)
         self.started = False
         return self

@@ -68,6 +68,10 @@ def add_args(parser: argparse.ArgumentParser, prefix: str | None = None) -> None
             help="The public ip this axon broadcasts (env BT_AXON_EXTERNAL_IP; default: a local address).",
         )
         parser.add_argument(
+            f"--{p}axon.http_port", type=int, default=_env("BT_AXON_HTTP_PORT", None, int),
+            help="Port of the HTTP bridge for legacy dendrites (env BT_AXON_HTTP_PORT; default: no bridge).",
+        )
+        parser.add_argument(
             f"--{p}axon.max_workers", type=int, default=_env("BT_AXON_MAX_WORKERS", DEFAULT_MAX_WORKERS, int),
             help="Threads running synchronous forwards (env BT_AXON_MAX_WORKERS; default 10).",
         )
@@ -110,4 +114,7 @@ def check_config(config: Config) -> None:
     assert 1024 < int(axon.port) < 65535, "Axon port must be in range [1024, 65535]"
     assert axon.get("external_port") is None or 1024 < int(axon.external_port) < 65535, (
         "External port must be in range [1024, 65535]"
+    )
+    assert axon.get("http_port") is None or 1024 < int(axon.http_port) < 65535, (
+        "HTTP port must be in range [1024, 65535]"
     )
