@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
+NODE_CLIENT := examples/node-client
+NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test proto clean
+.PHONY: demo test proto node-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +20,19 @@ $(GEN): $(STAMP) $(wildcard proto/axon/v1/*.proto) scripts/gen_protos.py
 
 proto: $(GEN)
 
+# The Node.js interop client; its test is skipped (with the reason) where npm is missing.
+$(NODE_DEPS): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Node.js interop test will be skipped"; fi
+
+node-deps: $(NODE_DEPS)
+
 demo: $(STAMP) $(GEN)
 	$(VENV)/bin/axon-grpc demo
 
-test: $(STAMP) $(GEN)
+test: $(STAMP) $(GEN) node-deps
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) axon_grpc/_generated .pytest_cache
+	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import Config, add_args, add_wallet_args
@@ -15,6 +16,18 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(Config.from_namespace(args), value=args.value)
+
+
+def _proto(args: argparse.Namespace) -> int:
+    from .codegen import SchemaError, TargetError, write
+
+    try:
+        path = write(args.targets, Path(args.out))
+    except (SchemaError, TargetError) as e:
+        print(f"axon-grpc proto: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_args(demo)
     demo.set_defaults(**{"axon.ip": os.getenv("BT_AXON_IP") or "127.0.0.1"}, func=_demo)
     demo.add_argument("--value", type=int, default=21, help="The input to send (default 21).")
+
+    proto = sub.add_parser(
+        "proto",
+        help="Write the .proto of synapse classes, for clients in other languages.",
+        description="Write OUT/axon/v1/axon_service.proto: the axon.v1.Axon service with one method per "
+        "synapse, its messages, and the metadata/auth contract as comments. Deterministic: the same "
+        "classes give byte-identical output, and appending a field keeps earlier field numbers.",
+    )
+    proto.add_argument("targets", nargs="+", metavar="MODULE[:CLASS]",
+                       help="a Synapse subclass (my_module:MySynapse), or a module for all it defines")
+    proto.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
+    proto.set_defaults(func=_proto)
     return parser
 
 

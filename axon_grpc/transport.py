@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 import grpc
 
+from .discovery import SERVICE_NAME, Discovery
 from .errors import SynapseParsingError, grpc_status_for
 from .pipeline import Endpoint, Pipeline, log_and_handle_error
 from .synapse import AXON_PREFIX, Synapse
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("axon_grpc")
 
-SERVICE_NAME = "axon.v1.Axon"
 METHOD_PREFIX = f"/{SERVICE_NAME}/"
 
 #: Default bounds: request message size and total metadata size.
@@ -192,6 +192,7 @@ class GrpcServer:
         self.pipeline = pipeline
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
+        self.discovery: Discovery | None = None
 
     def options(self) -> list[tuple[str, Any]]:
         axon = self.axon
@@ -206,6 +207,8 @@ class GrpcServer:
         axon = self.axon
         server = grpc.aio.server(interceptors=[AxonInterceptor(self.pipeline)], options=self.options())
         server.add_generic_rpc_handlers((AxonService(self.pipeline),))
+        discovery = Discovery(axon)
+        discovery.install(server)
         for extra in axon.extra_services:
             extra(server)
         address = f"{axon.ip}:{axon.port}"
@@ -216,10 +219,13 @@ class GrpcServer:
         if port == 0:
             raise OSError(f"cannot bind gRPC server to {address}")
         await server.start()
-        self.server, self.bound_port = server, port
+        await discovery.serving()
+        self.server, self.bound_port, self.discovery = server, port, discovery
         return port
 
     async def stop(self, grace: float | None) -> None:
         server, self.server = self.server, None
+        if self.discovery is not None:
+            await self.discovery.shutting_down()
         if server is not None:
             await server.stop(grace)
