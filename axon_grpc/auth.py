@@ -35,11 +35,19 @@ class VerifyPolicy:
     max_timeout_s: float = 60.0  #: cap on the client timeout's contribution to the window
     max_future_s: float = 30.0  #: how far ahead of our clock a nonce may be
     allow_legacy_versions: bool = False  #: accept dendrites < 7.2.0 (no freshness check)
+    btauth_max_age_s: float = 10.0  #: btauth: how old a nonce may be
+    btauth_allowed_skew_s: float = 2.0  #: btauth: how far ahead of our clock a nonce may be
+    btauth_require_receiver: bool = True  #: btauth: refuse requests not bound to our hotkey
 
     @property
     def retention_ns(self) -> int:
         """How long the nonce store must remember a key: the widest window plus skew."""
         return int((self.base_window_s + self.max_timeout_s + self.max_future_s) * 1e9)
+
+    @property
+    def btauth_retention_ns(self) -> int:
+        """How long a btauth nonce must be remembered: its whole window."""
+        return int((self.btauth_max_age_s + self.btauth_allowed_skew_s) * 1e9)
 
 
 def request_message(synapse: Synapse, axon_hotkey: str) -> str:

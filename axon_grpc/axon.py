@@ -133,6 +133,10 @@ class Axon:
 
         self.verify_policy = verify_policy or VerifyPolicy()
         self.nonce_store: NonceStore = nonce_store or InMemoryNonceStore(self.verify_policy.retention_ns)
+        #: Seen btauth nonces; a given shared store serves both schemes.
+        self.btauth_nonce_store: NonceStore = nonce_store or InMemoryNonceStore(
+            self.verify_policy.btauth_retention_ns
+        )
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
         self.reuse_port = reuse_port

@@ -12,6 +12,7 @@ from typing import Any, Sequence, TypeVar
 
 import grpc
 
+from . import btauth
 from .auth import CRYPTO_HEADER, PROTOCOL_VERSION
 from .errors import http_status_for
 from .info import AxonInfo
@@ -21,6 +22,9 @@ from .synapse import AXON_PREFIX, DENDRITE_PREFIX, Synapse, TerminalInfo
 from .transport import METHOD_PREFIX
 
 S = TypeVar("S", bound=Synapse)
+
+#: The signing schemes a Dendrite speaks.
+AUTH_SCHEMES = ("legacy", "btauth")
 
 #: Channel options: keep idle connections healthy without flooding the server.
 _CHANNEL_OPTIONS = [
@@ -42,10 +46,15 @@ class Dendrite:
     """Signs each request with ``wallet.hotkey`` and calls one or many axons concurrently.
 
     ``wallet`` is anything with ``hotkey.ss58_address`` and ``hotkey.sign(message)``;
-    without one, a throw-away sr25519 key is generated.
+    without one, a throw-away sr25519 key is generated. ``auth="btauth"`` signs the
+    way Bittensor SDK 11's ``http_auth`` does instead of the legacy way.
     """
 
-    def __init__(self, wallet: Any = None, *, external_ip: str | None = None) -> None:
+    def __init__(self, wallet: Any = None, *, external_ip: str | None = None, auth: str = "legacy") -> None:
+        if auth not in AUTH_SCHEMES:
+            raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
+        #: How requests are signed: ``legacy`` (``bt_header_*``) or ``btauth`` (SDK 11's btauth/1).
+        self.auth = auth
         if wallet is None:
             self.keypair: Any = Keypair.generate()
         else:
@@ -154,6 +163,13 @@ class Dendrite:
         )
         synapse.axon = TerminalInfo(ip=info.ip, port=info.port, hotkey=info.hotkey)
         body = schema.to_bytes(synapse)
+        if self.auth == "btauth":
+            headers = btauth.sign_headers(
+                self.keypair, method="POST", path=METHOD_PREFIX + type(synapse).__name__, body=body,
+                receiver=info.hotkey, nonce=nonce, scheme=self.crypto,
+            )
+            synapse.dendrite.signature = headers[btauth.HEADER_SIGNATURE]
+            return body, [("name", type(synapse).__name__), ("timeout", str(timeout)), *headers.items()]
         body_hash = hashlib.sha3_256(body).hexdigest()
         message = f"{nonce}.{hotkey}.{info.hotkey}.{self.uuid}.{body_hash}"
         signature = "0x" + bytes(self.keypair.sign(message)).hex()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pydantic import ValidationError
 
+from . import btauth
 from .auth import CRYPTO_HEADER, response_message
 from .errors import (
     AxonError,
@@ -107,6 +108,8 @@ class Pipeline:
             for key, value in endpoint.defaults_for_missing().items():
                 inputs.setdefault(key, value)
         dendrite = inputs["dendrite"]
+        if btauth.is_btauth(headers):
+            dendrite.update(btauth.caller_fields(headers))
         dendrite["ip"] = peer_ip
         dendrite["port"] = peer_port
         try:
@@ -154,9 +157,30 @@ class Pipeline:
         if blacklisted:
             raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
 
-    async def verify(self, endpoint: Endpoint, synapse: Synapse, headers: Mapping[str, str]) -> None:
-        """The signature and nonce check always runs; a custom ``verify_fn`` runs after it."""
-        await self.axon.default_verify(synapse, crypto=headers.get(CRYPTO_HEADER, "sr25519"))
+    async def verify(
+        self,
+        endpoint: Endpoint,
+        synapse: Synapse,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        method: str = "POST",
+        path: str = "",
+    ) -> None:
+        """The signature and nonce check always runs; a custom ``verify_fn`` runs after it.
+
+        Requests carrying ``X-Bittensor-Version`` are checked by the btauth rules over
+        ``method``, ``path`` and the raw ``body``; all others by the legacy rules.
+        """
+        axon = self.axon
+        if btauth.is_btauth(headers):
+            policy = axon.verify_policy
+            await btauth.verify_btauth(
+                headers, body, method=method, path=path, receiver=axon.wallet.hotkey.ss58_address,
+                store=axon.btauth_nonce_store, max_age_s=policy.btauth_max_age_s,
+                allowed_skew_s=policy.btauth_allowed_skew_s, require_receiver=policy.btauth_require_receiver,
+            )
+        else:
+            await axon.default_verify(synapse, crypto=headers.get(CRYPTO_HEADER, "sr25519"))
         if endpoint.verify_fn is not None:
             try:
                 await _call_hook(endpoint.verify_fn, synapse)
@@ -174,14 +198,24 @@ class Pipeline:
         return float(value)
 
     async def admit(
-        self, name: str, headers: Mapping[str, str], peer_ip: str | None, peer_port: int | None
+        self,
+        name: str,
+        headers: Mapping[str, str],
+        peer_ip: str | None,
+        peer_port: int | None,
+        body: bytes | None = None,
+        method: str = "POST",
+        path: str = "",
     ) -> tuple[Endpoint, Synapse, float]:
-        """Stages 1-4 on headers alone; raises an :class:`AxonError` to refuse."""
+        """Stages 1-4 on headers (and, for btauth, the raw body); raises to refuse.
+
+        The body is not parsed here; btauth needs its bytes for the signature.
+        """
         endpoint = self.endpoint(name)
         synapse = self.preprocess(endpoint, headers, peer_ip, peer_port)
         try:
             await self.blacklist(endpoint, synapse)
-            await self.verify(endpoint, synapse, headers)
+            await self.verify(endpoint, synapse, headers, body, method, path)
             priority = await self.priority(endpoint, synapse)
         except Exception as e:
             e.synapse = getattr(e, "synapse", None) or synapse  # type: ignore[attr-defined]
@@ -190,7 +224,13 @@ class Pipeline:
 
     # -- stage 5: body and forward --------------------------------------------------------
     @staticmethod
-    def check_body_hash(synapse: Synapse, actual: str) -> None:
+    def check_body_hash(synapse: Synapse, actual: str, headers: Mapping[str, str] | None = None) -> None:
+        """Legacy scheme: the body must match the signed ``computed_body_hash``.
+
+        A btauth signature already covers the exact body bytes, so nothing to do.
+        """
+        if headers is not None and btauth.is_btauth(headers):
+            return
         claimed = synapse.computed_body_hash
         if claimed != actual:
             raise BodyHashMismatch(

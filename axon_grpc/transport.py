@@ -44,6 +44,7 @@ class Admitted:
     synapse: Synapse
     priority: float
     start_time: float
+    headers: dict[str, str]
 
 
 _admitted: contextvars.ContextVar[Admitted] = contextvars.ContextVar("axon_grpc_admitted")
@@ -121,20 +122,23 @@ class AxonInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         inner: Behavior | None = handler.unary_unary if handler is not None else None
         headers = metadata_map(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
+        method = handler_call_details.method
         pipeline = self.pipeline
 
         async def admit_then_handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             start = time.time()
             peer_ip, peer_port = parse_peer(context.peer())
             try:
-                endpoint, synapse, priority = await pipeline.admit(name, headers, peer_ip, peer_port)
+                endpoint, synapse, priority = await pipeline.admit(
+                    name, headers, peer_ip, peer_port, body=request, path=method
+                )
             except Exception as e:
                 failed = log_and_handle_error(pipeline.error_synapse(e), e, start_time=start)
                 _log_call(failed, start)
                 await abort_with(context, failed)
                 raise  # unreachable: abort raises
             assert inner is not None
-            token = _admitted.set(Admitted(endpoint, synapse, priority, start))
+            token = _admitted.set(Admitted(endpoint, synapse, priority, start, headers))
             try:
                 return await inner(request, context)
             finally:
@@ -161,7 +165,7 @@ class AxonService(grpc.GenericRpcHandler):
         endpoint, header_synapse, start = admitted.endpoint, admitted.synapse, admitted.start_time
         pipeline = self.pipeline
         try:
-            pipeline.check_body_hash(header_synapse, hashlib.sha3_256(request).hexdigest())
+            pipeline.check_body_hash(header_synapse, hashlib.sha3_256(request).hexdigest(), admitted.headers)
             try:
                 values = endpoint.schema.from_bytes(request)
             except ValueError as e:
