@@ -16,7 +16,7 @@ import tempfile
 from typing import Any
 
 from .errors import InvalidAddress, KeyfileError
-from .keys import CRYPTO_SR25519, SUPPORTED_CRYPTO, Keypair, ss58_decode
+from .keys import CRYPTO_ED25519, CRYPTO_SR25519, SUPPORTED_CRYPTO, Keypair, ss58_decode
 
 DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
 
@@ -25,6 +25,7 @@ DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
 _ENCRYPTED_MARKERS: tuple[bytes, ...] = (b"$NACL", b"$BT", b"$ANSIBLE_VAULT", b"gAAAAA")
 _MAX_KEYFILE_BYTES = 1 << 20
 _CRYPTO_FIELDS = ("crypto", "cryptoType")
+_SDK_CRYPTO_TYPES = {0: CRYPTO_ED25519, 1: CRYPTO_SR25519}
 
 
 def _check_name(value: str, what: str) -> str:
@@ -94,6 +95,8 @@ def keypair_from_keyfile(raw: bytes) -> Keypair:
     for field in _CRYPTO_FIELDS:
         value = data.get(field)
         if value is not None:
+            # Bittensor SDK 11 writes "cryptoType" as an int: 0 ed25519, 1 sr25519.
+            value = _SDK_CRYPTO_TYPES.get(value, value) if isinstance(value, int) else value
             if not isinstance(value, str) or value.lower() not in SUPPORTED_CRYPTO:
                 raise KeyfileError(
                     f"hotkey file has unsupported {field}; expected one of {', '.join(SUPPORTED_CRYPTO)}"
