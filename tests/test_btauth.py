@@ -138,3 +138,14 @@ async def test_btauth_dendrite_is_served_and_passes_the_sdk_verifier(harness: Ax
 def test_unknown_auth_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="auth must be one of legacy, btauth"):
         Dendrite(auth="basic")
+
+
+@pytest.mark.parametrize("crypto_type, name", [(1, "sr25519"), (0, "ed25519")])
+def test_our_wallet_reads_an_sdk_11_hotkey(tmp_path: Path, crypto_type: int, name: str) -> None:
+    from axon_grpc import Wallet
+
+    theirs = sdk_wallet(tmp_path, "miner", crypto_type)
+    ours = Wallet(name="miner", hotkey="h", path=str(tmp_path))
+    assert ours.hotkey.ss58_address == theirs.hotkey.ss58_address
+    assert ours.hotkey.crypto_type == name
+    assert theirs.hotkey.verify(b"hello", ours.hotkey.sign(b"hello"))
