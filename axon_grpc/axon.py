@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import config as config_mod
+from .admission import AdmissionQueue
 from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy, verify_legacy
 from .config import Config
 from .info import AxonInfo, ip_version
@@ -95,6 +96,7 @@ class Axon:
         max_workers: int | None = None,
         *,
         http_port: int | None = None,
+        max_queue: int | None = None,
         nonce_store: NonceStore | None = None,
         verify_policy: VerifyPolicy | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -117,6 +119,8 @@ class Axon:
             section.max_workers = max_workers
         if http_port is not None:
             section.http_port = http_port
+        if max_queue is not None:
+            section.max_queue = max_queue
         Axon.check_config(config)
         self.config = config
 
@@ -144,6 +148,11 @@ class Axon:
         self.extra_services: list[Callable[[Any], None]] = []
 
         self.thread_pool = PriorityThreadPoolExecutor(max_workers=self.max_workers)
+        queue_bound = section.get("max_queue")
+        #: Admission in front of the forwards: ``max_workers`` running, a bounded priority queue.
+        self.admission = AdmissionQueue(
+            self.max_workers, int(queue_bound) if queue_bound is not None else 8 * self.max_workers
+        )
         self.endpoints: dict[str, Endpoint] = {}
         self.forward_fns: dict[str, Callable[..., Any] | None] = {}
         self.blacklist_fns: dict[str, Callable[..., Any] | None] = {}

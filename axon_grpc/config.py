@@ -75,6 +75,11 @@ def add_args(parser: argparse.ArgumentParser, prefix: str | None = None) -> None
             f"--{p}axon.max_workers", type=int, default=_env("BT_AXON_MAX_WORKERS", DEFAULT_MAX_WORKERS, int),
             help="Threads running synchronous forwards (env BT_AXON_MAX_WORKERS; default 10).",
         )
+        parser.add_argument(
+            f"--{p}axon.max_queue", type=int, default=_env("BT_AXON_MAX_QUEUE", None, int),
+            help="Requests that may wait for a worker; past it the lowest priority is refused with 503 "
+            "(env BT_AXON_MAX_QUEUE; default 8 x max_workers).",
+        )
     except argparse.ArgumentError:
         # Already added by another component sharing this parser.
         pass

@@ -11,9 +11,11 @@ bridge only translate.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import inspect
 import logging
+import math
 import time
 import uuid as uuid_lib
 from dataclasses import dataclass, field
@@ -30,7 +32,6 @@ from .errors import (
     InternalServerError,
     NotVerifiedException,
     RequestTimeout,
-    SynapseException,
     SynapseParsingError,
     UnknownSynapseError,
     status_of,
@@ -120,6 +121,11 @@ class Pipeline:
                 f"{_parse_error_detail(e)}"
             ) from None
         self.sign_response(synapse)
+        timeout = synapse.timeout
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise SynapseParsingError(
+                "Improperly formatted request. timeout must be a positive number of seconds", synapse
+            )
         return synapse
 
     def error_synapse(self, exc: BaseException) -> Synapse:
@@ -252,16 +258,31 @@ class Pipeline:
             ) from None
 
     async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, timeout: float | None) -> Synapse:
-        """Run the forward (async on the loop, sync on the priority pool) within ``timeout``."""
+        """Run the forward within ``timeout`` once admitted (async on the loop, sync on the pool).
+
+        Waits for an admission slot in priority order; a request still queued at its
+        deadline never runs (408), one shed from a full queue gets 503, and a forward
+        still running at the deadline is cancelled (async) or has its late result
+        discarded (sync).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        admission = self.axon.admission
+        try:
+            await admission.acquire(priority, deadline)
+        except AxonError as e:
+            e.synapse = synapse
+            if isinstance(e, RequestTimeout):
+                e.message = f"Response timeout after: {synapse.timeout}s"
+            raise
+        remaining = None if deadline is None else deadline - time.monotonic()
         try:
             if endpoint.forward_is_async:
-                result = await asyncio.wait_for(endpoint.forward_fn(synapse), timeout)
+                try:
+                    result = await asyncio.wait_for(endpoint.forward_fn(synapse), remaining)
+                finally:
+                    admission.release()
             else:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                pool = self.axon.thread_pool
-                result = await asyncio.wait_for(
-                    pool.run(endpoint.forward_fn, synapse, priority=priority, deadline=deadline), timeout
-                )
+                result = await self._run_sync(endpoint, synapse, priority, deadline, remaining)
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
         if not isinstance(result, endpoint.synapse_class):
@@ -269,6 +290,33 @@ class Pipeline:
                 f"forward for {endpoint.name} returned {type(result).__name__}, not {endpoint.name}", synapse
             )
         return result
+
+    async def _run_sync(
+        self, endpoint: Endpoint, synapse: Synapse, priority: float, deadline: float | None, remaining: float | None
+    ) -> Any:
+        """A sync forward on the pool; its admission slot is freed when the thread is done."""
+        loop = asyncio.get_running_loop()
+        admission = self.axon.admission
+        gave_up = False
+
+        def finished(future: concurrent.futures.Future[Any]) -> None:
+            admission.release()
+            if gave_up and not future.cancelled():
+                admission.stats.late += 1
+
+        def on_done(future: concurrent.futures.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(finished, future)
+            except RuntimeError:  # the loop is closed: the axon has stopped
+                pass
+
+        work = self.axon.thread_pool.submit(endpoint.forward_fn, synapse, priority=priority, deadline=deadline)
+        work.add_done_callback(on_done)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(work), remaining)
+        except BaseException:
+            gave_up = True
+            raise
 
     # -- stage 6: respond -----------------------------------------------------------------
     @staticmethod
@@ -291,15 +339,15 @@ def log_and_handle_error(
 ) -> Synapse:
     """Record an error on ``synapse.axon`` and log it; returns the synapse.
 
-    Errors the caller caused (4xx) are logged at debug level with their message.
-    Anything unexpected becomes ``Internal Server Error #{id}`` on the wire and is
+    Axon errors (refusals, overload, a miner's SynapseException) keep their message
+    and are logged at debug level. Anything unexpected becomes ``Internal Server Error #{id}`` on the wire and is
     logged with its traceback under that id; its text never leaves the server.
     """
     carried = getattr(exception, "synapse", None)
     if isinstance(carried, Synapse):
         synapse = carried
     status = status_code if status_code is not None else status_of(exception)
-    if isinstance(exception, (SynapseException,)) or (isinstance(exception, AxonError) and status < 500):
+    if isinstance(exception, AxonError) and not isinstance(exception, InternalServerError):
         message = exception.message
         logger.debug("%s refused with %s: %s", synapse.name, status, message)
     else:

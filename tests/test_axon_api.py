@@ -183,16 +183,16 @@ async def test_saturated_pool_runs_highest_priority_first() -> None:
             return raw.call("Job", body, raw.metadata(body, bt_header_input_obj_rank=header))
 
         blocker = asyncio.create_task(request(-1))
-        while h.axon.thread_pool.active < 1:
+        while h.axon.admission.running < 1 or h.axon.thread_pool.active < 1:
             await asyncio.sleep(0.01)
         ranks = [1, 5, 3, 4, 2]
         tasks = []
         for rank in ranks:  # one at a time, so submission order is known
             tasks.append(asyncio.create_task(request(rank)))
             deadline = time.monotonic() + 5
-            while h.axon.thread_pool.queued < len(tasks) and time.monotonic() < deadline:
+            while h.axon.admission.waiting < len(tasks) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-        assert h.axon.thread_pool.queued == len(ranks)
+        assert h.axon.admission.waiting == len(ranks)
         gate.set()
         results = await asyncio.gather(blocker, *tasks)
         await raw.close()
