@@ -298,6 +298,8 @@ class PriorityThreadPoolExecutor(Executor):
                 self._reaper = self._start_thread(self._reap, f"{self.thread_name_prefix}-reaper")
             elif earliest is None or item.deadline < earliest:
                 self._reaper_wake.notify()
+        # The future is fresh (nobody else has seen it), so this cannot run the callback
+        # right away -- which would deadlock, as the callback takes the lock.
         assert item.future is not None
         item.future.add_done_callback(self._forget_if_cancelled(item))
 
@@ -401,6 +403,8 @@ class PriorityThreadPoolExecutor(Executor):
                     if item is not None or expired:
                         break
                     if self._shutdown:
+                        # The queue is drained: let the reaper stop waiting on stale deadlines.
+                        self._reaper_wake.notify_all()
                         return
                     self._work_ready.wait()
             for old in expired:
