@@ -11,6 +11,7 @@ from typing import Iterable
 from .contract import EMITTED_HEADER
 from .errors import SchemaError
 from .schema import emit_proto, schema_for
+from .streaming import streaming_schemas
 from .synapse import Synapse
 
 #: Where the emitted file goes under the output folder (its package path).
@@ -50,7 +51,10 @@ def load_targets(targets: Iterable[str]) -> list[type[Synapse]]:
 
 def render(classes: Iterable[type[Synapse]]) -> str:
     """The ``.proto`` text for ``classes`` (raises SchemaError naming class and field)."""
-    return emit_proto([schema_for(cls) for cls in classes], header_comment=EMITTED_HEADER)
+    classes = list(classes)
+    return emit_proto(
+        [schema_for(cls) for cls in classes], header_comment=EMITTED_HEADER, streaming=streaming_schemas(classes)
+    )
 
 
 def write(targets: Iterable[str], out: Path) -> Path:

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid as uuid_lib
 import weakref
-from typing import Any, Sequence, TypeVar
+from typing import Any, AsyncIterator, Sequence, TypeVar
 
 import grpc
 
@@ -18,6 +18,7 @@ from .errors import http_status_for
 from .info import AxonInfo
 from .keys import Keypair
 from .schema import schema_for
+from .streaming import CHUNK_TAG, chunk_schema, is_streaming, unframe
 from .synapse import AXON_PREFIX, DENDRITE_PREFIX, Synapse, TerminalInfo
 from .transport import METHOD_PREFIX
 
@@ -73,20 +74,35 @@ class Dendrite:
     # -- public API -------------------------------------------------------------------------
     async def forward(
         self,
-        axons: Any,
+        axons: Any = None,
         synapse: Synapse | None = None,
         timeout: float = 12.0,
         deserialize: bool = True,
         run_async: bool = True,
+        streaming: bool = False,
+        *,
+        netuid: int | None = None,
     ) -> Any:
         """Send ``synapse`` to one axon (returns one result) or a list (returns a list).
 
         Each axon gets its own copy. With ``deserialize`` the result is
-        ``synapse.deserialize()``; otherwise the synapse with its status filled.
+        ``synapse.deserialize()``; otherwise the synapse with its status filled. With
+        ``streaming`` (a :class:`StreamingSynapse`), each result is an async iterator
+        of the chunks, ending with the final synapse. ``netuid=N`` instead of ``axons``
+        calls every axon of subnet N in the local registry (:meth:`resolve`).
         """
+        if axons is None:
+            if netuid is None:
+                raise TypeError("forward() needs axons or netuid")
+            axons = self.resolve(netuid)
         synapse = synapse if synapse is not None else Synapse()
         single = not isinstance(axons, (list, tuple))
         targets: Sequence[Any] = [axons] if single else list(axons)
+        if streaming:
+            if not is_streaming(type(synapse)):
+                raise ValueError(f"streaming=True needs a StreamingSynapse; {type(synapse).__name__} is not one")
+            streams = [self.call_stream(t, synapse.model_copy(deep=True), timeout, deserialize) for t in targets]
+            return streams[0] if single else streams
         calls = [self.call(t, synapse.model_copy(deep=True), timeout, deserialize) for t in targets]
         if run_async:
             results = list(await asyncio.gather(*calls))
@@ -96,39 +112,79 @@ class Dendrite:
 
     __call__ = forward
 
+    @staticmethod
+    def resolve(netuid: int, registry: Any = None) -> list[AxonInfo]:
+        """The axons registered on ``netuid`` in ``registry`` (default: the local registry)."""
+        if registry is None:
+            from .registry import LocalRegistry
+
+            registry = LocalRegistry()
+        return list(registry.axons(netuid))
+
     def query(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking ``forward`` for code without an event loop (or called from inside one)."""
         loop = self._ensure_sync_loop()
         return asyncio.run_coroutine_threadsafe(self.forward(*args, **kwargs), loop).result()
 
     async def call(self, target_axon: Any, synapse: S, timeout: float = 12.0, deserialize: bool = True) -> Any:
-        """One signed call; every failure becomes a status on ``synapse.dendrite``."""
+        """One signed call; every failure becomes a status on ``synapse.dendrite``.
+
+        A streaming synapse is streamed and its chunks dropped: the final synapse is
+        the result.
+        """
+        if is_streaming(type(synapse)):
+            result: Any = None
+            async for result in self.call_stream(target_axon, synapse, timeout, deserialize=False):
+                pass
+            return result.deserialize() if deserialize else result
         start = time.time()
         info = _target_info(target_axon)
         schema = schema_for(type(synapse))
         body, metadata = self._prepare(info, synapse, timeout, schema)
-        channel = self._channel(info)
-        method = channel.unary_unary(METHOD_PREFIX + type(synapse).__name__)
+        method = self._channel(info).unary_unary(METHOD_PREFIX + type(synapse).__name__)
         try:
             call = method(body, metadata=metadata, timeout=timeout)
             response = await call
-            trailing = await call.trailing_metadata()
-            for key, value in schema.from_bytes(response).items():
-                setattr(synapse, key, value)
-            self._read_axon(synapse, trailing)
-            status, message = 200, "Success"
-            if synapse.axon is not None and synapse.axon.status_code is not None:
-                status = synapse.axon.status_code
-                message = synapse.axon.status_message or message
+            self._fill(synapse, schema.from_bytes(response))
+            status, message = self._status_of(synapse, await call.trailing_metadata())
         except grpc.aio.AioRpcError as e:
             self._read_axon(synapse, e.trailing_metadata())
             status, message = self._error_status(e, synapse, info, timeout)
         except ValueError as e:
             status, message = 422, f"Failed to parse response: {e}"
-        d = synapse.dendrite
-        assert d is not None
-        d.__dict__.update(status_code=status, status_message=message, process_time=time.time() - start)
+        self._finish(synapse, status, message, start)
         return synapse.deserialize() if deserialize else synapse
+
+    async def call_stream(
+        self, target_axon: Any, synapse: S, timeout: float = 12.0, deserialize: bool = True
+    ) -> AsyncIterator[Any]:
+        """Stream a :class:`StreamingSynapse`: yields each chunk, then the final synapse."""
+        start = time.time()
+        info = _target_info(target_axon)
+        schema = schema_for(type(synapse))
+        chunks = chunk_schema(type(synapse))  # type: ignore[arg-type]
+        body, metadata = self._prepare(info, synapse, timeout, schema)
+        method = self._channel(info).unary_stream(METHOD_PREFIX + type(synapse).__name__)
+        call = method(body, metadata=metadata, timeout=timeout)
+        try:
+            async for message in call:
+                tag, payload = unframe(message)
+                if tag == CHUNK_TAG:
+                    yield chunks.cls.model_validate(chunks.from_bytes(payload)).data  # type: ignore[attr-defined]
+                else:
+                    self._fill(synapse, schema.from_bytes(payload))
+            status, message_text = self._status_of(synapse, await call.trailing_metadata())
+        except grpc.aio.AioRpcError as e:
+            self._read_axon(synapse, e.trailing_metadata())
+            status, message_text = self._error_status(e, synapse, info, timeout)
+        except ValueError as e:
+            call.cancel()
+            status, message_text = 422, f"Failed to parse response: {e}"
+        finally:
+            if not call.done():
+                call.cancel()
+        self._finish(synapse, status, message_text, start)
+        yield synapse.deserialize() if deserialize else synapse
 
     async def aclose(self) -> None:
         """Close the channels opened on the running loop."""
@@ -187,6 +243,25 @@ class Dendrite:
             (CRYPTO_HEADER, self.crypto),
         ]
         return body, metadata
+
+    @staticmethod
+    def _fill(synapse: Synapse, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            setattr(synapse, key, value)
+
+    def _status_of(self, synapse: Synapse, trailing: Any) -> tuple[int, str]:
+        """The axon's status from its trailing metadata (200 Success when absent)."""
+        self._read_axon(synapse, trailing)
+        axon = synapse.axon
+        if axon is not None and axon.status_code is not None:
+            return axon.status_code, axon.status_message or "Success"
+        return 200, "Success"
+
+    @staticmethod
+    def _finish(synapse: Synapse, status: int, message: str, start: float) -> None:
+        d = synapse.dendrite
+        assert d is not None
+        d.__dict__.update(status_code=status, status_message=message, process_time=time.time() - start)
 
     @staticmethod
     def _read_axon(synapse: Synapse, trailing: Any) -> None:

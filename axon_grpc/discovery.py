@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from .schema import DEFAULT_PACKAGE, DEFAULT_SERVICE, build_service_file
+from .streaming import streaming_schemas
 
 if TYPE_CHECKING:  # pragma: no cover
     import grpc
@@ -48,7 +49,9 @@ class DescriptorSource:
 
     def service_file(self) -> descriptor_pb2.FileDescriptorProto:
         """The ``axon.v1.Axon`` service with one method per attached synapse."""
-        return build_service_file([endpoint.schema for endpoint in self._axon.endpoints.values()])
+        endpoints = self._axon.endpoints.values()
+        streaming = streaming_schemas(endpoint.synapse_class for endpoint in endpoints)
+        return build_service_file([endpoint.schema for endpoint in endpoints], streaming=streaming)
 
     def pool(self) -> descriptor_pool.DescriptorPool:
         key = tuple(id(endpoint) for endpoint in self._axon.endpoints.values())

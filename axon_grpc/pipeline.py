@@ -16,10 +16,11 @@ import enum
 import inspect
 import logging
 import math
+import sys
 import time
 import uuid as uuid_lib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -37,6 +38,7 @@ from .errors import (
     status_of,
 )
 from .schema import SynapseSchema
+from .streaming import is_streaming, open_stream
 from .synapse import Synapse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,17 +61,33 @@ class Endpoint:
     priority_fn: Callable[..., Any] | None = None
     verify_fn: Callable[..., Any] | None = None
     forward_is_async: bool = field(init=False)
+    streaming: bool = field(init=False)
     zero_values: dict[str, Any] = field(init=False)
     zero_values_mutable: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.forward_is_async = inspect.iscoroutinefunction(self.forward_fn)
+        self.streaming = is_streaming(self.synapse_class)
         self.zero_values = self.schema.zero_values()
         self.zero_values_mutable = any(not isinstance(v, _IMMUTABLE) for v in self.zero_values.values())
 
     def defaults_for_missing(self) -> dict[str, Any]:
         """Zero values for required user fields; fresh objects where they are mutable."""
         return self.schema.zero_values() if self.zero_values_mutable else self.zero_values
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
+        """Await with a time limit (``asyncio.timeout``: no extra task per call)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
+        """Await with a time limit."""
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _call_hook(fn: Callable[..., Any], synapse: Synapse) -> Any:
@@ -265,24 +283,17 @@ class Pipeline:
         still running at the deadline is cancelled (async) or has its late result
         discarded (sync).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = await self._admit_slot(synapse, priority, timeout)
         admission = self.axon.admission
-        try:
-            await admission.acquire(priority, deadline)
-        except AxonError as e:
-            e.synapse = synapse
-            if isinstance(e, RequestTimeout):
-                e.message = f"Response timeout after: {synapse.timeout}s"
-            raise
         remaining = None if deadline is None else deadline - time.monotonic()
         try:
             if endpoint.forward_is_async:
                 try:
-                    result = await asyncio.wait_for(endpoint.forward_fn(synapse), remaining)
+                    result = await within(endpoint.forward_fn(synapse), remaining)
                 finally:
                     admission.release()
             else:
-                result = await self._run_sync(endpoint, synapse, priority, deadline, remaining)
+                result = await self._run_sync(endpoint, synapse, priority, remaining)
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
         if not isinstance(result, endpoint.synapse_class):
@@ -291,32 +302,80 @@ class Pipeline:
             )
         return result
 
-    async def _run_sync(
-        self, endpoint: Endpoint, synapse: Synapse, priority: float, deadline: float | None, remaining: float | None
-    ) -> Any:
-        """A sync forward on the pool; its admission slot is freed when the thread is done."""
+    async def _admit_slot(self, synapse: Synapse, priority: float, timeout: float | None) -> float | None:
+        """Wait for a forward slot; returns the monotonic deadline."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            await self.axon.admission.acquire(priority, deadline)
+        except AxonError as e:
+            e.synapse = synapse
+            if isinstance(e, RequestTimeout):
+                e.message = f"Response timeout after: {synapse.timeout}s"
+            raise
+        return deadline
+
+    async def stream(
+        self, endpoint: Endpoint, synapse: Synapse, priority: float, timeout: float | None
+    ) -> AsyncIterator[Any]:
+        """Chunks of a streaming forward, under the same admission and deadline as a call.
+
+        Closing this generator (the caller went away, or the deadline passed) closes
+        the forward's own generator, so it sees ``GeneratorExit`` or cancellation.
+        """
+        deadline = await self._admit_slot(synapse, priority, timeout)
+        chunks: AsyncIterator[Any] | None = None
+        try:
+            chunks = await open_stream(
+                endpoint.forward_fn, synapse,  # type: ignore[arg-type]
+                lambda fn, s: self.axon.thread_pool.run(fn, s, priority=priority, deadline=deadline),
+            )
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                try:
+                    chunk = await within(chunks.__anext__(), remaining)
+                except StopAsyncIteration:
+                    return
+                except (asyncio.TimeoutError, TimeoutError):
+                    raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.axon.admission.release()
+
+    async def _run_sync(self, endpoint: Endpoint, synapse: Synapse, priority: float, remaining: float | None) -> Any:
+        """A sync forward on the pool; its admission slot is freed when the thread is done.
+
+        One wake-up of the loop per call: the worker's completion both settles the
+        caller's future and releases the slot. A result that arrives after the caller
+        gave up is discarded and counted as late.
+        """
         loop = asyncio.get_running_loop()
         admission = self.axon.admission
-        gave_up = False
+        waiter: asyncio.Future[Any] = loop.create_future()
 
-        def finished(future: concurrent.futures.Future[Any]) -> None:
+        def finished(work: concurrent.futures.Future[Any]) -> None:
             admission.release()
-            if gave_up and not future.cancelled():
-                admission.stats.late += 1
+            if waiter.done():
+                if not work.cancelled():
+                    admission.stats.late += 1
+            elif work.cancelled():
+                waiter.cancel()
+            elif (error := work.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(work.result())
 
-        def on_done(future: concurrent.futures.Future[Any]) -> None:
+        def on_done(work: concurrent.futures.Future[Any]) -> None:
             try:
-                loop.call_soon_threadsafe(finished, future)
+                loop.call_soon_threadsafe(finished, work)
             except RuntimeError:  # the loop is closed: the axon has stopped
                 pass
 
-        work = self.axon.thread_pool.submit(endpoint.forward_fn, synapse, priority=priority, deadline=deadline)
+        work = self.axon.thread_pool.submit(endpoint.forward_fn, synapse, priority=priority)
         work.add_done_callback(on_done)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(work), remaining)
-        except BaseException:
-            gave_up = True
-            raise
+        return await within(waiter, remaining)
 
     # -- stage 6: respond -----------------------------------------------------------------
     @staticmethod

@@ -13,6 +13,7 @@ import sys
 import typing
 from typing import Any, Callable
 
+from .streaming import is_streaming
 from .synapse import Synapse
 
 _EMPTY = inspect.Parameter.empty
@@ -104,7 +105,8 @@ def check_attach(
 ) -> type[Synapse]:
     """Validate the four functions of one ``attach``; returns the synapse class."""
     cls = synapse_class_of(forward_fn)
-    check_hook(forward_fn, cls, "forward", (cls,), cls.__name__)
+    if not is_streaming(cls):  # a streaming forward yields chunks or returns a StreamingResponse
+        check_hook(forward_fn, cls, "forward", (cls,), cls.__name__)
     if blacklist_fn is not None:
         check_hook(blacklist_fn, cls, "blacklist", (tuple[bool, str], bool), "tuple[bool, str]")
     if priority_fn is not None:

@@ -28,7 +28,8 @@ DENDRITE_PREFIX = "bt_header_dendrite_"
 INPUT_OBJ_PREFIX = "bt_header_input_obj_"
 
 #: The plain headers that map one-to-one onto base fields.
-_PLAIN_HEADERS = ("name", "timeout", "header_size", "total_size", "computed_body_hash")
+_PLAIN_HEADERS = frozenset({"name", "timeout", "header_size", "total_size", "computed_body_hash"})
+_AXON_CUT, _DENDRITE_CUT, _INPUT_CUT = len(AXON_PREFIX), len(DENDRITE_PREFIX), len(INPUT_OBJ_PREFIX)
 
 EMPTY_HASH = hashlib.sha3_256(b"").hexdigest()
 
@@ -179,26 +180,26 @@ class Synapse(BaseModel):
         axon: dict[str, str] = {}
         dendrite: dict[str, str] = {}
         inputs: dict[str, Any] = {"axon": axon, "dendrite": dendrite}
-        user_fields = set(cls.model_fields) - BASE_FIELDS
+        user_fields = _user_fields(cls)
         for key, value in headers.items():
-            if key.startswith(AXON_PREFIX):
-                field = key[len(AXON_PREFIX):]
-                if field in TerminalInfo.model_fields:
-                    axon[field] = value
+            if not key.startswith("bt_header_"):
+                if key in _PLAIN_HEADERS:
+                    inputs[key] = value
             elif key.startswith(DENDRITE_PREFIX):
-                field = key[len(DENDRITE_PREFIX):]
-                if field in TerminalInfo.model_fields:
+                field = key[_DENDRITE_CUT:]
+                if field in TERMINAL_FIELDS:
                     dendrite[field] = value
+            elif key.startswith(AXON_PREFIX):
+                field = key[_AXON_CUT:]
+                if field in TERMINAL_FIELDS:
+                    axon[field] = value
             elif key.startswith(INPUT_OBJ_PREFIX):
-                field = key[len(INPUT_OBJ_PREFIX):]
+                field = key[_INPUT_CUT:]
                 if field in user_fields:
                     try:
                         inputs[field] = json.loads(base64.b64decode(value, validate=True))
                     except (ValueError, TypeError):
                         continue
-        for key in _PLAIN_HEADERS:
-            if key in headers:
-                inputs[key] = headers[key]
         return inputs
 
     @classmethod
@@ -210,6 +211,19 @@ class Synapse(BaseModel):
 def field_body_hash(dumped: dict[str, Any], fields: tuple[str, ...]) -> str:
     """The legacy body hash of already-dumped field values (PROTOCOL.md, "Body hash")."""
     return get_hash("".join(get_hash(str(dumped[f])) for f in fields))
+
+
+#: Field names of TerminalInfo (what ``bt_header_{axon,dendrite}_*`` may carry).
+TERMINAL_FIELDS: frozenset[str] = frozenset(TerminalInfo.model_fields)
+
+_user_fields_cache: dict[type, frozenset[str]] = {}
+
+
+def _user_fields(cls: type[BaseModel]) -> frozenset[str]:
+    found = _user_fields_cache.get(cls)
+    if found is None:
+        found = _user_fields_cache[cls] = frozenset(cls.model_fields) - BASE_FIELDS
+    return found
 
 
 _required_cache: dict[type, list[str]] = {}

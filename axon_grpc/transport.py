@@ -15,13 +15,14 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
 from .discovery import SERVICE_NAME, Discovery
 from .errors import SynapseParsingError, grpc_status_for
 from .pipeline import Endpoint, Pipeline, log_and_handle_error
+from .streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
 from .synapse import AXON_PREFIX, Synapse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,6 +104,7 @@ def _log_call(synapse: Synapse, start_time: float) -> None:
 
 
 Behavior = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+StreamBehavior = Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes]]
 
 
 class AxonInterceptor(grpc.aio.ServerInterceptor):
@@ -120,12 +122,11 @@ class AxonInterceptor(grpc.aio.ServerInterceptor):
         if name is None:
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
-        inner: Behavior | None = handler.unary_unary if handler is not None else None
         headers = metadata_map(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
         method = handler_call_details.method
         pipeline = self.pipeline
 
-        async def admit_then_handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def admit(request: bytes, context: grpc.aio.ServicerContext) -> Admitted:
             start = time.time()
             peer_ip, peer_port = parse_peer(context.peer())
             try:
@@ -137,8 +138,27 @@ class AxonInterceptor(grpc.aio.ServerInterceptor):
                 _log_call(failed, start)
                 await abort_with(context, failed)
                 raise  # unreachable: abort raises
-            assert inner is not None
-            token = _admitted.set(Admitted(endpoint, synapse, priority, start, headers))
+            return Admitted(endpoint, synapse, priority, start, headers)
+
+        if handler is not None and handler.unary_stream is not None:
+            inner_stream: StreamBehavior = handler.unary_stream
+
+            async def admit_then_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+                token = _admitted.set(await admit(request, context))
+                try:
+                    async for message in inner_stream(request, context):
+                        yield message
+                finally:
+                    _admitted.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(admit_then_stream)
+
+        inner: Behavior | None = handler.unary_unary if handler is not None else None
+
+        async def admit_then_handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            admitted = await admit(request, context)
+            assert inner is not None  # unknown names were refused by admit
+            token = _admitted.set(admitted)
             try:
                 return await inner(request, context)
             finally:
@@ -148,33 +168,41 @@ class AxonInterceptor(grpc.aio.ServerInterceptor):
 
 
 class AxonService(grpc.GenericRpcHandler):
-    """The ``axon.v1.Axon`` service: one unary method per attached synapse."""
+    """The ``axon.v1.Axon`` service: one method per attached synapse (streaming ones stream)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self._handler = grpc.unary_unary_rpc_method_handler(self._handle)
+        self._unary = grpc.unary_unary_rpc_method_handler(self._handle)
+        self._streaming = grpc.unary_stream_rpc_method_handler(self._stream)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         name = synapse_name(handler_call_details.method)
-        if name is None or name not in self.pipeline.axon.endpoints:
+        endpoint = self.pipeline.axon.endpoints.get(name) if name is not None else None
+        if endpoint is None:
             return None
-        return self._handler
+        return self._streaming if endpoint.streaming else self._unary
+
+    def _request(self, admitted: Admitted, request: bytes, context: grpc.aio.ServicerContext) -> tuple[Synapse, float | None]:
+        """The full synapse from the body, and the call's effective timeout."""
+        pipeline, endpoint, header_synapse = self.pipeline, admitted.endpoint, admitted.synapse
+        pipeline.check_body_hash(header_synapse, hashlib.sha3_256(request).hexdigest(), admitted.headers)
+        try:
+            values = endpoint.schema.from_bytes(request)
+        except ValueError as e:
+            raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
+        synapse = pipeline.with_body(endpoint, header_synapse, values)
+        remaining = context.time_remaining()
+        timeout = header_synapse.timeout
+        if remaining is not None and (timeout is None or remaining < timeout):
+            timeout = remaining
+        return synapse, timeout
 
     async def _handle(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         admitted = _admitted.get()
         endpoint, header_synapse, start = admitted.endpoint, admitted.synapse, admitted.start_time
         pipeline = self.pipeline
         try:
-            pipeline.check_body_hash(header_synapse, hashlib.sha3_256(request).hexdigest(), admitted.headers)
-            try:
-                values = endpoint.schema.from_bytes(request)
-            except ValueError as e:
-                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
-            synapse = pipeline.with_body(endpoint, header_synapse, values)
-            remaining = context.time_remaining()
-            timeout = header_synapse.timeout
-            if remaining is not None and (timeout is None or remaining < timeout):
-                timeout = remaining
+            synapse, timeout = self._request(admitted, request, context)
             result = await pipeline.forward(endpoint, synapse, admitted.priority, timeout)
             pipeline.succeed(result, header_synapse, start)
             body = endpoint.schema.to_bytes(result)
@@ -186,6 +214,32 @@ class AxonService(grpc.GenericRpcHandler):
         context.set_trailing_metadata(terminal_metadata(result))
         _log_call(result, start)
         return body
+
+    async def _stream(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """Chunks as ``{Name}Stream.chunk`` messages, then ``final``; status in trailers."""
+        admitted = _admitted.get()
+        endpoint, header_synapse, start = admitted.endpoint, admitted.synapse, admitted.start_time
+        pipeline = self.pipeline
+        chunks: AsyncIterator[Any] | None = None
+        try:
+            synapse, timeout = self._request(admitted, request, context)
+            codec = chunk_schema(endpoint.synapse_class)  # type: ignore[arg-type]
+            chunks = pipeline.stream(endpoint, synapse, admitted.priority, timeout)
+            async for chunk in chunks:
+                yield encode_chunk(codec, chunk, endpoint.name)
+            pipeline.succeed(synapse, header_synapse, start)
+            final = frame(FINAL_TAG, endpoint.schema.to_bytes(synapse))
+        except Exception as e:
+            failed = log_and_handle_error(header_synapse, e, start_time=start)
+            _log_call(failed, start)
+            await abort_with(context, failed)
+            raise  # unreachable: abort raises
+        finally:
+            if chunks is not None:
+                await chunks.aclose()  # type: ignore[attr-defined]
+        context.set_trailing_metadata(terminal_metadata(synapse))
+        _log_call(synapse, start)
+        yield final
 
 
 class GrpcServer:

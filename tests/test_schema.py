@@ -903,10 +903,12 @@ def test_emit_proto_layout() -> None:
 
 def test_build_service_file() -> None:
     schemas = _all_schemas()
-    fdp = build_service_file(schemas, streaming=("Everything",))
+    chunk = schema_for(create_model("EverythingChunk", data=(str, "")))
+    fdp = build_service_file(schemas, streaming={"Everything": chunk})
     assert isinstance(fdp, descriptor_pb2.FileDescriptorProto)
     assert fdp.package == "axon.v1" and fdp.syntax == "proto3"
-    assert [m.name for m in fdp.message_type] == ["Dummy", "Everything", "WithJson"]
+    assert [m.name for m in fdp.message_type] == ["Dummy", "Everything", "EverythingChunk", "EverythingStream",
+                                                  "WithJson"]
     (service,) = fdp.service
     assert service.name == "Axon"
     methods = {m.name: m for m in service.method}
@@ -914,10 +916,12 @@ def test_build_service_file() -> None:
     assert methods["Dummy"].output_type == ".axon.v1.Dummy"
     assert not methods["Dummy"].server_streaming
     assert methods["Everything"].server_streaming
-    text = emit_proto(schemas, streaming=("Everything",))
-    assert "  rpc Everything(axon.v1.Everything) returns (stream axon.v1.Everything);\n" in text
+    assert methods["Everything"].output_type == ".axon.v1.EverythingStream"
+    text = emit_proto(schemas, streaming={"Everything": chunk})
+    assert "  rpc Everything(axon.v1.Everything) returns (stream axon.v1.EverythingStream);\n" in text
+    assert "  EverythingChunk chunk = 1;\n  Everything final = 2;\n" in text
     with pytest.raises(SchemaError, match="streaming names no attached synapse: Nope"):
-        build_service_file(schemas, streaming=("Nope",))
+        build_service_file(schemas, streaming={"Nope": chunk})
     with pytest.raises(SchemaError, match="service"):
         build_service_file(schemas, service="not valid")
     # another package re-qualifies every type reference
@@ -939,8 +943,9 @@ def test_protoc_compiles_the_emitted_file_to_the_same_descriptors(tmp_path: Any)
         # scoping corner: a field named like its message, next to a `Wrap.Point` reference
         schema_for(create_model("Wrap", Wrap=(int, 0), p=(Point, Point()))),
     ]
-    ours = build_service_file(schemas, streaming=("Dummy",))
-    text = emit_proto(schemas, header_comment="test file", streaming=("Dummy",))
+    chunk = schema_for(create_model("DummyChunk", data=(bytes, b"")))
+    ours = build_service_file(schemas, streaming={"Dummy": chunk})
+    text = emit_proto(schemas, header_comment="test file", streaming={"Dummy": chunk})
     proto = tmp_path / "axon" / "v1" / "axon.proto"
     proto.parent.mkdir(parents=True)
     proto.write_text(text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -206,19 +206,23 @@ def build_service_file(
     *,
     package: str = DEFAULT_PACKAGE,
     service: str = DEFAULT_SERVICE,
-    streaming: Collection[str] = (),
+    streaming: Mapping[str, SynapseSchema] | None = None,
 ) -> descriptor_pb2.FileDescriptorProto:
     """One file with every schema's message and ``service {service}`` with one rpc each.
 
-    ``rpc Name(Name) returns (Name)``; for names in ``streaming`` the response is
-    ``stream Name``.  The file is checked by loading it into a fresh descriptor pool.
+    ``rpc Name(Name) returns (Name)``. ``streaming`` maps a synapse name to the schema
+    of its chunk message (``NameChunk``); such a method is
+    ``rpc Name(Name) returns (stream NameStream)`` where each ``NameStream`` carries
+    either ``chunk`` (field 1) or, last, ``final`` (field 2, the synapse's fields).
+    The file is checked by loading it into a fresh descriptor pool.
     """
+    streaming = dict(streaming or {})
     _check_dotted(package, "package", allow_empty=True)
     _check_dotted(service, "service")
     if "." in service:
         raise SchemaError(f"service {service!r} is not a valid protobuf name")
     seen: dict[str, SynapseSchema] = {}
-    for s in schemas:
+    for s in [*schemas, *streaming.values()]:
         prior = seen.get(s.name)
         if prior is not None and prior is not s:
             raise SchemaError(
@@ -226,7 +230,7 @@ def build_service_file(
                 f"{_type_repr(s.cls)}"
             )
         seen[s.name] = s
-    unknown = sorted(set(streaming) - set(seen))
+    unknown = sorted(set(streaming) - {s.name for s in schemas})
     if unknown:
         raise SchemaError(f"streaming names no attached synapse: {', '.join(unknown)}")
 
@@ -236,14 +240,30 @@ def build_service_file(
         raise SchemaError(f"message {service!r} has the same name as the service; rename it")
     prefix = f".{package}." if package else "."
     svc = fdp.service.add(name=service)
-    for index, s in enumerate(seen.values()):
-        message, comments = s._message_proto(package)
-        fdp.message_type.add().CopyFrom(message)
-        _add_comments(fdp, index, comments)
-        method = svc.method.add(
-            name=s.name, input_type=f"{prefix}{s.name}", output_type=f"{prefix}{s.name}"
-        )
-        if s.name in streaming:
+    for s in schemas:
+        _add_message(fdp, s, package)
+        output = s.name
+        chunk = streaming.get(s.name)
+        if chunk is not None:
+            output = f"{s.name}Stream"
+            if output in seen:
+                raise SchemaError(f"duplicate message name {output!r}: it frames the stream of {s.name}")
+            _add_message(fdp, chunk, package)
+            frame = fdp.message_type.add(name=output)
+            for number, (field, type_name) in enumerate((("chunk", chunk.name), ("final", s.name)), 1):
+                frame.field.add(
+                    name=field, number=number, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                    type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, type_name=f"{prefix}{type_name}",
+                )
+        method = svc.method.add(name=s.name, input_type=f"{prefix}{s.name}", output_type=f"{prefix}{output}")
+        if chunk is not None:
             method.server_streaming = True
     _pool_with(fdp, f"{package or '<no package>'}.{service}")
     return fdp
+
+
+def _add_message(fdp: descriptor_pb2.FileDescriptorProto, schema: SynapseSchema, package: str) -> None:
+    message, comments = schema._message_proto(package)
+    index = len(fdp.message_type)
+    fdp.message_type.add().CopyFrom(message)
+    _add_comments(fdp, index, comments)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from google.protobuf import descriptor_pb2
@@ -169,7 +169,7 @@ def emit_proto(
     package: str = DEFAULT_PACKAGE,
     service: str = DEFAULT_SERVICE,
     header_comment: str = "",
-    streaming: Collection[str] = (),
+    streaming: Mapping[str, SynapseSchema] | None = None,
 ) -> str:
     """The ``.proto`` text of :func:`build_service_file` (byte-identical for equal input)."""
     fdp = build_service_file(schemas, package=package, service=service, streaming=streaming)

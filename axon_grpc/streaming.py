@@ -1,0 +1,173 @@
+"""Streaming synapses: a forward that yields chunks, then the final synapse.
+
+Over gRPC a streaming synapse is the server-streaming method
+``/axon.v1.Axon/{Name}`` answering ``{Name}Stream`` messages: each carries either
+``chunk`` (field 1, a ``{Name}Chunk`` whose ``data`` field holds one chunk of the
+class's ``chunk_type``) or, last, ``final`` (field 2, the synapse's user fields).
+
+A forward may be an async generator yielding chunks, or (the legacy shape) return
+``synapse.create_streaming_response(token_streamer)`` where ``token_streamer(send)``
+sends ASGI ``http.response.body`` messages; their bodies become the chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar
+
+from pydantic import create_model
+
+from .errors import InternalServerError
+from .schema import SynapseSchema, schema_for
+from .synapse import Synapse
+
+#: Wire tags of the two fields of ``{Name}Stream`` (field number << 3 | length-delimited).
+CHUNK_TAG = 0x0A
+FINAL_TAG = 0x12
+
+TokenStreamer = Callable[[Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+class StreamingResponse:
+    """What a legacy streaming forward returns: the token streamer and its synapse."""
+
+    def __init__(self, token_streamer: TokenStreamer, *, synapse: Synapse | None = None) -> None:
+        self.token_streamer = token_streamer
+        self.synapse = synapse
+
+
+class StreamingSynapse(Synapse):
+    """A synapse whose forward streams chunks of ``chunk_type`` before the final synapse."""
+
+    #: The type of one streamed chunk (any type the protobuf mapping accepts).
+    chunk_type: ClassVar[Any] = str
+
+    def create_streaming_response(self, token_streamer: TokenStreamer) -> StreamingResponse:
+        """Wrap a legacy ``token_streamer(send)`` as this synapse's streaming answer."""
+        return StreamingResponse(token_streamer, synapse=self)
+
+    async def process_streaming_response(self, response: Any) -> AsyncIterator[Any]:
+        """Client side of the legacy HTTP protocol: yield decoded chunks of ``response``."""
+        async for chunk in response.content.iter_any():
+            yield chunk.decode("utf-8") if self.chunk_type is str else chunk
+
+    def extract_response_json(self, response: Any) -> dict[str, Any]:
+        """Client side of the legacy HTTP protocol: the synapse fields of a finished response."""
+        return {}
+
+
+_chunk_schemas: dict[type, SynapseSchema] = {}
+_chunk_lock = threading.Lock()
+
+
+def chunk_schema(cls: type[StreamingSynapse]) -> SynapseSchema:
+    """The schema of ``{Name}Chunk``: one field ``data`` of ``cls.chunk_type`` (cached)."""
+    found = _chunk_schemas.get(cls)
+    if found is None:
+        with _chunk_lock:
+            found = _chunk_schemas.get(cls)
+            if found is None:
+                model = create_model(f"{cls.__name__}Chunk", data=(cls.chunk_type, ...))
+                found = _chunk_schemas[cls] = schema_for(model)
+    return found
+
+
+def is_streaming(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, StreamingSynapse)
+
+
+def streaming_schemas(classes: Any) -> dict[str, SynapseSchema]:
+    """``{name: chunk schema}`` for the streaming classes among ``classes``."""
+    return {cls.__name__: chunk_schema(cls) for cls in classes if is_streaming(cls)}
+
+
+# -- framing ---------------------------------------------------------------------------------
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def frame(tag: int, payload: bytes) -> bytes:
+    """One ``{Name}Stream`` message holding ``payload`` in the field of ``tag``."""
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def unframe(message: bytes) -> tuple[int, bytes]:
+    """``(tag, payload)`` of one ``{Name}Stream`` message; ValueError if malformed."""
+    if not message or message[0] not in (CHUNK_TAG, FINAL_TAG):
+        raise ValueError("stream message has neither chunk nor final")
+    length = shift = 0
+    index = 1
+    while True:
+        if index >= len(message) or shift > 63:
+            raise ValueError("truncated stream message")
+        byte = message[index]
+        index += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    if index + length != len(message):
+        raise ValueError("stream message length does not match")
+    return message[0], message[index:]
+
+
+def encode_chunk(schema: SynapseSchema, value: Any, name: str) -> bytes:
+    """A framed chunk; a value the chunk type cannot carry is a 500 naming the type."""
+    try:
+        return frame(CHUNK_TAG, schema.to_bytes({"data": value}))
+    except (TypeError, ValueError) as e:
+        raise InternalServerError(f"{name} stream yielded a {type(value).__name__} chunk it cannot send: {e}") from e
+
+
+# -- running a streaming forward -----------------------------------------------------------------
+async def open_stream(forward_fn: Callable[..., Any], synapse: StreamingSynapse, run_sync: Any) -> AsyncIterator[Any]:
+    """The chunk iterator of a streaming forward, whichever shape it has."""
+    if inspect.isasyncgenfunction(forward_fn):
+        return forward_fn(synapse)  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(forward_fn):
+        result = await forward_fn(synapse)
+    else:
+        result = await run_sync(forward_fn, synapse)
+    if isinstance(result, StreamingResponse):
+        return _legacy_chunks(result, type(synapse))
+    if hasattr(result, "__anext__"):
+        return result  # type: ignore[no-any-return]
+    raise InternalServerError(
+        f"streaming forward for {type(synapse).__name__} returned {type(result).__name__}; "
+        "yield chunks or return synapse.create_streaming_response(token_streamer)"
+    )
+
+
+_END = object()
+
+
+async def _legacy_chunks(response: StreamingResponse, cls: type[StreamingSynapse]) -> AsyncIterator[Any]:
+    """Chunks from a legacy token streamer's ASGI body messages."""
+    if cls.chunk_type not in (str, bytes):
+        raise InternalServerError(f"{cls.__name__}: a token streamer needs chunk_type str or bytes")
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.body" and message.get("body"):
+            await queue.put(message["body"])
+
+    task = asyncio.ensure_future(response.token_streamer(send))
+    task.add_done_callback(lambda _: queue.put_nowait(_END))
+    try:
+        while (item := await queue.get()) is not _END:
+            yield item.decode("utf-8") if cls.chunk_type is str else bytes(item)
+        await task  # re-raise what the streamer raised
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
