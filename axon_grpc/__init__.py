@@ -24,7 +24,9 @@ from .errors import (
 from .info import AxonInfo
 from .keys import Keypair
 from .nonces import InMemoryNonceStore, NonceStore
+from .registry import LocalRegistry
 from .pipeline import log_and_handle_error
+from .streaming import StreamingResponse, StreamingSynapse
 from .synapse import Synapse, TerminalInfo
 from .wallet import KeypairWallet, Wallet
 
@@ -45,10 +47,14 @@ __all__ = [
     "KeyfileError",
     "Keypair",
     "KeypairWallet",
+    "LocalRegistry",
     "NonceStore",
     "NotVerifiedException",
+    "RedisNonceStore",
     "SchemaError",
     "Status",
+    "StreamingResponse",
+    "StreamingSynapse",
     "Synapse",
     "SynapseException",
     "TerminalInfo",
@@ -56,3 +62,12 @@ __all__ = [
     "Wallet",
     "log_and_handle_error",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``RedisNonceStore`` is imported on first use (the redis client is not needed otherwise)."""
+    if name == "RedisNonceStore":
+        from .redis_store import RedisNonceStore
+
+        return RedisNonceStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from .admission import AdmissionQueue
 from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy, verify_legacy
 from .config import Config
 from .info import AxonInfo, ip_version
-from .nonces import InMemoryNonceStore, NonceStore
+from .nonces import InMemoryNonceStore, NonceStore, open_nonce_store
 from .pipeline import Endpoint, Pipeline
 from .scheduler import PriorityThreadPoolExecutor
 from .schema import schema_for
@@ -97,7 +97,7 @@ class Axon:
         *,
         http_port: int | None = None,
         max_queue: int | None = None,
-        nonce_store: NonceStore | None = None,
+        nonce_store: NonceStore | str | None = None,
         verify_policy: VerifyPolicy | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
@@ -135,11 +135,20 @@ class Axon:
         self.version = PROTOCOL_VERSION
         self.started = False
 
-        self.verify_policy = verify_policy or VerifyPolicy()
-        self.nonce_store: NonceStore = nonce_store or InMemoryNonceStore(self.verify_policy.retention_ns)
+        self.verify_policy = policy = verify_policy or VerifyPolicy()
+        #: Stores this axon opened from a URL (``nonce_store="redis://..."``); closed on stop.
+        self.owned_stores: list[NonceStore] = []
+        store = nonce_store if nonce_store is not None else section.get("nonce_store")
+        if isinstance(store, str):
+            store = open_nonce_store(
+                store, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
+                namespace=self.wallet.hotkey.ss58_address, timeout_s=section.get("nonce_store_timeout"),
+            )
+            self.owned_stores += [store] if store is not None else []
+        self.nonce_store: NonceStore = store if store is not None else InMemoryNonceStore(policy.retention_ns)
         #: Seen btauth nonces; a given shared store serves both schemes.
-        self.btauth_nonce_store: NonceStore = nonce_store or InMemoryNonceStore(
-            self.verify_policy.btauth_retention_ns
+        self.btauth_nonce_store: NonceStore = (
+            store if store is not None else InMemoryNonceStore(policy.btauth_retention_ns)
         )
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
@@ -294,6 +303,8 @@ class Axon:
         if self.http is not None:
             await self.http.stop(grace)
         await self.grpc_server.stop(grace)
+        for store in self.owned_stores:
+            await store.close()
         self.started = False
         return self
 
@@ -347,10 +358,17 @@ class Axon:
 
     # -- identity -------------------------------------------------------------------------
     def serve(self, netuid: int, subtensor: Any = None, certificate: Any = None) -> Axon:
-        """Register this axon on subnet ``netuid`` through ``subtensor.serve_axon``."""
+        """Register this axon on subnet ``netuid`` through ``subtensor.serve_axon``.
+
+        Without a subtensor, the axon is recorded in the local registry
+        (:class:`~axon_grpc.registry.LocalRegistry`), where ``Dendrite`` and
+        ``axon-grpc call --netuid N`` find it.
+        """
         if subtensor is None:
-            logger.warning("serve(netuid=%s): no subtensor given; the axon is not registered anywhere", netuid)
-            return self
+            from .registry import LocalRegistry
+
+            subtensor = LocalRegistry()
+            logger.info("serve(netuid=%s): recording this axon in the local registry %s", netuid, subtensor.path)
         subtensor.serve_axon(netuid=netuid, axon=self, certificate=certificate)
         return self
 

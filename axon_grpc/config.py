@@ -10,6 +10,7 @@ from typing import Any, Iterable
 DEFAULT_PORT = 8091
 DEFAULT_IP = "[::]"
 DEFAULT_MAX_WORKERS = 10
+DEFAULT_NONCE_STORE_TIMEOUT = 0.5
 
 
 class Config(dict):  # type: ignore[type-arg]
@@ -80,6 +81,17 @@ def add_args(parser: argparse.ArgumentParser, prefix: str | None = None) -> None
             help="Requests that may wait for a worker; past it the lowest priority is refused with 503 "
             "(env BT_AXON_MAX_QUEUE; default 8 x max_workers).",
         )
+        parser.add_argument(
+            f"--{p}axon.nonce_store", type=str, default=_env("BT_AXON_NONCE_STORE", None),
+            help="Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by "
+            "several workers or hosts (env BT_AXON_NONCE_STORE; default: memory).",
+        )
+        parser.add_argument(
+            f"--{p}axon.nonce_store_timeout", type=float,
+            default=_env("BT_AXON_NONCE_STORE_TIMEOUT", DEFAULT_NONCE_STORE_TIMEOUT, float),
+            help="Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE "
+            "(env BT_AXON_NONCE_STORE_TIMEOUT; default 0.5).",
+        )
     except argparse.ArgumentError:
         # Already added by another component sharing this parser.
         pass
@@ -122,4 +134,11 @@ def check_config(config: Config) -> None:
     )
     assert axon.get("http_port") is None or 1024 < int(axon.http_port) < 65535, (
         "HTTP port must be in range [1024, 65535]"
+    )
+    store = (axon.get("nonce_store") or "").strip()
+    assert store.lower() in ("", "memory") or store.split("://", 1)[0] in ("redis", "rediss", "unix"), (
+        "nonce_store must be 'memory' or a Redis URL (redis://host:port/db)"
+    )
+    assert axon.get("nonce_store_timeout") is None or float(axon.nonce_store_timeout) > 0, (
+        "nonce_store_timeout must be positive"
     )

@@ -84,3 +84,23 @@ class InMemoryNonceStore:
 
     async def close(self) -> None:
         self.nonces.clear()
+
+
+#: ``--axon.nonce_store`` values that select the in-memory store.
+MEMORY_STORE_NAMES = ("", "memory")
+
+
+def open_nonce_store(spec: str, *, retention_ns: int, namespace: str = "", timeout_s: float | None = None
+                     ) -> NonceStore | None:
+    """The store a ``--axon.nonce_store`` value names: None for ``memory``, else a Redis store.
+
+    ``redis://host:port/db`` (also ``rediss://``, ``unix://``) gives a
+    :class:`~axon_grpc.redis_store.RedisNonceStore` namespaced by ``namespace``;
+    anything else raises ``ValueError``.
+    """
+    if spec.strip().lower() in MEMORY_STORE_NAMES:
+        return None
+    from .redis_store import DEFAULT_TIMEOUT_S, RedisNonceStore
+
+    return RedisNonceStore(spec.strip(), retention_ns=retention_ns, namespace=namespace,
+                           timeout_s=timeout_s or DEFAULT_TIMEOUT_S)

@@ -14,6 +14,7 @@ import pytest
 from axon_grpc import Axon, AxonInfo, Dendrite, KeypairWallet, Synapse, Wallet
 from axon_grpc.axon import default_wallet
 from axon_grpc.config import Config
+from axon_grpc.registry import LocalRegistry
 from axon_grpc.testing import build_axon, free_port, serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward
@@ -76,7 +77,8 @@ def test_constructor_arguments_and_info() -> None:
     assert "Synapse" in str(axon)
 
 
-def test_serve_calls_the_subtensor() -> None:
+def test_serve_calls_the_subtensor(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AXON_GRPC_HOME", str(tmp_path))
     calls = []
 
     class RecordingSubtensor:
@@ -87,7 +89,8 @@ def test_serve_calls_the_subtensor() -> None:
     axon = build_axon()
     assert axon.serve(netuid=7, subtensor=RecordingSubtensor(), certificate="cert") is axon
     assert calls == [(7, axon, "cert")]
-    assert axon.serve(netuid=7) is axon  # no subtensor: nothing to call, no error
+    assert axon.serve(netuid=7) is axon  # no subtensor: recorded in the local registry
+    assert LocalRegistry(tmp_path / "registry.sqlite").axons(7) == [axon.info()]
 
 
 def test_default_wallet_creates_a_dev_hotkey_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,188 @@
+"""Several worker processes on one port: ``axon-grpc serve ... --workers N`` for real."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from axon_grpc import AxonInfo, Dendrite, PROTOCOL_VERSION
+from axon_grpc.testing import free_port
+from axon_grpc.workers import SharedStoreRequired, WorkerGroup, load_factory
+
+from .fixtures.workers_app import WhoAmI, hotkey
+from .redis_support import RedisServer
+from .support import RawCaller
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.fixtures.workers_app:build_axon"
+BODY = b"\x08\x07"  # WhoAmI(input=7)
+
+
+def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BT_AXON_", "BT_WALLET_"))}
+    env.update(AXON_GRPC_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def start_serve(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "axon_grpc", "serve", APP, "--axon.ip", "127.0.0.1", "--axon.port", str(port),
+               *args]
+    return subprocess.Popen(command, cwd=ROOT, env=worker_env(tmp_path, **env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def info(port: int) -> AxonInfo:
+    return AxonInfo(version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey().ss58_address,
+                    coldkey="")
+
+
+async def call_fresh(port: int, value: int = 7) -> WhoAmI:
+    """One call over a new channel (a new connection, so the kernel picks a worker anew)."""
+    async with Dendrite() as dendrite:
+        return await dendrite.call(info(port), WhoAmI(input=value), timeout=5.0, deserialize=False)
+
+
+async def wait_serving(process: subprocess.Popen[str], port: int, timeout: float = 60.0) -> None:
+    """Until ``serve`` reports that every worker serves, and a call succeeds."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), deadline - time.monotonic())
+        assert line, f"serve exited with {process.wait()}"
+        if "serving" in line:
+            break
+    result = await call_fresh(port)
+    assert result.dendrite.status_code == 200, result.dendrite.status_message
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return process.returncode, err
+
+
+async def test_two_workers_share_the_port_and_the_replay_state(tmp_path: Path, redis_server: RedisServer) -> None:
+    port = free_port()
+    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url)
+    try:
+        await wait_serving(process, port)
+        hits: dict[int, int] = {}
+        for _ in range(40):
+            result = await call_fresh(port)
+            assert result.dendrite.status_code == 200 and result.input == 7
+            hits[result.pid] = hits.get(result.pid, 0) + 1
+        assert len(hits) == 2, hits  # both processes answered
+        assert process.pid not in hits  # the workers, not the parent
+
+        # One signed request, sent again over fresh connections: only the first is accepted,
+        # and refusals come from the worker that did not accept it too.
+        caller = RawCaller(f"127.0.0.1:{port}", hotkey().ss58_address)
+        metadata = caller.metadata(BODY)
+        await caller.close()
+        outcomes: list[tuple[grpc.StatusCode, str]] = []
+        for _ in range(12):
+            fresh = RawCaller(f"127.0.0.1:{port}", hotkey().ss58_address)
+            status, _, _, trailing = await fresh.call("WhoAmI", BODY, metadata)
+            await fresh.close()
+            outcomes.append((status, trailing["bt_header_axon_uuid"]))
+        assert [s for s, _ in outcomes].count(grpc.StatusCode.OK) == 1
+        assert len({uuid for _, uuid in outcomes}) == 2  # both workers were asked
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+
+
+def test_several_workers_need_a_shared_store(tmp_path: Path) -> None:
+    process = start_serve(tmp_path, free_port(), "--workers", "2")
+    try:
+        process.wait(60)
+    finally:
+        code, err = stop(process)
+    assert code == 2, err
+    assert "--axon.nonce_store redis://" in err and "replayed to another worker" in err
+
+
+async def test_a_dead_worker_stops_the_group_with_an_error(tmp_path: Path, redis_server: RedisServer) -> None:
+    port = free_port()
+    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url)
+    try:
+        await wait_serving(process, port)
+        victim = (await call_fresh(port)).pid
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+    finally:
+        code, err = stop(process)
+    assert code == 1, err
+    assert f"worker {victim} exited" in err, (code, err)
+
+
+async def test_one_worker_serves_in_process(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_serve(tmp_path, port, "--workers", "1")  # the in-memory store is fine here
+    try:
+        await wait_serving(process, port)
+        assert (await call_fresh(port)).pid == process.pid
+    finally:
+        code, err = stop(process, signal.SIGINT)
+    assert code == 0, err
+
+
+def test_python_api_from_a_script(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in worker_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    monkeypatch.setenv("BT_AXON_IP", "127.0.0.1")
+    monkeypatch.setenv("BT_AXON_PORT", str(port))
+    with pytest.raises(SharedStoreRequired):
+        WorkerGroup(APP, workers=2).start()
+    monkeypatch.setenv("BT_AXON_NONCE_STORE", redis_server.url)
+    with WorkerGroup(APP, workers=2) as group:
+        assert group.port == port and len(set(group.pids)) == 2
+        pids = {asyncio.run(call_fresh(port)).pid for _ in range(30)}
+        assert pids == set(group.pids)
+    assert group.stop() == [0, 0]
+
+
+def test_factories_are_named_module_colon_function() -> None:
+    assert callable(load_factory(APP))
+    with pytest.raises(ValueError, match="MODULE:FUNCTION"):
+        load_factory("tests.fixtures.workers_app")
+
+
+def _http_axon_uuid(port: int) -> str | None:
+    """The answering worker's axon uuid, from an (unsigned, so refused) bridge request."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("POST", "/WhoAmI", body=b"{}", headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.getheader("bt_header_axon_uuid")
+    finally:
+        connection.close()
+
+
+async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: RedisServer) -> None:
+    port, http_port = free_port(), free_port()
+    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url,
+                          "--axon.http_port", str(http_port))
+    try:
+        await wait_serving(process, port)
+        uuids = {await asyncio.to_thread(_http_axon_uuid, http_port) for _ in range(30)}
+        assert len(uuids) == 2 and None not in uuids, uuids
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
