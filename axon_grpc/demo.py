@@ -1,14 +1,25 @@
-"""The demo: an axon on the embedded defaults, called once by a Dendrite."""
+"""The demo: an axon on the embedded defaults, called once by a Dendrite over gRPC and
+once the way a legacy (SDK 7.2-10.5) dendrite calls it, over the HTTP bridge."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
 from typing import Any, Optional
 
+from .auth import PROTOCOL_VERSION
 from .axon import Axon
 from .config import Config
 from .dendrite import Dendrite
-from .synapse import Synapse
+from .keys import Keypair
+from .synapse import Synapse, TerminalInfo
+
+#: The demo's HTTP bridge port when ``--axon.http_port`` is not given.
+DEMO_HTTP_PORT = 8092
 
 logger = logging.getLogger("axon_grpc")
 
@@ -38,17 +49,52 @@ def priority(synapse: Dummy) -> float:
     return 1.0
 
 
+def legacy_http_call(
+    host: str, port: int, axon_hotkey: str, synapse: Synapse, keypair: Keypair, timeout: float = 12.0
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST ``synapse`` as a legacy dendrite does: ``bt_header_*`` headers, JSON body.
+
+    Returns the status, the JSON body and the response headers.
+    """
+    nonce = time.time_ns()
+    dendrite_uuid = str(uuid.uuid1())
+    synapse.timeout = timeout
+    synapse.dendrite = TerminalInfo(
+        ip="127.0.0.1", version=PROTOCOL_VERSION, nonce=nonce, uuid=dendrite_uuid, hotkey=keypair.ss58_address
+    )
+    synapse.axon = TerminalInfo(ip=host, port=port, hotkey=axon_hotkey)
+    message = f"{nonce}.{keypair.ss58_address}.{axon_hotkey}.{dendrite_uuid}.{synapse.body_hash}"
+    synapse.dendrite.signature = keypair.sign_hex(message)
+    headers = {**synapse.to_headers(), "Content-Type": "application/json"}
+    url_host = f"[{host}]" if ":" in host else host
+    request = urllib.request.Request(
+        f"http://{url_host}:{port}/{type(synapse).__name__}",
+        data=json.dumps(synapse.model_dump()).encode(), headers=headers, method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read() or b"{}"), dict(e.headers)
+
+
 def run_demo(config: Config, value: int = 21, out: Any = print) -> int:
-    """Start an axon, call it once over gRPC, print the round trip; 0 on success."""
+    """Start an axon, call it once over gRPC and once over the HTTP bridge; 0 on success."""
+    section = config.setdefault("axon", Config())
+    if not section.get("http_port"):
+        section["http_port"] = DEMO_HTTP_PORT
     axon = Axon(config=config)
     axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
     axon.start()
     try:
-        out(f"axon   {axon.wallet.hotkey.ss58_address} serving {list(axon.endpoints)} on grpc {axon.full_address}")
-        info = axon.info()
         # Call the bound address (the advertised external ip may not be reachable here).
         host = axon.ip.strip("[]")
-        info.ip = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
+        host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
+        out(f"axon   {axon.wallet.hotkey.ss58_address} serving {list(axon.endpoints)} "
+            f"on grpc {axon.full_address} and http {axon.ip}:{axon.http_port}")
+        info = axon.info()
+        info.ip = host
         info.ip_type = 6 if ":" in info.ip else 4
         dendrite = Dendrite()
         result = dendrite.query(info, Dummy(input=value), timeout=12.0, deserialize=False)
@@ -56,6 +102,16 @@ def run_demo(config: Config, value: int = 21, out: Any = print) -> int:
         d = result.dendrite
         out(f"grpc   Dummy(input={value}) -> output={result.output} "
             f"status={d.status_code} {d.status_message!r} in {d.process_time * 1e3:.1f} ms")
-        return 0 if result.is_success and result.output == value * 2 else 1
+        grpc_ok = result.is_success and result.output == value * 2
+
+        start = time.perf_counter()
+        status, body, headers = legacy_http_call(
+            host, int(axon.http_port or 0), axon.wallet.hotkey.ss58_address, Dummy(input=value), Keypair.generate()
+        )
+        message = headers.get("bt_header_axon_status_message", body.get("message"))
+        out(f"http   POST /Dummy input={value} -> output={body.get('output')} status={status} {message!r} "
+            f"in {(time.perf_counter() - start) * 1e3:.1f} ms")
+        http_ok = status == 200 and body.get("output") == value * 2
+        return 0 if grpc_ok and http_ok else 1
     finally:
         axon.stop()

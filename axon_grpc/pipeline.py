@@ -120,7 +120,7 @@ class Pipeline:
     def preprocess(
         self, endpoint: Endpoint, headers: Mapping[str, str], peer_ip: str | None, peer_port: int | None
     ) -> Synapse:
-        """Build the header-only synapse, fill the axon's terminal info and sign it."""
+        """Build the header-only synapse and fill the axon's terminal info (signed on reply)."""
         cls = endpoint.synapse_class
         inputs = cls.parse_headers_to_inputs(dict(headers))
         if endpoint.zero_values:
@@ -138,7 +138,7 @@ class Pipeline:
                 f"Improperly formatted request. Could not parse headers into synapse of type {endpoint.name}: "
                 f"{_parse_error_detail(e)}"
             ) from None
-        self.sign_response(synapse)
+        self.fill_axon_info(synapse)
         timeout = synapse.timeout
         if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
             raise SynapseParsingError(
@@ -147,30 +147,42 @@ class Pipeline:
         return synapse
 
     def error_synapse(self, exc: BaseException) -> Synapse:
-        """The synapse to carry an error: the request's own, or a signed base synapse."""
+        """The synapse to carry an error: the request's own, or a base synapse."""
         synapse = getattr(exc, "synapse", None)
         if isinstance(synapse, Synapse):
             return synapse
         synapse = Synapse()
-        self.sign_response(synapse)
+        self.fill_axon_info(synapse)
         return synapse
 
-    def sign_response(self, synapse: Synapse) -> None:
-        """Fill the axon's terminal info and its signature over the response message."""
+    def fill_axon_info(self, synapse: Synapse) -> None:
+        """The axon's own terminal info: version, uuid, a fresh nonce, hotkey."""
         axon = self.axon
-        nonce = time.time_ns()
-        hotkey = axon.wallet.hotkey
+        info = synapse.axon
+        assert info is not None
+        info.__dict__.update(
+            version=axon.version, uuid=axon.uuid, nonce=time.time_ns(), hotkey=axon.wallet.hotkey.ss58_address,
+            status_code=100,
+        )
+
+    def sign_response(self, synapse: Synapse) -> Synapse:
+        """Sign ``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}`` into ``synapse.axon``.
+
+        Done when a response is sent (the HTTP bridge's legacy 200 carries no signature,
+        so it never pays for one).
+        """
         info = synapse.axon
         assert info is not None and synapse.dendrite is not None
-        message = response_message(nonce, synapse.dendrite.hotkey, hotkey.ss58_address, axon.uuid)
-        info.__dict__.update(
-            version=axon.version,
-            uuid=axon.uuid,
-            nonce=nonce,
-            hotkey=hotkey.ss58_address,
-            status_code=100,
-            signature="0x" + bytes(hotkey.sign(message)).hex(),
-        )
+        if info.nonce is None:
+            self.fill_axon_info(synapse)
+        hotkey = self.axon.wallet.hotkey
+        message = response_message(info.nonce, synapse.dendrite.hotkey, hotkey.ss58_address, self.axon.uuid)  # type: ignore[arg-type]
+        info.__dict__["signature"] = "0x" + bytes(hotkey.sign(message)).hex()
+        return synapse
+
+    def fail(self, synapse: Synapse, exception: BaseException, start_time: float | None = None) -> Synapse:
+        """Record ``exception`` as the response status (see :func:`log_and_handle_error`) and sign it."""
+        return self.sign_response(log_and_handle_error(synapse, exception, start_time=start_time))
 
     # -- stages 2-4: blacklist, verify, priority ----------------------------------------
     async def blacklist(self, endpoint: Endpoint, synapse: Synapse) -> None:

@@ -56,11 +56,21 @@ def get_size(obj: Any, seen: set[int] | None = None) -> int:
 
 
 def _cast_int(raw: Any) -> Any:
-    return int(raw) if isinstance(raw, str) and raw != "" else raw
+    if isinstance(raw, str) and raw != "":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not an integer") from None  # never echo the value
+    return raw
 
 
 def _cast_float(raw: Any) -> Any:
-    return float(raw) if isinstance(raw, str) and raw != "" else raw
+    if isinstance(raw, str) and raw != "":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+    return raw
 
 
 class TerminalInfo(BaseModel):
@@ -109,7 +119,7 @@ class Synapse(BaseModel):
     @classmethod
     def _set_name(cls, values: Any) -> Any:
         if isinstance(values, dict):
-            values["name"] = cls.__name__
+            values = {**values, "name": cls.__name__}  # never write into the caller's dict
         return values
 
     def deserialize(self) -> Any:
@@ -166,7 +176,7 @@ class Synapse(BaseModel):
                 if value is not None:
                     headers[prefix + key] = str(value)
         for field in _required_fields(type(self)):
-            placeholder = _placeholder(getattr(self, field))
+            placeholder = input_obj_placeholder(getattr(self, field))
             if placeholder is not None:
                 headers[INPUT_OBJ_PREFIX + field] = placeholder
         headers["header_size"] = str(sys.getsizeof(headers))
@@ -237,18 +247,18 @@ def _required_fields(cls: type[BaseModel]) -> list[str]:
     return found
 
 
-_placeholder_cache: dict[type, str | None] = {}
+_input_obj_cache: dict[type, str | None] = {}
 
 
-def _placeholder(value: Any) -> str | None:
+def input_obj_placeholder(value: Any) -> str | None:
     """base64 of the JSON of the value type's default, as a legacy dendrite sends it.
 
     ``None`` when the type has no argument-free default (the header is then omitted).
     """
     kind = type(value)
-    if kind not in _placeholder_cache:
+    if kind not in _input_obj_cache:
         try:
-            _placeholder_cache[kind] = base64.b64encode(json.dumps(kind()).encode()).decode()
+            _input_obj_cache[kind] = base64.b64encode(json.dumps(kind()).encode()).decode()
         except (TypeError, ValueError):
-            _placeholder_cache[kind] = None
-    return _placeholder_cache[kind]
+            _input_obj_cache[kind] = None
+    return _input_obj_cache[kind]

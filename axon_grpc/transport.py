@@ -21,7 +21,7 @@ import grpc
 
 from .discovery import SERVICE_NAME, Discovery
 from .errors import SynapseParsingError, grpc_status_for
-from .pipeline import Endpoint, Pipeline, log_and_handle_error
+from .pipeline import Endpoint, Pipeline
 from .streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
 from .synapse import AXON_PREFIX, Synapse
 
@@ -134,7 +134,7 @@ class AxonInterceptor(grpc.aio.ServerInterceptor):
                     name, headers, peer_ip, peer_port, body=request, path=method
                 )
             except Exception as e:
-                failed = log_and_handle_error(pipeline.error_synapse(e), e, start_time=start)
+                failed = pipeline.fail(pipeline.error_synapse(e), e, start)
                 _log_call(failed, start)
                 await abort_with(context, failed)
                 raise  # unreachable: abort raises
@@ -204,10 +204,10 @@ class AxonService(grpc.GenericRpcHandler):
         try:
             synapse, timeout = self._request(admitted, request, context)
             result = await pipeline.forward(endpoint, synapse, admitted.priority, timeout)
-            pipeline.succeed(result, header_synapse, start)
+            pipeline.sign_response(pipeline.succeed(result, header_synapse, start))
             body = endpoint.schema.to_bytes(result)
         except Exception as e:
-            failed = log_and_handle_error(header_synapse, e, start_time=start)
+            failed = pipeline.fail(header_synapse, e, start)
             _log_call(failed, start)
             await abort_with(context, failed)
             raise  # unreachable: abort raises
@@ -227,10 +227,10 @@ class AxonService(grpc.GenericRpcHandler):
             chunks = pipeline.stream(endpoint, synapse, admitted.priority, timeout)
             async for chunk in chunks:
                 yield encode_chunk(codec, chunk, endpoint.name)
-            pipeline.succeed(synapse, header_synapse, start)
+            pipeline.sign_response(pipeline.succeed(synapse, header_synapse, start))
             final = frame(FINAL_TAG, endpoint.schema.to_bytes(synapse))
         except Exception as e:
-            failed = log_and_handle_error(header_synapse, e, start_time=start)
+            failed = pipeline.fail(header_synapse, e, start)
             _log_call(failed, start)
             await abort_with(context, failed)
             raise  # unreachable: abort raises

@@ -1,0 +1,200 @@
+"""``HttpBridge``: the axon's HTTP transport for legacy (SDK 7.2-10.5) dendrites.
+
+The axon builds it when ``http_port`` is set and calls ``add_route`` at every
+``attach``, ``start``/``stop`` with the gRPC server, and ``verify_body_integrity``.
+``app`` (FastAPI) lists one ``POST``/``GET /{Name}`` route per synapse, held by
+``router``; uvicorn serves :class:`AxonMiddleware` in front of it, which answers those
+routes without FastAPI's layers and hands every other request to the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from axon_grpc.errors import AxonError, RequestTooLarge
+from axon_grpc.pipeline import Endpoint, log_and_handle_error
+from axon_grpc.synapse import Synapse
+
+from .exchange import Exchange, load_json_object
+from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, read_body
+from .middleware import AxonMiddleware, header_map, send_reply
+from .responses import body_hash_of, error_reply, json_invalid_detail, to_response
+from .server import FastAPIThreadedServer, bind_socket, make_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from axon_grpc.axon import Axon
+
+logger = logging.getLogger("axon_grpc.bridge")
+
+SYNAPSE_ROUTE_METHODS = ("POST", "GET")
+
+#: The request body as the OpenAPI document shows it: the synapse's JSON (optional).
+_REQUEST_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+class HttpBridge:
+    """Serves an axon's synapses over the legacy HTTP protocol on ``axon.http_port``.
+
+    Bounds, read on every request (so they may be changed while serving):
+    ``max_request_bytes`` (default ``axon.max_request_bytes``; 413),
+    ``max_header_count`` (100) and ``max_header_bytes`` (32 KiB; 431).
+    """
+
+    middleware_cls = AxonMiddleware
+
+    def __init__(
+        self,
+        axon: Axon,
+        *,
+        max_request_bytes: int | None = None,
+        max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ) -> None:
+        self.axon = axon
+        self.limits = Limits(
+            max_request_bytes=max_request_bytes if max_request_bytes is not None else axon.max_request_bytes,
+            max_header_count=max_header_count,
+            max_header_bytes=max_header_bytes,
+        )
+        self.exchange = Exchange(axon)
+        self.app = FastAPI(
+            title="axon-grpc HTTP bridge",
+            description="Legacy Bittensor HTTP protocol: POST /{SynapseName} with bt_header_* headers.",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
+        self.router = APIRouter()
+        self.app.router.default = self._not_found
+        self.app.add_exception_handler(AxonError, self._axon_error)  # type: ignore[arg-type]
+        #: What uvicorn serves: the middleware in front of the app. (The app works alone too,
+        #: its synapse routes run the same exchange; in front, they skip FastAPI's layers.)
+        self.asgi = self.middleware_cls(self.app, axon, bridge=self)
+        host = str(axon.ip).strip("[]") or "::"
+        self.fast_config = make_config(self.asgi, host, int(axon.http_port or 0), max_header_bytes=max_header_bytes)
+        self.fast_server = FastAPIThreadedServer(config=self.fast_config)
+        #: The port actually bound, once started.
+        self.bound_port: int | None = None
+
+    # -- limits as attributes ----------------------------------------------------------------
+    @property
+    def max_request_bytes(self) -> int:
+        return self.limits.max_request_bytes
+
+    @max_request_bytes.setter
+    def max_request_bytes(self, value: int) -> None:
+        self.limits.max_request_bytes = int(value)
+
+    @property
+    def max_header_count(self) -> int:
+        return self.limits.max_header_count
+
+    @max_header_count.setter
+    def max_header_count(self, value: int) -> None:
+        self.limits.max_header_count = int(value)
+
+    @property
+    def max_header_bytes(self) -> int:
+        return self.limits.max_header_bytes
+
+    @max_header_bytes.setter
+    def max_header_bytes(self, value: int) -> None:
+        self.limits.max_header_bytes = int(value)
+
+    # -- routes ----------------------------------------------------------------------------------
+    def add_route(self, endpoint: Endpoint) -> None:
+        """List ``POST``/``GET /{Name}`` for ``endpoint`` (replacing a previous one of that name)."""
+        path = f"/{endpoint.name}"
+        handler = self._route_handler(endpoint.name)
+        added = [
+            APIRoute(
+                path,
+                handler,
+                methods=[method],
+                name=endpoint.name,
+                operation_id=f"{endpoint.name}_{method.lower()}",
+                summary=f"Legacy call of synapse {endpoint.name}",
+                description=(endpoint.synapse_class.__doc__ or "").strip() or None,
+                openapi_extra=_REQUEST_BODY,
+            )
+            for method in SYNAPSE_ROUTE_METHODS
+        ]
+        for routes in (self.router.routes, self.app.router.routes):
+            routes[:] = [r for r in routes if getattr(r, "path", None) != path]
+            routes.extend(added)
+        self.exchange.route(endpoint)
+
+    def _route_handler(self, name: str) -> Any:
+        exchange, limits = self.exchange, self.limits
+
+        async def synapse_route(request: Request) -> Response:
+            # Reached when the app is served without AxonMiddleware in front (e.g. a TestClient).
+            headers, _ = header_map(request.headers.raw)
+            client = (request.client.host, request.client.port) if request.client else None
+            reply = await exchange.handle(
+                name, headers, client, lambda: read_body(request.receive, limits), request.method, request.url.path
+            )
+            return to_response(reply)
+
+        synapse_route.__name__ = f"synapse_{name}"
+        return synapse_route
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send_reply(send, self.exchange.not_found(scope["path"][1:]))
+
+    async def _axon_error(self, request: Request, exc: AxonError) -> Response:
+        return to_response(error_reply(log_and_handle_error(Synapse(), exc)))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind ``axon.ip:axon.http_port`` and serve on the running loop (raises OSError)."""
+        axon = self.axon
+        port = int(axon.http_port or 0)
+        sock = bind_socket(str(axon.ip), port, reuse_port=bool(getattr(axon, "reuse_port", False)))
+        self.fast_config.port = port
+        try:
+            await self.fast_server.serve_in_loop([sock])
+        except BaseException:
+            sock.close()
+            raise
+        self.bound_port = int(sock.getsockname()[1])
+        logger.info("HTTP bridge serving %s on %s:%s", list(axon.endpoints), self.fast_config.host, self.bound_port)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop serving; requests in flight get ``grace`` seconds."""
+        await self.fast_server.shutdown_in_loop(grace)
+
+    # -- seed API ------------------------------------------------------------------------------------
+    async def verify_body_integrity(self, request: Request) -> dict[str, Any]:
+        """The request's JSON body, once its legacy body hash matches ``computed_body_hash``.
+
+        Not JSON: FastAPI's 422 (``RequestValidationError``); not an object of the
+        route's synapse: 400; hash mismatch: 400 ``Hash mismatch between header body
+        hash {h} and parsed body hash {p}``.
+        """
+        raw = await request.body()
+        if len(raw) > self.limits.max_request_bytes:
+            raise RequestTooLarge(self.limits.too_large_message())
+        pipeline = self.axon.pipeline
+        endpoint = pipeline.endpoint(request.url.path.split("/")[1])
+        try:
+            payload = load_json_object(raw, endpoint.name)
+        except json.JSONDecodeError as e:
+            raise RequestValidationError(json_invalid_detail(e)) from None
+        route = self.exchange.route(endpoint)
+        cls = endpoint.synapse_class
+        synapse = pipeline.with_body(endpoint, cls.model_construct(), route.values(payload))
+        claimed = cls.model_construct(computed_body_hash=request.headers.get("computed_body_hash", ""))
+        pipeline.check_body_hash(claimed, body_hash_of(synapse, route.hash_fields))
+        return payload

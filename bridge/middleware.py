@@ -1,0 +1,127 @@
+"""``AxonMiddleware``: the pure ASGI front of the bridge (no ``BaseHTTPMiddleware``).
+
+It answers ``POST``/``GET /{Name}`` for every attached synapse itself, after the
+header and body bounds, and hands everything else to the FastAPI app behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from axon_grpc.errors import RequestTooLarge
+from axon_grpc.synapse import Synapse
+
+from .limits import guarded_receive, read_body
+from .responses import Reply, error_reply, to_response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from axon_grpc.axon import Axon
+    from axon_grpc.pipeline import Endpoint
+
+    from .app import HttpBridge
+
+SYNAPSE_METHODS = frozenset({"POST", "GET"})
+
+
+def header_map(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], int]:
+    """Lowercase-keyed str headers (last one wins) and their total size in bytes."""
+    headers: dict[str, str] = {}
+    size = 0
+    for key, value in raw:
+        size += len(key) + len(value)
+        headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+    return headers, size
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+class AxonMiddleware:
+    """Serves the legacy protocol for attached synapses; other requests go to ``app``.
+
+    The request path runs :meth:`Pipeline.admit` (preprocess, blacklist, verify,
+    priority, in that order) and the body stage; the seed-named methods below expose
+    each stage on its own for callers and tests.
+    """
+
+    def __init__(self, app: ASGIApp, axon: Axon, bridge: HttpBridge | None = None) -> None:
+        self.app = app
+        self.axon = axon
+        bridge = bridge if bridge is not None else axon.http
+        self.exchange = bridge.exchange
+        self.limits = bridge.limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = scope["headers"]
+        headers, size = header_map(raw)
+        limits = self.limits
+        problem = limits.header_problem(len(raw), size)
+        if problem is not None:
+            await send_reply(send, self.exchange.plain_error(431, problem))
+            return
+        problem = limits.body_problem(headers.get("content-length"))
+        if problem is not None:
+            await send_reply(send, self.exchange.plain_error(RequestTooLarge.status_code, problem))
+            return
+        name = scope["path"][1:]
+        if scope["method"] not in SYNAPSE_METHODS or name not in self.axon.endpoints:
+            await self.app(scope, guarded_receive(receive, limits), send)
+            return
+        reply = await self.exchange.handle(
+            name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], scope["path"]
+        )
+        await send_reply(send, reply)
+
+    # -- the seed's stage names, each delegating to the pipeline ---------------------------
+    def _endpoint(self, synapse: Synapse) -> Endpoint:
+        return self.axon.pipeline.endpoint(str(synapse.name))
+
+    async def preprocess(self, request: Request) -> Synapse:
+        """The header-only synapse of ``request``, with the axon's info filled and signed."""
+        name = request.url.path.split("/")[1]
+        headers, _ = header_map(request.headers.raw)
+        client = request.client
+        pipeline = self.axon.pipeline
+        synapse = pipeline.preprocess(
+            pipeline.endpoint(name), headers, client.host if client else None, client.port if client else None
+        )
+        return pipeline.sign_response(synapse)
+
+    async def blacklist(self, synapse: Synapse) -> None:
+        """Raise :class:`~axon_grpc.errors.BlacklistedException` (403) if ``blacklist_fn`` refuses."""
+        await self.axon.pipeline.blacklist(self._endpoint(synapse), synapse)
+
+    async def verify(self, synapse: Synapse, headers: Mapping[str, str] | None = None) -> None:
+        """Signature and nonce, then ``verify_fn``; raises :class:`~axon_grpc.errors.NotVerifiedException`."""
+        await self.axon.pipeline.verify(self._endpoint(synapse), synapse, headers or {})
+
+    async def priority(self, synapse: Synapse) -> float:
+        """The priority ``priority_fn`` gives ``synapse`` (0.0 without one)."""
+        return await self.axon.pipeline.priority(self._endpoint(synapse), synapse)
+
+    async def run(self, synapse: Synapse, body: Mapping[str, Any], priority: float = 0.0) -> Synapse:
+        """Body stage and forward for an admitted header synapse; returns the answered synapse."""
+        route = self.exchange.route(self._endpoint(synapse))
+        return await self.exchange.run(route, synapse, body, priority, time.time())
+
+    def synapse_to_response(self, synapse: Synapse) -> Response:
+        """The legacy response for ``synapse``: 200 with its JSON, else ``{"message": ...}``."""
+        info = synapse.axon
+        if info is not None and info.status_code is None:
+            info.__dict__.update(status_code=200, status_message=info.status_message or "Success")
+        endpoint = self.axon.endpoints.get(str(synapse.name))
+        if endpoint is None or not isinstance(synapse, endpoint.synapse_class):
+            return to_response(error_reply(synapse))
+        route = self.exchange.route(endpoint)
+        ok = info is None or info.status_code == 200
+        return to_response(route.success(synapse, {}) if ok else route.error(synapse))
