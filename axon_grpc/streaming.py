@@ -17,7 +17,7 @@ import inspect
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar
 
-from pydantic import create_model
+from pydantic import TypeAdapter, create_model
 
 from .errors import InternalServerError
 from .schema import SynapseSchema, schema_for
@@ -72,6 +72,31 @@ def chunk_schema(cls: type[StreamingSynapse]) -> SynapseSchema:
                 model = create_model(f"{cls.__name__}Chunk", data=(cls.chunk_type, ...))
                 found = _chunk_schemas[cls] = schema_for(model)
     return found
+
+
+_encoders: dict[type, Callable[[Any], bytes]] = {}
+
+
+def chunk_encoder(cls: type[StreamingSynapse]) -> Callable[[Any], bytes]:
+    """How a chunk is written to an HTTP body: ``str`` as UTF-8, ``bytes`` as is, else JSON lines."""
+    found = _encoders.get(cls)
+    if found is None:
+        kind = cls.chunk_type
+        if kind is str:
+            found = _encode_text
+        elif kind is bytes:
+            found = bytes
+        else:
+            adapter = TypeAdapter(kind)
+            found = lambda value: adapter.dump_json(value) + b"\n"  # noqa: E731
+        _encoders[cls] = found
+    return found
+
+
+def _encode_text(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InternalServerError(f"stream yielded a {type(value).__name__} chunk where str was declared")
+    return value.encode("utf-8")
 
 
 def is_streaming(cls: type) -> bool:

@@ -17,16 +17,27 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
 
 from pydantic import BaseModel, ValidationError
 
 from axon_grpc import btauth
-from axon_grpc.errors import AxonError, Status, SynapseParsingError, UnknownSynapseError
+from axon_grpc.errors import Status, SynapseParsingError, UnknownSynapseError
 from axon_grpc.pipeline import Endpoint, log_and_handle_error
 from axon_grpc.synapse import BASE_FIELDS, Synapse, TerminalInfo
 
-from .responses import Reply, body_hash_of, error_reply, json_invalid_reply, json_reply, synapse_headers
+from axon_grpc.streaming import chunk_encoder
+
+from .responses import (
+    Reply,
+    StreamReply,
+    body_hash_of,
+    error_reply,
+    json_invalid_reply,
+    json_reply,
+    stream_reply,
+    synapse_headers,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.axon import Axon
@@ -37,14 +48,10 @@ logger = logging.getLogger("axon_grpc.bridge")
 #: Reads the whole request body (raises :class:`~axon_grpc.errors.RequestTooLarge`).
 BodyReader = Callable[[], Awaitable[bytes]]
 
+_NOTHING = object()
+
 #: Longest route name quoted back in a 404 message.
 MAX_QUOTED_NAME = 128
-
-
-class StreamingNotServed(AxonError):
-    """A streaming synapse was called over the bridge (not offered yet): 501."""
-
-    status_code = Status.NOT_IMPLEMENTED
 
 
 class _Echo(BaseModel):
@@ -58,11 +65,6 @@ class _Echo(BaseModel):
 
 
 _ECHOED = tuple(_Echo.model_fields)
-
-
-def is_streaming(cls: type[Synapse]) -> bool:
-    """Whether ``cls`` streams: an ``is_streaming`` flag, or the legacy streaming API."""
-    return bool(getattr(cls, "is_streaming", False)) or callable(getattr(cls, "create_streaming_response", None))
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Route:
         self.user_fields = tuple(n for n in cls.model_fields if n not in BASE_FIELDS)
         self.required_fields = tuple(cls.get_required_fields())
         self.hash_fields = tuple(cls.required_hash_fields)
-        self.streaming = bool(getattr(self.endpoint, "streaming", False)) or is_streaming(cls)
+        self.streaming = self.endpoint.streaming
 
     def values(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The user fields present in a request body."""
@@ -168,7 +170,7 @@ class Exchange:
         read_body: BodyReader,
         method: str = "POST",
         path: str | None = None,
-    ) -> Reply:
+    ) -> Reply | StreamReply:
         """Answer one request for synapse ``name``; never raises for bad input.
 
         A btauth request (``X-Bittensor-Version``) signs the raw body, so its body is
@@ -190,8 +192,6 @@ class Exchange:
             return self._error(pipeline.fail(pipeline.error_synapse(e), e, start))
         route = self.route(endpoint)
         try:
-            if route.streaming:
-                raise StreamingNotServed(f"Synapse {name} streams its response: not served over HTTP yet")
             if raw is None:
                 raw = await read_body()
             try:
@@ -199,6 +199,8 @@ class Exchange:
             except json.JSONDecodeError as e:
                 logger.debug("%s refused with 422: body is not JSON", name)
                 return json_invalid_reply(e)
+            if route.streaming:
+                return await self.open_stream(route, header_synapse, payload, priority, start, headers)
             result = await self.run(route, header_synapse, payload, priority, start, headers)
             reply = route.success(result, payload)
         except Exception as e:
@@ -221,6 +223,50 @@ class Exchange:
         pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
         result = await pipeline.forward(endpoint, synapse, priority, header_synapse.timeout)
         return pipeline.succeed(result, header_synapse, start)
+
+    async def open_stream(
+        self,
+        route: Route,
+        header_synapse: Synapse,
+        payload: Mapping[str, Any],
+        priority: float,
+        start: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> StreamReply:
+        """A streaming synapse's answer: 200 ``text/event-stream``, the chunks as the body.
+
+        The first chunk is awaited before answering, so a request refused by admission
+        (503, 408) or failing at once still gets its status; a failure after the status
+        was sent ends the body early (logged).
+        """
+        pipeline, endpoint = self.pipeline, route.endpoint
+        synapse = pipeline.with_body(endpoint, header_synapse, route.values(payload))
+        pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
+        chunks = pipeline.stream(endpoint, synapse, priority, header_synapse.timeout)
+        encode = chunk_encoder(endpoint.synapse_class)  # type: ignore[arg-type]
+        try:
+            first: Any = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = _NOTHING
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        pipeline.succeed(synapse, header_synapse, start)
+        name = endpoint.name
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                if first is not _NOTHING:
+                    yield encode(first)
+                async for chunk in chunks:
+                    yield encode(chunk)
+            except Exception as e:  # the status is already sent: log and end the body
+                pipeline.fail(header_synapse, e, start)
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            _log_call(name, header_synapse, 200, start)
+
+        return stream_reply(synapse, route.required_fields, body_hash_of(synapse, route.hash_fields), body())
 
     def not_found(self, name: str) -> Reply:
         """The legacy 404 for a route that is no attached synapse."""

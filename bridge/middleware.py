@@ -6,6 +6,7 @@ header and body bounds, and hands everything else to the FastAPI app behind it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -17,7 +18,7 @@ from axon_grpc.errors import RequestTooLarge
 from axon_grpc.synapse import Synapse
 
 from .limits import guarded_receive, read_body
-from .responses import Reply, error_reply, to_response
+from .responses import Reply, StreamReply, error_reply, to_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.axon import Axon
@@ -41,6 +42,30 @@ def header_map(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], int]:
 async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
+    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream."""
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+
+    async def pump() -> None:
+        async for piece in reply.chunks:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    writer = asyncio.ensure_future(pump())
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (writer, watcher):
+            task.cancel()
+        await asyncio.gather(writer, watcher, return_exceptions=True)
+        await reply.chunks.aclose()  # type: ignore[attr-defined]
 
 
 class AxonMiddleware:
@@ -80,7 +105,10 @@ class AxonMiddleware:
         reply = await self.exchange.handle(
             name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], scope["path"]
         )
-        await send_reply(send, reply)
+        if isinstance(reply, StreamReply):
+            await send_stream(send, receive, reply)
+        else:
+            await send_reply(send, reply)
 
     # -- the seed's stage names, each delegating to the pipeline ---------------------------
     def _endpoint(self, synapse: Synapse) -> Endpoint:

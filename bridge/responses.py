@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NamedTuple, Sequence
+from typing import Any, AsyncIterator, NamedTuple, Sequence
 
 from starlette.responses import JSONResponse, Response
 
@@ -38,6 +38,25 @@ class Reply(NamedTuple):
     status: int
     headers: RawHeaders
     body: bytes
+
+
+class StreamReply(NamedTuple):
+    """A streamed HTTP answer: status and headers, then each chunk as it comes."""
+
+    status: int
+    headers: RawHeaders
+    chunks: AsyncIterator[bytes]
+
+
+EVENT_STREAM_CONTENT_TYPE = (b"content-type", b"text/event-stream")
+
+
+def stream_reply(
+    synapse: Synapse, required_fields: Sequence[str], computed_hash: str, chunks: AsyncIterator[bytes]
+) -> StreamReply:
+    """200 ``text/event-stream`` with the synapse's headers; the body is ``chunks``."""
+    return StreamReply(200, [EVENT_STREAM_CONTENT_TYPE, *synapse_headers(synapse, required_fields, computed_hash, 0)],
+                       chunks)
 
 
 def dump_json(content: Any) -> bytes:

@@ -14,7 +14,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, ClassVar, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
@@ -134,15 +134,6 @@ class Said(Synapse):
 
 async def said_forward(synapse: Said) -> Said:
     raise SynapseException("the miner says no")
-
-
-class Streamy(Synapse):
-    is_streaming: ClassVar[bool] = True
-    prompt: str = ""
-
-
-def streamy_forward(synapse: Streamy) -> Streamy:
-    return synapse
 
 
 #: What the bridge tests attach: the conformance capture's synapses and a few more.

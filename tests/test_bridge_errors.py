@@ -18,7 +18,7 @@ import pytest
 from axon_grpc.synapse import get_hash
 
 from .support import Dummy, RawCaller
-from .test_bridge_client import Boom, Bridged, LegacyClient, Said, Slow, Streamy, serve_bridge, streamy_forward
+from .test_bridge_client import Boom, Bridged, LegacyClient, Said, Slow, serve_bridge
 
 HASH = r"[0-9a-f]{64}"
 
@@ -220,28 +220,6 @@ async def test_synapse_exception_is_500_with_its_message(bridged: Bridged) -> No
     assert response.status == 500
     assert response.message == "the miner says no"
     await bridged.assert_still_serving()
-
-
-async def test_streaming_synapse_is_501() -> None:
-    async with serve_bridge(streamy_forward) as b:
-        response = await b.client.call(Streamy(prompt="hi"))
-        assert response.status == 501
-        assert response.message == "Synapse Streamy streams its response: not served over HTTP yet"
-
-
-async def test_core_streaming_synapse_is_501() -> None:
-    streaming = pytest.importorskip("axon_grpc.streaming")
-
-    class Story(streaming.StreamingSynapse):  # type: ignore[name-defined,misc]
-        prompt: str = ""
-
-    async def story(synapse: Story):  # type: ignore[no-untyped-def]
-        yield "once"
-
-    async with serve_bridge(story) as b:
-        response = await b.client.call(Story(prompt="hi"))
-        assert response.status == 501
-        assert response.message == "Synapse Story streams its response: not served over HTTP yet"
 
 
 async def test_huge_body_is_413(bridged: Bridged) -> None:
