@@ -35,6 +35,7 @@ from .responses import (
     error_reply,
     json_invalid_reply,
     json_reply,
+    status_headers,
     stream_reply,
     synapse_headers,
 )
@@ -92,6 +93,11 @@ class Route:
         if isinstance(synapse, self.endpoint.synapse_class):
             return error_reply(synapse, self.required_fields, self.hash_fields)
         return error_reply(synapse)
+
+    def fields_success(self, result: Synapse) -> Reply:
+        """A btauth caller's 200: JSON of the user fields, the axon's status in headers."""
+        body = result.__pydantic_serializer__.to_json(result, include=set(self.user_fields))
+        return json_reply(200, body, status_headers(result))
 
     def success(self, result: Synapse, payload: Mapping[str, Any]) -> Reply:
         """The legacy 200: ``model_dump()`` JSON and ``to_headers()`` of the answered synapse."""
@@ -174,14 +180,18 @@ class Exchange:
         """Answer one request for synapse ``name``; never raises for bad input.
 
         A btauth request (``X-Bittensor-Version``) signs the raw body, so its body is
+        read first, and its 200 is JSON of the synapse's user fields only (with the
+        axon's status headers), as SDK 11 callers expect; the legacy 200 is the whole
+        synapse.
         read before admission; a legacy request's only once it is admitted.
         """
         start = time.time()
         pipeline = self.pipeline
         peer_ip, peer_port = _peer(client)
         raw: bytes | None = None
+        signed_body = btauth.is_btauth(headers)
         try:
-            if btauth.is_btauth(headers):
+            if signed_body:
                 raw = await read_body()
             endpoint, header_synapse, priority = await pipeline.admit(
                 name, headers, peer_ip, peer_port, raw, method, path if path is not None else f"/{name}"
@@ -202,7 +212,7 @@ class Exchange:
             if route.streaming:
                 return await self.open_stream(route, header_synapse, payload, priority, start, headers)
             result = await self.run(route, header_synapse, payload, priority, start, headers)
-            reply = route.success(result, payload)
+            reply = route.fields_success(result) if signed_body else route.success(result, payload)
         except Exception as e:
             return route.error(pipeline.fail(header_synapse, e, start))
         _log_call(name, header_synapse, 200, start)

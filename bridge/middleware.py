@@ -102,8 +102,10 @@ class AxonMiddleware:
         if scope["method"] not in SYNAPSE_METHODS or name not in self.axon.endpoints:
             await self.app(scope, guarded_receive(receive, limits), send)
             return
+        query = scope.get("query_string", b"")
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")  # what btauth signs
         reply = await self.exchange.handle(
-            name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], scope["path"]
+            name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], target
         )
         if isinstance(reply, StreamReply):
             await send_stream(send, receive, reply)

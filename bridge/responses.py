@@ -149,6 +149,14 @@ def synapse_headers(
     return out
 
 
+def status_headers(synapse: Synapse) -> RawHeaders:
+    """``name`` and the axon's ``bt_header_axon_*`` block: what a btauth caller reads."""
+    out: RawHeaders = [(b"name", header_value(str(synapse.name)))]
+    if synapse.axon is not None:
+        _block(_AXON_NAMES, synapse.axon, out)
+    return out
+
+
 def json_reply(status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> Reply:
     """A JSON reply: content-length and content-type first, then ``headers``."""
     return Reply(status, [(b"content-length", str(len(body)).encode("ascii")), JSON_CONTENT_TYPE, *headers], body)

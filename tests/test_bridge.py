@@ -356,8 +356,8 @@ async def test_btauth_signed_request_over_http(bridged: Bridged) -> None:
     headers = btauth.sign_headers(key, method="POST", path="/Dummy", body=body, receiver=bridged.hotkey)
     response = await bridged.client.send("/Dummy", headers, body)
     assert response.status == 200, response.text
-    assert response.json["output"] == 6
-    assert response.headers["bt_header_dendrite_hotkey"] == key.ss58_address
+    assert response.json == {"input": 3, "output": 6}  # a btauth caller gets the user fields
+    assert response.headers["bt_header_axon_status_code"] == "200"
     replayed = await bridged.client.send("/Dummy", headers, body)
     assert replayed.status == 401 and replayed.message.startswith("Not Verified with error: ")
     signed = btauth.sign_headers(key, method="POST", path="/Dummy", body=body, receiver=bridged.hotkey)

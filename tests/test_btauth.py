@@ -149,3 +149,49 @@ def test_our_wallet_reads_an_sdk_11_hotkey(tmp_path: Path, crypto_type: int, nam
     assert ours.hotkey.ss58_address == theirs.hotkey.ss58_address
     assert ours.hotkey.crypto_type == name
     assert theirs.hotkey.verify(b"hello", ours.hotkey.sign(b"hello"))
+
+
+# -- the same over the HTTP bridge --------------------------------------------------------------
+async def test_sdk_signed_http_call_answers_user_fields(tmp_path: Path) -> None:
+    import json
+
+    from .test_bridge_client import serve_bridge
+
+    wallet = sdk_wallet(tmp_path, "validator")
+    async with serve_bridge() as b:
+        receiver = b.axon.wallet.hotkey.ss58_address
+        body = json.dumps({"input": 7}).encode()
+        for path in ("/Dummy", "/Dummy?trace=1"):
+            headers = http_auth.sign(wallet, method="POST", path=path, body=body, receiver_ss58=receiver)
+            response = await b.client.send(path, headers, body)
+            assert response.status == 200, response.text
+            assert response.json == {"input": 7, "output": 14}
+            assert response.headers["bt_header_axon_status_code"] == "200"
+            assert response.headers["bt_header_axon_hotkey"] == receiver
+            replay = await b.client.send(path, headers, body)
+            assert replay.status == 401
+            assert replay.message == "Not Verified with error: this nonce was already accepted from this hotkey"
+
+        now = time.time_ns()
+        good = http_auth.sign(wallet, method="POST", path="/Dummy", body=body, receiver_ss58=receiver)
+        cases = {
+            "stale": (http_auth.sign(wallet, method="POST", path="/Dummy", body=body, receiver_ss58=receiver,
+                                     nonce_ns=now - 11 * 10**9), body),
+            "wrong receiver": (http_auth.sign(wallet, method="POST", path="/Dummy", body=body,
+                                              receiver_ss58=KeypairWallet.generate().hotkey.ss58_address), body),
+            "body changed": (good, json.dumps({"input": 8}).encode()),
+            "bad hex": ({**good, "X-Bittensor-Signature": "0xzz"}, body),
+            "unknown crypto": ({**good, "X-Bittensor-Crypto": "rsa"}, body),
+        }
+        for label, (headers, sent) in cases.items():
+            response = await b.client.send("/Dummy", headers, sent)
+            expected = "Not Verified with error: " + _sdk_http_reason(headers, sent, receiver)
+            assert (response.status, response.message) == (401, expected), label
+        await b.assert_still_serving()
+
+
+def _sdk_http_reason(headers: dict[str, str], body: bytes, receiver: str) -> str:
+    with pytest.raises(http_auth.AuthError) as refused:
+        http_auth.verify(headers, body, method="POST", path="/Dummy", self_hotkey_ss58=receiver,
+                         nonce_store=http_auth.InMemoryNonceStore())
+    return str(refused.value)
