@@ -228,11 +228,17 @@ class Exchange:
         headers: Mapping[str, str] | None = None,
     ) -> Synapse:
         """The body stage and the forward of an admitted request; returns the answered synapse."""
-        pipeline, endpoint = self.pipeline, route.endpoint
-        synapse = pipeline.with_body(endpoint, header_synapse, route.values(payload))
-        pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
-        result = await pipeline.forward(endpoint, synapse, priority, header_synapse.timeout)
-        return pipeline.succeed(result, header_synapse, start)
+        synapse = self._with_body(route, header_synapse, payload, headers)
+        result = await self.pipeline.forward(route.endpoint, synapse, priority, header_synapse.timeout)
+        return self.pipeline.succeed(result, header_synapse, start)
+
+    def _with_body(
+        self, route: Route, header_synapse: Synapse, payload: Mapping[str, Any], headers: Mapping[str, str] | None
+    ) -> Synapse:
+        """The full synapse from the body's user fields, checked against the legacy body hash."""
+        synapse = self.pipeline.with_body(route.endpoint, header_synapse, route.values(payload))
+        self.pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
+        return synapse
 
     async def open_stream(
         self,
@@ -250,8 +256,7 @@ class Exchange:
         was sent ends the body early (logged).
         """
         pipeline, endpoint = self.pipeline, route.endpoint
-        synapse = pipeline.with_body(endpoint, header_synapse, route.values(payload))
-        pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
+        synapse = self._with_body(route, header_synapse, payload, headers)
         chunks = pipeline.stream(endpoint, synapse, priority, header_synapse.timeout)
         encode = chunk_encoder(endpoint.synapse_class)  # type: ignore[arg-type]
         try:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import grpc
 
-from axon_grpc import Keypair, Synapse
+from axon_grpc import Keypair, Synapse, SynapseException
 from axon_grpc.auth import PROTOCOL_VERSION
 
 
@@ -27,6 +27,26 @@ def dummy_forward(synapse: Dummy) -> Dummy:
 
 def dummy_blacklist(synapse: Dummy) -> tuple[bool, str]:
     return synapse.input == 13, "input 13 is blacklisted"
+
+
+class Boom(Synapse):
+    """Its forward fails with details that must never reach the wire."""
+
+    text: str = ""
+
+
+def boom_forward(synapse: Boom) -> Boom:
+    raise RuntimeError("secret internal detail")
+
+
+class Said(Synapse):
+    """Its forward refuses with a message meant for the caller."""
+
+    text: str = ""
+
+
+def said_forward(synapse: Said) -> Said:
+    raise SynapseException("the miner says no")
 
 
 class RawCaller:

@@ -18,12 +18,12 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
-from axon_grpc import Axon, Keypair, Synapse, SynapseException
+from axon_grpc import Axon, Keypair, Synapse
 from axon_grpc.auth import PROTOCOL_VERSION
 from axon_grpc.synapse import TerminalInfo
 from axon_grpc.testing import Attachment, build_axon, free_port
 
-from .support import Dummy, dummy_blacklist, dummy_forward
+from .support import Dummy, boom_forward, dummy_blacklist, dummy_forward, said_forward
 
 
 @dataclass
@@ -111,13 +111,6 @@ class LegacyClient:
             await self._session.close()
 
 
-class Boom(Synapse):
-    text: str = ""
-
-
-def boom_forward(synapse: Boom) -> Boom:
-    raise RuntimeError("secret internal detail")
-
 
 class Slow(Synapse):
     seconds: float = 0.0
@@ -127,13 +120,6 @@ def slow_forward(synapse: Slow) -> Slow:
     time.sleep(synapse.seconds)
     return synapse
 
-
-class Said(Synapse):
-    text: str = ""
-
-
-async def said_forward(synapse: Said) -> Said:
-    raise SynapseException("the miner says no")
 
 
 #: What the bridge tests attach: the conformance capture's synapses and a few more.

@@ -18,7 +18,8 @@ import pytest
 from axon_grpc.synapse import get_hash
 
 from .support import Dummy, RawCaller
-from .test_bridge_client import Boom, Bridged, LegacyClient, Said, Slow, serve_bridge
+from .support import Boom, Said
+from .test_bridge_client import Bridged, LegacyClient, Slow, serve_bridge
 
 HASH = r"[0-9a-f]{64}"
 

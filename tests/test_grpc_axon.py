@@ -11,20 +11,13 @@ import time
 import grpc
 import pytest
 
-from axon_grpc import Keypair, KeypairWallet, Synapse, SynapseException, VerifyPolicy
+from axon_grpc import Keypair, KeypairWallet, Synapse, VerifyPolicy
 from axon_grpc.auth import response_message
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import AxonHarness, serve_axon
 
-from .support import Dummy, RawCaller, dummy_blacklist, dummy_forward
+from .support import Boom, Dummy, RawCaller, Said, boom_forward, dummy_blacklist, dummy_forward, said_forward
 
-
-class Boom(Synapse):
-    text: str = ""
-
-
-def boom_forward(synapse: Boom) -> Boom:
-    raise RuntimeError("secret internal detail")
 
 
 class Slow(Synapse):
@@ -35,13 +28,6 @@ async def slow_forward(synapse: Slow) -> Slow:
     await asyncio.sleep(synapse.seconds)
     return synapse
 
-
-class Said(Synapse):
-    text: str = ""
-
-
-def said_forward(synapse: Said) -> Said:
-    raise SynapseException("the miner says no")
 
 
 @pytest.fixture
