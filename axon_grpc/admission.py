@@ -61,6 +61,18 @@ class AdmissionQueue:
         """Requests queued for a slot."""
         return self._waiting
 
+    @property
+    def saturated(self) -> bool:
+        """Every slot busy and the queue full: a newcomer is admitted only by displacing."""
+        return self.running >= self.slots and self._waiting >= self.max_queue
+
+    def would_admit(self, priority: float) -> bool:
+        """Whether a request of ``priority`` would get a slot or a place in the queue now."""
+        if not self.saturated:
+            return True
+        lowest = self._lowest()
+        return lowest is not None and priority > lowest.priority
+
     async def acquire(self, priority: float, deadline: float | None) -> None:
         """Wait for a slot; raises ServiceUnavailable (shed) or RequestTimeout (expired)."""
         if self.running < self.slots and self._waiting == 0:
@@ -107,12 +119,17 @@ class AdmissionQueue:
             self.release()  # the slot arrived as we gave up: pass it on
         return False
 
-    def _shed_for(self, priority: float) -> None:
-        """Make room for a newcomer of ``priority`` or refuse it."""
+    def _lowest(self) -> _Waiter | None:
+        """The queued request that would be shed first: lowest priority, newest."""
         victim: _Waiter | None = None
         for waiter in self._heap:
             if waiter.active and (victim is None or waiter.sort_key > victim.sort_key):
                 victim = waiter
+        return victim
+
+    def _shed_for(self, priority: float) -> None:
+        """Make room for a newcomer of ``priority`` or refuse it."""
+        victim = self._lowest()
         self.stats.shed += 1
         if victim is None or not priority > victim.priority:
             raise ServiceUnavailable(OVERLOADED)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 from pydantic import ValidationError
 
 from . import btauth
+from .admission import OVERLOADED
 from .auth import CRYPTO_HEADER, response_message
 from .errors import (
     AxonError,
@@ -33,6 +34,7 @@ from .errors import (
     InternalServerError,
     NotVerifiedException,
     RequestTimeout,
+    ServiceUnavailable,
     SynapseParsingError,
     UnknownSynapseError,
     status_of,
@@ -251,12 +253,27 @@ class Pipeline:
         synapse = self.preprocess(endpoint, headers, peer_ip, peer_port)
         try:
             await self.blacklist(endpoint, synapse)
+            if self.axon.admission.saturated:
+                await self.refuse_early(endpoint, synapse)
             await self.verify(endpoint, synapse, headers, body, method, path)
             priority = await self.priority(endpoint, synapse)
         except Exception as e:
             e.synapse = getattr(e, "synapse", None) or synapse  # type: ignore[attr-defined]
             raise
         return endpoint, synapse, priority
+
+    async def refuse_early(self, endpoint: Endpoint, synapse: Synapse) -> None:
+        """Under overload, refuse (503) before the signature check what could not be admitted.
+
+        Only refusals happen on the unverified synapse: a request that claims a high
+        priority is verified as usual before it can displace anyone, and one that claims
+        a low priority only harms its own chance. This keeps the cost of each refused
+        request small when the axon is flooded.
+        """
+        claimed = await self.priority(endpoint, synapse)
+        if not self.axon.admission.would_admit(claimed):
+            self.axon.admission.stats.shed += 1
+            raise ServiceUnavailable(OVERLOADED, synapse)
 
     # -- stage 5: body and forward --------------------------------------------------------
     @staticmethod

@@ -237,3 +237,24 @@ def test_queue_bound_defaults_to_eight_per_worker() -> None:
     assert build_axon(max_workers=3).admission.max_queue == 24
     assert build_axon(max_workers=3, max_queue=5).admission.max_queue == 5
 
+
+
+async def test_saturated_axon_refuses_hopeless_requests_before_verifying_them(saturated) -> None:
+    h, raw, blocker = saturated
+    first = asyncio.create_task(request(raw, 5))
+    second = asyncio.create_task(request(raw, 6))
+    await wait_until(lambda: h.axon.admission.waiting == 2)
+    assert h.axon.admission.saturated
+    body = schema_for(Work).to_bytes({"rank": 1})
+    forged = raw.metadata(body, bt_header_input_obj_rank=base64.b64encode(b"1").decode(),
+                          bt_header_dendrite_signature="0x" + "ab" * 64)
+    low = await raw.call("Work", body, forged)
+    assert low[0] == grpc.StatusCode.UNAVAILABLE and low[2] == OVERLOADED  # no signature check spent
+    high_body = schema_for(Work).to_bytes({"rank": 9})
+    claimed = raw.metadata(high_body, bt_header_input_obj_rank=base64.b64encode(b"9").decode(),
+                           bt_header_dendrite_signature="0x" + "ab" * 64)
+    high = await raw.call("Work", high_body, claimed)
+    assert high[0] == grpc.StatusCode.UNAUTHENTICATED  # a claimed high priority is verified first
+    assert h.axon.admission.waiting == 2  # and displaced no one
+    gate.set()
+    assert [r[0] for r in await asyncio.gather(first, second)] == [grpc.StatusCode.OK] * 2
