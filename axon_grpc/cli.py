@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .bench.cli import add_bench_command
 from .commands import add_commands
 from .config import Config, add_args, add_wallet_args
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
     proto.set_defaults(func=_proto)
     add_commands(sub)  # serve (several workers), registry list, call
+    add_bench_command(sub)  # load, latency and server CPU against reference servers
     return parser
 
 

@@ -1,0 +1,228 @@
+"""``axon-grpc bench``: the command's arguments and its run."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import TARGET_NAMES
+
+DEFAULT_OUT = "bench-results"
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"concurrency levels are integers separated by commas, not {text!r}") from None
+    if not levels or levels[0] < 1:
+        raise argparse.ArgumentTypeError("concurrency levels must be at least 1")
+    return levels
+
+
+def _targets(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in TARGET_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"targets are some of {','.join(TARGET_NAMES)}; unknown: {','.join(unknown)}")
+    return [n for n in TARGET_NAMES if n in names]
+
+
+def add_bench_command(sub: Any) -> argparse.ArgumentParser:
+    """Register ``bench`` on the ``axon-grpc`` subcommands."""
+    bench = sub.add_parser(
+        "bench",
+        help="Measure requests/s, latency and server CPU per request against reference servers.",
+        description="Start each target server in its own process and drive it from load generator processes "
+        "(multiprocessing spawn, asyncio clients) with requests signed with sr25519 and a fresh nonce each, as "
+        "real clients send them. Targets: grpc (this project's Axon over gRPC), http (its HTTP bridge, legacy "
+        "requests), echo (bare grpc.aio echo), echo-verified (the echo + sha3 + sr25519 verify + nonce check), "
+        "legacy (the Bittensor SDK 10.5.0 axon, from a separate virtualenv; skipped when absent). Prints, per "
+        "target and concurrency level, requests/s, p50/p90/p99 latency, statuses and the server process's CPU "
+        "milliseconds per request, then the ratios the performance targets name; writes bench.json and "
+        "bench.png (latency vs load; needs matplotlib: pip install 'axon-grpc[bench]').",
+    )
+    bench.add_argument("--targets", type=_targets, default=list(TARGET_NAMES),
+                       help=f"comma-separated targets (default: {','.join(TARGET_NAMES)})")
+    bench.add_argument("--concurrency", type=_levels, default=[1, 16, 64],
+                       help="comma-separated levels: requests in flight (default 1,16,64)")
+    bench.add_argument("--duration", type=float, default=5.0, help="measured seconds per level (default 5)")
+    bench.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level (default 1)")
+    bench.add_argument("--generators", type=int, default=2,
+                       help="load generator processes per level, at most one per request in flight (default 2)")
+    bench.add_argument("--channels", type=int, default=4,
+                       help="gRPC channels (connections) per generator process (default 4); HTTP uses one "
+                       "keep-alive connection per request in flight")
+    bench.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds (default 10)")
+    bench.add_argument("--out", default=DEFAULT_OUT, help=f"folder for bench.json, bench.png and logs (default {DEFAULT_OUT})")
+    bench.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    bench.add_argument("--legacy-python", type=Path,
+                       help="a Python with bittensor==10.5.0 for the legacy target (default: $AXON_GRPC_LEGACY_PYTHON, "
+                       "else .venv/legacy/bin/python as `make bench` builds it)")
+    bench.add_argument("--address", help="measure a running server instead: [grpc://|http://]HOST:PORT (the Dummy synapse)")
+    bench.add_argument("--axon-hotkey", help="with --address: the server's hotkey (default: learnt from an unsigned call)")
+    bench.add_argument("--server-pid", type=int, help="with --address: the server's pid, to read its CPU time")
+    bench.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
+                       help="after the measurements, run the grpc target once more at the highest level under a "
+                       "profiler and print its top costs: cprofile (default; the serving loop's thread, "
+                       "profile-grpc.prof in --out) or py-spy (sampling every thread, without pausing the server; "
+                       "profile-grpc.txt). The profiled level's figures are not the measurement's.")
+    bench.add_argument("--memory", action="store_true",
+                       help="instead of the load levels: drive 1,000,000 requests' worth of nonce-store work from "
+                       "100,000 dendrite uuids in-process and report the resident memory growth")
+    bench.add_argument("--memory-requests", type=int, default=1_000_000, help=argparse.SUPPRESS)
+    bench.add_argument("--memory-uuids", type=int, default=100_000, help=argparse.SUPPRESS)
+    bench.add_argument("--memory-verified", type=int, default=100_000,
+                       help="with --memory: how many of the requests go through the full verify path (default 100000)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(func=run_bench)
+    return bench
+
+
+def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """The ``bench`` command; 0 when it ran (targets missed are reported, not an error)."""
+    from .procstat import machine
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if argv is None:
+        argv = sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv else []
+    command = "axon-grpc bench " + " ".join(shlex.quote(a) for a in argv)
+    results: dict[str, Any] = {
+        "meta": {
+            "command": command.strip(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(),
+        },
+    }
+    if args.memory:
+        from .memory import measure_memory, memory_text
+
+        print(f"memory: {args.memory_requests:,} requests from {args.memory_uuids:,} uuids "
+              f"({args.memory_verified:,} through the verify path) ...", file=sys.stderr)
+        memory = measure_memory(args.memory_requests, args.memory_uuids, args.memory_verified)
+        results["memory"] = memory
+        print(memory_text(memory))
+        from .report import write_json
+
+        print(f"wrote {write_json(results, out / 'bench-memory.json')}")
+        return 0
+    return _run_levels(args, results, out)
+
+
+def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
+    from .chart import available, write_chart
+    from .report import ratios, ratios_text, table, write_json
+    from .runner import Options, Progress, run_level
+    from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
+
+    options = Options(concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
+                      generators=max(1, args.generators), channels=max(1, args.channels), request_timeout=args.timeout)
+    results["meta"]["options"] = {
+        "targets": ["external"] if args.address else args.targets, "concurrency": options.concurrency,
+        "duration": options.duration, "warmup": options.warmup, "generators": options.generators,
+        "channels": options.channels, "request_timeout": options.request_timeout,
+        "request": "Dummy(input=3), sr25519-signed, fresh time.time_ns() nonce, one dendrite uuid per client loop",
+    }
+    progress = Progress(enabled=not args.quiet)
+    legacy_python = args.legacy_python or default_legacy_python()
+    logs = out / "logs"
+    targets_out: list[dict[str, Any]] = []
+    results["targets"] = targets_out
+    names = ["external"] if args.address else args.targets
+    for name in names:
+        try:
+            if name == "external":
+                target = external_target(args.address, args.axon_hotkey, args.server_pid)
+            else:
+                target = start_target(name, logs, legacy_python=legacy_python)
+        except TargetUnavailable as e:
+            print(f"{name}: skipped: {e}", file=sys.stderr)
+            targets_out.append({"name": name, "label": _label(name), "skipped": str(e), "levels": []})
+            continue
+        entry: dict[str, Any] = {
+            "name": target.name, "label": target.label, "description": target.description,
+            "transport": target.transport, "address": f"{target.host}:{target.port}", "server_pid": target.pid,
+            **({"server": target.extra} if target.extra else {}), "levels": [],
+        }
+        targets_out.append(entry)
+        try:
+            for concurrency in options.concurrency:
+                entry["levels"].append(run_level(target, concurrency, options, progress))
+        except RuntimeError as e:
+            print(f"{name}: stopped: {e}", file=sys.stderr)
+            entry["error"] = str(e)
+        finally:
+            target.stop()
+    if args.profile and not args.address:
+        results["profile"] = _profile(args.profile, out, options, progress)
+
+    print()
+    print(table(results))
+    rows = ratios(results)
+    results["ratios"] = rows
+    print()
+    print(ratios_text(rows))
+    json_path = write_json(results, out / "bench.json")
+    print(f"\nwrote {json_path}")
+    if not args.no_chart:
+        if available():
+            print(f"wrote {write_chart(results, out / 'bench.png')}")
+        else:
+            print("chart skipped: matplotlib is not installed (pip install 'axon-grpc[bench]')")
+    if "profile" in results:
+        print()
+        print(results["profile"]["text"])
+    return 0
+
+
+def _label(name: str) -> str:
+    from .targets import TARGETS
+
+    return TARGETS.get(name, (name, ""))[0]
+
+
+def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any]:
+    """The grpc target at the highest level under ``tool`` during the measured window."""
+    import subprocess
+
+    from .profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
+    from .runner import profile_window, run_level
+    from .targets import start_target
+
+    concurrency = options.concurrency[-1]
+    if tool == "cprofile":
+        path = out / "profile-grpc.prof"
+        target = start_target("grpc", out / "logs", cprofile=path.resolve())
+        try:
+            level = run_level(target, concurrency, options, progress, on_window=profile_window(target))
+        finally:
+            target.stop()
+        summary = summarize(path, level)
+    else:
+        binary = py_spy_binary()
+        if binary is None:
+            return {"tool": tool, "text": "profile skipped: py-spy not found (pip install py-spy)"}
+        path = out / "profile-grpc.txt"
+        target = start_target("grpc", out / "logs")
+        spies: list[subprocess.Popen[bytes]] = []
+
+        def start() -> None:
+            command = py_spy_command(binary, target.pid or 0, options.duration, path)
+            spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        try:
+            level = run_level(target, concurrency, options, progress, on_window=(start, lambda: None))
+            for spy in spies:
+                spy.wait(options.duration + 30)
+        finally:
+            target.stop()
+        if not path.exists():
+            return {"tool": tool, "text": "profile failed: py-spy wrote nothing (is ptrace allowed here?)"}
+        summary = summarize_py_spy(path, level)
+    summary.update(tool=tool, concurrency=concurrency, path=str(path), level=level)
+    return summary

@@ -1,0 +1,87 @@
+"""The legacy Bittensor SDK 10.5.0 Axon serving the same ``Dummy`` synapse: a reference server.
+
+Run as a script by the interpreter of a virtualenv holding ``bittensor==10.5.0``
+(``make bench`` builds ``.venv/legacy``); it never imports ``axon_grpc``, whose test extra
+pins an incompatible SDK::
+
+    .venv/legacy/bin/python axon_grpc/bench/legacy_server.py --port 8093
+
+Prints ``BENCH-READY {json}`` (pid, port, the axon hotkey) once the axon listens; stops
+on SIGTERM or SIGINT.
+"""
+
+# No "from __future__ import annotations": the SDK reads the annotations of attached functions.
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import ClassVar, Optional, Tuple
+
+# Run as a script, this file's folder (axon_grpc/bench) is sys.path[0]: drop it so its
+# modules never shadow the SDK's imports.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="legacy_server.py")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # bittensor's config parser reads sys.argv
+
+    import bittensor
+    from bittensor_wallet import Keypair
+
+    class Dummy(bittensor.Synapse):
+        input: int
+        output: Optional[int] = None
+
+        required_hash_fields: ClassVar[Tuple[str, ...]] = ("input",)
+
+    def forward(synapse: Dummy) -> Dummy:
+        synapse.output = synapse.input * 2
+        return synapse
+
+    def blacklist(synapse: Dummy) -> Tuple[bool, str]:
+        return synapse.input == 13, "input 13 is blacklisted"
+
+    def priority(synapse: Dummy) -> float:
+        return 1.0
+
+    class _Wallet:
+        """What the SDK axon reads of a wallet: a hotkey that signs, and a coldkey address."""
+
+        def __init__(self):
+            self.hotkey = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
+            self.coldkeypub = self.hotkey
+
+    wallet = _Wallet()
+    axon = bittensor.Axon(wallet=wallet, port=args.port, ip="127.0.0.1", external_ip="127.0.0.1")
+    axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+    axon.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the SDK's start() returns before uvicorn listens
+        try:
+            socket.create_connection(("127.0.0.1", args.port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    print("BENCH-READY " + json.dumps({
+        "pid": os.getpid(), "port": args.port, "hotkey": wallet.hotkey.ss58_address,
+        "bittensor": bittensor.__version__,
+    }), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    axon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

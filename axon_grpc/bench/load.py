@@ -1,0 +1,232 @@
+"""The load generator: one process, one asyncio loop, many signed client loops.
+
+The runner starts several of these with ``multiprocessing`` (spawn), each with a share
+of the level's concurrency. Every client loop is one request in flight at a time, with
+its own dendrite uuid (nonces strictly increase per ``{hotkey}:{uuid}``, so concurrent
+requests of one uuid would refuse each other) and signs each request afresh:
+
+- gRPC: loops share ``channels`` channels (each its own TCP connection) and call
+  ``/axon.v1.Axon/Dummy`` with the Dendrite's metadata (:class:`~.wire.GrpcSigner`);
+- HTTP: each loop keeps one HTTP/1.1 keep-alive connection (a legacy dendrite's aiohttp
+  connector does the same) and sends the legacy request bytes (:class:`~.wire.LegacyHttpRequest`)
+  through a minimal client, so the generator spends its CPU on signing, not on parsing.
+
+Timeline (monotonic clock, shared by all processes on Linux): after every generator
+reports ready, the runner sets ``t0``; loops run from ``t0`` to ``t0 + warmup + duration``
+and a request counts when it completes inside ``[t0 + warmup, t0 + warmup + duration]``.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: Status recorded for a request that got no answer.
+CONNECTION_ERROR = "conn-error"
+TIMEOUT = "timeout"
+
+
+@dataclass
+class GeneratorSpec:
+    """What one generator process runs."""
+
+    index: int
+    transport: str  #: "grpc" or "http"
+    host: str
+    port: int
+    axon_hotkey: str
+    loops: int  #: concurrent client loops (requests in flight)
+    channels: int = 4  #: gRPC channels (connections) shared by the loops
+    warmup: float = 1.0
+    duration: float = 5.0
+    request_timeout: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Recorder:
+    """Latencies and statuses of the requests completing inside the window."""
+
+    def __init__(self, window_start: float, window_end: float, counter: Any) -> None:
+        self.window_start, self.window_end = window_start, window_end
+        self.latencies = array.array("d")
+        self.statuses: Counter[str] = Counter()
+        self.counter = counter
+        self.total = 0
+
+    def record(self, started: float, ended: float, status: str) -> None:
+        self.total += 1
+        if self.counter is not None:
+            self.counter.value += 1
+        if self.window_start <= ended <= self.window_end:
+            self.statuses[status] += 1
+            if status == "200":
+                self.latencies.append(ended - started)
+
+
+# -- gRPC ---------------------------------------------------------------------------------
+
+def _grpc_status(error: Any) -> str:
+    for key, value in error.trailing_metadata() or ():
+        if key == "bt_header_axon_status_code":
+            return str(value)
+    return "grpc:" + error.code().name
+
+
+async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
+    import grpc
+
+    from ..keys import Keypair
+    from .wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
+
+    signer = GrpcSigner(Keypair.generate(), spec.axon_hotkey, grpc_body())
+    body = signer.body
+    # A local subchannel pool per channel: each channel gets its own TCP connection.
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000)]
+    channels = [grpc.aio.insecure_channel(f"{spec.host}:{spec.port}", options=options)
+                for _ in range(max(1, min(spec.channels, spec.loops)))]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), 15)
+    methods = [channel.unary_unary(GRPC_METHOD) for channel in channels]
+    start, rec = await wait_go()
+    stop_at = start + spec.warmup + spec.duration
+    timeout = spec.request_timeout
+    AioRpcError = grpc.aio.AioRpcError
+    now = time.monotonic
+
+    async def loop(i: int) -> None:
+        rpc = methods[i % len(methods)]
+        dendrite_uuid, clock = new_uuid(), NonceClock()
+        delay = start - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while now() < stop_at:
+            metadata = signer.metadata(dendrite_uuid, clock())
+            began = now()
+            try:
+                await rpc(body, metadata=metadata, timeout=timeout)
+                status = "200"
+            except AioRpcError as e:
+                status = _grpc_status(e)
+            except Exception:  # noqa: BLE001 - any client-side failure is counted, never fatal
+                status = CONNECTION_ERROR
+            rec.record(began, now(), status)
+
+    try:
+        await asyncio.gather(*(loop(i) for i in range(spec.loops)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    return rec
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+class _HttpConnection:
+    """One keep-alive HTTP/1.1 connection; answers the status of each request."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, data: bytes) -> str:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        assert reader is not None
+        writer.write(data)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head[9:12].decode()
+        lower = head.lower()
+        i = lower.find(b"\r\ncontent-length:")
+        if i >= 0:
+            await reader.readexactly(int(lower[i + 17:lower.index(b"\r\n", i + 2)]))
+        elif b"\r\ntransfer-encoding: chunked" in lower:
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        if b"\r\nconnection: close" in lower:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
+    from ..keys import Keypair
+    from .wire import LegacyHttpRequest, new_uuid
+
+    keypair = Keypair.generate()
+    requests = [LegacyHttpRequest(keypair, spec.axon_hotkey, spec.host, spec.port, new_uuid())
+                for _ in range(spec.loops)]
+    start, rec = await wait_go()
+    stop_at = start + spec.warmup + spec.duration
+    now = time.monotonic
+
+    async def loop(i: int) -> None:
+        request = requests[i]
+        connection = _HttpConnection(spec.host, spec.port)
+        delay = start - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while now() < stop_at:
+            data = request.render()
+            began = now()
+            try:
+                status = await asyncio.wait_for(connection.request(data), spec.request_timeout)
+            except asyncio.TimeoutError:
+                status = TIMEOUT
+                connection.close()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                status = CONNECTION_ERROR
+                connection.close()
+                await asyncio.sleep(0.05)
+            rec.record(began, now(), status)
+        connection.close()
+
+    await asyncio.gather(*(loop(i) for i in range(spec.loops)))
+    return rec
+
+
+# -- process entry ----------------------------------------------------------------------------
+
+async def _run(spec: GeneratorSpec, ready: Any, go: Any, t0: Any, counter: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+
+    async def wait_go() -> tuple[float, _Recorder]:
+        """Report ready, wait for the runner's go; the start time and the window's recorder."""
+        ready.put(spec.index)
+        await loop.run_in_executor(None, go.wait)
+        start = float(t0.value)
+        return start, _Recorder(start + spec.warmup, start + spec.warmup + spec.duration, counter)
+
+    runner = _grpc_loops if spec.transport == "grpc" else _http_loops
+    rec = await runner(spec, wait_go)
+    return {
+        "index": spec.index,
+        "latencies": rec.latencies.tobytes(),
+        "statuses": dict(rec.statuses),
+        "total": rec.total,
+    }
+
+
+def generator_main(spec: dict[str, Any], ready: Any, go: Any, t0: Any, counter: Any, results: Any) -> None:
+    """Process entry point (spawned): run the loops, put the figures on ``results``."""
+    s = GeneratorSpec(**spec)
+    try:
+        out = asyncio.run(_run(s, ready, go, t0, counter))
+    except BaseException as e:  # noqa: BLE001 - report, never hang the runner
+        out = {"index": s.index, "error": f"{type(e).__name__}: {e}"}
+        ready.put(s.index)
+    results.put(out)

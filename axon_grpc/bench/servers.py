@@ -1,0 +1,168 @@
+"""The benchmark's server processes: ``python -m axon_grpc.bench.servers KIND --port P``.
+
+Kinds:
+
+- ``grpc``: the project's :class:`~axon_grpc.axon.Axon` serving the demo ``Dummy``
+  synapse (sync forward, blacklist and priority attached, default verify) over gRPC.
+- ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
+- ``echo``: a bare ``grpc.aio`` server answering every unary call with its request bytes
+  (the ceiling of one Python gRPC process).
+- ``echo-verified``: the same echo plus what any signed server must do per request:
+  one SHA3-256 of the body, one sr25519 verify of the legacy message, one dict nonce check
+  (``{hotkey}:{uuid}`` strictly increasing, first nonce fresh).
+
+Each serves on the asyncio loop of the process's main thread, prints one line
+``BENCH-READY {json}`` (pid, ports, the axon hotkey) on stdout once it listens, and
+stops on SIGTERM or SIGINT. With ``--cprofile FILE`` the loop thread runs under cProfile
+and the stats are written to FILE at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import grpc
+
+READY_PREFIX = "BENCH-READY "
+KINDS = ("grpc", "http", "echo", "echo-verified")
+
+
+def announce(**fields: Any) -> None:
+    print(READY_PREFIX + json.dumps({"pid": os.getpid(), **fields}), flush=True)
+
+
+class _Echo(grpc.GenericRpcHandler):
+    """Every unary method answers its request bytes (optionally after the signed checks)."""
+
+    def __init__(self, verified: bool, hotkey: str) -> None:
+        self.hotkey = hotkey
+        self.nonces: dict[str, int] = {}
+        behavior = self._verified if verified else self._echo
+        self.handler = grpc.unary_unary_rpc_method_handler(behavior)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return self.handler
+
+    @staticmethod
+    async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    async def _verified(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        import sr25519
+
+        from ..keys import ss58_decode
+
+        md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        body_hash = hashlib.sha3_256(request).hexdigest()
+        hotkey = md.get("bt_header_dendrite_hotkey", "")
+        nonce_text = md.get("bt_header_dendrite_nonce", "")
+        uuid = md.get("bt_header_dendrite_uuid", "")
+        try:
+            if body_hash != md.get("computed_body_hash"):
+                raise ValueError("body hash")
+            nonce = int(nonce_text)
+            message = f"{nonce_text}.{hotkey}.{self.hotkey}.{uuid}.{body_hash}".encode()
+            signature = bytes.fromhex(md.get("bt_header_dendrite_signature", "")[2:])
+            if not sr25519.verify(signature, message, _public_key(hotkey, ss58_decode)):
+                raise ValueError("signature")
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        key = f"{hotkey}:{uuid}"
+        last = self.nonces.get(key)
+        if (last is not None and nonce <= last) or (last is None and nonce < time.time_ns() - 16 * 10**9):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "nonce")
+        self.nonces[key] = nonce
+        return request
+
+
+_keys: dict[str, bytes] = {}
+
+
+def _public_key(address: str, decode: Any) -> bytes:
+    key = _keys.get(address)
+    if key is None:
+        key = _keys[address] = decode(address)
+    return key
+
+
+#: Set by ``--cprofile``: SIGUSR1 starts profiling the loop thread, SIGUSR2 stops it.
+_profiler: Any = None
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if _profiler is not None:
+        loop.add_signal_handler(signal.SIGUSR1, _profiler.enable)
+        loop.add_signal_handler(signal.SIGUSR2, _profiler.disable)
+    await stop.wait()
+
+
+async def serve_echo(port: int, verified: bool) -> None:
+    from ..keys import Keypair
+
+    hotkey = Keypair.generate().ss58_address
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((_Echo(verified, hotkey),))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    announce(port=bound, hotkey=hotkey)
+    await _wait_for_signal()
+    await server.stop(None)
+
+
+async def serve_axon(port: int, http_port: int | None) -> None:
+    from ..axon import Axon
+    from ..demo import blacklist, forward, priority
+    from ..wallet import KeypairWallet
+
+    axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=port,
+                http_port=http_port)
+    axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+    await axon.start_async()
+    announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
+    await _wait_for_signal()
+    await axon.stop_async(grace=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.servers")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--http-port", type=int)
+    parser.add_argument("--cprofile", help="profile the serving loop with cProfile between SIGUSR1 and SIGUSR2; "
+                        "write the stats here at exit")
+    args = parser.parse_args(argv)
+    if args.kind in ("echo", "echo-verified"):
+        coro = serve_echo(args.port, args.kind == "echo-verified")
+    else:
+        if args.kind == "http" and not args.http_port:
+            parser.error("http needs --http-port")
+        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None)
+    if not args.cprofile:
+        asyncio.run(coro)
+        return 0
+    import cProfile
+
+    global _profiler
+    _profiler = cProfile.Profile()
+    try:
+        asyncio.run(coro)
+    finally:
+        _profiler.disable()
+        _profiler.dump_stats(args.cprofile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

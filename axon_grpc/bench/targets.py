@@ -1,0 +1,196 @@
+"""The servers a benchmark measures: started in their own processes, or given by address."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..testing import free_port
+from .servers import READY_PREFIX
+
+#: Label and one-line description of each target, in report order.
+TARGETS: dict[str, tuple[str, str]] = {
+    "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
+    "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
+    "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
+    "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
+    "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
+}
+TRANSPORTS = {"grpc": "grpc", "http": "http", "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Target:
+    """One thing to measure: where it listens, which key it signs for, whose CPU to read."""
+
+    name: str
+    transport: str  #: "grpc" or "http"
+    host: str
+    port: int
+    hotkey: str
+    pid: int | None  #: the server process whose CPU time is read (None: not measured)
+    label: str = ""
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    def stop(self) -> None:
+        """Stop the server process this benchmark started (SIGTERM, then SIGKILL)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+
+class TargetUnavailable(RuntimeError):
+    """A target that cannot be started here (the reason is printed and the target skipped)."""
+
+
+def _read_ready(process: subprocess.Popen[str], log_path: Path, timeout: float) -> dict[str, Any]:
+    import json
+
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        readable, _, _ = select.select([process.stdout], [], [], 0.2)
+        if readable:
+            line = process.stdout.readline()
+            if line.startswith(READY_PREFIX):
+                return dict(json.loads(line[len(READY_PREFIX):]))
+            if not line and process.poll() is not None:
+                break
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+        reason = f"did not report ready within {timeout:.0f} s"
+    else:
+        reason = f"exited with status {process.returncode}"
+    process.stdout.close()
+    tail = ""
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+        tail = (": " + lines[-1]) if lines else ""
+    except OSError:
+        pass
+    raise TargetUnavailable(f"server {reason}{tail} (log: {log_path})")
+
+
+def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log: IO[str] = open(log_path, "w")
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+                                   env=env)
+    finally:
+        log.close()
+    return process, _read_ready(process, log_path, START_TIMEOUT_S)
+
+
+def default_legacy_python() -> Path | None:
+    """A Python with ``bittensor==10.5.0``: ``$AXON_GRPC_LEGACY_PYTHON``, else ``.venv/legacy``
+    (as ``make bench`` builds it) in the current folder or the project's checkout."""
+    env = os.environ.get("AXON_GRPC_LEGACY_PYTHON")
+    if env:
+        return Path(env)
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / ".venv" / "legacy" / "bin" / "python"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cprofile: Path | None = None) -> Target:
+    """Start target ``name`` in its own process on free loopback ports; raises TargetUnavailable."""
+    label, description = TARGETS[name]
+    log_path = logs / f"server-{name}.log"
+    port = free_port()
+    if name == "legacy":
+        if legacy_python is None or not legacy_python.exists():
+            raise TargetUnavailable(
+                "no Python with bittensor==10.5.0 (run `make bench`, which builds .venv/legacy, "
+                "or pass --legacy-python / set AXON_GRPC_LEGACY_PYTHON)"
+            )
+        script = Path(__file__).with_name("legacy_server.py")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        process, ready = _spawn([str(legacy_python), str(script), "--port", str(port)], log_path, env)
+        extra = {"bittensor": ready.get("bittensor"), "python": str(legacy_python)}
+        return Target(name, "http", "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]),
+                      label, description, extra, process, log_path)
+    command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
+    http_port = None
+    if name == "http":
+        http_port = free_port()
+        command += ["--http-port", str(http_port)]
+    if cprofile is not None:
+        command += ["--cprofile", str(cprofile)]
+    process, ready = _spawn(command, log_path)
+    listen = int(ready["http_port"]) if name == "http" else int(ready["port"])
+    return Target(name, TRANSPORTS[name], "127.0.0.1", listen, ready["hotkey"], int(ready["pid"]),
+                  label, description, {}, process, log_path)
+
+
+def discover_hotkey(transport: str, host: str, port: int) -> str | None:
+    """The axon's hotkey from the terminal info of an unsigned call (which it refuses)."""
+    if transport == "grpc":
+        import grpc
+
+        with grpc.insecure_channel(f"{host}:{port}") as channel:
+            try:
+                channel.unary_unary("/axon.v1.Axon/Synapse")(b"", timeout=5)
+            except grpc.RpcError as e:
+                for key, value in e.trailing_metadata() or ():  # type: ignore[attr-defined]
+                    if key == "bt_header_axon_hotkey":
+                        return str(value)
+        return None
+    import http.client
+
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        connection.request("POST", "/Synapse", body=b"{}", headers={"Content-Type": "application/json"})
+        return connection.getresponse().getheader("bt_header_axon_hotkey")
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def external_target(address: str, hotkey: str | None, pid: int | None) -> Target:
+    """A server given by ``[grpc://|http://]HOST:PORT`` (default gRPC); CPU read only with ``pid``."""
+    transport = "grpc"
+    if "://" in address:
+        scheme, address = address.split("://", 1)
+        if scheme not in ("grpc", "http"):
+            raise ValueError(f"--address scheme must be grpc:// or http://, not {scheme}://")
+        transport = scheme
+    host, _, port_text = address.rstrip("/").rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ValueError(f"--address needs HOST:PORT, not {address!r}")
+    host = host.strip("[]")
+    hotkey = hotkey or discover_hotkey(transport, host, int(port_text))
+    if not hotkey:
+        raise ValueError("could not learn the axon's hotkey from an unsigned call: pass --axon-hotkey")
+    return Target("external", transport, host, int(port_text), hotkey, pid, f"{transport}://{host}:{port_text}",
+                  "a server given by --address")

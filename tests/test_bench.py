@@ -1,0 +1,157 @@
+"""The benchmark suite's own code: request builders, figures, ratios, and a one-second smoke run.
+
+No benchmark runs here: the smoke test drives two targets for half a second at two
+requests in flight, only to check that the code path works and the JSON holds the figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from axon_grpc import Keypair
+from axon_grpc.bench import TARGET_NAMES
+from axon_grpc.bench.cli import add_bench_command
+from axon_grpc.bench.memory import measure_memory
+from axon_grpc.bench.report import ratios, table
+from axon_grpc.bench.runner import percentile
+from axon_grpc.bench.wire import GrpcSigner, LegacyHttpRequest, grpc_body, new_uuid
+from axon_grpc.cli import build_parser, main
+from axon_grpc.synapse import field_body_hash
+
+CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "request_dummy_input3.json"
+
+
+def _parse_http(raw: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(": ", 1)) for line in lines]
+    return request_line, headers, body  # type: ignore[return-value]
+
+
+def test_legacy_requests_are_signed_afresh_like_a_10_5_dendrite() -> None:
+    client, axon = Keypair.generate(), Keypair.generate()
+    dendrite_uuid = new_uuid()
+    request = LegacyHttpRequest(client, axon.ss58_address, "127.0.0.1", 8092, dendrite_uuid)
+    first, second = request.render(), request.render()
+    nonces = []
+    for raw in (first, second):
+        line, headers, body = _parse_http(raw)
+        assert line == "POST /Dummy HTTP/1.1"
+        h = dict(headers)
+        assert int(h["Content-Length"]) == len(body)
+        payload = json.loads(body)
+        assert payload["input"] == 3 and payload["dendrite"]["nonce"] == int(h["bt_header_dendrite_nonce"])
+        assert payload["dendrite"]["signature"] == h["bt_header_dendrite_signature"]
+        assert h["computed_body_hash"] == field_body_hash(payload, ("input",))
+        message = (f"{h['bt_header_dendrite_nonce']}.{client.ss58_address}.{axon.ss58_address}."
+                   f"{dendrite_uuid}.{h['computed_body_hash']}")
+        assert client.verify(message, h["bt_header_dendrite_signature"])
+        nonces.append(int(h["bt_header_dendrite_nonce"]))
+    assert nonces[1] > nonces[0]
+    if CAPTURE.exists():  # the header names and their order of a real 10.5.0 dendrite
+        captured = [name for name, _ in json.loads(CAPTURE.read_text())["request"]["headers"]]
+        assert [name for name, _ in _parse_http(first)[1]] == captured
+
+
+def test_grpc_metadata_is_the_dendrites() -> None:
+    client, axon = Keypair.generate(), Keypair.generate()
+    signer = GrpcSigner(client, axon.ss58_address, grpc_body())
+    metadata = dict(signer.metadata("u-1", 1795716669893194313))
+    assert metadata["computed_body_hash"] == hashlib.sha3_256(grpc_body()).hexdigest()
+    message = f"1795716669893194313.{client.ss58_address}.{axon.ss58_address}.u-1.{metadata['computed_body_hash']}"
+    assert client.verify(message, metadata["bt_header_dendrite_signature"])
+    assert metadata["bt_header_dendrite_crypto"] == "sr25519" and metadata["name"] == "Dummy"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    assert percentile([], 50) is None
+
+
+def _level(concurrency: int, rps: float, cpu: float, p99: float) -> dict[str, Any]:
+    return {"concurrency": concurrency, "rps": rps, "server_cpu_ms_per_req": cpu, "p99_ms": p99, "p50_ms": p99 / 2,
+            "p90_ms": p99, "server_cpu_cores": 1.0, "generator_cpu_cores": 0.5, "statuses": {"200": 10}, "ok": 10,
+            "notes": []}
+
+
+def test_ratios_follow_the_issue_targets() -> None:
+    results = {"targets": [
+        {"name": "grpc", "label": "g", "levels": [_level(16, 2000, 0.3, 10), _level(64, 2500, 0.3, 30)]},
+        {"name": "http", "label": "h", "levels": [_level(16, 900, 0.6, 20), _level(64, 1000, 0.6, 80)]},
+        {"name": "echo", "label": "e", "levels": [_level(64, 5000, 0.2, 10)]},
+        {"name": "echo-verified", "label": "v", "levels": [_level(64, 4000, 0.25, 12)]},
+        {"name": "legacy", "label": "l", "levels": [_level(16, 200, 4.5, 100), _level(64, 200, 4.5, 400)]},
+    ]}
+    rows = {row["name"]: row for row in ratios(results)}
+    assert rows["gRPC CPU/request vs legacy"]["value"] == pytest.approx(15.0)
+    assert rows["gRPC CPU/request vs legacy"]["met"] is True
+    assert rows["gRPC CPU/request vs bare verified echo"]["value"] == pytest.approx(1.2)
+    assert rows["gRPC throughput vs legacy"]["value"] == pytest.approx(12.5)
+    assert rows["HTTP bridge CPU/request vs legacy"]["met"] is False  # 7.5 < 10
+    assert rows["gRPC p99 at c=64 vs legacy"]["value"] == pytest.approx(30 / 400)
+    assert rows["HTTP bridge p99 at c=64 vs legacy"]["met"] is False  # 0.2 > 0.1
+    results["targets"][-1] = {"name": "legacy", "label": "l", "skipped": "no venv", "levels": []}
+    rows = {row["name"]: row for row in ratios(results)}
+    assert rows["gRPC CPU/request vs legacy"]["met"] is None
+    assert "skipped" in table(results)
+
+
+def test_bench_is_an_axon_grpc_command() -> None:
+    args = build_parser().parse_args(["bench", "--concurrency", "64,1,16", "--targets", "legacy,grpc"])
+    assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--targets", "nginx"])
+    assert set(TARGET_NAMES) == {"grpc", "http", "echo", "echo-verified", "legacy"}
+    assert callable(add_bench_command)
+
+
+def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--targets", "grpc,http,legacy", "--concurrency", "2", "--duration", "0.6",
+                 "--warmup", "0.3", "--generators", "1", "--channels", "1", "--no-chart", "--quiet",
+                 "--legacy-python", str(tmp_path / "missing" / "python"), "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "gRPC CPU/request vs legacy" in printed.out and "skipped" in printed.err
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["meta"]["machine"]["nproc"] >= 1 and data["meta"]["options"]["concurrency"] == [2]
+    targets = {t["name"]: t for t in data["targets"]}
+    assert targets["legacy"]["skipped"]
+    for name in ("grpc", "http"):
+        (level,) = targets[name]["levels"]
+        assert level["concurrency"] == 2 and level["ok"] > 0 and level["errors"] == 0
+        assert level["statuses"] == {"200": level["ok"]}
+        assert level["rps"] > 0 and 0 < level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
+        assert level["server_cpu_ms_per_req"] > 0 and level["generator_cpu_cores"] >= 0
+    assert {row["name"] for row in data["ratios"]} >= {"gRPC CPU/request vs bare verified echo"}
+
+
+def test_memory_mode_drives_the_verify_path_and_the_store() -> None:
+    m = measure_memory(requests=600, uuids=200, verified=200, hotkeys=4)
+    assert m["verified_path_requests"] == 200 and m["verified_path_refused"] == 0
+    assert m["store_only_requests"] == 400 and m["store_only_not_accepted"] == 0
+    assert m["nonce_store_entries"] == 200 and m["rss_final_mb"] > 0
+
+
+def test_py_spy_summary_leaves_waiting_threads_out(tmp_path: Path) -> None:
+    from axon_grpc.bench.profiling import summarize_py_spy
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "thread (1): MainThread;run (asyncio/runners.py:190);Handle._run (asyncio/events.py:80) 60\n"
+        "thread (1): MainThread;Handle._run (asyncio/events.py:80);verify_legacy (axon_grpc/auth.py:1);"
+        "_verify_raw (axon_grpc/keys.py:182) 30\n"
+        "thread (2): axon-worker-0;Thread.run (threading.py:982);Condition.wait (threading.py:327) 500\n"
+        "thread (3): Thread-1 (_poll_wrapper);Thread.run (threading.py:982) 10\n"
+    )
+    p = summarize_py_spy(raw)
+    assert p["samples"] == 100 and p["idle_samples"] == 500
+    assert p["threads"][0] == {"thread": "MainThread", "pct": 90.0}
+    assert p["top_own"][0] == {"function": "Handle._run (asyncio/events.py:80)", "own_pct": 60.0}
+    assert {"function": "verify_legacy", "cum_pct": 30.0} in p["top_cumulative"]
+    assert "py-spy" in p["text"]
