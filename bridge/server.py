@@ -65,7 +65,10 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     error: OSError | None = None
     for family, address in candidates:
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on only for sockets that say
+            # TCP, and without it Nagle holds each small response until the peer's
+            # delayed ACK (about 40 ms per request).
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         except OSError as e:  # e.g. no IPv6 on this host: fall back to IPv4
             error = e
             continue

@@ -389,3 +389,16 @@ async def test_the_app_alone_serves_the_synapse_routes() -> None:
             assert missing.status_code == 404 and missing.json()["message"].startswith("Synapse name 'Nope' not found")
     finally:
         await axon.stop_async(grace=None)
+
+
+def test_bridge_socket_is_tcp_so_responses_are_not_delayed_by_nagle() -> None:
+    import socket
+
+    from bridge.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", free_port())
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio then sets TCP_NODELAY per connection
+    finally:
+        sock.close()
+
