@@ -42,8 +42,9 @@ NONCES
 RESPONSE
   The response message, plus trailing metadata `bt_header_axon_{field}` for
   each set field of the axon's TerminalInfo (status_code, status_message,
-  process_time, version, nonce, uuid, hotkey, signature). The axon signs
-  "{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}".
+  process_time, version, nonce, uuid, hotkey; signature on errors). As the
+  legacy axon, it signs error answers only, over
+  "{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}" (not the body).
 
 STATUS (bt_header_axon_status_code <-> gRPC status)
   200 OK, 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,

@@ -170,8 +170,9 @@ class Pipeline:
     def sign_response(self, synapse: Synapse) -> Synapse:
         """Sign ``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}`` into ``synapse.axon``.
 
-        Done when a response is sent (the HTTP bridge's legacy 200 carries no signature,
-        so it never pays for one).
+        Done for error answers only, as the legacy axon does: the message does not
+        cover the body, so a signed success would prove no more than the unsigned one,
+        and skipping it saves one sr25519 signature per call.
         """
         info = synapse.axon
         assert info is not None and synapse.dendrite is not None

@@ -108,26 +108,40 @@ StreamBehavior = Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes
 
 
 class AxonInterceptor(grpc.aio.ServerInterceptor):
-    """Preprocess, blacklist, verify and priority, on metadata, before the body is parsed."""
+    """Preprocess, blacklist, verify and priority, on metadata, before the body is parsed.
+
+    The wrapping handler of each method is built once (per attached endpoint) and reads
+    the call's metadata from its context, so a call costs the interceptor a lookup.
+    """
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self._wrapped: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        name = synapse_name(handler_call_details.method)
+        method = handler_call_details.method
+        name = synapse_name(method)
         if name is None:
             return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        headers = metadata_map(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
-        method = handler_call_details.method
+        endpoint = self.pipeline.axon.endpoints.get(name)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is endpoint:
+            return cached[1]
+        wrapped = self._wrap(name, method, await continuation(handler_call_details))
+        if endpoint is not None:  # unknown names are not cached: callers choose them freely
+            self._wrapped[method] = (endpoint, wrapped)
+        return wrapped
+
+    def _wrap(self, name: str, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
         pipeline = self.pipeline
 
         async def admit(request: bytes, context: grpc.aio.ServicerContext) -> Admitted:
             start = time.time()
+            headers = metadata_map(context.invocation_metadata())
             peer_ip, peer_port = parse_peer(context.peer())
             try:
                 endpoint, synapse, priority = await pipeline.admit(
@@ -204,7 +218,7 @@ class AxonService(grpc.GenericRpcHandler):
         try:
             synapse, timeout = self._request(admitted, request, context)
             result = await pipeline.forward(endpoint, synapse, admitted.priority, timeout)
-            pipeline.sign_response(pipeline.succeed(result, header_synapse, start))
+            pipeline.succeed(result, header_synapse, start)
             body = endpoint.schema.to_bytes(result)
         except Exception as e:
             failed = pipeline.fail(header_synapse, e, start)
@@ -227,7 +241,7 @@ class AxonService(grpc.GenericRpcHandler):
             chunks = pipeline.stream(endpoint, synapse, admitted.priority, timeout)
             async for chunk in chunks:
                 yield encode_chunk(codec, chunk, endpoint.name)
-            pipeline.sign_response(pipeline.succeed(synapse, header_synapse, start))
+            pipeline.succeed(synapse, header_synapse, start)
             final = frame(FINAL_TAG, endpoint.schema.to_bytes(synapse))
         except Exception as e:
             failed = pipeline.fail(header_synapse, e, start)

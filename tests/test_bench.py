@@ -107,7 +107,7 @@ def test_bench_is_an_axon_grpc_command() -> None:
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--targets", "nginx"])
-    assert set(TARGET_NAMES) == {"grpc", "http", "echo", "echo-verified", "legacy"}
+    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "http", "echo", "echo-verified", "legacy"}
     assert callable(add_bench_command)
 
 

@@ -67,7 +67,14 @@ async def test_round_trip_fills_status_and_terminal_info(harness: AxonHarness) -
     assert axon.hotkey == harness.axon.wallet.hotkey.ss58_address
     assert axon.uuid == harness.axon.uuid
     assert axon.version == harness.axon.version
-    # The axon's signature covers {nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}.
+    assert axon.signature is None  # as the legacy axon: successes are not signed
+
+
+async def test_error_answers_carry_the_axons_signature(harness: AxonHarness) -> None:
+    refused = await harness.call(Boom(text="x"))
+    axon = refused.axon
+    assert refused.dendrite.status_code == 500 and axon.status_code == 500
+    # The signature covers {nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}.
     message = response_message(axon.nonce, harness.dendrite.keypair.ss58_address, axon.hotkey, axon.uuid)
     assert Keypair.from_ss58(axon.hotkey).verify(message, axon.signature)
 

@@ -16,4 +16,4 @@ Nothing here is imported by the core; the chart needs the ``bench`` extra (matpl
 from __future__ import annotations
 
 #: Every target the suite knows, in report order.
-TARGET_NAMES = ("grpc", "http", "echo", "echo-verified", "legacy")
+TARGET_NAMES = ("grpc", "grpc-async", "http", "echo", "echo-verified", "legacy")

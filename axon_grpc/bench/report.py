@@ -113,6 +113,11 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("gRPC CPU/request vs legacy", "legacy/grpc >= 12", value, lambda v: v >= 12, detail)
     value, detail = cpu_ratio("grpc", "echo-verified")
     add("gRPC CPU/request vs bare verified echo", "grpc/echo-verified <= 1.5", value, lambda v: v <= 1.5, detail)
+    value, detail = cpu_ratio("legacy", "grpc-async")
+    add("gRPC (async forward) CPU/request vs legacy", "legacy/grpc-async >= 12", value, lambda v: v >= 12, detail)
+    value, detail = cpu_ratio("grpc-async", "echo-verified")
+    add("gRPC (async forward) CPU/request vs bare verified echo", "grpc-async/echo-verified <= 1.5", value,
+        lambda v: v <= 1.5, detail)
     value, detail = cpu_ratio("grpc", "echo")
     add("gRPC CPU/request vs bare echo (ceiling)", "informative", value, None, detail)
     value, detail, caveat = throughput_ratio("grpc", "legacy")
@@ -122,8 +127,13 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("HTTP bridge CPU/request vs legacy", "legacy/http >= 10", value, lambda v: v >= 10, detail)
     value, detail, caveat = throughput_ratio("http", "legacy")
     add("HTTP bridge throughput vs legacy", "http/legacy >= 8", value, lambda v: v >= 8, detail, caveat)
+    value, detail, caveat = throughput_ratio("grpc-async", "legacy")
+    add("gRPC (async forward) throughput vs legacy", "grpc-async/legacy >= 10 (or the generator's cap)", value,
+        lambda v: v >= 10, detail, caveat)
     value, detail = p99_ratio("grpc", "legacy")
     add("gRPC p99 at c=64 vs legacy", "grpc/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
+    value, detail = p99_ratio("grpc-async", "legacy")
+    add("gRPC (async forward) p99 at c=64 vs legacy", "grpc-async/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
     value, detail = p99_ratio("http", "legacy")
     add("HTTP bridge p99 at c=64 vs legacy", "http/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
     return rows

@@ -4,6 +4,8 @@ Kinds:
 
 - ``grpc``: the project's :class:`~axon_grpc.axon.Axon` serving the demo ``Dummy``
   synapse (sync forward, blacklist and priority attached, default verify) over gRPC.
+- ``grpc-async``: the same with the forward declared ``async``: it runs on the event loop
+  instead of being handed to a worker thread.
 - ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
 - ``echo``: a bare ``grpc.aio`` server answering every unary call with its request bytes
   (the ceiling of one Python gRPC process).
@@ -32,7 +34,7 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "http", "echo", "echo-verified")
+KINDS = ("grpc", "grpc-async", "http", "echo", "echo-verified")
 
 
 def announce(**fields: Any) -> None:
@@ -121,14 +123,17 @@ async def serve_echo(port: int, verified: bool) -> None:
     await server.stop(None)
 
 
-async def serve_axon(port: int, http_port: int | None) -> None:
+async def serve_axon(port: int, http_port: int | None, run_async: bool = False) -> None:
     from ..axon import Axon
-    from ..demo import blacklist, forward, priority
+    from ..demo import Dummy, blacklist, forward, priority
     from ..wallet import KeypairWallet
+
+    async def forward_async(synapse: Dummy) -> Dummy:
+        return forward(synapse)
 
     axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=port,
                 http_port=http_port)
-    axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+    axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority)
     await axon.start_async()
     announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
     await _wait_for_signal()
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.kind == "http" and not args.http_port:
             parser.error("http needs --http-port")
-        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None)
+        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None, args.kind == "grpc-async")
     if not args.cprofile:
         asyncio.run(coro)
         return 0

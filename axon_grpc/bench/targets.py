@@ -18,12 +18,14 @@ from .servers import READY_PREFIX
 #: Label and one-line description of each target, in report order.
 TARGETS: dict[str, tuple[str, str]] = {
     "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
+    "grpc-async": ("axon-grpc gRPC, async forward",
+                   "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread"),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
     "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
     "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
 }
-TRANSPORTS = {"grpc": "grpc", "http": "http", "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
+TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "http": "http", "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
 START_TIMEOUT_S = 60.0
 
 
