@@ -43,7 +43,7 @@ RESPONSE
   The response message, plus trailing metadata `bt_header_axon_{field}` for
   each set field of the axon's TerminalInfo (status_code, status_message,
   process_time, version, nonce, uuid, hotkey; signature on errors). As the
-  legacy axon, it signs error answers only, over
+  legacy axon, it signs error answers only (not overload refusals), over
   "{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}" (not the body).
 
 STATUS (bt_header_axon_status_code <-> gRPC status)

@@ -184,8 +184,15 @@ class Pipeline:
         return synapse
 
     def fail(self, synapse: Synapse, exception: BaseException, start_time: float | None = None) -> Synapse:
-        """Record ``exception`` as the response status (see :func:`log_and_handle_error`) and sign it."""
-        return self.sign_response(log_and_handle_error(synapse, exception, start_time=start_time))
+        """Record ``exception`` as the response status (see :func:`log_and_handle_error`) and sign it.
+
+        Overload refusals (503) are not signed: they are the answers an axon sends most
+        when it can least afford a signature each.
+        """
+        failed = log_and_handle_error(synapse, exception, start_time=start_time)
+        if isinstance(exception, ServiceUnavailable):
+            return failed
+        return self.sign_response(failed)
 
     # -- stages 2-4: blacklist, verify, priority ----------------------------------------
     async def blacklist(self, endpoint: Endpoint, synapse: Synapse) -> None:

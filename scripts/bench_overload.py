@@ -6,7 +6,7 @@ so the figure does not depend on this machine's CPU) on ``--workers`` threads, s
 capacity is ``workers / service`` requests per second. Two validators call it: the
 "high" one, whose hotkey ``priority_fn`` ranks 10, and the "low" one, ranked 1.
 
-1. Unloaded: the high validator alone, at a tenth of capacity: its p99 latency.
+1. Unloaded: the high validator alone, at a fifth of capacity: its p99 latency.
 2. Overload: open-loop arrivals at ``--overload`` x capacity, ``--high-share`` of them
    from the high validator: each class's p50/p99, successes and refusals (503) by status.
 
@@ -16,7 +16,7 @@ client does not slow the high one's measurements.
 Prints both, the ratio of the high class's overloaded p99 to its unloaded p99 (the
 target is at most 2x) and the share of refusals each class absorbed.
 
-    python scripts/bench_overload.py [--duration 8] [--overload 3]
+    python scripts/bench_overload.py [--duration 10] [--overload 3] [--service-ms 100]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ AXON_SEED = b"\x33" * 32
 
 
 # -- the server process ----------------------------------------------------------------------
-def _serve(port: int, workers: int, queue: int, service_ms: float, ready: Any) -> None:
+def _serve(port: int, workers: int, queue: int, service_ms: float, run_async: bool, ready: Any) -> None:
     from axon_grpc import Axon, Keypair, KeypairWallet
     from axon_grpc.demo import Dummy
 
@@ -50,6 +50,11 @@ def _serve(port: int, workers: int, queue: int, service_ms: float, ready: Any) -
 
     def forward(synapse: Dummy) -> Dummy:
         time.sleep(service_ms / 1e3)
+        synapse.output = synapse.input * 2
+        return synapse
+
+    async def forward_async(synapse: Dummy) -> Dummy:
+        await asyncio.sleep(service_ms / 1e3)
         synapse.output = synapse.input * 2
         return synapse
 
@@ -64,7 +69,7 @@ def _serve(port: int, workers: int, queue: int, service_ms: float, ready: Any) -
     async def main() -> None:
         axon = Axon(wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)), ip="127.0.0.1",
                     external_ip="127.0.0.1", port=port, max_workers=workers, max_queue=queue)
-        axon.attach(forward_fn=forward, priority_fn=priority)
+        axon.attach(forward_fn=forward_async if run_async else forward, priority_fn=priority)
         await axon.start_async()
         ready.set()
         await asyncio.Event().wait()
@@ -179,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--queue", type=int, default=32, help="admission queue bound (max_queue)")
-    parser.add_argument("--service-ms", type=float, default=20.0)
+    parser.add_argument("--service-ms", type=float, default=100.0, help="forward time (default 100 ms, a quick model)")
+    parser.add_argument("--async-forward", action="store_true", help="an async forward (no worker threads)")
     parser.add_argument("--overload", type=float, default=3.0, help="offered load / capacity")
     parser.add_argument("--high-share", type=float, default=0.2, help="share of arrivals from the high validator")
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     capacity = args.workers / (args.service_ms / 1e3)
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_serve, args=(port, args.workers, args.queue, args.service_ms, ready), daemon=True)
+    server = context.Process(target=_serve, args=(port, args.workers, args.queue, args.service_ms, args.async_forward, ready), daemon=True)
     server.start()
     try:
         if not ready.wait(60):
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"axon: {args.workers} workers x {args.service_ms:g} ms = capacity {capacity:.0f} req/s, "
               f"queue {args.queue}; pid {server.pid}", file=sys.stderr)
-        unloaded = _run_validators(context, port, {"high": capacity / 10}, min(args.duration, 5.0))
+        unloaded = _run_validators(context, port, {"high": capacity / 5}, args.duration)
         offered = capacity * args.overload
         cpu_before, wall_before = _cpu_seconds(server.pid), time.monotonic()
         overloaded = _run_validators(

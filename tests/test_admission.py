@@ -133,6 +133,7 @@ async def test_full_queue_refuses_low_priority_with_503(saturated) -> None:
     shed = await low
     assert shed[0] == grpc.StatusCode.UNAVAILABLE
     assert shed[2] == OVERLOADED and shed[3]["bt_header_axon_status_code"] == "503"
+    assert "bt_header_axon_signature" not in shed[3]  # overload refusals are not signed
     lowest = await request(raw, 0)
     assert lowest[0] == grpc.StatusCode.UNAVAILABLE
     gate.set()
