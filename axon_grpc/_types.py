@@ -25,7 +25,8 @@ class Signer(Protocol):
 
 
 class WalletLike(Protocol):
-    """Anything with a ``hotkey`` signer, such as a Bittensor wallet."""
+    """What an Axon or a Dendrite needs of a wallet: a ``hotkey`` that signs (a Bittensor
+    wallet, :class:`~axon_grpc.wallet.Wallet`, :class:`~axon_grpc.wallet.KeypairWallet`)."""
 
     @property
     def hotkey(self) -> Signer: ...

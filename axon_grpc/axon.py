@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import config as config_mod
+from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from .admission import AdmissionQueue
 from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy, verify_legacy
 from .config import Config
@@ -87,7 +88,7 @@ class Axon:
 
     def __init__(
         self,
-        wallet: Any = None,
+        wallet: WalletLike | None = None,
         config: Config | None = None,
         port: int | None = None,
         ip: str | None = None,
@@ -242,10 +243,10 @@ class Axon:
     # -- attach -------------------------------------------------------------------------
     def attach(
         self,
-        forward_fn: Callable[..., Any],
-        blacklist_fn: Callable[..., Any] | None = None,
-        priority_fn: Callable[..., Any] | None = None,
-        verify_fn: Callable[..., Any] | None = None,
+        forward_fn: ForwardFn,
+        blacklist_fn: BlacklistFn | None = None,
+        priority_fn: PriorityFn | None = None,
+        verify_fn: VerifyFn | None = None,
     ) -> Axon:
         """Serve ``forward_fn``'s synapse type; returns ``self`` for chaining.
 

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Sequence, TypeVar
 import grpc
 
 from . import btauth
+from ._types import WalletLike
 from .auth import CRYPTO_HEADER, PROTOCOL_VERSION
 from .errors import http_status_for
 from .info import AxonInfo
@@ -51,7 +52,9 @@ class Dendrite:
     way Bittensor SDK 11's ``http_auth`` does instead of the legacy way.
     """
 
-    def __init__(self, wallet: Any = None, *, external_ip: str | None = None, auth: str = "legacy") -> None:
+    def __init__(
+        self, wallet: WalletLike | None = None, *, external_ip: str | None = None, auth: str = "legacy"
+    ) -> None:
         if auth not in AUTH_SCHEMES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
         #: How requests are signed: ``legacy`` (``bt_header_*``) or ``btauth`` (SDK 11's btauth/1).

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 from pydantic import ValidationError
 
 from . import btauth
+from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn
 from .admission import OVERLOADED
 from .auth import CRYPTO_HEADER, response_message
 from .errors import (
@@ -58,10 +59,10 @@ class Endpoint:
     name: str
     synapse_class: type[Synapse]
     schema: SynapseSchema
-    forward_fn: Callable[..., Any]
-    blacklist_fn: Callable[..., Any] | None = None
-    priority_fn: Callable[..., Any] | None = None
-    verify_fn: Callable[..., Any] | None = None
+    forward_fn: ForwardFn
+    blacklist_fn: BlacklistFn | None = None
+    priority_fn: PriorityFn | None = None
+    verify_fn: VerifyFn | None = None
     forward_is_async: bool = field(init=False)
     streaming: bool = field(init=False)
     zero_values: dict[str, Any] = field(init=False)
