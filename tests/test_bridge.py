@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import urllib.error
 import urllib.request
 from typing import Optional
@@ -59,7 +60,8 @@ async def test_round_trip_answers_like_the_legacy_axon(bridged: Bridged) -> None
     assert h["bt_header_axon_hotkey"] == bridged.hotkey
     assert h["bt_header_dendrite_hotkey"] == bridged.client.keypair.ss58_address
     assert h["computed_body_hash"] == headers["computed_body_hash"]
-    assert h["header_size"] == "464"  # CPython's figure for this header dict, as the legacy axon sends
+    if sys.version_info[:2] == (3, 11):  # the capture's Python; others size dicts differently, as would
+        assert h["header_size"] == "464"  # a legacy axon on them: CPython's figure for this header dict
     assert int(h["total_size"]) > len(response.text)
 
 
