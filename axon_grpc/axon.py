@@ -49,7 +49,7 @@ def default_wallet(config: Config | None = None) -> Wallet:
     The development hotkey lives under :func:`data_dir` and is created only when
     missing; an existing key file is never overwritten.
     """
-    section = (config or {}).get("wallet") or {}
+    section: Any = (config.get("wallet") if config is not None else None) or {}
     path = section.get("path") or "~/.bittensor/wallets"
     if section.get("name"):
         return Wallet(name=section["name"], hotkey=section.get("hotkey") or "default", path=path)
@@ -123,7 +123,8 @@ class Axon:
         if max_queue is not None:
             section.max_queue = max_queue
         Axon.check_config(config)
-        self.config = config
+        #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
+        self.config = config  # type: ignore[method-assign,assignment]
 
         self.wallet = wallet if wallet is not None else default_wallet(config)
         self.ip: str = section.ip

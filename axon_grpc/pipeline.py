@@ -20,7 +20,7 @@ import sys
 import time
 import uuid as uuid_lib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, cast
 
 from pydantic import ValidationError
 
@@ -327,7 +327,7 @@ class Pipeline:
         try:
             if endpoint.forward_is_async:
                 try:
-                    result = await within(endpoint.forward_fn(synapse), remaining)
+                    result = await within(cast(Awaitable[Synapse], endpoint.forward_fn(synapse)), remaining)
                 finally:
                     admission.release()
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
+from types import FrameType
 from typing import Any, Callable
 
 from .streaming import is_streaming
@@ -33,7 +34,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         pass
     except Exception:
         return {}
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     localns: dict[str, Any] = {}
     for _ in range(_FRAMES_SEARCHED):
         if frame is None:

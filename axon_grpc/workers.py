@@ -291,7 +291,7 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
         return 0
 
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from axon_grpc.synapse import (
     AXON_PREFIX,
@@ -188,8 +188,12 @@ def json_invalid_reply(error: json.JSONDecodeError) -> Reply:
     return json_reply(422, dump_json({"detail": json_invalid_detail(error)}))
 
 
-def to_response(reply: Reply) -> Response:
-    """A Starlette response carrying ``reply`` byte for byte."""
+def to_response(reply: Reply | StreamReply) -> Response:
+    """A Starlette response carrying ``reply`` byte for byte (streamed as it comes)."""
+    if isinstance(reply, StreamReply):
+        streamed = StreamingResponse(reply.chunks, status_code=reply.status)
+        streamed.raw_headers = list(reply.headers)
+        return streamed
     response = Response(content=reply.body, status_code=reply.status)
     response.raw_headers = list(reply.headers)
     return response

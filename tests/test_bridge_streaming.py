@@ -150,3 +150,17 @@ async def test_client_leaving_mid_stream_cancels_the_forward() -> None:
         assert events == ["endless stopped"] and b.axon.admission.running == 0
         again = await stream(b.client, Story(words=1))
         assert await again.read() == b"w0 "
+
+
+async def test_the_app_alone_streams_too() -> None:
+    """``axon.app`` without the middleware in front (as under a test client) streams the same."""
+    import httpx
+
+    async with serve_bridge(*ATTACHED) as b:
+        headers, body = b.client.prepare(Story(words=2))
+        transport = httpx.ASGITransport(app=b.axon.app, client=("127.0.0.1", 4321))
+        async with httpx.AsyncClient(transport=transport, base_url="http://axon") as client:
+            response = await client.post("/Story", headers=headers, content=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.text == "w0 w1 "

@@ -23,6 +23,8 @@ does not depend on how many uuids have called.
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import asyncio
 import gc
 import time
@@ -84,7 +86,7 @@ async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
     gc.collect()
     final = rss_bytes() or 0
     store_s = time.perf_counter() - started
-    entries = len(store) if hasattr(store, "__len__") else None
+    entries = len(store) if isinstance(store, Sized) else None
     growth_mb = (final - baseline) / 2**20
     return {
         "requests": requests,
