@@ -48,10 +48,12 @@ test: $(STAMP) $(GEN) node-deps redis-server
 clean:
 	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules
 
-# `make bench`: the benchmark suite (docs/BENCHMARKS.md): this axon's gRPC path and HTTP bridge
-# beside a bare grpc.aio echo, a verified echo and the legacy Bittensor SDK 10.5.0 axon. That SDK
-# conflicts with the test extra's (11.x), so it gets its own virtualenv inside .venv (about 40 s,
-# once); where it cannot be installed, the bench skips the legacy target and says so.
+# `make bench`: the benchmark suite (docs/BENCHMARKS.md): this axon's gRPC path (one process, and
+# two workers with the Redis nonce store) and HTTP bridge beside a bare grpc.aio echo, a verified
+# echo and the legacy Bittensor SDK 10.5.0 axon. That SDK conflicts with the test extra's (11.x),
+# so it gets its own virtualenv inside .venv (about 40 s, once); where it cannot be installed, the
+# bench skips the legacy target and says so. The two-worker target starts its own redis-server
+# (installed as for the tests; skipped with the reason where missing).
 # Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS='--concurrency 1,64 --duration 10'.
 LEGACY_VENV  := $(VENV)/legacy
 LEGACY_STAMP := $(LEGACY_VENV)/.installed
@@ -72,5 +74,5 @@ $(LEGACY_STAMP):
 		&& touch $(LEGACY_STAMP); } \
 		|| echo "could not install bittensor==10.5.0 in $(LEGACY_VENV): the bench will skip the legacy target"
 
-bench: $(BENCH_STAMP) $(GEN) $(LEGACY_STAMP)
+bench: $(BENCH_STAMP) $(GEN) $(LEGACY_STAMP) redis-server
 	$(VENV)/bin/axon-grpc bench --legacy-python $(LEGACY_VENV)/bin/python $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """The benchmark suite's own code: request builders, figures, ratios, and a one-second smoke run.
 
-No benchmark runs here: the smoke test drives two targets for half a second at two
+No benchmark runs here: the smoke tests drive two targets for half a second at a few
 requests in flight, only to check that the code path works and the JSON holds the figures.
 """
 
@@ -17,11 +17,14 @@ from axon_grpc import Keypair
 from axon_grpc.bench import TARGET_NAMES
 from axon_grpc.bench.cli import add_bench_command
 from axon_grpc.bench.memory import measure_memory
-from axon_grpc.bench.report import ratios, table
+from axon_grpc.bench.report import ratios, scaling, scaling_text, table
 from axon_grpc.bench.runner import percentile
 from axon_grpc.bench.wire import GrpcSigner, LegacyHttpRequest, grpc_body, new_uuid
 from axon_grpc.cli import build_parser, main
 from axon_grpc.synapse import field_body_hash
+
+from .redis_support import MISSING_REASON as REDIS_MISSING
+from .redis_support import in_ci
 
 CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "request_dummy_input3.json"
 
@@ -107,7 +110,9 @@ def test_bench_is_an_axon_grpc_command() -> None:
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--targets", "nginx"])
-    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "http", "echo", "echo-verified", "legacy"}
+    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
+                                 "echo-verified", "legacy"}
+    assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis"}
     assert callable(add_bench_command)
 
 
@@ -129,6 +134,71 @@ def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixt
         assert level["rps"] > 0 and 0 < level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
         assert level["server_cpu_ms_per_req"] > 0 and level["generator_cpu_cores"] >= 0
     assert {row["name"] for row in data["ratios"]} >= {"gRPC CPU/request vs bare verified echo"}
+
+
+def test_scaling_compares_two_workers_with_one_process_level_by_level() -> None:
+    two = _level(16, 1500, 1.25, 40)
+    two.update(worker_cpu_cores=[0.6, 0.58], connections_per_worker=[4, 4], redis_cpu_ms_per_req=0.05,
+               generator_cpu_cores=0.5, machine_busy_cores=1.9)
+    results: dict[str, Any] = {"meta": {"machine": {"nproc": 2}}, "targets": [
+        {"name": "grpc", "label": "g", "levels": [_level(16, 1000, 1.0, 30), _level(64, 1100, 1.0, 90)]},
+        {"name": "grpc-1w-redis", "label": "1", "levels": [_level(16, 600, 1.5, 50)]},
+        {"name": "grpc-2w-redis", "label": "w", "levels": [two],
+         "redis_round_trip": {"calls": 100, "redis": {"mean_us": 300.0, "p50_us": 250.0, "p99_us": 900.0,
+                                                      "client_cpu_us": 200.0},
+                              "in_memory": {"mean_us": 2.0, "p50_us": 2.0, "p99_us": 5.0, "client_cpu_us": 3.0},
+                              "added_latency_us": 298.0, "added_client_cpu_us": 197.0, "redis_cpu_us": 50.0}},
+    ]}
+    summary = scaling(results)
+    assert summary is not None
+    (row,) = summary["levels"]
+    assert row["factor"] == pytest.approx(1.5) and row["added_cpu_ms_per_req"] == pytest.approx(0.25)
+    assert row["factor_vs_one_worker"] == pytest.approx(2.5)
+    text = scaling_text(summary)
+    assert "1.50x" in text and "same 2 cores" in text and "+298 us" in text
+    rows = {r["name"]: r for r in ratios(results)}
+    assert rows["Two workers + Redis throughput vs one process"]["value"] == pytest.approx(1500 / 1100)
+    assert rows["Two workers vs one worker, both with Redis"]["value"] == pytest.approx(2.5)
+    assert "one worker with the same store spends +0.500 ms" in text
+    assert scaling({"targets": results["targets"][:1]}) is None
+
+
+def test_two_worker_target_is_skipped_without_redis_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from axon_grpc.bench import redis_server
+    from axon_grpc.bench.targets import TargetUnavailable, start_target
+
+    monkeypatch.setattr(redis_server, "redis_binary", lambda: None)
+    with pytest.raises(TargetUnavailable, match="redis-server not found"):
+        start_target("grpc-2w-redis", tmp_path)
+
+
+def test_smoke_run_of_two_workers_with_redis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if REDIS_MISSING:
+        if in_ci():
+            pytest.fail(REDIS_MISSING)
+        pytest.skip(REDIS_MISSING)
+    code = main(["bench", "--targets", "grpc,grpc-2w-redis", "--concurrency", "4", "--duration", "0.6",
+                 "--warmup", "0.3", "--generators", "1", "--channels", "1", "--no-chart", "--quiet",
+                 "--redis-probe-calls", "200", "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "Redis round trip per request" in printed.out and "load generator runs on the same" in printed.out
+    data = json.loads((tmp_path / "bench.json").read_text())
+    target = {t["name"]: t for t in data["targets"]}["grpc-2w-redis"]
+    (level,) = target["levels"]
+    assert level["ok"] > 0 and level["statuses"] == {"200": level["ok"]}
+    # Both workers served (one connection each), their CPU is summed, Redis's counted apart.
+    assert level["connections_per_worker"] == [1, 1]
+    assert len(level["worker_cpu_cores"]) == 2 and all(c > 0 for c in level["worker_cpu_cores"])
+    assert level["server_cpu_cores"] >= sum(level["worker_cpu_cores"]) - 1e-9
+    assert level["redis_cpu_ms_per_req"] is not None and level["redis_cpu_ms_per_req"] >= 0
+    probe = target["redis_round_trip"]
+    assert probe["calls"] == 200 and probe["redis"]["mean_us"] > probe["in_memory"]["mean_us"] > 0
+    (row,) = data["scaling"]["levels"]
+    assert row["concurrency"] == 4 and row["factor"] > 0 and row["single_rps"] > 0
+    # The target's redis-server and workers are gone.
+    for pid in [target["server"]["redis_pid"], *target["server"]["worker_pids"]]:
+        assert not Path(f"/proc/{pid}").exists()
 
 
 def test_memory_mode_drives_the_verify_path_and_the_store() -> None:

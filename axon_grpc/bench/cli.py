@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import TARGET_NAMES
+from . import DEFAULT_TARGETS, TARGET_NAMES
 
 DEFAULT_OUT = "bench-results"
 
@@ -39,15 +39,21 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         help="Measure requests/s, latency and server CPU per request against reference servers.",
         description="Start each target server in its own process and drive it from load generator processes "
         "(multiprocessing spawn, asyncio clients) with requests signed with sr25519 and a fresh nonce each, as "
-        "real clients send them. Targets: grpc (this project's Axon over gRPC), http (its HTTP bridge, legacy "
+        "real clients send them. Targets: grpc (this project's Axon over gRPC), grpc-async (the same, async forward), "
+        "grpc-2w-redis (the grpc axon as two worker processes on one port with the Redis nonce store, from a private "
+        "redis-server; skipped when redis-server is missing), grpc-1w-redis (the same with one worker; only when "
+        "named), http (its HTTP bridge, legacy "
         "requests), echo (bare grpc.aio echo), echo-verified (the echo + sha3 + sr25519 verify + nonce check), "
         "legacy (the Bittensor SDK 10.5.0 axon, from a separate virtualenv; skipped when absent). Prints, per "
         "target and concurrency level, requests/s, p50/p90/p99 latency, statuses and the server process's CPU "
-        "milliseconds per request, then the ratios the performance targets name; writes bench.json and "
+        "milliseconds per request (all worker processes summed), then the ratios the performance targets name "
+        "and, with grpc-2w-redis, the scaling factor over grpc and the Redis round trip per request; writes "
+        "bench.json and "
         "bench.png (latency vs load; needs matplotlib: pip install 'axon-grpc[bench]').",
     )
-    bench.add_argument("--targets", type=_targets, default=list(TARGET_NAMES),
-                       help=f"comma-separated targets (default: {','.join(TARGET_NAMES)})")
+    bench.add_argument("--targets", type=_targets, default=list(DEFAULT_TARGETS),
+                       help=f"comma-separated targets, some of {','.join(TARGET_NAMES)} "
+                       f"(default: {','.join(DEFAULT_TARGETS)})")
     bench.add_argument("--concurrency", type=_levels, default=[1, 16, 64],
                        help="comma-separated levels: requests in flight (default 1,16,64)")
     bench.add_argument("--duration", type=float, default=5.0, help="measured seconds per level (default 5)")
@@ -78,6 +84,7 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     bench.add_argument("--memory-uuids", type=int, default=100_000, help=argparse.SUPPRESS)
     bench.add_argument("--memory-verified", type=int, default=100_000,
                        help="with --memory: how many of the requests go through the full verify path (default 100000)")
+    bench.add_argument("--redis-probe-calls", type=int, default=None, help=argparse.SUPPRESS)
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=run_bench)
     return bench
@@ -116,7 +123,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
     from .chart import available, write_chart
-    from .report import ratios, ratios_text, table, write_json
+    from .report import ratios, ratios_text, scaling, scaling_text, table, write_json
     from .runner import Options, Progress, run_level
     from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
 
@@ -153,6 +160,8 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
         try:
             for concurrency in options.concurrency:
                 entry["levels"].append(run_level(target, concurrency, options, progress))
+            if "redis" in target.aux_pids and entry["levels"]:
+                entry["redis_round_trip"] = _redis_round_trip(target, progress, args.redis_probe_calls)
         except RuntimeError as e:
             print(f"{name}: stopped: {e}", file=sys.stderr)
             entry["error"] = str(e)
@@ -167,6 +176,11 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
     results["ratios"] = rows
     print()
     print(ratios_text(rows))
+    summary = scaling(results)
+    if summary is not None:
+        results["scaling"] = summary
+        print()
+        print(scaling_text(summary))
     json_path = write_json(results, out / "bench.json")
     print(f"\nwrote {json_path}")
     if not args.no_chart:
@@ -178,6 +192,22 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
         print()
         print(results["profile"]["text"])
     return 0
+
+
+def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> dict[str, Any]:
+    """The Redis round-trip probe against the target's own redis-server (while it still runs)."""
+    from .redis_server import PROBE_CALLS, round_trip
+
+    calls = calls or PROBE_CALLS
+    label = f"{target.name} redis round trip"
+    progress.update(label, 0, 1, 0)
+    try:
+        probe = round_trip(target.extra["nonce_store"], target.aux_pids["redis"], calls)
+    except Exception as e:  # noqa: BLE001 - a failed probe is reported, the levels stand
+        raise RuntimeError(f"Redis round-trip probe failed: {type(e).__name__}: {e}") from e
+    progress.finish(label, f"{probe['redis']['mean_us']:>6.0f} us mean ({calls:,} calls), "
+                           f"client CPU {probe['redis']['client_cpu_us']:.0f} us/call")
+    return probe
 
 
 def _label(name: str) -> str:

@@ -6,7 +6,11 @@ its own dendrite uuid (nonces strictly increase per ``{hotkey}:{uuid}``, so conc
 requests of one uuid would refuse each other) and signs each request afresh:
 
 - gRPC: loops share ``channels`` channels (each its own TCP connection) and call
-  ``/axon.v1.Axon/Dummy`` with the Dendrite's metadata (:class:`~.wire.GrpcSigner`);
+  ``/axon.v1.Axon/Dummy`` with the Dendrite's metadata (:class:`~.wire.GrpcSigner`).
+  Against ``workers`` > 1 processes sharing the port (SO_REUSEPORT: the kernel picks a
+  worker per connection, by a hash of its addresses), each channel's first call names its
+  worker (the axon uuid in the trailing metadata) and channels are opened until every
+  worker holds the same number; the loops then alternate over the workers;
 - HTTP: each loop keeps one HTTP/1.1 keep-alive connection (a legacy dendrite's aiohttp
   connector does the same) and sends the legacy request bytes (:class:`~.wire.LegacyHttpRequest`)
   through a minimal client, so the generator spends its CPU on signing, not on parsing.
@@ -44,6 +48,7 @@ class GeneratorSpec:
     warmup: float = 1.0
     duration: float = 5.0
     request_timeout: float = 10.0
+    workers: int = 1  #: server processes behind the port: spread the channels evenly over them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +63,7 @@ class _Recorder:
         self.statuses: Counter[str] = Counter()
         self.counter = counter
         self.total = 0
+        self.connections_per_worker: dict[str, int] = {}
 
     def record(self, started: float, ended: float, status: str) -> None:
         self.total += 1
@@ -88,12 +94,17 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     body = signer.body
     # A local subchannel pool per channel: each channel gets its own TCP connection.
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000)]
-    channels = [grpc.aio.insecure_channel(f"{spec.host}:{spec.port}", options=options)
-                for _ in range(max(1, min(spec.channels, spec.loops)))]
-    for channel in channels:
-        await asyncio.wait_for(channel.channel_ready(), 15)
+    wanted = max(1, min(spec.channels, spec.loops))
+    per_worker: dict[str, int] = {}
+    if spec.workers > 1:
+        channels, per_worker = await _balanced_channels(spec, signer, options, wanted)
+    else:
+        channels = [grpc.aio.insecure_channel(f"{spec.host}:{spec.port}", options=options) for _ in range(wanted)]
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 15)
     methods = [channel.unary_unary(GRPC_METHOD) for channel in channels]
     start, rec = await wait_go()
+    rec.connections_per_worker = per_worker
     stop_at = start + spec.warmup + spec.duration
     timeout = spec.request_timeout
     AioRpcError = grpc.aio.AioRpcError
@@ -123,6 +134,50 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
         for channel in channels:
             await channel.close()
     return rec
+
+
+async def _balanced_channels(spec: GeneratorSpec, signer: Any, options: list[tuple[str, Any]],
+                             wanted: int) -> tuple[list[Any], dict[str, int]]:
+    """``wanted`` channels (at least one per worker) spread evenly over the workers, interleaved.
+
+    Each new channel makes one signed call (before the measured window) and reads which
+    worker answered; a channel landing on a worker that already has its share is closed
+    and another one opened, up to a bound (then the spread is as it came).
+    """
+    import grpc
+
+    from .wire import GRPC_METHOD, NonceClock, new_uuid
+
+    wanted = max(wanted, spec.workers)
+    share = -(-wanted // spec.workers)  # per worker, rounded up
+    probe_uuid, clock = new_uuid(), NonceClock()
+    by_worker: dict[str, list[Any]] = {}
+    spare: list[Any] = []
+    attempts = 0
+    while sum(len(c) for c in by_worker.values()) < wanted and attempts < 20 * wanted:
+        attempts += 1
+        channel = grpc.aio.insecure_channel(f"{spec.host}:{spec.port}", options=options)
+        await asyncio.wait_for(channel.channel_ready(), 15)
+        call = channel.unary_unary(GRPC_METHOD)(signer.body, metadata=signer.metadata(probe_uuid, clock()),
+                                                timeout=spec.request_timeout)
+        try:
+            await call
+        except grpc.aio.AioRpcError:
+            pass  # the trailing metadata still names the worker
+        worker = next((str(v) for k, v in (await call.trailing_metadata()) or () if k == "bt_header_axon_uuid"), "?")
+        held = by_worker.setdefault(worker, [])
+        if len(held) < share:
+            held.append(channel)
+        else:
+            spare.append(channel)
+    for channel in spare:
+        await channel.close()
+    # Interleave: channel i is on worker i % workers, so loop i (channel i % n) alternates too.
+    ordered: list[Any] = []
+    lists = list(by_worker.values())
+    for i in range(max(len(held) for held in lists)):
+        ordered += [held[i] for held in lists if i < len(held)]
+    return ordered, {worker: len(held) for worker, held in by_worker.items()}
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -218,6 +273,7 @@ async def _run(spec: GeneratorSpec, ready: Any, go: Any, t0: Any, counter: Any) 
         "latencies": rec.latencies.tobytes(),
         "statuses": dict(rec.statuses),
         "total": rec.total,
+        "connections_per_worker": rec.connections_per_worker,
     }
 
 

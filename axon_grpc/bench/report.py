@@ -25,13 +25,24 @@ def table(results: dict[str, Any]) -> str:
             continue
         for level in target["levels"]:
             statuses = " ".join(f"{k}:{v}" for k, v in level["statuses"].items()) or "-"
-            notes = "; ".join(level.get("notes") or [])
+            notes = "; ".join(_spread(level) + list(level.get("notes") or []))
             lines.append(
                 f"| {target['label']} | {level['concurrency']} | {level['rps']:.0f} | {_f(level['p50_ms'])} "
                 f"| {_f(level['p90_ms'])} | {_f(level['p99_ms'])} | {_f(level['server_cpu_ms_per_req'], 3)} "
                 f"| {_f(level['server_cpu_cores'])} | {_f(level['generator_cpu_cores'])} | {statuses} | {notes} |"
             )
     return "\n".join(lines)
+
+
+def _spread(level: dict[str, Any]) -> list[str]:
+    """For a several-worker target: each worker's cores and Redis's CPU per request."""
+    out = []
+    workers = level.get("worker_cpu_cores")
+    if workers:
+        out.append("workers " + " + ".join(_f(c) for c in workers) + " cores")
+    if level.get("redis_cpu_ms_per_req") is not None:
+        out.append(f"redis-server {level['redis_cpu_ms_per_req']:.3f} ms/req")
+    return out
 
 
 def _by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -130,6 +141,14 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     value, detail, caveat = throughput_ratio("grpc-async", "legacy")
     add("gRPC (async forward) throughput vs legacy", "grpc-async/legacy >= 10 (or the generator's cap)", value,
         lambda v: v >= 10, detail, caveat)
+    value, detail, caveat = throughput_ratio(SCALED, SINGLE)
+    add("Two workers + Redis throughput vs one process", "informative (scaling factor; see below)", value, None,
+        detail, caveat)
+    value, detail = cpu_ratio(SCALED, SINGLE)
+    add("Two workers + Redis CPU/request vs one process", "informative", value, None, detail)
+    value, detail, caveat = throughput_ratio(SCALED, ONE_WORKER)
+    if value is not None:
+        add("Two workers vs one worker, both with Redis", "informative", value, None, detail, caveat)
     value, detail = p99_ratio("grpc", "legacy")
     add("gRPC p99 at c=64 vs legacy", "grpc/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
     value, detail = p99_ratio("grpc-async", "legacy")
@@ -137,6 +156,128 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     value, detail = p99_ratio("http", "legacy")
     add("HTTP bridge p99 at c=64 vs legacy", "http/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
     return rows
+
+
+#: The several-worker target, the single process it is compared with, and (when run) one worker with Redis.
+SCALED, SINGLE, ONE_WORKER = "grpc-2w-redis", "grpc", "grpc-1w-redis"
+
+
+def scaling(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Two workers + Redis beside one process, level by level, and the Redis round trip.
+
+    None when the run has no ``grpc-2w-redis`` figures. The scaling factor is the two-worker
+    req/s over the single process's at the same concurrency.
+    """
+    targets = _by_name(results)
+    scaled = targets.get(SCALED)
+    if scaled is None:
+        return None
+    single = targets.get(SINGLE)
+    one = targets.get(ONE_WORKER)
+    cores = (results.get("meta", {}).get("machine") or {}).get("nproc")
+    rows = []
+    for level in scaled["levels"]:
+        base = _level(single, level["concurrency"]) if single else None
+        one_level = _level(one, level["concurrency"]) if one else None
+        added = None
+        if base and base.get("server_cpu_ms_per_req") is not None and level.get("server_cpu_ms_per_req") is not None:
+            added = level["server_cpu_ms_per_req"] - base["server_cpu_ms_per_req"]
+        rows.append({
+            "concurrency": level["concurrency"],
+            "single_rps": base["rps"] if base else None,
+            "workers_rps": level["rps"],
+            "factor": level["rps"] / base["rps"] if base and base["rps"] else None,
+            "single_cpu_ms_per_req": base.get("server_cpu_ms_per_req") if base else None,
+            "workers_cpu_ms_per_req": level.get("server_cpu_ms_per_req"),
+            "added_cpu_ms_per_req": added,
+            "redis_cpu_ms_per_req": level.get("redis_cpu_ms_per_req"),
+            "worker_cpu_cores": level.get("worker_cpu_cores"),
+            "connections_per_worker": level.get("connections_per_worker"),
+            "generator_cpu_cores": level.get("generator_cpu_cores"),
+            "machine_busy_cores": level.get("machine_busy_cores"),
+            "one_worker_rps": one_level["rps"] if one_level else None,
+            "one_worker_cpu_ms_per_req": one_level.get("server_cpu_ms_per_req") if one_level else None,
+            "factor_vs_one_worker": level["rps"] / one_level["rps"] if one_level and one_level["rps"] else None,
+        })
+    return {"cores": cores, "levels": rows, "round_trip": scaled.get("redis_round_trip"),
+            "compared_with": SINGLE if single else None, "one_worker": ONE_WORKER if one else None}
+
+
+def scaling_text(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return ""
+    cores = summary.get("cores") or "?"
+    lines = [
+        (f"Two workers + Redis ({SCALED}) beside one process ({SINGLE}); scaling = {SCALED} req/s / {SINGLE} "
+         "req/s at the same concurrency."),
+        (f"The load generator runs on the same {cores} cores as the servers (its processes' CPU is the gen cores "
+         "column of the two-worker level), so the factor is what this machine gives, not what free cores would."),
+        "At c=1 one connection reaches one worker only.",
+        "",
+        (f"| conc | {SINGLE} req/s | {SCALED} req/s | scaling | {SINGLE} CPU ms/req | {SCALED} CPU ms/req "
+         "(all workers) | added ms/req | redis-server CPU ms/req | worker cores | connections per worker "
+         "| gen cores | machine busy |"),
+        "|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|",
+    ]
+    for row in summary["levels"]:
+        workers = " + ".join(_f(c) for c in row["worker_cpu_cores"] or []) or "-"
+        connections = " + ".join(str(c) for c in row["connections_per_worker"] or []) or "-"
+        single = "-" if row["single_rps"] is None else f"{row['single_rps']:.0f}"
+        lines.append(
+            f"| {row['concurrency']} | {single} | {row['workers_rps']:.0f} | {_f(row['factor'])}x "
+            f"| {_f(row['single_cpu_ms_per_req'], 3)} | {_f(row['workers_cpu_ms_per_req'], 3)} "
+            f"| {_f(row['added_cpu_ms_per_req'], 3)} | {_f(row['redis_cpu_ms_per_req'], 3)} | {workers} "
+            f"| {connections} | {_f(row['generator_cpu_cores'])} | {_f(row['machine_busy_cores'])} |"
+        )
+    if summary.get("compared_with") is None:
+        lines.append(f"(no {SINGLE} figures in this run: add {SINGLE} to --targets for the scaling factor)")
+    if summary.get("one_worker"):
+        lines += [
+            "",
+            (f"The same Redis store in one worker ({ONE_WORKER}) splits the figure: the store's cost alone, "
+             "then what the second worker adds."),
+            "",
+            (f"| conc | {ONE_WORKER} req/s | {ONE_WORKER} CPU ms/req | {SCALED} / {ONE_WORKER} | "
+             f"{ONE_WORKER} CPU ms/req - {SINGLE} |"),
+            "|--:|--:|--:|--:|--:|",
+        ]
+        for row in summary["levels"]:
+            if row["one_worker_rps"] is None:
+                continue
+            store = None
+            if row["one_worker_cpu_ms_per_req"] is not None and row["single_cpu_ms_per_req"] is not None:
+                store = row["one_worker_cpu_ms_per_req"] - row["single_cpu_ms_per_req"]
+            lines.append(f"| {row['concurrency']} | {row['one_worker_rps']:.0f} | "
+                         f"{_f(row['one_worker_cpu_ms_per_req'], 3)} | {_f(row['factor_vs_one_worker'])}x | "
+                         f"{_f(store, 3)} |")
+    probe = summary.get("round_trip")
+    lines.append("")
+    if probe:
+        r, m = probe["redis"], probe["in_memory"]
+        redis_cpu = "-" if probe.get("redis_cpu_us") is None else f"{probe['redis_cpu_us']:.0f} us"
+        lines += [
+            (f"Redis round trip per request (measured after the levels: {probe['calls']:,} sequential "
+             "check-and-store calls from the bench process to the target's redis-server, one EVALSHA each, beside "
+             "the in-memory store; scripts/bench_nonce_store.py's measurement):"),
+            (f"- latency: mean {r['mean_us']:.0f} us, p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us "
+             f"(in-memory: mean {m['mean_us']:.1f} us): +{probe['added_latency_us']:.0f} us per request"),
+            (f"- client CPU: {r['client_cpu_us']:.0f} us per call (in-memory {m['client_cpu_us']:.1f} us): "
+             f"+{probe['added_client_cpu_us']:.0f} us per request in the worker, when calls do not overlap"),
+            f"- redis-server CPU: {redis_cpu} per call",
+        ]
+    else:
+        lines.append("Redis round trip per request: not measured (the probe did not run)")
+    loaded = [row for row in summary["levels"] if row["added_cpu_ms_per_req"] is not None and row["concurrency"] > 1]
+    if loaded:
+        row = loaded[-1]
+        text = (f"- under load (c={row['concurrency']}): the two workers spend {row['added_cpu_ms_per_req']:+.3f} ms "
+                f"of CPU per request more than the single process (Redis client, several processes), and "
+                f"redis-server {_f(row['redis_cpu_ms_per_req'], 3)} ms")
+        if row["one_worker_cpu_ms_per_req"] is not None and row["single_cpu_ms_per_req"] is not None:
+            text += (f"; one worker with the same store spends "
+                     f"{row['one_worker_cpu_ms_per_req'] - row['single_cpu_ms_per_req']:+.3f} ms")
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def ratios_text(rows: list[dict[str, Any]]) -> str:

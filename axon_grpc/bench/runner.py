@@ -93,8 +93,9 @@ def run_level(target: Target, concurrency: int, options: Options, progress: Prog
     for index, loops in enumerate(_split(concurrency, processes)):
         spec = GeneratorSpec(
             index=index, transport=target.transport, host=target.host, port=target.port,
-            axon_hotkey=target.hotkey, loops=loops, channels=options.channels, warmup=options.warmup,
-            duration=options.duration, request_timeout=options.request_timeout,
+            axon_hotkey=target.hotkey, loops=loops, channels=max(options.channels, target.workers),
+            warmup=options.warmup, duration=options.duration, request_timeout=options.request_timeout,
+            workers=target.workers,
         )
         proc = ctx.Process(target=generator_main, args=(spec.to_dict(), ready, go, t0, counters[index], results),
                            name=f"bench-gen-{index}", daemon=True)
@@ -157,12 +158,20 @@ def _ms(value: float | None) -> str:
 
 
 def _cpu_snapshot(target: Target, procs: list[Any]) -> dict[str, Any]:
+    servers = [process_cpu_seconds(pid) for pid in target.server_pids]
     return {
         "at": time.monotonic(),
-        "server": process_cpu_seconds(target.pid) if target.pid else None,
+        # Every server process (the one started and its workers); None if any cannot be read.
+        "server": sum(servers) if servers and None not in servers else None,  # type: ignore[arg-type]
+        "workers": [process_cpu_seconds(pid) for pid in target.worker_pids],
+        "aux": {name: process_cpu_seconds(pid) for name, pid in target.aux_pids.items()},
         "generators": [process_cpu_seconds(p.pid) for p in procs],
         "machine": machine_cpu_seconds(),
     }
+
+
+def _delta_cores(before: float | None, after: float | None, window: float) -> float | None:
+    return (after - before) / window if before is not None and after is not None and window > 0 else None
 
 
 def _figures(target: Target, concurrency: int, processes: int, options: Options, outs: list[dict[str, Any]],
@@ -205,6 +214,20 @@ def _figures(target: Target, concurrency: int, processes: int, options: Options,
         for a, b in zip(after["generators"], before["generators"])
     ]
     known = [g for g in generator_cpu if g is not None]
+    if before["workers"]:
+        # How the load spread over the workers: each one's CPU, and the connections each got.
+        figures["worker_cpu_cores"] = [_delta_cores(b, a, window) for b, a in zip(before["workers"], after["workers"])]
+        per_worker: dict[str, int] = {}
+        for out in outs:
+            for worker, count in (out.get("connections_per_worker") or {}).items():
+                per_worker[worker] = per_worker.get(worker, 0) + count
+        figures["connections_per_worker"] = sorted(per_worker.values(), reverse=True)
+    aux_cores = 0.0
+    for name in before["aux"]:
+        cores = _delta_cores(before["aux"][name], after["aux"].get(name), window)
+        figures[f"{name}_cpu_cores"] = cores
+        figures[f"{name}_cpu_ms_per_req"] = cores * 1e3 / answered_rate if cores is not None and answered_rate else None
+        aux_cores += cores or 0.0
     figures["generator_cpu_cores"] = sum(known) if known else None
     figures["generator_cpu_ms_per_req"] = sum(known) * 1e3 / answered_rate if known and answered_rate else None
     figures["generator_max_process_cpu"] = max(known) if known else None
@@ -217,7 +240,7 @@ def _figures(target: Target, concurrency: int, processes: int, options: Options,
     # CPU used by anything else on the machine during the window (a noisy neighbour).
     background = None
     if machine is not None and figures["server_cpu_cores"] is not None and known:
-        background = max(0.0, machine - figures["server_cpu_cores"] - sum(known))
+        background = max(0.0, machine - figures["server_cpu_cores"] - sum(known) - aux_cores)
     figures["background_cores"] = background
     notes = []
     if background is not None and background >= BACKGROUND_WARNING:
@@ -229,6 +252,11 @@ def _figures(target: Target, concurrency: int, processes: int, options: Options,
     cores = os.cpu_count() or 1
     if machine is not None and machine >= SATURATION * cores:
         notes.append(f"machine saturated ({machine:.2f} of {cores} cores busy)")
+    shares = [c for c in figures.get("worker_cpu_cores") or [] if c is not None]
+    if len(shares) > 1 and sum(shares) > 0 and min(shares) < 0.35 * sum(shares) and concurrency >= 2 * len(shares):
+        connections = " + ".join(str(c) for c in figures.get("connections_per_worker") or []) or "?"
+        notes.append("worker CPU uneven (" + " + ".join(f"{c:.2f}" for c in shares) + f" cores; connections "
+                     f"{connections})")
     figures["generator_saturated"] = bool(known and max(known) >= SATURATION)
     figures["machine_saturated"] = bool(machine is not None and machine >= SATURATION * cores)
     figures["notes"] = notes

@@ -7,6 +7,11 @@ Kinds:
 - ``grpc-async``: the same with the forward declared ``async``: it runs on the event loop
   instead of being handed to a worker thread.
 - ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
+- ``grpc-2w-redis``: the ``grpc`` axon run as ``--workers`` (default 2) processes sharing
+  ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.workers.WorkerGroup`), every worker
+  checking nonces in the Redis of ``--nonce-store redis://...``; all share one hotkey
+  (seeded here). This process supervises them; its ready line adds ``worker_pids``.
+- ``grpc-1w-redis``: the same with one worker (``--workers`` defaults to the kind's count).
 - ``echo``: a bare ``grpc.aio`` server answering every unary call with its request bytes
   (the ceiling of one Python gRPC process).
 - ``echo-verified``: the same echo plus what any signed server must do per request:
@@ -34,7 +39,7 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "grpc-async", "http", "echo", "echo-verified")
+KINDS = ("grpc", "grpc-async", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
 
 
 def announce(**fields: Any) -> None:
@@ -123,21 +128,64 @@ async def serve_echo(port: int, verified: bool) -> None:
     await server.stop(None)
 
 
-async def serve_axon(port: int, http_port: int | None, run_async: bool = False) -> None:
+def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = False, seed: str | None = None,
+                     nonce_store: str | None = None) -> Any:
+    """The measured axon, unstarted: Dummy, blacklist + priority, default verify.
+
+    ``seed`` (hex) fixes the hotkey, so several workers sign as one axon; ``nonce_store``
+    is a store URL (``redis://...``) instead of the in-memory default.
+    """
     from ..axon import Axon
     from ..demo import Dummy, blacklist, forward, priority
+    from ..keys import Keypair
     from ..wallet import KeypairWallet
 
     async def forward_async(synapse: Dummy) -> Dummy:
         return forward(synapse)
 
-    axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=port,
-                http_port=http_port)
+    wallet = KeypairWallet(Keypair.create_from_seed(seed)) if seed else KeypairWallet.generate()
+    axon = Axon(wallet=wallet, ip="127.0.0.1", external_ip="127.0.0.1", port=port, http_port=http_port,
+                nonce_store=nonce_store)
     axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority)
+    return axon
+
+
+async def serve_axon(port: int, http_port: int | None, run_async: bool = False) -> None:
+    axon = build_dummy_axon(port, http_port, run_async)
     await axon.start_async()
     announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
     await _wait_for_signal()
     await axon.stop_async(grace=None)
+
+
+def serve_workers(port: int, workers: int, nonce_store: str) -> int:
+    """The ``grpc`` axon in ``workers`` processes on one port, until SIGTERM/SIGINT."""
+    import functools
+    import threading
+
+    from ..keys import Keypair
+    from ..workers import WorkerGroup
+    from .servers import build_dummy_axon
+
+    # The factory by its importable name (not ``__main__``'s): the spawned workers unpickle it.
+
+    seed = os.urandom(32).hex()
+    factory = functools.partial(build_dummy_axon, port, seed=seed, nonce_store=nonce_store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    group = WorkerGroup(factory, workers, grace=None, start_timeout=60)
+    group.start()
+    try:
+        announce(port=group.port, hotkey=Keypair.create_from_seed(seed).ss58_address, worker_pids=group.pids,
+                 nonce_store=nonce_store)
+        dead = group.wait(stop)
+        if dead is not None:
+            print(f"worker {dead.pid} exited with status {dead.exitcode}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+    finally:
+        group.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int)
+    parser.add_argument("--workers", type=int, help="grpc-Nw-redis: worker processes (default N)")
+    parser.add_argument("--nonce-store", help="grpc-Nw-redis: the shared store, redis://HOST:PORT/DB")
     parser.add_argument("--cprofile", help="profile the serving loop with cProfile between SIGUSR1 and SIGUSR2; "
                         "write the stats here at exit")
     args = parser.parse_args(argv)
+    if args.kind.endswith("-redis"):
+        if not args.nonce_store:
+            parser.error(f"{args.kind} needs --nonce-store redis://HOST:PORT/DB")
+        if args.cprofile:
+            parser.error(f"--cprofile profiles the serving process; {args.kind} serves from worker processes")
+        return serve_workers(args.port, args.workers or int(args.kind[5]), args.nonce_store)
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -20,12 +21,21 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
     "grpc-async": ("axon-grpc gRPC, async forward",
                    "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread"),
+    "grpc-1w-redis": ("axon-grpc gRPC, 1 worker + Redis",
+                      ("the same run as grpc-2w-redis with one worker: the Redis store's cost without a second "
+                       "process (not in the default run)")),
+    "grpc-2w-redis": ("axon-grpc gRPC, 2 workers + Redis",
+                      ("the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
+                       "nonces in a private redis-server")),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
     "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
     "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
 }
-TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "http": "http", "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
+TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
+              "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
+#: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
+WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
 
 
@@ -44,9 +54,32 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    #: Worker processes serving behind ``pid`` (their CPU is summed with its own).
+    worker_pids: list[int] = field(default_factory=list)
+    #: Helper processes measured apart, not as the server's CPU: name -> pid (e.g. "redis").
+    aux_pids: dict[str, int] = field(default_factory=dict)
+    #: Run after the server stops (e.g. stop the target's redis-server).
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.worker_pids))
+
+    @property
+    def server_pids(self) -> list[int]:
+        """Every process whose CPU counts as the server's: the one started, and its workers."""
+        return ([self.pid] if self.pid else []) + [p for p in self.worker_pids if p != self.pid]
 
     def stop(self) -> None:
-        """Stop the server process this benchmark started (SIGTERM, then SIGKILL)."""
+        """Stop the server process this benchmark started (SIGTERM, then SIGKILL), then its helpers."""
+        try:
+            self._stop_process()
+        finally:
+            cleanups, self.cleanups = self.cleanups, []
+            for cleanup in reversed(cleanups):
+                cleanup()
+
+    def _stop_process(self) -> None:
         process, self.process = self.process, None
         if process is None:
             return
@@ -141,6 +174,8 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         extra = {"bittensor": ready.get("bittensor"), "python": str(legacy_python)}
         return Target(name, "http", "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]),
                       label, description, extra, process, log_path)
+    if name in WORKER_TARGETS:
+        return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
     command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
     http_port = None
     if name == "http":
@@ -152,6 +187,35 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
     listen = int(ready["http_port"]) if name == "http" else int(ready["port"])
     return Target(name, TRANSPORTS[name], "127.0.0.1", listen, ready["hotkey"], int(ready["pid"]),
                   label, description, {}, process, log_path)
+
+
+def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:
+    """A private redis-server, then ``workers`` axon processes on ``port`` sharing it."""
+    from .redis_server import LocalRedis, redis_binary
+
+    label, description = TARGETS[name]
+    if redis_binary() is None:
+        from .redis_server import MISSING
+
+        raise TargetUnavailable(MISSING)
+    redis = LocalRedis(logs / f"redis-{name}.log")
+    try:
+        redis.start()
+    except RuntimeError as e:
+        raise TargetUnavailable(str(e)) from None
+    try:
+        command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port),
+                   "--workers", str(workers), "--nonce-store", redis.url]
+        process, ready = _spawn(command, log_path)
+    except BaseException:
+        redis.stop()
+        raise
+    assert redis.pid is not None
+    extra = {"workers": workers, "worker_pids": ready["worker_pids"], "nonce_store": redis.url,
+             "redis_pid": redis.pid, "redis_version": redis.version()}
+    return Target(name, "grpc", "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]), label,
+                  description, extra, process, log_path, worker_pids=[int(p) for p in ready["worker_pids"]],
+                  aux_pids={"redis": redis.pid}, cleanups=[redis.stop])
 
 
 def discover_hotkey(transport: str, host: str, port: int) -> str | None:
