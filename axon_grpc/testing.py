@@ -9,9 +9,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import tempfile
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Union
 
 from .axon import Axon
@@ -74,3 +79,91 @@ async def serve_axon(
     finally:
         await dendrite.aclose()
         await axon.stop_async(grace=None)
+
+
+REDIS_MISSING = "redis-server is not installed (apt-get install -y redis-server; `make test` installs it as root)"
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence.
+
+    For tests and benchmarks of the shared nonce store: ``start()`` waits until it
+    answers PING; ``stop()`` and ``restart()`` keep the port (to test an outage and a
+    recovery). Without ``directory`` a temporary one is used and removed at ``stop()``.
+    Raises ``FileNotFoundError`` when ``redis-server`` is not installed.
+    """
+
+    def __init__(self, directory: Path | None = None, port: int | None = None, log_path: Path | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError(REDIS_MISSING)
+        self.binary = binary
+        self.port = port or free_port()
+        self.directory = directory
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> RedisServer:
+        if self.directory is None and self._temporary is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="axon-grpc-redis-")
+        directory = self.directory or Path(self._temporary.name)  # type: ignore[union-attr]
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path or directory / "redis.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(directory), "--protected-mode", "no"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.stop()
+                raise RuntimeError(f"redis-server exited with status {code} (log: {log_path})")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s (log: {log_path})")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, keep_directory: bool = False) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if self._temporary is not None and not keep_directory:
+            self._temporary.cleanup()
+            self._temporary = None
+
+    def restart(self) -> None:
+        self.stop(keep_directory=True)
+        self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

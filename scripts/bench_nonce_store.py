@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from axon_grpc.nonces import InMemoryNonceStore, NonceStore, NonceVerdict
 from axon_grpc.redis_store import RedisNonceStore
+from axon_grpc.testing import RedisServer
 
 RETENTION_NS = 94 * 10**9
 
@@ -31,30 +28,12 @@ RETENTION_NS = 94 * 10**9
 @contextmanager
 def local_redis() -> Iterator[str]:
     """A throw-away redis-server on a free loopback port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found: install it (apt-get install redis-server) or pass --url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as directory:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", directory],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
+    try:
+        server = RedisServer()
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}, or pass --url") from None
+    with server:
+        yield server.url
 
 
 async def sequential(store: NonceStore, n: int) -> list[float]:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ..testing import free_port
+from ..testing import RedisServer
 from .procstat import process_cpu_seconds
 
 #: Calls per store in the round-trip probe (about a second in all on a 2-core machine).
@@ -37,26 +35,13 @@ def redis_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class LocalRedis:
-    """One throw-away ``redis-server`` on a free loopback port."""
+class LocalRedis(RedisServer):
+    """The harness's throw-away ``redis-server``, logging to the bench's log folder."""
 
     def __init__(self, log_path: Path) -> None:
-        binary = redis_binary()
-        if binary is None:
+        if redis_binary() is None:
             raise FileNotFoundError(MISSING)
-        self.binary = binary
-        self.log_path = log_path
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        super().__init__(log_path=log_path)
 
     def version(self) -> str | None:
         try:
@@ -68,48 +53,6 @@ class LocalRedis:
             if part.startswith("v="):
                 return part[2:]
         return None
-
-    def start(self) -> LocalRedis:
-        self._directory = tempfile.TemporaryDirectory(prefix="axon-bench-redis-")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", self._directory.name, "--protected-mode", "no"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.stop()
-                raise RuntimeError(f"redis-server exited with status {code} (log: {self.log_path})")
-            if self.ping():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s (log: {self.log_path})")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        if self._directory is not None:
-            self._directory.cleanup()
-            self._directory = None
 
 
 def round_trip(url: str, redis_pid: int | None, calls: int = PROBE_CALLS) -> dict[str, Any]:
