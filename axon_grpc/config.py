@@ -48,67 +48,53 @@ def _env(name: str, default: Any, kind: type = str) -> Any:
         raise SystemExit(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
 
 
+#: ``--axon.*`` arguments: (name, type, environment variable, default, help).
+_AXON_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
+    ("port", int, "BT_AXON_PORT", DEFAULT_PORT, "The local port this axon binds to (default 8091)."),
+    ("ip", str, "BT_AXON_IP", DEFAULT_IP, "The local ip this axon binds to (default [::], all interfaces)."),
+    ("external_port", int, "BT_AXON_EXTERNAL_PORT", None,
+     "The public port this axon broadcasts (default: the bind port)."),
+    ("external_ip", str, "BT_AXON_EXTERNAL_IP", None, "The public ip this axon broadcasts (default: a local address)."),
+    ("http_port", int, "BT_AXON_HTTP_PORT", None, "Port of the HTTP bridge for legacy dendrites (default: no bridge)."),
+    ("max_workers", int, "BT_AXON_MAX_WORKERS", DEFAULT_MAX_WORKERS,
+     "Forwards running at once; sync ones on as many threads (default 10)."),
+    ("max_queue", int, "BT_AXON_MAX_QUEUE", None,
+     "Requests that may wait for a worker; past it the lowest priority is refused with 503 "
+     "(default 8 x max_workers)."),
+    ("nonce_store", str, "BT_AXON_NONCE_STORE", None,
+     "Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by several workers "
+     "or hosts (default: memory)."),
+    ("nonce_store_timeout", float, "BT_AXON_NONCE_STORE_TIMEOUT", DEFAULT_NONCE_STORE_TIMEOUT,
+     "Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE (default 0.5)."),
+)
+
+#: ``--wallet.*`` arguments, in Bittensor's spelling.
+_WALLET_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
+    ("name", str, "BT_WALLET_NAME", None, "Wallet name under --wallet.path (default: a development hotkey)."),
+    ("hotkey", str, "BT_WALLET_HOTKEY", "default", "Hotkey name inside the wallet (default: default)."),
+    ("path", str, "BT_WALLET_PATH", "~/.bittensor/wallets", "Folder of Bittensor wallets (default: ~/.bittensor/wallets)."),
+)
+
+
+def _add(parser: argparse.ArgumentParser, section: str, prefix: str | None,
+         arguments: tuple[tuple[str, type, str, Any, str], ...]) -> None:
+    p = "" if prefix is None else prefix + "."
+    for name, kind, env, default, text in arguments:
+        try:
+            parser.add_argument(f"--{p}{section}.{name}", type=kind, default=_env(env, default, kind),
+                                help=f"{text} Environment: {env}.")
+        except argparse.ArgumentError:
+            pass  # already added by another component sharing this parser
+
+
 def add_args(parser: argparse.ArgumentParser, prefix: str | None = None) -> None:
     """Add the ``--axon.*`` arguments, with ``BT_AXON_*`` environment defaults."""
-    p = "" if prefix is None else prefix + "."
-    try:
-        parser.add_argument(
-            f"--{p}axon.port", type=int, default=_env("BT_AXON_PORT", DEFAULT_PORT, int),
-            help="The local port this axon binds to (env BT_AXON_PORT; default 8091).",
-        )
-        parser.add_argument(
-            f"--{p}axon.ip", type=str, default=_env("BT_AXON_IP", DEFAULT_IP),
-            help="The local ip this axon binds to (env BT_AXON_IP; default [::], all interfaces).",
-        )
-        parser.add_argument(
-            f"--{p}axon.external_port", type=int, default=_env("BT_AXON_EXTERNAL_PORT", None, int),
-            help="The public port this axon broadcasts (env BT_AXON_EXTERNAL_PORT; default: the bind port).",
-        )
-        parser.add_argument(
-            f"--{p}axon.external_ip", type=str, default=_env("BT_AXON_EXTERNAL_IP", None),
-            help="The public ip this axon broadcasts (env BT_AXON_EXTERNAL_IP; default: a local address).",
-        )
-        parser.add_argument(
-            f"--{p}axon.http_port", type=int, default=_env("BT_AXON_HTTP_PORT", None, int),
-            help="Port of the HTTP bridge for legacy dendrites (env BT_AXON_HTTP_PORT; default: no bridge).",
-        )
-        parser.add_argument(
-            f"--{p}axon.max_workers", type=int, default=_env("BT_AXON_MAX_WORKERS", DEFAULT_MAX_WORKERS, int),
-            help="Threads running synchronous forwards (env BT_AXON_MAX_WORKERS; default 10).",
-        )
-        parser.add_argument(
-            f"--{p}axon.max_queue", type=int, default=_env("BT_AXON_MAX_QUEUE", None, int),
-            help="Requests that may wait for a worker; past it the lowest priority is refused with 503 "
-            "(env BT_AXON_MAX_QUEUE; default 8 x max_workers).",
-        )
-        parser.add_argument(
-            f"--{p}axon.nonce_store", type=str, default=_env("BT_AXON_NONCE_STORE", None),
-            help="Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by "
-            "several workers or hosts (env BT_AXON_NONCE_STORE; default: memory).",
-        )
-        parser.add_argument(
-            f"--{p}axon.nonce_store_timeout", type=float,
-            default=_env("BT_AXON_NONCE_STORE_TIMEOUT", DEFAULT_NONCE_STORE_TIMEOUT, float),
-            help="Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE "
-            "(env BT_AXON_NONCE_STORE_TIMEOUT; default 0.5).",
-        )
-    except argparse.ArgumentError:
-        # Already added by another component sharing this parser.
-        pass
+    _add(parser, "axon", prefix, _AXON_ARGS)
 
 
 def add_wallet_args(parser: argparse.ArgumentParser, prefix: str | None = None) -> None:
     """``--wallet.name/hotkey/path`` in Bittensor's spelling, with ``BT_WALLET_*`` defaults."""
-    p = "" if prefix is None else prefix + "."
-    try:
-        parser.add_argument(f"--{p}wallet.name", default=_env("BT_WALLET_NAME", None),
-                            help="Wallet name under --wallet.path (default: a development hotkey).")
-        parser.add_argument(f"--{p}wallet.hotkey", default=_env("BT_WALLET_HOTKEY", "default"),
-                            help="Hotkey name inside the wallet (default: default).")
-        parser.add_argument(f"--{p}wallet.path", default=_env("BT_WALLET_PATH", "~/.bittensor/wallets"),
-                            help="Folder of Bittensor wallets (default: ~/.bittensor/wallets).")
-    except argparse.ArgumentError:
-        pass
+    _add(parser, "wallet", prefix, _WALLET_ARGS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -221,3 +221,11 @@ def test_readme_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "42 200 Success"
+
+
+def test_add_args_completes_a_parser_that_already_has_some_of_them() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--axon.port", type=int, default=1)  # added by another component first
+    Axon.add_args(parser)
+    args = parser.parse_args(["--axon.max_workers", "3"])
+    assert getattr(args, "axon.port") == 1 and getattr(args, "axon.max_workers") == 3
