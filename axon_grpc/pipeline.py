@@ -125,7 +125,7 @@ class Pipeline:
     ) -> Synapse:
         """Build the header-only synapse and fill the axon's terminal info (signed on reply)."""
         cls = endpoint.synapse_class
-        inputs = cls.parse_headers_to_inputs(dict(headers))
+        inputs = cls.parse_headers_to_inputs(headers)
         if endpoint.zero_values:
             for key, value in endpoint.defaults_for_missing().items():
                 inputs.setdefault(key, value)

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import sys
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -185,7 +185,7 @@ class Synapse(BaseModel):
         return headers
 
     @classmethod
-    def parse_headers_to_inputs(cls, headers: dict[str, str]) -> dict[str, Any]:
+    def parse_headers_to_inputs(cls, headers: Mapping[str, str]) -> dict[str, Any]:
         """Constructor inputs from headers; undecodable ``input_obj`` headers are skipped."""
         axon: dict[str, str] = {}
         dendrite: dict[str, str] = {}
