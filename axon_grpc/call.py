@@ -1,0 +1,81 @@
+"""What a transport hands the pipeline (:class:`Call`) and what it gets back (:class:`Outcome`).
+
+Every transport (grpc.aio, the HTTP bridge, the Envoy edge) translates its protocol
+into a ``Call``, awaits ``Pipeline.handle(call)`` and translates the ``Outcome``
+back; nothing else. ``handle`` never raises for a request's fault: every refusal is
+an ``Outcome`` with its status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .endpoints import Endpoint
+    from .synapse import Synapse
+
+#: The transport kinds a call can arrive by.
+GRPC = "grpc"  #: protobuf message bytes; legacy body hash = SHA3-256 of those bytes
+HTTP = "http"  #: the legacy JSON body; legacy body hash over ``required_hash_fields``
+
+#: Reads the whole request body; raises :class:`~axon_grpc.errors.RequestTooLarge` past the limit.
+BodyReader = Callable[[], Awaitable[bytes]]
+
+
+@dataclass(eq=False)
+class Call:
+    """One request as the pipeline sees it, whatever carried it."""
+
+    #: The synapse name: the last segment of ``/axon.v1.Axon/{Name}`` or of the HTTP path.
+    name: str
+    #: Request metadata or HTTP headers: lowercase keys, ``str`` values (binary metadata left out).
+    headers: Mapping[str, str]
+    #: :data:`GRPC` or :data:`HTTP`: how the body is encoded and hashed.
+    transport: str = GRPC
+    #: The body, when the transport already has it (gRPC always does).
+    body: bytes | None = None
+    #: Reads the body when ``body`` is None (the HTTP bridge reads it only once admitted).
+    read_body: BodyReader | None = None
+    peer_ip: str | None = None
+    peer_port: int | None = None
+    #: ``time.monotonic()`` value at which the caller gives up (gRPC ``grpc-timeout``).
+    deadline: float | None = None
+    #: True when the transport itself cancels the call at ``deadline`` (grpc.aio does),
+    #: so the pipeline needs no timer of its own for it.
+    deadline_enforced: bool = False
+    #: What btauth/1 signs besides the body: the HTTP method and the path (with query).
+    method: str = "POST"
+    path: str = ""
+
+
+@dataclass(eq=False)
+class Outcome:
+    """The pipeline's answer to one :class:`Call`.
+
+    ``status`` is the HTTP-style code of the one status table (200 on success);
+    ``message`` the short fixed text that may go on the wire; ``synapse`` the
+    answered synapse on success, or the synapse that carries the error (the request's
+    own once it was built, else a base :class:`~axon_grpc.synapse.Synapse`); its
+    ``axon`` terminal info is the axon's own (status, process time, hotkey, nonce,
+    uuid, version; a signature on signed errors).
+
+    A streaming synapse's outcome has ``stream``: the forward's chunk values. The
+    first chunk was already awaited, so a request that fails at once has no stream and
+    its own status. Once ``stream`` is exhausted (or closed), ``status``, ``message``
+    and ``synapse`` hold the final result: a failure after the first chunk shows there.
+    """
+
+    status: int
+    message: str
+    synapse: Synapse
+    #: The attached endpoint the call reached (its schema encodes the answer), else None.
+    endpoint: Endpoint | None = None
+    stream: AsyncIterator[Any] | None = None
+    #: The decoded request body as the transport's codec read it (HTTP: the JSON
+    #: object), for answers that echo parts of it; None when it was never read.
+    request_body: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
