@@ -88,14 +88,15 @@ class AdmissionQueue:
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
-            if self._withdraw(waiter):
-                self.stats.expired += 1
-                raise RequestTimeout("Request expired while queued") from None
+            self._give_up(waiter)
+            self.stats.expired += 1
+            raise RequestTimeout("Request expired while queued") from None
         except asyncio.CancelledError:
-            self._withdraw(waiter)
+            self._give_up(waiter)
             raise
-        if waiter.future.exception() is not None:
-            raise waiter.future.exception()  # type: ignore[misc]
+        error = waiter.future.exception()
+        if error is not None:
+            raise error
         self.stats.admitted += 1
 
     def release(self) -> None:
@@ -109,15 +110,17 @@ class AdmissionQueue:
                 return
         self.running -= 1
 
-    def _withdraw(self, waiter: _Waiter) -> bool:
-        """Take a waiter out of the queue; False when it already holds a slot."""
+    def _give_up(self, waiter: _Waiter) -> None:
+        """A waiter leaves: out of the queue, or, if its slot arrived meanwhile, the slot passed on.
+
+        Either way it does not run: a request whose deadline passed just as it was
+        handed a slot must neither run nor keep the slot.
+        """
         if waiter.active:
             waiter.active = False
             self._waiting -= 1
-            return True
-        if waiter.future.done() and waiter.future.exception() is None:
-            self.release()  # the slot arrived as we gave up: pass it on
-        return False
+        elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+            self.release()
 
     def _lowest(self) -> _Waiter | None:
         """The queued request that would be shed first: lowest priority, newest."""

@@ -9,38 +9,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
-import os
 import socket
 import threading
 import uuid as uuid_lib
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Callable
 
 from . import config as config_mod
 from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from .admission import AdmissionQueue
-from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy, verify_legacy
-from .config import Config
+from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
+from .config import Config, data_dir
+from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
+from .executor import ForwardPool
+from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
 from .nonces import InMemoryNonceStore, NonceStore, open_nonce_store
-from .pipeline import Endpoint, Pipeline
-from .scheduler import PriorityThreadPoolExecutor
+from .pipeline import Pipeline
 from .schema import schema_for
 from .signatures import check_attach
 from .synapse import Synapse
-from .transport import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_REQUEST_BYTES, GrpcServer
+from .terminal import AxonTerminal
+from .transport import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_REQUEST_BYTES, GrpcServer, GrpcSettings
+from .verifier import Verifier
 from .wallet import Wallet
 
 logger = logging.getLogger("axon_grpc")
 
 __all__ = ["Axon", "V_7_2_0", "default_wallet", "data_dir"]
-
-
-def data_dir() -> Path:
-    """The project's own data folder (``$AXON_GRPC_HOME``, default ``~/.axon-grpc``)."""
-    return Path(os.environ.get("AXON_GRPC_HOME") or "~/.axon-grpc").expanduser()
 
 
 def default_wallet(config: Config | None = None) -> Wallet:
@@ -122,14 +120,16 @@ class Axon:
             section.http_port = http_port
         if max_queue is not None:
             section.max_queue = max_queue
+        if isinstance(nonce_store, str):
+            section.nonce_store = nonce_store
         Axon.check_config(config)
         #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
         self.config = config  # type: ignore[method-assign,assignment]
 
-        self.wallet = wallet if wallet is not None else default_wallet(config)
+        self._wallet = wallet
         self.ip: str = section.ip
         self.port: int = int(section.port)
-        self.external_ip: str = section.get("external_ip") or self._guess_external_ip()
+        self._external_ip: str | None = section.get("external_ip") or None
         self.external_port: int = int(section.get("external_port") or self.port)
         self.max_workers: int = int(section.get("max_workers") or config_mod.DEFAULT_MAX_WORKERS)
         self.full_address = f"{self.ip}:{self.port}"
@@ -141,45 +141,105 @@ class Axon:
         #: Stores this axon opened from a URL (``nonce_store="redis://..."``); closed on stop.
         self.owned_stores: list[NonceStore] = []
         store = nonce_store if nonce_store is not None else section.get("nonce_store")
-        if isinstance(store, str):
-            store = open_nonce_store(
-                store, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-                namespace=self.wallet.hotkey.ss58_address, timeout_s=section.get("nonce_store_timeout"),
-            )
-            self.owned_stores += [store] if store is not None else []
-        self.nonce_store: NonceStore = store if store is not None else InMemoryNonceStore(policy.retention_ns)
-        #: Seen btauth nonces; a given shared store serves both schemes.
-        self.btauth_nonce_store: NonceStore = (
-            store if store is not None else InMemoryNonceStore(policy.btauth_retention_ns)
-        )
+        #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
+        self._store_url: str | None = store if isinstance(store, str) else None
+        given = store if isinstance(store, NonceStore) else None
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
         self.reuse_port = reuse_port
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
 
-        self.thread_pool = PriorityThreadPoolExecutor(max_workers=self.max_workers)
+        #: The threads of sync forwards; the admission queue decides what runs when.
+        self.thread_pool = ForwardPool(self.max_workers)
         queue_bound = section.get("max_queue")
         #: Admission in front of the forwards: ``max_workers`` running, a bounded priority queue.
         self.admission = AdmissionQueue(
             self.max_workers, int(queue_bound) if queue_bound is not None else 8 * self.max_workers
         )
         self.endpoints: dict[str, Endpoint] = {}
-        self.forward_fns: dict[str, Callable[..., Any] | None] = {}
-        self.blacklist_fns: dict[str, Callable[..., Any] | None] = {}
-        self.priority_fns: dict[str, Callable[..., Any] | None] = {}
-        self.verify_fns: dict[str, Callable[..., Any] | None] = {}
-        self.forward_class_types: dict[str, type[Synapse]] = {}
+        self.forward_fns = HookView(self.endpoints, VIEWS["forward_fns"])
+        self.blacklist_fns = HookView(self.endpoints, VIEWS["blacklist_fns"])
+        self.priority_fns = HookView(self.endpoints, VIEWS["priority_fns"])
+        self.verify_fns = HookView(self.endpoints, VIEWS["verify_fns"], fallback=self.default_verify)
+        self.forward_class_types = ClassView(self.endpoints)
 
-        self.pipeline = Pipeline(self)
-        self.grpc_server = GrpcServer(self, self.pipeline)
+        self.terminal = AxonTerminal(
+            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port)
+        )
+        self.verifier = Verifier(
+            lambda: self.terminal.address,
+            given if given is not None else InMemoryNonceStore(policy.retention_ns),
+            given if given is not None else InMemoryNonceStore(policy.btauth_retention_ns),
+            policy,
+        )
+        self.pipeline = Pipeline(
+            self.endpoints, self.verifier, self.admission, Forwarder(self.admission, self.thread_pool), self.terminal
+        )
+        if type(self).default_verify is not Axon.default_verify:
+            self.pipeline.extra_verify = as_hook(self.default_verify)
+        #: The gRPC server, built by ``start`` from the settings in force then.
+        self.grpc_server: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
         self.http_port: int | None = int(section["http_port"]) if section.get("http_port") else None
-        #: The HTTP transport (``bridge.HttpBridge``), present when ``http_port`` is set.
-        self.http: Any = load_transport("http")(self) if self.http_port else None
+        self._http: Any = None
         self.attach(forward_fn=_ping)
+
+    # -- resolved on first use: no disk, DNS or entry-point work before it is needed --------------
+    @property
+    def wallet(self) -> WalletLike:
+        """The wallet whose hotkey signs: the given one, else :func:`default_wallet`."""
+        if self._wallet is None:
+            self._wallet = default_wallet(self.config)  # type: ignore[arg-type]
+        return self._wallet
+
+    @property
+    def external_ip(self) -> str:
+        """The address this axon advertises (guessed from the bind address when not set)."""
+        if self._external_ip is None:
+            self._external_ip = self._guess_external_ip()
+        return self._external_ip
+
+    @external_ip.setter
+    def external_ip(self, value: str) -> None:
+        self._external_ip = value
+
+    @property
+    def http(self) -> Any:
+        """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set, else None."""
+        if self._http is None and self.http_port:
+            self._http = load_transport("http")(self)
+            for endpoint in self.endpoints.values():
+                self._http.add_route(endpoint)
+        return self._http
+
+    def _open_stores(self) -> None:
+        """Open a store given by URL (namespaced by this axon's hotkey), once."""
+        url, self._store_url = self._store_url, None
+        if url is None:
+            return
+        policy = self.verify_policy
+        store = open_nonce_store(
+            url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
+            namespace=self.terminal.address, timeout_s=self.config.axon.get("nonce_store_timeout"),
+        )
+        if store is not None:
+            self.owned_stores.append(store)
+            self.verifier.legacy_store = self.verifier.btauth_store = store
+
+    @property
+    def nonce_store(self) -> NonceStore:
+        """Where legacy-scheme nonces are kept (shared with btauth when given or opened by URL)."""
+        self._open_stores()
+        return self.verifier.legacy_store
+
+    @property
+    def btauth_nonce_store(self) -> NonceStore:
+        """Where btauth/1 nonces are kept."""
+        self._open_stores()
+        return self.verifier.btauth_store
 
     # -- the HTTP bridge's objects (seed API; None without an HTTP port) ---------------------
     @property
@@ -237,8 +297,8 @@ class Axon:
         config_mod.check_config(config)
 
     @property
-    def nonces(self) -> dict[str, int]:
-        """Last accepted nonce per ``{hotkey}:{uuid}`` (in-memory store only)."""
+    def nonces(self) -> dict[str, Any]:
+        """Accepted nonces per ``{hotkey}:{uuid}`` (in-memory store only)."""
         return getattr(self.nonce_store, "nonces", {})
 
     # -- attach -------------------------------------------------------------------------
@@ -248,11 +308,15 @@ class Axon:
         blacklist_fn: BlacklistFn | None = None,
         priority_fn: PriorityFn | None = None,
         verify_fn: VerifyFn | None = None,
+        *,
+        inline: bool = False,
     ) -> Axon:
         """Serve ``forward_fn``'s synapse type; returns ``self`` for chaining.
 
-        Raises ``AssertionError`` when a function's signature does not fit, and
-        :class:`~axon_grpc.errors.SchemaError` when a field has no protobuf mapping.
+        ``inline=True`` runs a sync ``forward_fn`` on the event loop instead of the
+        thread pool (no thread hop): only for forwards known to be fast and never
+        blocking. Raises ``AssertionError`` when a function's signature does not fit,
+        and :class:`~axon_grpc.errors.SchemaError` when a field has no protobuf mapping.
         """
         cls = check_attach(forward_fn, blacklist_fn, priority_fn, verify_fn)
         name = cls.__name__
@@ -264,47 +328,55 @@ class Axon:
             blacklist_fn=blacklist_fn,
             priority_fn=priority_fn,
             verify_fn=verify_fn,
+            inline=inline,
         )
         self.endpoints[name] = endpoint
-        self.forward_fns[name] = forward_fn
-        self.blacklist_fns[name] = blacklist_fn
-        self.priority_fns[name] = priority_fn
-        self.verify_fns[name] = verify_fn or self.default_verify
-        self.forward_class_types[name] = cls
-        if self.http is not None:
-            self.http.add_route(endpoint)
+        if self._http is not None:
+            self._http.add_route(endpoint)
         return self
 
     async def default_verify(self, synapse: Synapse, crypto: str = "sr25519") -> None:
         """Check the signature and the nonce of a header-built synapse (legacy scheme).
 
         Raises :class:`~axon_grpc.errors.NotVerifiedException` with the reason; the
-        nonce is stored only when the signature verified.
+        nonce is stored only when the signature verified. The pipeline always runs this
+        check itself; a subclass that overrides ``default_verify`` adds its own check,
+        run after the signature was verified (with the synapse built from the signed
+        body), never instead of it.
         """
-        await verify_legacy(synapse, self.wallet.hotkey.ss58_address, self.nonce_store, self.verify_policy, crypto)
+        self._open_stores()
+        await self.verifier.verify_legacy(synapse, crypto)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start_async(self) -> Axon:
         """Serve on the running loop (for callers already inside asyncio)."""
         if self.started:
             return self
-        self.port = await self.grpc_server.start()
-        if self.http is not None:
+        self._open_stores()
+        self.terminal.endpoint  # resolve the hotkey and the advertised address now, not on a request
+        settings = GrpcSettings(self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port)
+        server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services)
+        self.port = await server.start()
+        self.grpc_server = server
+        http = self.http
+        if http is not None:
             try:
-                await self.http.start()
+                await http.start()
             except BaseException:
-                await self.grpc_server.stop(None)
+                await server.stop(None)
                 raise
         self._loop = asyncio.get_running_loop()
         self.started = True
+        gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
         logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
         return self
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
         """Stop serving; calls in flight get ``grace`` seconds to finish."""
-        if self.http is not None:
-            await self.http.stop(grace)
-        await self.grpc_server.stop(grace)
+        if self._http is not None:
+            await self._http.stop(grace)
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
         for store in self.owned_stores:
             await store.close()
         self.started = False

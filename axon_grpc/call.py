@@ -79,3 +79,26 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    async def encoded(self, encode: Callable[[Any], bytes]) -> AsyncIterator[bytes]:
+        """``stream``'s chunks through a transport's ``encode``.
+
+        A chunk ``encode`` refuses (raises) fails the stream like a forward's own error
+        would: the outcome turns into that failure and the chunks stop.
+        """
+        chunks = self.stream
+        if chunks is None:
+            return
+        try:
+            async for chunk in chunks:
+                try:
+                    message = encode(chunk)
+                except Exception as e:
+                    try:
+                        await chunks.athrow(e)  # type: ignore[attr-defined]
+                    except StopAsyncIteration:
+                        pass
+                    return
+                yield message
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, Iterable
 
 DEFAULT_PORT = 8091
 DEFAULT_IP = "[::]"
 DEFAULT_MAX_WORKERS = 10
 DEFAULT_NONCE_STORE_TIMEOUT = 0.5
+
+
+def data_dir() -> Path:
+    """The project's own data folder (``$AXON_GRPC_HOME``, default ``~/.axon-grpc``)."""
+    return Path(os.environ.get("AXON_GRPC_HOME") or "~/.axon-grpc").expanduser()
 
 
 class Config(dict):  # type: ignore[type-arg]
@@ -45,7 +51,7 @@ def _env(name: str, default: Any, kind: type = str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise SystemExit(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
 
 
 #: ``--axon.*`` arguments: (name, type, environment variable, default, help).

@@ -9,7 +9,7 @@ the moment a shutdown begins.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +21,7 @@ from .streaming import streaming_schemas
 if TYPE_CHECKING:  # pragma: no cover
     import grpc
 
-    from .axon import Axon
+    from .endpoints import Endpoint
 
 SERVICE_NAME = f"{DEFAULT_PACKAGE}.{DEFAULT_SERVICE}"
 HEALTH_SERVICE = health.SERVICE_NAME
@@ -35,26 +35,26 @@ def _file_proto(descriptor: Any) -> descriptor_pb2.FileDescriptorProto:
 
 
 class DescriptorSource:
-    """A descriptor pool that follows the axon's attached synapses.
+    """A descriptor pool that follows the attached synapses.
 
     The reflection servicer calls ``FindFileByName``, ``FindFileContainingSymbol``
     and friends on it; each call is answered by the pool for the current set of
     endpoints.
     """
 
-    def __init__(self, axon: Axon) -> None:
-        self._axon = axon
+    def __init__(self, endpoints: Mapping[str, Endpoint]) -> None:
+        self._endpoints = endpoints
         self._key: tuple[int, ...] = ()
         self._pool: descriptor_pool.DescriptorPool | None = None
 
     def service_file(self) -> descriptor_pb2.FileDescriptorProto:
         """The ``axon.v1.Axon`` service with one method per attached synapse."""
-        endpoints = self._axon.endpoints.values()
+        endpoints = self._endpoints.values()
         streaming = streaming_schemas(endpoint.synapse_class for endpoint in endpoints)
         return build_service_file([endpoint.schema for endpoint in endpoints], streaming=streaming)
 
     def pool(self) -> descriptor_pool.DescriptorPool:
-        key = tuple(id(endpoint) for endpoint in self._axon.endpoints.values())
+        key = tuple(id(endpoint) for endpoint in self._endpoints.values())
         if self._pool is None or key != self._key:
             pool = descriptor_pool.DescriptorPool()
             for dependency in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
@@ -70,8 +70,8 @@ class DescriptorSource:
 class Discovery:
     """Adds reflection and health to one gRPC server and reports its serving state."""
 
-    def __init__(self, axon: Axon) -> None:
-        self.source = DescriptorSource(axon)
+    def __init__(self, endpoints: Mapping[str, Endpoint]) -> None:
+        self.source = DescriptorSource(endpoints)
         self.health = health.aio.HealthServicer()
 
     def install(self, server: grpc.aio.Server) -> None:

@@ -1,103 +1,70 @@
-"""The transport-neutral request pipeline.
+"""The transport-neutral request pipeline: ``Pipeline.handle(Call) -> Outcome``.
 
-preprocess -> blacklist -> verify -> priority -> body integrity + forward -> respond.
+Every request passes the same stages, in this order, whichever transport carried it:
 
-A transport hands the pipeline a header map (lowercase keys, string values), the
-peer address and later the body; it gets back a synapse whose ``axon`` terminal info
-carries the status. Every rule lives here once; the gRPC transport and the HTTP
-bridge only translate.
+1. **Route**: an unknown synapse name is 404.
+2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
+   once) are read in one pass; a malformed or oversized value is 400.
+3. **Overload**: when every slot is busy and the queue is full, a caller whose last
+   verified priority could not displace a queued request is refused 503 before any
+   signature work (callers never seen count as the lowest priority).
+4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
+5. **Body**: read (413 past the limit), checked against the signed body hash (400),
+   decoded and validated once into the synapse (400). Base fields come from the
+   verified credentials and the axon's own state; user fields from the body only.
+6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
+   ``priority_fn``.
+7. **Admission and forward**: a slot in priority order (503 when shed, 408 when the
+   deadline passes while queued), then the forward within the call's time limit:
+   the earlier of the transport's deadline and ``synapse.timeout`` (408).
+8. **Answer**: the axon's own terminal info (errors signed, overload refusals not);
+   one log line.
+
+``handle`` never raises for a request's fault; unexpected errors become
+``500 Internal Server Error #{id}`` with the traceback logged under that id.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import enum
-import inspect
+import hashlib
+import json
 import logging
-import math
-import sys
 import time
 import uuid as uuid_lib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, cast
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
 from . import btauth
-from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn
-from .admission import OVERLOADED
-from .auth import CRYPTO_HEADER, response_message
+from .admission import OVERLOADED, AdmissionQueue
+from .call import GRPC, Call, Outcome
+from .credentials import BTAUTH, Credentials
+from .endpoints import Endpoint
 from .errors import (
     AxonError,
     BlacklistedException,
     BodyHashMismatch,
     InternalServerError,
     NotVerifiedException,
-    RequestTimeout,
     ServiceUnavailable,
     SynapseParsingError,
     UnknownSynapseError,
     status_of,
 )
-from .schema import SynapseSchema
-from .streaming import is_streaming, open_stream
-from .synapse import Synapse
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .axon import Axon
+from .forwarding import Forwarder, Limit
+from .synapse import Synapse, TerminalInfo, legacy_body_hash
+from .terminal import AxonTerminal
+from .verifier import Verifier
 
 logger = logging.getLogger("axon_grpc")
 
-_IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
+#: Longest synapse name quoted back in a 404 message.
+MAX_QUOTED_NAME = 128
+#: How many callers' last priorities are remembered for stage 3.
+REMEMBERED_PRIORITIES = 4096
 
-
-@dataclass
-class Endpoint:
-    """One attached synapse type and its functions, prepared at ``attach`` time."""
-
-    name: str
-    synapse_class: type[Synapse]
-    schema: SynapseSchema
-    forward_fn: ForwardFn
-    blacklist_fn: BlacklistFn | None = None
-    priority_fn: PriorityFn | None = None
-    verify_fn: VerifyFn | None = None
-    forward_is_async: bool = field(init=False)
-    streaming: bool = field(init=False)
-    zero_values: dict[str, Any] = field(init=False)
-    zero_values_mutable: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.forward_is_async = inspect.iscoroutinefunction(self.forward_fn)
-        self.streaming = is_streaming(self.synapse_class)
-        self.zero_values = self.schema.zero_values()
-        self.zero_values_mutable = any(not isinstance(v, _IMMUTABLE) for v in self.zero_values.values())
-
-    def defaults_for_missing(self) -> dict[str, Any]:
-        """Zero values for required user fields; fresh objects where they are mutable."""
-        return self.schema.zero_values() if self.zero_values_mutable else self.zero_values
-
-
-if sys.version_info >= (3, 11):
-
-    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
-        """Await with a time limit (``asyncio.timeout``: no extra task per call)."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
-        """Await with a time limit."""
-        return await asyncio.wait_for(awaitable, seconds)
-
-
-async def _call_hook(fn: Callable[..., Any], synapse: Synapse) -> Any:
-    result = fn(synapse)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+_NO_PRIORITY = float("-inf")
 
 
 def _parse_error_detail(error: ValidationError) -> str:
@@ -106,326 +73,337 @@ def _parse_error_detail(error: ValidationError) -> str:
     return f"{location}: {first.get('msg', 'invalid')}"
 
 
-class Pipeline:
-    """The stages every request passes, bound to one :class:`~axon_grpc.axon.Axon`."""
+def load_json_object(raw: bytes, name: str) -> dict[str, Any]:
+    """The request body as a JSON object (empty: ``{}``).
 
-    def __init__(self, axon: Axon) -> None:
-        self.axon = axon
-
-    # -- stage 1: preprocess ----------------------------------------------------------
-    def endpoint(self, name: str) -> Endpoint:
-        found = self.axon.endpoints.get(name)
-        if found is None:
-            available = list(self.axon.endpoints)
-            raise UnknownSynapseError(f"Synapse name '{name}' not found. Available synapses {available}")
-        return found
-
-    def preprocess(
-        self, endpoint: Endpoint, headers: Mapping[str, str], peer_ip: str | None, peer_port: int | None
-    ) -> Synapse:
-        """Build the header-only synapse and fill the axon's terminal info (signed on reply)."""
-        cls = endpoint.synapse_class
-        inputs = cls.parse_headers_to_inputs(headers)
-        if endpoint.zero_values:
-            for key, value in endpoint.defaults_for_missing().items():
-                inputs.setdefault(key, value)
-        dendrite = inputs["dendrite"]
-        if btauth.is_btauth(headers):
-            dendrite.update(btauth.caller_fields(headers))
-        dendrite["ip"] = peer_ip
-        dendrite["port"] = peer_port
-        try:
-            synapse = cls.model_validate(inputs)
-        except ValidationError as e:
-            raise SynapseParsingError(
-                f"Improperly formatted request. Could not parse headers into synapse of type {endpoint.name}: "
-                f"{_parse_error_detail(e)}"
-            ) from None
-        self.fill_axon_info(synapse)
-        timeout = synapse.timeout
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise SynapseParsingError(
-                "Improperly formatted request. timeout must be a positive number of seconds", synapse
-            )
-        return synapse
-
-    def error_synapse(self, exc: BaseException) -> Synapse:
-        """The synapse to carry an error: the request's own, or a base synapse."""
-        synapse = getattr(exc, "synapse", None)
-        if isinstance(synapse, Synapse):
-            return synapse
-        synapse = Synapse()
-        self.fill_axon_info(synapse)
-        return synapse
-
-    def fill_axon_info(self, synapse: Synapse) -> None:
-        """The axon's own terminal info: version, uuid, a fresh nonce, hotkey."""
-        axon = self.axon
-        info = synapse.axon
-        assert info is not None
-        info.__dict__.update(
-            version=axon.version, uuid=axon.uuid, nonce=time.time_ns(), hotkey=axon.wallet.hotkey.ss58_address,
-            status_code=100,
+    Raises :class:`json.JSONDecodeError` when it is not JSON (the legacy 422) and
+    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape (400).
+    """
+    try:
+        payload = json.loads(raw) if raw else {}
+    except UnicodeDecodeError:
+        raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
+    if not isinstance(payload, dict):
+        raise SynapseParsingError(
+            f"Improperly formatted request. Could not parse body into synapse of type {name}: "
+            f"expected a JSON object, got {type(payload).__name__}"
         )
+    return payload
 
-    def sign_response(self, synapse: Synapse) -> Synapse:
-        """Sign ``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}`` into ``synapse.axon``.
 
-        Done for error answers only, as the legacy axon does: the message does not
-        cover the body, so a signed success would prove no more than the unsigned one,
-        and skipping it saves one sr25519 signature per call.
-        """
-        info = synapse.axon
-        assert info is not None and synapse.dendrite is not None
-        if info.nonce is None:
-            self.fill_axon_info(synapse)
-        hotkey = self.axon.wallet.hotkey
-        message = response_message(info.nonce, synapse.dendrite.hotkey, hotkey.ss58_address, self.axon.uuid)  # type: ignore[arg-type]
-        info.__dict__["signature"] = "0x" + bytes(hotkey.sign(message)).hex()
-        return synapse
+class NotJson(Exception):
+    """An HTTP body that is not JSON at all (the legacy server's 422), carrying the parse error."""
 
-    def fail(self, synapse: Synapse, exception: BaseException, start_time: float | None = None) -> Synapse:
-        """Record ``exception`` as the response status (see :func:`log_and_handle_error`) and sign it.
+    def __init__(self, error: json.JSONDecodeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
-        Overload refusals (503) are not signed: they are the answers an axon sends most
-        when it can least afford a signature each.
-        """
-        failed = log_and_handle_error(synapse, exception, start_time=start_time)
-        if isinstance(exception, ServiceUnavailable):
-            return failed
-        return self.sign_response(failed)
 
-    # -- stages 2-4: blacklist, verify, priority ----------------------------------------
-    async def blacklist(self, endpoint: Endpoint, synapse: Synapse) -> None:
-        if endpoint.blacklist_fn is None:
-            return
-        result = await _call_hook(endpoint.blacklist_fn, synapse)
-        blacklisted, reason = result if isinstance(result, tuple) else (bool(result), "")
-        if blacklisted:
-            raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
+class Pipeline:
+    """The stages of the module docstring over the axon's collaborators."""
 
-    async def verify(
+    def __init__(
         self,
-        endpoint: Endpoint,
-        synapse: Synapse,
-        headers: Mapping[str, str],
-        body: bytes | None = None,
-        method: str = "POST",
-        path: str = "",
+        endpoints: Mapping[str, Endpoint],
+        verifier: Verifier,
+        admission: AdmissionQueue,
+        forwarder: Forwarder,
+        terminal: AxonTerminal,
     ) -> None:
-        """The signature and nonce check always runs; a custom ``verify_fn`` runs after it.
+        self.endpoints = endpoints
+        self.verifier = verifier
+        self.admission = admission
+        self.forwarder = forwarder
+        self.terminal = terminal
+        self._priorities: OrderedDict[str, float] = OrderedDict()
+        #: Runs after the signature check and before the endpoint's ``verify_fn``
+        #: (an Axon subclass's ``default_verify``), or None.
+        self.extra_verify: Callable[[Synapse], Any] | None = None
 
-        Requests carrying ``X-Bittensor-Version`` are checked by the btauth rules over
-        ``method``, ``path`` and the raw ``body``; all others by the legacy rules.
-        """
-        axon = self.axon
-        if btauth.is_btauth(headers):
-            policy = axon.verify_policy
-            await btauth.verify_btauth(
-                headers, body, method=method, path=path, receiver=axon.wallet.hotkey.ss58_address,
-                store=axon.btauth_nonce_store, max_age_s=policy.btauth_max_age_s,
-                allowed_skew_s=policy.btauth_allowed_skew_s, require_receiver=policy.btauth_require_receiver,
-            )
-        else:
-            await axon.default_verify(synapse, crypto=headers.get(CRYPTO_HEADER, "sr25519"))
-        if endpoint.verify_fn is not None:
-            try:
-                await _call_hook(endpoint.verify_fn, synapse)
-            except AxonError:
-                raise
-            except Exception as e:
-                raise NotVerifiedException(f"Not Verified with error: {e}") from e
-
-    async def priority(self, endpoint: Endpoint, synapse: Synapse) -> float:
-        if endpoint.priority_fn is None:
-            return 0.0
-        value = await _call_hook(endpoint.priority_fn, synapse)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"priority_fn for {endpoint.name} returned {type(value).__name__}, not a number")
-        return float(value)
-
-    async def admit(
-        self,
-        name: str,
-        headers: Mapping[str, str],
-        peer_ip: str | None,
-        peer_port: int | None,
-        body: bytes | None = None,
-        method: str = "POST",
-        path: str = "",
-    ) -> tuple[Endpoint, Synapse, float]:
-        """Stages 1-4 on headers (and, for btauth, the raw body); raises to refuse.
-
-        The body is not parsed here; btauth needs its bytes for the signature.
-        """
-        endpoint = self.endpoint(name)
-        synapse = self.preprocess(endpoint, headers, peer_ip, peer_port)
+    async def handle(self, call: Call) -> Outcome:
+        """Answer one call (stages 1-8); never raises for the request's fault."""
+        start = time.time()
+        endpoint = self.endpoints.get(call.name)
+        if endpoint is None:
+            return self.unknown(call.name, start)
+        credentials: Credentials | None = None
+        synapse: Synapse | None = None
+        request_body: Any = None
         try:
-            await self.blacklist(endpoint, synapse)
-            if self.axon.admission.saturated:
-                await self.refuse_early(endpoint, synapse)
-            await self.verify(endpoint, synapse, headers, body, method, path)
-            priority = await self.priority(endpoint, synapse)
+            credentials = Credentials.read(call.headers)
+            if self.admission.saturated:
+                self._refuse_early(credentials)
+            body = await self._authenticate(call, credentials, endpoint)
+            synapse, request_body = self._build(endpoint, call, credentials, body)
+            priority = await self._hooks(endpoint, synapse)
+            limit = self._limit(call, synapse)
+            if endpoint.streaming:
+                return await self._open_stream(call.transport, endpoint, synapse, priority, limit, start, request_body)
+            result = await self.forwarder.run(endpoint, synapse, priority, limit)
         except Exception as e:
-            e.synapse = getattr(e, "synapse", None) or synapse  # type: ignore[attr-defined]
-            raise
-        return endpoint, synapse, priority
+            failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
+            return self._failure(call.transport, endpoint, failed, e, start, request_body)
+        return self._success(call.transport, endpoint, result, start, request_body)
 
-    async def refuse_early(self, endpoint: Endpoint, synapse: Synapse) -> None:
-        """Under overload, refuse (503) before the signature check what could not be admitted.
+    # -- stages 2-4 --------------------------------------------------------------------------
+    def _refuse_early(self, credentials: Credentials) -> None:
+        claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
+        if not self.admission.would_admit(claimed):
+            self.admission.stats.shed += 1
+            raise ServiceUnavailable(OVERLOADED)
 
-        Only refusals happen on the unverified synapse: a request that claims a high
-        priority is verified as usual before it can displace anyone, and one that claims
-        a low priority only harms its own chance. This keeps the cost of each refused
-        request small when the axon is flooded.
-        """
-        claimed = await self.priority(endpoint, synapse)
-        if not self.axon.admission.would_admit(claimed):
-            self.axon.admission.stats.shed += 1
-            raise ServiceUnavailable(OVERLOADED, synapse)
-
-    # -- stage 5: body and forward --------------------------------------------------------
-    @staticmethod
-    def check_body_hash(synapse: Synapse, actual: str, headers: Mapping[str, str] | None = None) -> None:
-        """Legacy scheme: the body must match the signed ``computed_body_hash``.
-
-        A btauth signature already covers the exact body bytes, so nothing to do.
-        """
-        if headers is not None and btauth.is_btauth(headers):
-            return
-        claimed = synapse.computed_body_hash
-        if claimed != actual:
-            raise BodyHashMismatch(
-                f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}", synapse
-            )
+    async def _authenticate(self, call: Call, credentials: Credentials, endpoint: Endpoint) -> bytes:
+        """Verify the signature (and store the nonce); returns the body bytes."""
+        if credentials.scheme == BTAUTH:
+            body = await self._body(call)
+            await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
+            return body
+        stand_in = Synapse.model_construct(
+            timeout=credentials.timeout if credentials.timeout is not None else endpoint.default_timeout,
+            computed_body_hash=credentials.body_hash,
+            dendrite=credentials.dendrite(call.peer_ip, call.peer_port),
+        )
+        await self.verifier.verify_legacy(stand_in, credentials.crypto)
+        return await self._body(call)
 
     @staticmethod
-    def with_body(endpoint: Endpoint, header_synapse: Synapse, values: Mapping[str, Any]) -> Synapse:
-        """The full synapse: header-built base fields plus the body's user fields."""
-        data = dict(header_synapse.__dict__)
-        data.update(values)
+    async def _body(call: Call) -> bytes:
+        if call.body is not None:
+            return call.body
+        if call.read_body is None:
+            return b""
+        return await call.read_body()
+
+    # -- stage 5 -----------------------------------------------------------------------------
+    def _build(self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes) -> tuple[Synapse, Any]:
+        """The synapse from the signed body, checked against the signed hash; and the decoded body."""
+        legacy = credentials.scheme != BTAUTH
+        if call.transport == GRPC:
+            if legacy:
+                actual = hashlib.sha3_256(body).hexdigest()
+                if actual != credentials.body_hash:
+                    raise BodyHashMismatch(
+                        f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
+                    )
+            try:
+                data = endpoint.schema.from_bytes(body)
+            except ValueError as e:
+                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
+            decoded: Any = None
+        else:
+            try:
+                decoded = load_json_object(body, endpoint.name)
+            except json.JSONDecodeError as e:
+                raise NotJson(e) from None
+            data = dict(endpoint.defaults_for_missing()) if endpoint.zero_values else {}
+            data.update((key, decoded[key]) for key in endpoint.user_fields if key in decoded)
+        if credentials.timeout is not None:
+            data["timeout"] = credentials.timeout
+        data["computed_body_hash"] = credentials.body_hash
+        data["dendrite"] = credentials.dendrite(call.peer_ip, call.peer_port)
+        data["axon"] = self.terminal.info(100, None)
+        synapse = self.validate(endpoint, data)
+        if legacy and call.transport != GRPC:
+            self.check_legacy_hash(endpoint, synapse, credentials.body_hash)
+        return synapse, decoded
+
+    @staticmethod
+    def validate(endpoint: Endpoint, data: Mapping[str, Any]) -> Synapse:
+        """The one validation of a request's synapse (400 naming the first bad field)."""
         try:
             return endpoint.synapse_class.model_validate(data)
         except ValidationError as e:
             raise SynapseParsingError(
                 f"Improperly formatted request. Could not parse body into synapse of type {endpoint.name}: "
-                f"{_parse_error_detail(e)}",
-                header_synapse,
+                f"{_parse_error_detail(e)}"
             ) from None
 
-    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, timeout: float | None) -> Synapse:
-        """Run the forward within ``timeout`` once admitted (async on the loop, sync on the pool).
-
-        Waits for an admission slot in priority order; a request still queued at its
-        deadline never runs (408), one shed from a full queue gets 503, and a forward
-        still running at the deadline is cancelled (async) or has its late result
-        discarded (sync).
-        """
-        deadline = await self._admit_slot(synapse, priority, timeout)
-        admission = self.axon.admission
-        remaining = None if deadline is None else deadline - time.monotonic()
-        try:
-            if endpoint.forward_is_async:
-                try:
-                    result = await within(cast(Awaitable[Synapse], endpoint.forward_fn(synapse)), remaining)
-                finally:
-                    admission.release()
-            else:
-                result = await self._run_sync(endpoint, synapse, priority, remaining)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
-        if not isinstance(result, endpoint.synapse_class):
-            raise InternalServerError(
-                f"forward for {endpoint.name} returned {type(result).__name__}, not {endpoint.name}", synapse
-            )
-        return result
-
-    async def _admit_slot(self, synapse: Synapse, priority: float, timeout: float | None) -> float | None:
-        """Wait for a forward slot; returns the monotonic deadline."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            await self.axon.admission.acquire(priority, deadline)
-        except AxonError as e:
-            e.synapse = synapse
-            if isinstance(e, RequestTimeout):
-                e.message = f"Response timeout after: {synapse.timeout}s"
-            raise
-        return deadline
-
-    async def stream(
-        self, endpoint: Endpoint, synapse: Synapse, priority: float, timeout: float | None
-    ) -> AsyncIterator[Any]:
-        """Chunks of a streaming forward, under the same admission and deadline as a call.
-
-        Closing this generator (the caller went away, or the deadline passed) closes
-        the forward's own generator, so it sees ``GeneratorExit`` or cancellation.
-        """
-        deadline = await self._admit_slot(synapse, priority, timeout)
-        chunks: AsyncIterator[Any] | None = None
-        try:
-            chunks = await open_stream(
-                endpoint.forward_fn, synapse,  # type: ignore[arg-type]
-                lambda fn, s: self.axon.thread_pool.run(fn, s, priority=priority, deadline=deadline),
-            )
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                try:
-                    chunk = await within(chunks.__anext__(), remaining)
-                except StopAsyncIteration:
-                    return
-                except (asyncio.TimeoutError, TimeoutError):
-                    raise RequestTimeout(f"Response timeout after: {synapse.timeout}s", synapse) from None
-                yield chunk
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            self.axon.admission.release()
-
-    async def _run_sync(self, endpoint: Endpoint, synapse: Synapse, priority: float, remaining: float | None) -> Any:
-        """A sync forward on the pool; its admission slot is freed when the thread is done.
-
-        One wake-up of the loop per call: the worker's completion both settles the
-        caller's future and releases the slot. A result that arrives after the caller
-        gave up is discarded and counted as late.
-        """
-        loop = asyncio.get_running_loop()
-        admission = self.axon.admission
-        waiter: asyncio.Future[Any] = loop.create_future()
-
-        def finished(work: concurrent.futures.Future[Any]) -> None:
-            admission.release()
-            if waiter.done():
-                if not work.cancelled():
-                    admission.stats.late += 1
-            elif work.cancelled():
-                waiter.cancel()
-            elif (error := work.exception()) is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(work.result())
-
-        def on_done(work: concurrent.futures.Future[Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(finished, work)
-            except RuntimeError:  # the loop is closed: the axon has stopped
-                pass
-
-        work = self.axon.thread_pool.submit(endpoint.forward_fn, synapse, priority=priority)
-        work.add_done_callback(on_done)
-        return await within(waiter, remaining)
-
-    # -- stage 6: respond -----------------------------------------------------------------
     @staticmethod
-    def succeed(synapse: Synapse, header_synapse: Synapse, start_time: float) -> Synapse:
-        """Mark the forward's synapse successful, carrying the header synapse's axon info."""
-        info = synapse.axon
-        source = header_synapse.axon
-        assert info is not None and source is not None
-        if info is not source:
-            info.__dict__.update(source.__dict__)
-        info.__dict__.update(status_code=200, status_message="Success", process_time=time.time() - start_time)
-        return synapse
+    def check_legacy_hash(endpoint: Endpoint, synapse: Synapse, claimed: str | None) -> None:
+        """The legacy field hash of a JSON-built synapse must be the signed one (400)."""
+        actual = legacy_body_hash(synapse, endpoint.hash_fields)
+        if actual != claimed:
+            raise BodyHashMismatch(f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}")
+
+    # -- stage 6: each hook on its own, for the seed's AxonMiddleware stage methods too --------
+    async def _hooks(self, endpoint: Endpoint, synapse: Synapse) -> float:
+        await self.blacklist(endpoint, synapse)
+        await self.verify_hooks(endpoint, synapse)
+        priority = await self.priority(endpoint, synapse)
+        self._remember(synapse.dendrite.hotkey if synapse.dendrite is not None else None, priority)
+        return priority
+
+    @staticmethod
+    async def blacklist(endpoint: Endpoint, synapse: Synapse) -> None:
+        """Raise :class:`BlacklistedException` (403) when ``blacklist_fn`` refuses ``synapse``."""
+        if endpoint.blacklist is None:
+            return
+        result = await endpoint.blacklist(synapse)
+        blacklisted, reason = result if isinstance(result, tuple) else (bool(result), "")
+        if blacklisted:
+            raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
+
+    async def verify_hooks(self, endpoint: Endpoint, synapse: Synapse) -> None:
+        """The miner's own checks after the signature: a replaced ``default_verify``, then ``verify_fn``.
+
+        A refusal that is no :class:`AxonError` is 401 ``Not Verified #{id}``: its text
+        (which may hold the miner's internals) stays in the log under that id.
+        """
+        for check in (self.extra_verify, endpoint.verify):
+            if check is None:
+                continue
+            try:
+                await check(synapse)
+            except AxonError:
+                raise
+            except Exception as e:
+                error_id = str(uuid_lib.uuid4())
+                logger.info("verify of %s refused: error id %s", endpoint.name, error_id, exc_info=e)
+                raise NotVerifiedException(f"Not Verified #{error_id}") from e
+
+    @staticmethod
+    async def priority(endpoint: Endpoint, synapse: Synapse) -> float:
+        """What ``priority_fn`` gives ``synapse`` (0.0 without one)."""
+        if endpoint.priority is None:
+            return 0.0
+        value = await endpoint.priority(synapse)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"priority_fn for {endpoint.name} returned {type(value).__name__}, not a number")
+        return float(value)
+
+    def _remember(self, hotkey: str | None, priority: float) -> None:
+        if hotkey is None:
+            return
+        remembered = self._priorities
+        remembered[hotkey] = priority
+        remembered.move_to_end(hotkey)
+        if len(remembered) > REMEMBERED_PRIORITIES:
+            remembered.popitem(last=False)
+
+    # -- stage 7 -----------------------------------------------------------------------------
+    @staticmethod
+    def _limit(call: Call, synapse: Synapse) -> Limit:
+        """The earlier of the transport's deadline and ``synapse.timeout``; timed unless enforced."""
+        timeout = synapse.timeout
+        now = time.monotonic()
+        own = None if timeout is None else now + timeout
+        if call.deadline is None or (own is not None and own < call.deadline):
+            return Limit(own, own is not None)
+        return Limit(call.deadline, not call.deadline_enforced)
+
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
+        """Stage 7 and the success stamp for a synapse already through stages 1-6."""
+        start = time.time()
+        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
+        return self._success("http", endpoint, result, start, None).synapse
+
+    async def _open_stream(
+        self, transport: str, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit, start: float, request_body: Any
+    ) -> Outcome:
+        chunks = self.forwarder.stream(endpoint, synapse, priority, limit)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            return self._success(transport, endpoint, synapse, start, request_body)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        synapse.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body)
+        outcome.stream = self._relay(transport, outcome, first, chunks, start)
+        return outcome
+
+    async def _relay(
+        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float
+    ) -> AsyncIterator[Any]:
+        """The chunks as they come; the outcome turns final when they end or fail."""
+        endpoint = outcome.endpoint
+        assert endpoint is not None
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        except Exception as e:
+            failed = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
+            outcome.status, outcome.message, outcome.synapse = failed.status, failed.message, failed.synapse
+            return
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        done = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body)
+        outcome.status, outcome.message, outcome.synapse = done.status, done.message, done.synapse
+
+    # -- stage 8 -----------------------------------------------------------------------------
+    def _success(
+        self, transport: str, endpoint: Endpoint, result: Synapse, start: float, request_body: Any
+    ) -> Outcome:
+        result.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        _log(transport, endpoint.name, result, 200, start)
+        return Outcome(200, "Success", result, endpoint, request_body=request_body)
+
+    def _failure(
+        self,
+        transport: str,
+        endpoint: Endpoint | None, synapse: Synapse, error: BaseException, start: float, request_body: Any
+    ) -> Outcome:
+        if isinstance(error, NotJson):
+            status, message = 422, "Request body is not valid JSON"
+            logger.debug("%s refused with 422: body is not JSON", synapse.name)
+            request_body = error.error
+        else:
+            status, message = describe(error, synapse.name)
+        synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
+        if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
+            self.terminal.sign(synapse)
+        _log(transport, synapse.name, synapse, status, start)
+        return Outcome(status, message, synapse, endpoint, request_body=request_body)
+
+    @staticmethod
+    def stand_in(endpoint: Endpoint, credentials: Credentials | None, call: Call) -> Synapse:
+        """The request's synapse from its headers alone (user fields at their zero values):
+        what carries an error answered before the body was validated."""
+        if credentials is None:
+            return endpoint.header_synapse()
+        base: dict[str, Any] = {
+            "dendrite": credentials.dendrite(call.peer_ip, call.peer_port), "computed_body_hash": credentials.body_hash,
+        }
+        if credentials.timeout is not None:
+            base["timeout"] = credentials.timeout
+        return endpoint.header_synapse(**base)
+
+    def unknown(self, name: str, start: float | None = None) -> Outcome:
+        """404, as the legacy server answers it: an unsigned base synapse."""
+        start = time.time() if start is None else start
+        error = UnknownSynapseError(
+            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}"
+        )
+        synapse = Synapse()
+        return self._unsigned(synapse, error, start)
+
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
+        status, message = describe(error, synapse.name)
+        synapse.__dict__["axon"] = TerminalInfo.model_construct(
+            status_code=status, status_message=message, process_time=time.time() - start
+        )
+        return Outcome(status, message, synapse)
+
+
+def describe(error: BaseException, name: str | None) -> tuple[int, str]:
+    """The status and wire message of ``error``, logged: refusals at debug, the rest with an id."""
+    status = status_of(error)
+    if isinstance(error, AxonError) and not isinstance(error, InternalServerError):
+        logger.debug("%s refused with %s: %s", name, status, error.message)
+        return status, error.message
+    error_id = str(uuid_lib.uuid4())
+    logger.error("%s failed: error id %s", name, error_id, exc_info=error)
+    return status, f"Internal Server Error #{error_id}"
+
+
+def _log(transport: str, name: str | None, synapse: Synapse, status: int, start: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        d = synapse.dendrite
+        logger.debug(
+            "%s %s from %s -> %s in %.2f ms", transport, name, d.hotkey if d else None, status, (time.time() - start) * 1e3
+        )
 
 
 def log_and_handle_error(
@@ -434,25 +412,22 @@ def log_and_handle_error(
     status_code: int | None = None,
     start_time: float | None = None,
 ) -> Synapse:
-    """Record an error on ``synapse.axon`` and log it; returns the synapse.
+    """Record an error on ``synapse.axon`` and log it; returns the synapse (the seed's function).
 
     Axon errors (refusals, overload, a miner's SynapseException) keep their message
-    and are logged at debug level. Anything unexpected becomes ``Internal Server Error #{id}`` on the wire and is
-    logged with its traceback under that id; its text never leaves the server.
+    and are logged at debug level. Anything unexpected becomes ``Internal Server Error
+    #{id}`` on the wire and is logged with its traceback under that id; its text never
+    leaves the server.
     """
     carried = getattr(exception, "synapse", None)
     if isinstance(carried, Synapse):
         synapse = carried
-    status = status_code if status_code is not None else status_of(exception)
-    if isinstance(exception, AxonError) and not isinstance(exception, InternalServerError):
-        message = exception.message
-        logger.debug("%s refused with %s: %s", synapse.name, status, message)
-    else:
-        error_id = str(uuid_lib.uuid4())
-        message = f"Internal Server Error #{error_id}"
-        logger.error("%s failed: error id %s", synapse.name, error_id, exc_info=exception)
+    status, message = describe(exception, synapse.name)
+    if status_code is not None:
+        status = status_code
     info = synapse.axon
-    assert info is not None
+    if info is None:
+        info = synapse.__dict__["axon"] = TerminalInfo()
     info.__dict__.update(status_code=status, status_message=message)
     if start_time is not None:
         info.__dict__["process_time"] = time.time() - start_time

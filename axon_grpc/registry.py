@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
+from .config import data_dir
 from .info import AxonInfo
 
 #: Environment variable naming the registry file (default: ``data_dir()/registry.sqlite``).
@@ -69,7 +70,6 @@ class Entry:
 
 def default_path() -> Path:
     """``$AXON_GRPC_REGISTRY``, else ``registry.sqlite`` under :func:`~axon_grpc.axon.data_dir`."""
-    from .axon import data_dir
 
     return Path(os.environ.get(REGISTRY_ENV) or data_dir() / "registry.sqlite").expanduser()
 

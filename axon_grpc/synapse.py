@@ -223,6 +223,17 @@ def field_body_hash(dumped: dict[str, Any], fields: tuple[str, ...]) -> str:
     return get_hash("".join(get_hash(str(dumped[f])) for f in fields))
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+
+
+def legacy_body_hash(synapse: Synapse, fields: tuple[str, ...]) -> str:
+    """The legacy field-based body hash of ``synapse`` over ``fields``, without a full dump."""
+    values = synapse.__dict__
+    if all(type(values[f]) in _SCALARS for f in fields):  # str() of a scalar is that of its dump
+        return field_body_hash(values, fields)
+    return field_body_hash(synapse.model_dump(include=set(fields)), fields)
+
+
 #: Field names of TerminalInfo (what ``bt_header_{axon,dendrite}_*`` may carry).
 TERMINAL_FIELDS: frozenset[str] = frozenset(TerminalInfo.model_fields)
 

@@ -20,14 +20,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from axon_grpc.errors import AxonError, RequestTooLarge
-from axon_grpc.pipeline import Endpoint, log_and_handle_error
+from axon_grpc.endpoints import Endpoint
+from axon_grpc.errors import AxonError, RequestTooLarge, UnknownSynapseError
+from axon_grpc.pipeline import MAX_QUOTED_NAME, load_json_object, log_and_handle_error
 from axon_grpc.synapse import Synapse
 
-from .exchange import Exchange, load_json_object
+from .exchange import Exchange
 from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, read_body
 from .middleware import AxonMiddleware, header_map, send_reply
-from .responses import body_hash_of, error_reply, json_invalid_detail, to_response
+from .responses import error_reply, json_invalid_detail, to_response
 from .server import FastAPIThreadedServer, bind_socket, make_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,7 +66,7 @@ class HttpBridge:
             max_header_count=max_header_count,
             max_header_bytes=max_header_bytes,
         )
-        self.exchange = Exchange(axon)
+        self.exchange = Exchange(axon.endpoints, axon.pipeline)
         self.app = FastAPI(
             title="axon-grpc HTTP bridge",
             description="Legacy Bittensor HTTP protocol: POST /{SynapseName} with bt_header_* headers.",
@@ -187,14 +188,16 @@ class HttpBridge:
         if len(raw) > self.limits.max_request_bytes:
             raise RequestTooLarge(self.limits.too_large_message())
         pipeline = self.axon.pipeline
-        endpoint = pipeline.endpoint(request.url.path.split("/")[1])
+        name = request.url.path.split("/")[1]
+        endpoint = self.axon.endpoints.get(name)
+        if endpoint is None:
+            raise UnknownSynapseError(f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found")
         try:
             payload = load_json_object(raw, endpoint.name)
         except json.JSONDecodeError as e:
             raise RequestValidationError(json_invalid_detail(e)) from None
-        route = self.exchange.route(endpoint)
-        cls = endpoint.synapse_class
-        synapse = pipeline.with_body(endpoint, cls.model_construct(), route.values(payload))
-        claimed = cls.model_construct(computed_body_hash=request.headers.get("computed_body_hash", ""))
-        pipeline.check_body_hash(claimed, body_hash_of(synapse, route.hash_fields))
+        data = dict(endpoint.defaults_for_missing())
+        data.update((key, payload[key]) for key in endpoint.user_fields if key in payload)
+        synapse = pipeline.validate(endpoint, data)
+        pipeline.check_legacy_hash(endpoint, synapse, request.headers.get("computed_body_hash", ""))
         return payload

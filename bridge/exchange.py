@@ -1,37 +1,31 @@
-"""One legacy HTTP exchange, run through the transport-neutral pipeline.
+"""One legacy HTTP exchange: the request as a :class:`~axon_grpc.call.Call`, the answer from its Outcome.
 
-Headers -> :meth:`Pipeline.admit` (route, header synapse, blacklist, verify,
-priority) -> body (JSON, legacy field hash) -> forward -> legacy response.
-
-The forward sees the synapse built from the verified headers plus the body's user
-fields. A 200 answers like the legacy server, whose response is the synapse parsed
-from the body: its JSON and headers carry the request body's ``dendrite``/``axon``
-blocks and sizes (with the axon's status filled in), so a legacy dendrite reads back
-exactly what it would from a legacy axon. Errors carry the header synapse, signed by
-the axon (``bt_header_axon_signature``).
+The pipeline does the work; this module only shapes answers the way a legacy (SDK
+7.2-10.5) dendrite reads them. A 200 answers like the legacy server, whose response
+is the synapse parsed from the body: its JSON and headers carry the request body's
+``dendrite``/``axon`` blocks and sizes (with the axon's status filled in). A btauth
+caller's 200 is JSON of the user fields with the axon's status headers. Errors carry
+the request's synapse, signed by the axon (``bt_header_axon_signature``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from pydantic import BaseModel, ValidationError
 
 from axon_grpc import btauth
-from axon_grpc.errors import Status, SynapseParsingError, UnknownSynapseError
-from axon_grpc.pipeline import Endpoint, log_and_handle_error
-from axon_grpc.synapse import BASE_FIELDS, Synapse, TerminalInfo
-
+from axon_grpc.call import HTTP, BodyReader, Call, Outcome
+from axon_grpc.endpoints import Endpoint
+from axon_grpc.errors import Status
+from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.streaming import chunk_encoder
+from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash
 
 from .responses import (
     Reply,
     StreamReply,
-    body_hash_of,
     error_reply,
     json_invalid_reply,
     json_reply,
@@ -41,22 +35,14 @@ from .responses import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.axon import Axon
     from axon_grpc.pipeline import Pipeline
 
-logger = logging.getLogger("axon_grpc.bridge")
-
-#: Reads the whole request body (raises :class:`~axon_grpc.errors.RequestTooLarge`).
-BodyReader = Callable[[], Awaitable[bytes]]
-
-_NOTHING = object()
-
-#: Longest route name quoted back in a 404 message.
-MAX_QUOTED_NAME = 128
+__all__ = ["BodyReader", "Exchange", "Route"]
 
 
 class _Echo(BaseModel):
-    """The request body's base fields a legacy 200 answers with (each optional)."""
+    """The request body's base fields a legacy 200 answers with (each optional). Of its
+    ``axon`` block only the shape is kept: the values are the axon's own."""
 
     total_size: Optional[int] = None
     header_size: Optional[int] = None
@@ -68,72 +54,6 @@ class _Echo(BaseModel):
 _ECHOED = tuple(_Echo.model_fields)
 
 
-@dataclass
-class Route:
-    """What the bridge caches per attached synapse class."""
-
-    endpoint: Endpoint
-    user_fields: tuple[str, ...] = field(init=False)
-    required_fields: tuple[str, ...] = field(init=False)
-    hash_fields: tuple[str, ...] = field(init=False)
-    streaming: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        cls = self.endpoint.synapse_class
-        self.user_fields = tuple(n for n in cls.model_fields if n not in BASE_FIELDS)
-        self.required_fields = tuple(cls.get_required_fields())
-        self.hash_fields = tuple(cls.required_hash_fields)
-        self.streaming = self.endpoint.streaming
-
-    def values(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The user fields present in a request body."""
-        return {key: payload[key] for key in self.user_fields if key in payload}
-
-    def error(self, synapse: Synapse) -> Reply:
-        if isinstance(synapse, self.endpoint.synapse_class):
-            return error_reply(synapse, self.required_fields, self.hash_fields)
-        return error_reply(synapse)
-
-    def fields_success(self, result: Synapse) -> Reply:
-        """A btauth caller's 200: JSON of the user fields, the axon's status in headers."""
-        body = result.__pydantic_serializer__.to_json(result, include=set(self.user_fields))
-        return json_reply(200, body, status_headers(result))
-
-    def success(self, result: Synapse, payload: Mapping[str, Any]) -> Reply:
-        """The legacy 200: ``model_dump()`` JSON and ``to_headers()`` of the answered synapse."""
-        echo = _echo(payload)
-        if echo is not None:
-            values = result.__dict__
-            info = values["axon"]
-            for key in echo.model_fields_set:
-                values[key] = getattr(echo, key)
-            if "axon" in echo.model_fields_set and echo.axon is not None and info is not None:
-                echo.axon.__dict__.update(
-                    status_code=info.status_code, status_message=info.status_message, process_time=info.process_time
-                )
-        body = result.__pydantic_serializer__.to_json(result)
-        hashed = body_hash_of(result, self.hash_fields)
-        return json_reply(200, body, synapse_headers(result, self.required_fields, hashed, len(body)))
-
-
-def load_json_object(raw: bytes, name: str) -> dict[str, Any]:
-    """The request body as a JSON object (empty: ``{}``).
-
-    Raises :class:`json.JSONDecodeError` when it is not JSON (FastAPI's 422) and
-    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape (400).
-    """
-    try:
-        payload = json.loads(raw) if raw else {}
-    except UnicodeDecodeError:
-        raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
-    if not isinstance(payload, dict):
-        raise SynapseParsingError(
-            f"Improperly formatted request. Could not parse body into synapse of type {name}: "
-            f"expected a JSON object, got {type(payload).__name__}"
-        )
-    return payload
-
-
 def _echo(payload: Mapping[str, Any]) -> _Echo | None:
     present = {key: payload[key] for key in _ECHOED if key in payload}
     if not present:
@@ -141,7 +61,64 @@ def _echo(payload: Mapping[str, Any]) -> _Echo | None:
     try:
         return _Echo.model_validate(present)
     except ValidationError:
-        return None  # malformed client-side blocks: answer with the header-built ones
+        return None  # malformed client-side blocks: answer with the axon's own
+
+
+#: What a legacy 200's axon block always carries.
+_STATUS_FIELDS = frozenset({"status_code", "status_message", "process_time"})
+
+
+def _own_info_shaped_like(own: TerminalInfo, sent: TerminalInfo) -> TerminalInfo:
+    """The axon's own terminal info, limited to the fields the caller's block had (and the
+    status): the legacy server answers with the caller's block, status filled in."""
+    keep = {key for key, value in sent.__dict__.items() if value is not None} | _STATUS_FIELDS
+    mine = own.__dict__
+    return TerminalInfo.model_construct(**{key: mine[key] for key in TerminalInfo.model_fields if key in keep})
+
+
+class Route:
+    """How one endpoint's answers are shaped."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.encode = chunk_encoder(endpoint.synapse_class) if endpoint.streaming else None  # type: ignore[arg-type]
+
+    def error(self, synapse: Synapse) -> Reply:
+        """The legacy error answer: the request's synapse with the axon's status.
+
+        Its ``computed_body_hash`` is over the signed body's values once they were read
+        (the legacy server hashed the unsigned ``bt_header_input_obj_*`` copies).
+        """
+        endpoint = self.endpoint
+        if not isinstance(synapse, endpoint.synapse_class):
+            return error_reply(synapse)
+        return error_reply(synapse, endpoint.required_fields, endpoint.hash_fields)
+
+    def fields_success(self, result: Synapse) -> Reply:
+        """A btauth caller's 200: JSON of the user fields, the axon's status in headers."""
+        body = result.__pydantic_serializer__.to_json(result, include=set(self.endpoint.user_fields))
+        return json_reply(200, body, status_headers(result))
+
+    def success(self, result: Synapse, payload: Mapping[str, Any]) -> Reply:
+        """The legacy 200: ``model_dump()`` JSON and ``to_headers()`` of the answered synapse."""
+        echo = _echo(payload)
+        if echo is not None:
+            values = result.__dict__
+            for key in echo.model_fields_set:
+                if key != "axon":
+                    values[key] = getattr(echo, key)
+            if echo.axon is not None and values["axon"] is not None:
+                values["axon"] = _own_info_shaped_like(values["axon"], echo.axon)
+        body = result.__pydantic_serializer__.to_json(result)
+        hashed = legacy_body_hash(result, self.endpoint.hash_fields)
+        return json_reply(200, body, synapse_headers(result, self.endpoint.required_fields, hashed, len(body)))
+
+    def stream(self, outcome: Outcome) -> StreamReply:
+        """200 ``text/event-stream``: the chunks as the body (a later failure ends it, logged)."""
+        assert self.encode is not None
+        endpoint, synapse = self.endpoint, outcome.synapse
+        hashed = legacy_body_hash(synapse, endpoint.hash_fields)
+        return stream_reply(synapse, endpoint.required_fields, hashed, outcome.encoded(self.encode))
 
 
 def _peer(client: tuple[str, int] | list[Any] | None) -> tuple[str | None, int | None]:
@@ -154,11 +131,11 @@ def _peer(client: tuple[str, int] | list[Any] | None) -> tuple[str | None, int |
 
 
 class Exchange:
-    """Runs legacy requests through the axon's pipeline and shapes the answers."""
+    """Legacy HTTP requests in, through the pipeline, legacy answers out."""
 
-    def __init__(self, axon: Axon) -> None:
-        self.axon = axon
-        self.pipeline: Pipeline = axon.pipeline
+    def __init__(self, endpoints: Mapping[str, Endpoint], pipeline: Pipeline) -> None:
+        self.endpoints = endpoints
+        self.pipeline = pipeline
         self._routes: dict[str, Route] = {}
 
     def route(self, endpoint: Endpoint) -> Route:
@@ -177,144 +154,39 @@ class Exchange:
         method: str = "POST",
         path: str | None = None,
     ) -> Reply | StreamReply:
-        """Answer one request for synapse ``name``; never raises for bad input.
-
-        A btauth request (``X-Bittensor-Version``) signs the raw body, so its body is
-        read first, and its 200 is JSON of the synapse's user fields only (with the
-        axon's status headers), as SDK 11 callers expect; the legacy 200 is the whole
-        synapse.
-        read before admission; a legacy request's only once it is admitted.
-        """
-        start = time.time()
-        pipeline = self.pipeline
+        """Answer one request for synapse ``name``; never raises for bad input."""
         peer_ip, peer_port = _peer(client)
-        raw: bytes | None = None
-        signed_body = btauth.is_btauth(headers)
-        try:
-            if signed_body:
-                raw = await read_body()
-            endpoint, header_synapse, priority = await pipeline.admit(
-                name, headers, peer_ip, peer_port, raw, method, path if path is not None else f"/{name}"
-            )
-        except UnknownSynapseError as e:
-            return self.not_found_reply(e, start)
-        except Exception as e:
-            return self._error(pipeline.fail(pipeline.error_synapse(e), e, start))
+        call = Call(name, headers, HTTP, None, read_body, peer_ip, peer_port, None, False, method,
+                    path if path is not None else f"/{name}")
+        outcome = await self.pipeline.handle(call)
+        return self.reply(outcome, btauth.is_btauth(headers))
+
+    def reply(self, outcome: Outcome, fields_only: bool = False) -> Reply | StreamReply:
+        """The legacy answer of ``outcome``; ``fields_only`` for btauth callers' 200s."""
+        if isinstance(outcome.request_body, json.JSONDecodeError):
+            return json_invalid_reply(outcome.request_body)
+        endpoint = outcome.endpoint
+        if endpoint is None:
+            return error_reply(outcome.synapse)
         route = self.route(endpoint)
-        try:
-            if raw is None:
-                raw = await read_body()
-            try:
-                payload = load_json_object(raw, name)
-            except json.JSONDecodeError as e:
-                logger.debug("%s refused with 422: body is not JSON", name)
-                return json_invalid_reply(e)
-            if route.streaming:
-                return await self.open_stream(route, header_synapse, payload, priority, start, headers)
-            result = await self.run(route, header_synapse, payload, priority, start, headers)
-            reply = route.fields_success(result) if signed_body else route.success(result, payload)
-        except Exception as e:
-            return route.error(pipeline.fail(header_synapse, e, start))
-        _log_call(name, header_synapse, 200, start)
-        return reply
-
-    async def run(
-        self,
-        route: Route,
-        header_synapse: Synapse,
-        payload: Mapping[str, Any],
-        priority: float,
-        start: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> Synapse:
-        """The body stage and the forward of an admitted request; returns the answered synapse."""
-        synapse = self._with_body(route, header_synapse, payload, headers)
-        result = await self.pipeline.forward(route.endpoint, synapse, priority, header_synapse.timeout)
-        return self.pipeline.succeed(result, header_synapse, start)
-
-    def _with_body(
-        self, route: Route, header_synapse: Synapse, payload: Mapping[str, Any], headers: Mapping[str, str] | None
-    ) -> Synapse:
-        """The full synapse from the body's user fields, checked against the legacy body hash."""
-        synapse = self.pipeline.with_body(route.endpoint, header_synapse, route.values(payload))
-        self.pipeline.check_body_hash(header_synapse, body_hash_of(synapse, route.hash_fields), headers)
-        return synapse
-
-    async def open_stream(
-        self,
-        route: Route,
-        header_synapse: Synapse,
-        payload: Mapping[str, Any],
-        priority: float,
-        start: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> StreamReply:
-        """A streaming synapse's answer: 200 ``text/event-stream``, the chunks as the body.
-
-        The first chunk is awaited before answering, so a request refused by admission
-        (503, 408) or failing at once still gets its status; a failure after the status
-        was sent ends the body early (logged).
-        """
-        pipeline, endpoint = self.pipeline, route.endpoint
-        synapse = self._with_body(route, header_synapse, payload, headers)
-        chunks = pipeline.stream(endpoint, synapse, priority, header_synapse.timeout)
-        encode = chunk_encoder(endpoint.synapse_class)  # type: ignore[arg-type]
-        try:
-            first: Any = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = _NOTHING
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
-        pipeline.succeed(synapse, header_synapse, start)
-        name = endpoint.name
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                if first is not _NOTHING:
-                    yield encode(first)
-                async for chunk in chunks:
-                    yield encode(chunk)
-            except Exception as e:  # the status is already sent: log and end the body
-                pipeline.fail(header_synapse, e, start)
-            finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
-            _log_call(name, header_synapse, 200, start)
-
-        return stream_reply(synapse, route.required_fields, body_hash_of(synapse, route.hash_fields), body())
+        if not outcome.ok:
+            return route.error(outcome.synapse)
+        if endpoint.streaming:
+            return route.stream(outcome)
+        if fields_only:
+            return route.fields_success(outcome.synapse)
+        return route.success(outcome.synapse, outcome.request_body or {})
 
     def not_found(self, name: str) -> Reply:
-        """The legacy 404 for a route that is no attached synapse."""
-        start = time.time()
-        try:
-            self.pipeline.endpoint(name[:MAX_QUOTED_NAME])
-        except UnknownSynapseError as e:
-            return self.not_found_reply(e, start)
-        # Attached meanwhile, but not reachable by this method or path.
-        return self.plain_error(Status.NOT_FOUND, f"Synapse {name} is not served at this path or method")
+        """The legacy 404 for a route that is no attached synapse (or not at this path or method)."""
+        if name in self.endpoints:
+            message = f"Synapse {name[:MAX_QUOTED_NAME]} is not served at this path or method"
+            return self.plain_error(Status.NOT_FOUND, message)
+        return error_reply(self.pipeline.unknown(name).synapse)
 
-    def not_found_reply(self, error: UnknownSynapseError, start: float) -> Reply:
-        # As the legacy server: an unsigned base synapse, only the axon status filled.
-        return self._error(log_and_handle_error(Synapse(), error, start_time=start))
-
-    def plain_error(self, status: int, message: str) -> Reply:
+    @staticmethod
+    def plain_error(status: int, message: str) -> Reply:
         """A refusal before any synapse exists (413, 431): base-synapse headers, no signature."""
         synapse = Synapse()
-        info = synapse.axon
-        assert info is not None
-        info.__dict__.update(status_code=int(status), status_message=message)
-        logger.debug("request refused with %s: %s", int(status), message)
+        synapse.__dict__["axon"] = TerminalInfo.model_construct(status_code=int(status), status_message=message)
         return error_reply(synapse)
-
-    def _error(self, synapse: Synapse) -> Reply:
-        endpoint = self.axon.endpoints.get(str(synapse.name))
-        if endpoint is not None and isinstance(synapse, endpoint.synapse_class):
-            return self.route(endpoint).error(synapse)
-        return error_reply(synapse)
-
-
-def _log_call(name: str, synapse: Synapse, status: int, start: float) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        d = synapse.dendrite
-        elapsed_ms = (time.time() - start) * 1e3
-        logger.debug("http %s from %s -> %s in %.2f ms", name, d.hotkey if d else None, status, elapsed_ms)

@@ -7,14 +7,16 @@ header and body bounds, and hands everything else to the FastAPI app behind it.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from axon_grpc.errors import RequestTooLarge
+from axon_grpc.call import HTTP, Call
+from axon_grpc.credentials import CRYPTO, Credentials
+from axon_grpc.errors import RequestTooLarge, UnknownSynapseError
+from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
 
 from .limits import guarded_receive, read_body
@@ -22,7 +24,7 @@ from .responses import Reply, StreamReply, error_reply, to_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.axon import Axon
-    from axon_grpc.pipeline import Endpoint
+    from axon_grpc.endpoints import Endpoint
 
     from .app import HttpBridge
 
@@ -71,9 +73,9 @@ async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
 class AxonMiddleware:
     """Serves the legacy protocol for attached synapses; other requests go to ``app``.
 
-    The request path runs :meth:`Pipeline.admit` (preprocess, blacklist, verify,
-    priority, in that order) and the body stage; the seed-named methods below expose
-    each stage on its own for callers and tests.
+    A request for an attached synapse becomes a :class:`~axon_grpc.call.Call` for
+    ``Pipeline.handle`` (through the bridge's exchange); the seed-named methods below
+    expose the stages on their own for callers and tests.
     """
 
     def __init__(self, app: ASGIApp, axon: Axon, bridge: HttpBridge | None = None) -> None:
@@ -112,43 +114,59 @@ class AxonMiddleware:
         else:
             await send_reply(send, reply)
 
-    # -- the seed's stage names, each delegating to the pipeline ---------------------------
-    def _endpoint(self, synapse: Synapse) -> Endpoint:
-        return self.axon.pipeline.endpoint(str(synapse.name))
+    # -- the seed's stage names, each one stage of the pipeline ---------------------------------
+    def _endpoint(self, name: str | None) -> Endpoint:
+        endpoint = self.axon.endpoints.get(str(name))
+        if endpoint is None:
+            raise UnknownSynapseError(f"Synapse name '{str(name)[:MAX_QUOTED_NAME]}' not found")
+        return endpoint
 
     async def preprocess(self, request: Request) -> Synapse:
-        """The header-only synapse of ``request``, with the axon's info filled and signed."""
-        name = request.url.path.split("/")[1]
+        """The synapse of ``request``'s headers (user fields at their zero values), with the
+        axon's terminal info filled and signed. Hooks in the pipeline never see this one:
+        they get the synapse built from the signed body."""
+        pipeline = self.axon.pipeline
+        endpoint = self._endpoint(request.url.path.split("/")[1])
         headers, _ = header_map(request.headers.raw)
         client = request.client
-        pipeline = self.axon.pipeline
-        synapse = pipeline.preprocess(
-            pipeline.endpoint(name), headers, client.host if client else None, client.port if client else None
-        )
-        return pipeline.sign_response(synapse)
+        call = Call(endpoint.name, headers, HTTP, peer_ip=client.host if client else None,
+                    peer_port=client.port if client else None)
+        synapse = pipeline.stand_in(endpoint, Credentials.read(headers), call)
+        synapse.__dict__["axon"] = pipeline.terminal.info(100, None)
+        pipeline.terminal.sign(synapse)
+        return synapse
 
     async def blacklist(self, synapse: Synapse) -> None:
         """Raise :class:`~axon_grpc.errors.BlacklistedException` (403) if ``blacklist_fn`` refuses."""
-        await self.axon.pipeline.blacklist(self._endpoint(synapse), synapse)
+        await self.axon.pipeline.blacklist(self._endpoint(synapse.name), synapse)
 
     async def verify(self, synapse: Synapse, headers: Mapping[str, str] | None = None) -> None:
-        """Signature and nonce, then ``verify_fn``; raises :class:`~axon_grpc.errors.NotVerifiedException`."""
-        await self.axon.pipeline.verify(self._endpoint(synapse), synapse, headers or {})
+        """Signature and nonce (legacy scheme), then the miner's checks; raises
+        :class:`~axon_grpc.errors.NotVerifiedException` (401)."""
+        pipeline = self.axon.pipeline
+        crypto = (headers or {}).get(CRYPTO, "sr25519")
+        await pipeline.verifier.verify_legacy(synapse, crypto)
+        await pipeline.verify_hooks(self._endpoint(synapse.name), synapse)
 
     async def priority(self, synapse: Synapse) -> float:
         """The priority ``priority_fn`` gives ``synapse`` (0.0 without one)."""
-        return await self.axon.pipeline.priority(self._endpoint(synapse), synapse)
+        return await self.axon.pipeline.priority(self._endpoint(synapse.name), synapse)
 
     async def run(self, synapse: Synapse, body: Mapping[str, Any], priority: float = 0.0) -> Synapse:
-        """Body stage and forward for an admitted header synapse; returns the answered synapse."""
-        route = self.exchange.route(self._endpoint(synapse))
-        return await self.exchange.run(route, synapse, body, priority, time.time())
+        """Body stage and forward for a verified header synapse; returns the answered synapse."""
+        pipeline = self.axon.pipeline
+        endpoint = self._endpoint(synapse.name)
+        data = dict(synapse.__dict__)
+        data.update((key, body[key]) for key in endpoint.user_fields if key in body)
+        full = pipeline.validate(endpoint, data)
+        pipeline.check_legacy_hash(endpoint, full, synapse.computed_body_hash)
+        return await pipeline.forward(endpoint, full, priority)
 
     def synapse_to_response(self, synapse: Synapse) -> Response:
         """The legacy response for ``synapse``: 200 with its JSON, else ``{"message": ...}``."""
         info = synapse.axon
-        if info is not None and info.status_code is None:
-            info.__dict__.update(status_code=200, status_message=info.status_message or "Success")
+        if info is not None and info.status_code in (None, 100):
+            info.__dict__.update(status_code=200, status_message="Success")
         endpoint = self.axon.endpoints.get(str(synapse.name))
         if endpoint is None or not isinstance(synapse, endpoint.synapse_class):
             return to_response(error_reply(synapse))

@@ -18,11 +18,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from axon_grpc.synapse import (
     AXON_PREFIX,
     DENDRITE_PREFIX,
-    EMPTY_HASH,
     INPUT_OBJ_PREFIX,
     Synapse,
     TerminalInfo,
-    field_body_hash,
+    legacy_body_hash,
 )
 from axon_grpc.synapse import input_obj_placeholder as input_placeholder
 
@@ -75,7 +74,6 @@ _AXON_NAMES = {key: (AXON_PREFIX + key).encode("ascii") for key in TerminalInfo.
 _DENDRITE_NAMES = {key: (DENDRITE_PREFIX + key).encode("ascii") for key in TerminalInfo.model_fields}
 _input_names: dict[str, bytes] = {}
 _header_sizes: dict[tuple[int, int, int, int], bytes] = {}
-_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _input_name(field: str) -> bytes:
@@ -101,16 +99,6 @@ def _header_size(top: int, axon: int, dendrite: int, inputs: int) -> bytes:
             headers[f"i{i}"] = ""
         found = _header_sizes[key] = str(sys.getsizeof(headers)).encode("ascii")
     return found
-
-
-def body_hash_of(synapse: Synapse, fields: tuple[str, ...]) -> str:
-    """The legacy field-based body hash of ``synapse`` over ``fields``."""
-    if not fields:
-        return EMPTY_HASH
-    values = synapse.__dict__
-    if all(type(values[f]) in _SCALARS for f in fields):  # str() of a scalar is that of its dump
-        return field_body_hash(values, fields)
-    return field_body_hash(synapse.model_dump(include=set(fields)), fields)
 
 
 def _block(names: dict[str, bytes], info: Any, out: RawHeaders) -> int:
@@ -168,7 +156,7 @@ def error_reply(synapse: Synapse, required_fields: Sequence[str] = (), hash_fiel
     status = (info.status_code if info is not None else None) or 500
     message = (info.status_message if info is not None else None) or ""
     body = dump_json({"message": message})
-    headers = synapse_headers(synapse, required_fields, body_hash_of(synapse, hash_fields), len(body))
+    headers = synapse_headers(synapse, required_fields, legacy_body_hash(synapse, hash_fields), len(body))
     return json_reply(status, body, headers)
 
 

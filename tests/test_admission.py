@@ -241,21 +241,22 @@ def test_queue_bound_defaults_to_eight_per_worker() -> None:
 
 
 async def test_saturated_axon_refuses_hopeless_requests_before_verifying_them(saturated) -> None:
+    """Under saturation only a caller whose last verified priority could displace someone is
+    verified; no hook runs on unverified data to decide it."""
     h, raw, blocker = saturated
     first = asyncio.create_task(request(raw, 5))
     second = asyncio.create_task(request(raw, 6))
     await wait_until(lambda: h.axon.admission.waiting == 2)
     assert h.axon.admission.saturated
-    body = schema_for(Work).to_bytes({"rank": 1})
-    forged = raw.metadata(body, bt_header_input_obj_rank=base64.b64encode(b"1").decode(),
-                          bt_header_dendrite_signature="0x" + "ab" * 64)
-    low = await raw.call("Work", body, forged)
+    body = schema_for(Work).to_bytes({"rank": 9})
+    stranger = RawCaller(raw.address, raw.axon_hotkey)  # never verified by this axon
+    forged = stranger.metadata(body, bt_header_dendrite_signature="0x" + "ab" * 64)
+    low = await stranger.call("Work", body, forged)
+    await stranger.close()
     assert low[0] == grpc.StatusCode.UNAVAILABLE and low[2] == OVERLOADED  # no signature check spent
-    high_body = schema_for(Work).to_bytes({"rank": 9})
-    claimed = raw.metadata(high_body, bt_header_input_obj_rank=base64.b64encode(b"9").decode(),
-                           bt_header_dendrite_signature="0x" + "ab" * 64)
-    high = await raw.call("Work", high_body, claimed)
-    assert high[0] == grpc.StatusCode.UNAUTHENTICATED  # a claimed high priority is verified first
+    claimed = raw.metadata(body, bt_header_dendrite_signature="0x" + "ab" * 64)
+    high = await raw.call("Work", body, claimed)
+    assert high[0] == grpc.StatusCode.UNAUTHENTICATED  # last verified at 6 > 5 queued: verified first
     assert h.axon.admission.waiting == 2  # and displaced no one
     gate.set()
     assert [r[0] for r in await asyncio.gather(first, second)] == [grpc.StatusCode.OK] * 2

@@ -346,8 +346,9 @@ async def test_hash_covers_several_fields_and_lists() -> None:
 
 
 async def test_many_concurrent_calls(bridged: Bridged) -> None:
-    responses = await asyncio.gather(*(bridged.client.call(Dummy(input=i)) for i in range(50)))
-    assert [r.json["output"] for r in responses] == [2 * i for i in range(50)]
+    inputs = [i for i in range(50) if i != 13]  # the fixture's blacklist refuses input 13
+    responses = await asyncio.gather(*(bridged.client.call(Dummy(input=i)) for i in inputs))
+    assert [r.json["output"] for r in responses] == [2 * i for i in inputs]
 
 
 async def test_btauth_signed_request_over_http(bridged: Bridged) -> None:

@@ -199,6 +199,10 @@ def assert_conforms(recorded: dict[str, Any], ours: Any, *, messages: tuple[str,
     rec_json = recorded["body_json"]
     assert shape(ours.json) == shape(rec_json)
     skip_headers = VARYING | SERVER_HEADERS
+    if recorded["status"] != 200:
+        # Documented difference: an error answer hashes the signed body's values; the
+        # legacy server hashed the unsigned bt_header_input_obj_* header copies.
+        skip_headers = skip_headers | {"computed_body_hash"}
     if messages is not None:
         skip_headers = skip_headers | {"bt_header_axon_status_message"}
     for name, value in recorded["headers"]:
@@ -216,9 +220,13 @@ def assert_conforms(recorded: dict[str, Any], ours: Any, *, messages: tuple[str,
         assert re.fullmatch(recorded_pattern, rec_json["message"]), rec_json["message"]
 
 
+#: The address the captured axon advertised (its dendrite sends it; the axon answers with its own).
+CAPTURED_ADDRESS = {"external_ip": "127.0.0.1", "external_port": 47123}
+
+
 @pytest.fixture
 async def capture_axon():
-    async with serve_bridge(*CAPTURE_ATTACHMENTS) as b:
+    async with serve_bridge(*CAPTURE_ATTACHMENTS, **CAPTURED_ADDRESS) as b:
         yield b
 
 

@@ -6,19 +6,19 @@ requests through a network client would take most of an hour on two cores, so th
 drives, in one fresh process, exactly the server state those requests create:
 
 1. ``verified`` requests (default 100,000: one per uuid, the requests that create nonce
-   entries) go through the axon's real admission path, ``Pipeline.admit``: the
-   header-only synapse is built from the gRPC metadata a Dendrite sends, the axon signs
-   its terminal info, the blacklist runs, the sr25519 signature and the nonce are
-   verified and stored, and the priority runs. Each request is signed by the client
-   first (100 client hotkeys x 1,000 uuids each).
+   entries) go through the axon's whole request path, ``Pipeline.handle``, as gRPC
+   calls: the credentials are read from the metadata a Dendrite sends, the sr25519
+   signature and the nonce are verified and stored, the body is hashed and validated
+   into the synapse, the blacklist and priority run, and the forward answers. Each
+   request is signed by the client first (100 client hotkeys x 1,000 uuids each).
 2. The rest (default 900,000) go straight to the axon's own nonce store
    (``axon.nonce_store.check_and_store``, the call the verify step makes) with the same
    ``{hotkey}:{uuid}`` keys built afresh per call and fresh ``time.time_ns()`` nonces.
 
 The resident set size (``VmRSS``) is read after building the axon and the client keys
 (the baseline), and after each phase; ``gc.collect()`` runs before each reading. What
-it does not drive: the transport (gRPC parsing, the body, the forward), whose memory
-does not depend on how many uuids have called.
+it does not drive: the network transport, whose memory does not depend on how many
+uuids have called.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LIMIT_MB = 50.0
 
 async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
+    from ..call import GRPC, Call
     from ..demo import Dummy, blacklist, forward, priority
     from ..keys import Keypair
     from ..testing import build_axon
@@ -61,9 +62,10 @@ async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
         u = i % uuids
         signer = clients[min(u // per_key, hotkeys - 1)]
         headers = dict(signer.metadata(uuid_list[u], time.time_ns()))
-        try:
-            await pipeline.admit("Dummy", headers, "127.0.0.1", 40000 + i % 20000, body=body, path=GRPC_METHOD)
-        except Exception:  # noqa: BLE001 - counted: a refusal here would make the figure meaningless
+        outcome = await pipeline.handle(
+            Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000 + i % 20000, path=GRPC_METHOD)
+        )
+        if not outcome.ok:  # counted: a refusal here would make the figure meaningless
             refused += 1
         if i % 5000 == 0:
             progress("verified path", i, verified)
@@ -108,7 +110,7 @@ async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
         "limit_mb": LIMIT_MB,
         "met": growth_mb < LIMIT_MB,
         "driven": (
-            f"{verified:,} requests through Pipeline.admit (metadata -> header synapse, response signing, blacklist, "
+            f"{verified:,} requests through Pipeline.handle (metadata -> credentials, signature and nonce, body -> synapse, blacklist, "
             f"sr25519 verify + nonce check-and-store, priority), then {rest:,} check_and_store calls on the axon's "
             f"{type(store).__name__}; {uuids:,} distinct {{hotkey}}:{{uuid}} keys from {hotkeys} hotkeys, "
             "fresh time.time_ns() nonces, in one process"

@@ -1,0 +1,75 @@
+"""An :class:`~axon_grpc.call.Outcome` in gRPC terms, for every gRPC transport.
+
+The grpc.aio server and the Envoy edge's ASGI adapter both answer with these: the
+response message bytes, the framed messages of a stream, the status code and the
+trailing metadata that carries the axon's terminal info (``bt_header_axon_*``).
+Metadata values are printable ASCII: anything else is percent-encoded as the gRPC
+HTTP/2 spec encodes ``grpc-message`` (so a status message with a newline or a
+non-ASCII character survives).
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+from urllib.parse import quote
+
+import grpc
+
+from .call import Outcome
+from .errors import grpc_status_for
+from .streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
+from .synapse import AXON_PREFIX, TerminalInfo
+
+#: ``bt_header_axon_{field}`` for each terminal-info field, built once.
+_NAMES = {key: AXON_PREFIX + key for key in TerminalInfo.model_fields}
+#: Bytes kept as they are in an encoded metadata value (printable ASCII but ``%``).
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def metadata_value(value: str) -> str:
+    """``value`` as printable ASCII, percent-encoding (UTF-8) what is not."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return quote(value, safe=_SAFE)
+
+
+def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
+    """The axon's terminal info as ``bt_header_axon_*`` pairs."""
+    info = outcome.synapse.axon
+    if info is None:
+        return ()
+    pairs = []
+    for key, value in info.__dict__.items():
+        if value is None:
+            continue
+        text = value if type(value) is str else str(value)
+        pairs.append((_NAMES[key], metadata_value(text)))
+    return tuple(pairs)
+
+
+def status_code(outcome: Outcome) -> grpc.StatusCode:
+    """The gRPC status of the outcome (the one status table)."""
+    return grpc.StatusCode.OK if outcome.ok else grpc_status_for(outcome.status)
+
+
+def reply_message(outcome: Outcome) -> bytes:
+    """The response message of a successful unary call: the synapse's user fields."""
+    endpoint = outcome.endpoint
+    assert endpoint is not None and outcome.ok
+    return endpoint.schema.to_bytes(outcome.synapse)
+
+
+async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
+    """A streaming answer's messages: ``{Name}Stream.chunk`` each, then ``final`` on success.
+
+    Once this ends, ``outcome`` holds the final status (a failure midway included).
+    """
+    endpoint = outcome.endpoint
+    assert endpoint is not None
+    if outcome.stream is not None:
+        codec = chunk_schema(endpoint.synapse_class)  # type: ignore[arg-type]
+        name = endpoint.name
+        async for message in outcome.encoded(lambda chunk: encode_chunk(codec, chunk, name)):
+            yield message
+    if outcome.ok:
+        yield frame(FINAL_TAG, endpoint.schema.to_bytes(outcome.synapse))
