@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import InvalidAddress, NotVerifiedException
+from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable
 from .keys import SUPPORTED_CRYPTO, parse_signature, verify_signature
 from .nonces import NonceStore, NonceVerdict
 from .synapse import Synapse
@@ -25,6 +25,10 @@ PROTOCOL_VERSION = 10_005_000
 
 #: Metadata key naming the caller's key type; absent means sr25519.
 CRYPTO_HEADER = "bt_header_dendrite_crypto"
+
+#: How long a nonce store keeps keys when no freshness rule guards an evicted one
+#: (about 146 years: for as long as the process, or the Redis key, lives).
+UNBOUNDED_RETENTION_NS = 2**62
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,15 @@ class VerifyPolicy:
 
     @property
     def retention_ns(self) -> int:
-        """How long the nonce store must remember a key: the widest window plus skew."""
+        """How long the nonce store must remember a key: the widest window plus skew.
+
+        Unbounded (:data:`UNBOUNDED_RETENTION_NS`) when dendrites older than 7.2.0 are
+        allowed: their nonces (``time.monotonic_ns()``) pass no freshness rule, and the
+        version is unsigned, so any captured request could be replayed as one of theirs
+        once its key is forgotten. Keys are then kept for as long as the store lives.
+        """
+        if self.allow_legacy_versions:
+            return UNBOUNDED_RETENTION_NS
         return int((self.base_window_s + self.max_timeout_s + self.max_future_s) * 1e9)
 
     @property
@@ -75,7 +87,8 @@ async def verify_legacy(
 ) -> None:
     """Check signature and nonce of a header-built synapse; store the nonce on success.
 
-    Raises :class:`NotVerifiedException` (401) with the reason.
+    Raises :class:`NotVerifiedException` (401) with the reason,
+    :class:`~axon_grpc.errors.ServiceUnavailable` (503) when the store is full.
     """
     d = synapse.dendrite
     if d is None or not d.hotkey:
@@ -118,5 +131,8 @@ async def verify_legacy(
         raise _fail(
             f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old"
         )
-    if verdict is NonceVerdict.NOT_NEWER:
+    if verdict is NonceVerdict.FULL:
+        raise ServiceUnavailable("nonce store full")
+    if verdict is not NonceVerdict.ACCEPTED:
+        # A replay, or a nonce below this key's replay window (the legacy server's wording).
         raise _fail("Nonce is too old, a newer one was last processed")
