@@ -17,6 +17,7 @@ import hashlib
 import time
 from typing import Any, Mapping
 
+from .auth import check_caller_fields
 from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable
 from .keys import SUPPORTED_CRYPTO, verify_signature
 from .nonces import NonceStore, NonceVerdict
@@ -110,7 +111,9 @@ async def verify_btauth(
 
     Order: header shape, receiver binding, freshness, signature, replay. The nonce
     is stored only after the signature verified. Raises NotVerifiedException (401);
-    ServiceUnavailable (503) when the nonce store is full.
+    SynapseParsingError (400) for a hotkey or nonce past its bound
+    (:func:`~axon_grpc.auth.check_caller_fields`); ServiceUnavailable (503) when the
+    nonce store is full.
     """
     if headers.get(HEADER_VERSION) != VERSION:
         raise _fail(f"missing or unsupported X-Bittensor-Version (expected {VERSION!r})")
@@ -120,6 +123,7 @@ async def verify_btauth(
     raw_nonce = headers.get(HEADER_NONCE)
     if raw_nonce is None:
         raise _fail("missing X-Bittensor-Nonce")
+    check_caller_fields(hotkey=sender, nonce=raw_nonce)
     if not _is_decimal(raw_nonce):
         raise _fail("X-Bittensor-Nonce is not a decimal integer")
     nonce = int(raw_nonce)
