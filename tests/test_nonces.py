@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
 import pytest
 
 from axon_grpc.nonces import DEFAULT_REPLAY_WINDOW, InMemoryNonceStore, NonceVerdict
+
+from .support import check_concurrent_rounds
 
 ACCEPTED, STALE, NOT_NEWER, FULL = NonceVerdict.ACCEPTED, NonceVerdict.STALE, NonceVerdict.NOT_NEWER, NonceVerdict.FULL
 WINDOW = 10 * 10**9
@@ -96,23 +97,9 @@ def test_windowed_verdicts_match_a_record_of_everything_accepted() -> None:
 
 
 async def test_concurrent_out_of_order_nonces_are_never_refused() -> None:
-    """One caller, many requests at once: nonces taken in one order, checked in another."""
+    """One caller, many requests at once; a request is overtaken by at most concurrency - 1 others."""
     store = InMemoryNonceStore(retention_ns=WINDOW)
-    rng = random.Random(3)
-    concurrency = DEFAULT_REPLAY_WINDOW  # a request is overtaken by at most concurrency - 1 others
-
-    async def call(nonce: int) -> tuple[int, NonceVerdict]:
-        await asyncio.sleep(rng.random() * 0.002)  # arrival order differs from issue order
-        return nonce, await store.check_and_store("hk:uuid", nonce, time.time_ns() - WINDOW)
-
-    accepted: list[int] = []
-    for _ in range(50):
-        results = await asyncio.gather(*(call(time.time_ns()) for _ in range(concurrency)))
-        assert all(v is ACCEPTED for _, v in results), [v for _, v in results]
-        accepted += [n for n, _ in results]
-        # Every exact replay is refused, inside the window and below it.
-        for nonce in rng.sample(accepted, 10) + accepted[:3]:
-            assert await store.check_and_store("hk:uuid", nonce, time.time_ns() - WINDOW) is NOT_NEWER
+    await check_concurrent_rounds(store, rounds=50, concurrency=DEFAULT_REPLAY_WINDOW, seed=3)
 
 
 def test_keys_are_evicted_after_retention_and_eviction_reopens_no_replay(monkeypatch) -> None:

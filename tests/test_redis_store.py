@@ -19,7 +19,7 @@ from axon_grpc.redis_store import RedisNonceStore
 from axon_grpc.testing import build_axon, free_port
 
 from .redis_support import RedisServer
-from .support import Dummy, RawCaller, dummy_forward
+from .support import Dummy, RawCaller, check_concurrent_rounds, dummy_forward
 
 ACCEPTED, STALE, NOT_NEWER = NonceVerdict.ACCEPTED, NonceVerdict.STALE, NonceVerdict.NOT_NEWER
 RETENTION = 60 * 10**9
@@ -127,22 +127,7 @@ async def test_window_memory_is_bounded(store: RedisNonceStore, redis_server: Re
 
 async def test_concurrent_out_of_order_nonces_are_never_refused(store: RedisNonceStore) -> None:
     """Many rounds of concurrent checks of one key: taken in one order, checked in another."""
-    rng = random.Random(5)
-    concurrency = store.replay_window
-
-    async def call(nonce: int) -> tuple[int, NonceVerdict]:
-        await asyncio.sleep(rng.random() * 0.003)
-        return nonce, await store.check_and_store("hk:uuid", nonce, time.time_ns() - RETENTION)
-
-    accepted: list[int] = []
-    for _ in range(20):
-        results = await asyncio.gather(*(call(time.time_ns()) for _ in range(concurrency)))
-        assert all(v is ACCEPTED for _, v in results), [v for _, v in results]
-        accepted += [n for n, _ in results]
-        # Every exact replay is refused, inside the window and below it.
-        replays = rng.sample(accepted, 10) + accepted[:3]
-        verdicts = await asyncio.gather(*(store.check_and_store("hk:uuid", n, None) for n in replays))
-        assert set(verdicts) == {NOT_NEWER}
+    await check_concurrent_rounds(store, rounds=20, concurrency=store.replay_window, seed=5)
 
 
 async def test_keys_are_namespaced_and_expire(redis_server: RedisServer) -> None:
