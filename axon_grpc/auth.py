@@ -3,8 +3,9 @@
 Rules are PROTOCOL.md's, with the documented hardening: a signature is always
 required, the client-chosen ``timeout`` widens the freshness window by at most
 ``max_timeout_s``, nonces too far in the future are refused (so the bounded nonce
-store stays bounded), and dendrites older than 7.2.0 (which skip the freshness check)
-are refused unless the operator allows them.
+store stays bounded), dendrites older than 7.2.0 (which skip the freshness check)
+are refused unless the operator allows them, and the strings a caller chooses have
+bounded lengths (:func:`check_caller_fields`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import InvalidAddress, NotVerifiedException
+from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable, SynapseParsingError
 from .keys import SUPPORTED_CRYPTO, parse_signature, verify_signature
 from .nonces import NonceStore, NonceVerdict
 from .synapse import Synapse
@@ -25,6 +26,49 @@ PROTOCOL_VERSION = 10_005_000
 
 #: Metadata key naming the caller's key type; absent means sr25519.
 CRYPTO_HEADER = "bt_header_dendrite_crypto"
+
+#: How long a nonce store keeps keys when no freshness rule guards an evicted one
+#: (about 146 years: for as long as the process, or the Redis key, lives).
+UNBOUNDED_RETENTION_NS = 2**62
+
+# Bounds on the strings a caller chooses; each is kept in the nonce store and the logs.
+MAX_HOTKEY_CHARS = 50  #: the longest SS58 address of a 32-byte key; the decoder says what else is wrong
+MAX_UUID_CHARS = 64  #: a dendrite's ``uuid1`` string has 36; room for other clients' ids
+MAX_NONCE_DIGITS = 20  #: ``time.time_ns()`` has 19 digits until the year 2286
+MAX_VERSION_DIGITS = 10  #: ``major * 10**6 + minor * 10**3 + patch``: 8 digits for 10.5.0
+
+
+def _over_digits(value: int | str, limit: int) -> bool:
+    """Whether ``value`` has more than ``limit`` digits, sign aside (an int is not printed)."""
+    if isinstance(value, int):
+        return abs(value) >= 10**limit
+    return len(value.lstrip("+-")) > limit
+
+
+def check_caller_fields(
+    *,
+    hotkey: str | None = None,
+    uuid: str | None = None,
+    nonce: int | str | None = None,
+    version: int | str | None = None,
+) -> None:
+    """Refuse a caller-chosen hotkey, uuid, nonce or version past its bound.
+
+    Fields given as None are not checked. Raises
+    :class:`~axon_grpc.errors.SynapseParsingError` (400) naming the field and its bound.
+    """
+    if hotkey is not None and len(hotkey) > MAX_HOTKEY_CHARS:
+        raise SynapseParsingError(f"Improperly formatted request. The hotkey is longer than {MAX_HOTKEY_CHARS} "
+                                  "characters")
+    if uuid is not None and len(uuid) > MAX_UUID_CHARS:
+        raise SynapseParsingError(f"Improperly formatted request. The uuid is longer than {MAX_UUID_CHARS} "
+                                  "characters")
+    if nonce is not None and _over_digits(nonce, MAX_NONCE_DIGITS):
+        raise SynapseParsingError(f"Improperly formatted request. The nonce has more than {MAX_NONCE_DIGITS} "
+                                  "digits")
+    if version is not None and _over_digits(version, MAX_VERSION_DIGITS):
+        raise SynapseParsingError(f"Improperly formatted request. The version has more than {MAX_VERSION_DIGITS} "
+                                  "digits")
 
 
 @dataclass(frozen=True)
@@ -41,7 +85,15 @@ class VerifyPolicy:
 
     @property
     def retention_ns(self) -> int:
-        """How long the nonce store must remember a key: the widest window plus skew."""
+        """How long the nonce store must remember a key: the widest window plus skew.
+
+        Unbounded (:data:`UNBOUNDED_RETENTION_NS`) when dendrites older than 7.2.0 are
+        allowed: their nonces (``time.monotonic_ns()``) pass no freshness rule, and the
+        version is unsigned, so any captured request could be replayed as one of theirs
+        once its key is forgotten. Keys are then kept for as long as the store lives.
+        """
+        if self.allow_legacy_versions:
+            return UNBOUNDED_RETENTION_NS
         return int((self.base_window_s + self.max_timeout_s + self.max_future_s) * 1e9)
 
     @property
@@ -75,9 +127,13 @@ async def verify_legacy(
 ) -> None:
     """Check signature and nonce of a header-built synapse; store the nonce on success.
 
-    Raises :class:`NotVerifiedException` (401) with the reason.
+    Raises :class:`NotVerifiedException` (401) with the reason,
+    :class:`~axon_grpc.errors.SynapseParsingError` (400) for a caller field past its
+    bound, :class:`~axon_grpc.errors.ServiceUnavailable` (503) when the store is full.
     """
     d = synapse.dendrite
+    if d is not None:
+        check_caller_fields(hotkey=d.hotkey, uuid=d.uuid, nonce=d.nonce, version=d.version)
     if d is None or not d.hotkey:
         raise _fail("Missing Hotkey")
     if d.nonce is None:
@@ -118,5 +174,8 @@ async def verify_legacy(
         raise _fail(
             f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old"
         )
-    if verdict is NonceVerdict.NOT_NEWER:
+    if verdict is NonceVerdict.FULL:
+        raise ServiceUnavailable("nonce store full")
+    if verdict is not NonceVerdict.ACCEPTED:
+        # A replay, or a nonce below this key's replay window (the legacy server's wording).
         raise _fail("Nonce is too old, a newer one was last processed")

@@ -17,7 +17,8 @@ import hashlib
 import time
 from typing import Any, Mapping
 
-from .errors import InvalidAddress, NotVerifiedException
+from .auth import check_caller_fields
+from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable
 from .keys import SUPPORTED_CRYPTO, verify_signature
 from .nonces import NonceStore, NonceVerdict
 
@@ -109,7 +110,10 @@ async def verify_btauth(
     """Check a btauth request in the SDK's order; store its nonce on success.
 
     Order: header shape, receiver binding, freshness, signature, replay. The nonce
-    is stored only after the signature verified. Raises NotVerifiedException (401).
+    is stored only after the signature verified. Raises NotVerifiedException (401);
+    SynapseParsingError (400) for a hotkey or nonce past its bound
+    (:func:`~axon_grpc.auth.check_caller_fields`); ServiceUnavailable (503) when the
+    nonce store is full.
     """
     if headers.get(HEADER_VERSION) != VERSION:
         raise _fail(f"missing or unsupported X-Bittensor-Version (expected {VERSION!r})")
@@ -119,6 +123,7 @@ async def verify_btauth(
     raw_nonce = headers.get(HEADER_NONCE)
     if raw_nonce is None:
         raise _fail("missing X-Bittensor-Nonce")
+    check_caller_fields(hotkey=sender, nonce=raw_nonce)
     if not _is_decimal(raw_nonce):
         raise _fail("X-Bittensor-Nonce is not a decimal integer")
     nonce = int(raw_nonce)
@@ -157,5 +162,7 @@ async def verify_btauth(
         raise _fail("signature does not verify against the claimed hotkey")
     oldest = now - int(max_age_s * 1e9)
     verdict = await store.check_and_store(f"btauth:{sender}:{nonce}", nonce, oldest)
+    if verdict is NonceVerdict.FULL:
+        raise ServiceUnavailable("nonce store full")
     if verdict is not NonceVerdict.ACCEPTED:
         raise _fail("this nonce was already accepted from this hotkey")

@@ -2,6 +2,11 @@
 
 sr25519 signatures use substrate's signing context (``b"substrate"``), as Bittensor
 does. Signatures travel as ``"0x"`` + 128 lowercase hex characters.
+
+One public key has one address string per format: a format below 64 must use the
+one-byte prefix (:func:`ss58_encode`'s form). SS58 also lets such a format be written
+with the two-byte prefix, which decodes to the same key under another string, and
+would let a caller walk past a deny-list on the hotkey string; decoding refuses it.
 """
 
 from __future__ import annotations
@@ -126,6 +131,11 @@ def _ss58_decode_full(address: object) -> tuple[int, bytes]:
         raise InvalidAddress("invalid SS58 address: checksum mismatch")
     if ss58_format in _SS58_RESERVED_FORMATS:
         raise InvalidAddress("invalid SS58 address: reserved format")
+    if prefix_len == 2 and ss58_format < 64:
+        raise InvalidAddress(
+            f"invalid SS58 address: not canonical (format {ss58_format} takes the one-byte prefix; "
+            "re-encode the public key)"
+        )
     return ss58_format, body[prefix_len:]
 
 

@@ -1,11 +1,16 @@
 """A nonce store shared by every axon process: Redis, one atomic round trip per check.
 
-The whole check-and-store of PROTOCOL.md's nonce rules runs server-side in one Lua
-script (``EVALSHA``; on ``NOSCRIPT`` the script is sent once with ``EVAL``, which
+The whole check-and-store of the nonce rules (:mod:`axon_grpc.nonces`: the sliding
+replay window per key, the freshness rule) runs server-side in one Lua script (``EVALSHA``; on ``NOSCRIPT`` the script is sent once with ``EVAL``, which
 caches it again). Nonces (``time.time_ns()``, ~1.8e18) exceed what a Lua double holds
 exactly, so the script compares them as decimal strings: by sign, then length, then
-lexicographically. Keys are ``axon-grpc:{axon_hotkey}:n:{key}`` and expire
-``retention_ns`` after their last acceptance, so Redis memory stays bounded.
+lexicographically; the span test ``newest - nonce > span`` is asked as ``newest >
+nonce + span`` with ``nonce + span`` computed here. Keys are
+``axon-grpc:{axon_hotkey}:n:{key}``; each holds its window (at most ``replay_window + 1``
+nonces, comma-separated) and expires ``retention_ns`` after its last acceptance, so
+Redis memory stays bounded. Run Redis with ``maxmemory-policy noeviction``: a Redis
+that evicts keys under memory pressure forgets nonces, while one that refuses writes
+makes this store fail closed.
 
 The store fails closed: when Redis is unreachable, answers an error, or takes longer
 than ``timeout_s``, :meth:`RedisNonceStore.check_and_store` raises
@@ -30,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from .errors import ServiceUnavailable
-from .nonces import NonceVerdict
+from .nonces import DEFAULT_REPLAY_SPAN_NS, DEFAULT_REPLAY_WINDOW, NonceVerdict, check_window_settings
 
 logger = logging.getLogger("axon_grpc")
 
@@ -43,8 +48,10 @@ KEY_PREFIX = "axon-grpc"
 #: URL schemes the redis client understands.
 URL_SCHEMES = ("redis", "rediss", "unix")
 
-#: KEYS[1] = namespaced key; ARGV = nonce, oldest allowed ('' = no freshness rule), TTL in ms.
-#: Returns 0 accepted (stored), 1 stale, 2 not newer. Numbers are canonical decimal strings.
+#: KEYS[1] = namespaced key, holding the key's window: accepted nonces, ascending, comma-separated.
+#: ARGV = nonce, oldest allowed ('' = no freshness rule), TTL in ms, nonce + span, nonce - span,
+#: window capacity (replay_window + 1). Returns 0 accepted (stored), 1 stale, 2 not newer
+#: (a replay, or below the window). Numbers are canonical decimal strings, compared exactly.
 CHECK_AND_STORE_LUA = """
 local function cmp(a, b)
   local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
@@ -58,14 +65,41 @@ local function cmp(a, b)
   if a == b then return 0 end
   if a < b then return -1 else return 1 end
 end
-local nonce = ARGV[1]
-local last = redis.call('GET', KEYS[1])
-if last then
-  if cmp(nonce, last) <= 0 then return 2 end
-elseif ARGV[2] ~= '' and cmp(nonce, ARGV[2]) <= 0 then
-  return 1
+local nonce, oldest = ARGV[1], ARGV[2]
+local capacity = tonumber(ARGV[6])
+local stored = redis.call('GET', KEYS[1])
+if not stored then
+  if oldest ~= '' and cmp(nonce, oldest) <= 0 then return 1 end
+  redis.call('SET', KEYS[1], nonce, 'PX', ARGV[3])
+  return 0
 end
-redis.call('SET', KEYS[1], nonce, 'PX', ARGV[3])
+local seen = {}
+for n in string.gmatch(stored, '[^,]+') do seen[#seen + 1] = n end
+local newest = seen[#seen]
+local kept = {}
+if cmp(nonce, newest) > 0 then
+  for i = 1, #seen do
+    if cmp(seen[i], ARGV[5]) >= 0 then kept[#kept + 1] = seen[i] end
+  end
+  kept[#kept + 1] = nonce
+else
+  if cmp(newest, ARGV[4]) > 0 then return 2 end
+  if #seen >= capacity and cmp(nonce, seen[1]) <= 0 then return 2 end
+  local pos = #seen
+  for i = 1, #seen do
+    local c = cmp(nonce, seen[i])
+    if c == 0 then return 2 end
+    if c < 0 then pos = i break end
+  end
+  if oldest ~= '' and cmp(nonce, oldest) <= 0 then return 1 end
+  for i = 1, #seen do
+    if i == pos then kept[#kept + 1] = nonce end
+    kept[#kept + 1] = seen[i]
+  end
+end
+local first = 1
+if #kept > capacity then first = #kept - capacity + 1 end
+redis.call('SET', KEYS[1], table.concat(kept, ',', first), 'PX', ARGV[3])
 return 0
 """
 
@@ -92,7 +126,10 @@ class RedisNonceStore:
 
     ``namespace`` is the axon's hotkey (axons of different hotkeys may share one
     Redis); ``retention_ns`` must be at least the widest freshness window of the
-    schemes using the store. The client is created lazily on the running event loop
+    schemes using the store. ``replay_window`` and ``replay_span_ns`` bound each key's
+    window as in :class:`~axon_grpc.nonces.InMemoryNonceStore` (``replay_window=0`` is
+    the legacy strictly-greater rule); every process sharing a namespace must use the
+    same values. The client is created lazily on the running event loop
     (one per loop), so the store can be built before the axon's loop exists.
     """
 
@@ -106,16 +143,21 @@ class RedisNonceStore:
         retention_ns: int,
         namespace: str = "",
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        replay_window: int = DEFAULT_REPLAY_WINDOW,
+        replay_span_ns: int = DEFAULT_REPLAY_SPAN_NS,
         **client_options: Any,
     ) -> None:
         if retention_ns <= 0:
             raise ValueError("retention_ns must be positive")
+        check_window_settings(replay_window, replay_span_ns)
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         if not is_redis_url(url):
             raise ValueError(f"not a Redis URL: {redacted(url)!r} (expected redis://host:port/db)")
         self.url = url
         self.retention_ns = retention_ns
+        self.replay_window = replay_window
+        self.replay_span_ns = replay_span_ns
         self.timeout_s = timeout_s
         self.namespace = namespace
         self.key_prefix = f"{KEY_PREFIX}:{namespace}:n:"
@@ -125,7 +167,7 @@ class RedisNonceStore:
         self._healthy = True
 
     def redis_key(self, key: str) -> str:
-        """The Redis key holding the last accepted nonce of ``key``."""
+        """The Redis key holding the replay window of ``key``."""
         return self.key_prefix + key
 
     def client(self) -> Redis:
@@ -151,7 +193,10 @@ class RedisNonceStore:
         Raises :class:`~axon_grpc.errors.ServiceUnavailable` when Redis cannot answer
         within ``timeout_s``: the request is refused, never accepted unchecked.
         """
-        args = (str(int(nonce)), "" if oldest_allowed is None else str(int(oldest_allowed)), str(self.ttl_ms))
+        nonce = int(nonce)
+        span = self.replay_span_ns
+        args = (str(nonce), "" if oldest_allowed is None else str(int(oldest_allowed)), str(self.ttl_ms),
+                str(nonce + span), str(nonce - span), str(self.replay_window + 1))
         try:
             code = await asyncio.wait_for(self._run(self.client(), self.redis_key(key), args), self.timeout_s)
             verdict = _VERDICTS[int(code)]
@@ -161,7 +206,7 @@ class RedisNonceStore:
         self._mark(True)
         return verdict
 
-    async def _run(self, client: Redis, key: str, args: tuple[str, str, str]) -> Any:
+    async def _run(self, client: Redis, key: str, args: tuple[str, ...]) -> Any:
         try:
             return await client.evalsha(_SCRIPT_SHA, 1, key, *args)  # type: ignore[misc]
         except NoScriptError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import time
 import uuid
 from typing import Optional
@@ -11,6 +13,7 @@ import grpc
 
 from axon_grpc import Keypair, Synapse, SynapseException
 from axon_grpc.auth import PROTOCOL_VERSION
+from axon_grpc.nonces import NonceStore, NonceVerdict
 
 
 class Dummy(Synapse):
@@ -95,3 +98,24 @@ class RawCaller:
         await self.channel.close()
 
 
+
+
+async def check_concurrent_rounds(store: NonceStore, *, rounds: int, concurrency: int, seed: int) -> None:
+    """Rounds of concurrent checks of one key, each nonce taken in one order and checked in
+    another: all accepted; then a sample of earlier nonces, replayed: all refused."""
+    rng = random.Random(seed)
+    key = "hk:uuid"
+
+    async def check(nonce: int) -> NonceVerdict:
+        await asyncio.sleep(rng.random() * 0.003)  # arrival order differs from issue order
+        return await store.check_and_store(key, nonce, time.time_ns() - 10 * 10**9)
+
+    accepted: list[int] = []
+    for _ in range(rounds):
+        nonces = [time.time_ns() for _ in range(concurrency)]
+        verdicts = await asyncio.gather(*(check(n) for n in nonces))
+        assert set(verdicts) == {NonceVerdict.ACCEPTED}, verdicts
+        accepted += nonces
+        replays = rng.sample(accepted, 10) + accepted[:3]  # inside the window and far below it
+        verdicts = await asyncio.gather(*(store.check_and_store(key, n, None) for n in replays))
+        assert set(verdicts) == {NonceVerdict.NOT_NEWER}, verdicts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 from typing import Callable
 
 import base58
@@ -413,3 +415,67 @@ def test_repr_has_no_secrets() -> None:
     assert pair.ss58_address in text
     assert SEED.hex() not in text
     assert pair.private_key.hex()[:16] not in text
+
+
+# ------------------------------------------------------------- one address per key
+
+
+def two_byte_alias(public_key: bytes, ss58_format: int = 42) -> str:
+    """``public_key`` in format ``ss58_format`` written with SS58's two-byte prefix form."""
+    assert ss58_format < 64
+    first = 0b0100_0000 | (ss58_format >> 2)
+    second = (ss58_format & 0b11) << 6
+    body = bytes([first, second]) + public_key
+    checksum = hashlib.blake2b(b"SS58PRE" + body, digest_size=64).digest()[:2]
+    return base58.b58encode(body + checksum).decode()
+
+
+def _decodes_without_the_canonical_rule(address: str) -> tuple[int, bytes]:
+    """What a decoder that accepts both prefix forms reads from ``address``."""
+    raw = base58.b58decode(address)
+    first, second = raw[0], raw[1]
+    fmt = ((first & 0b0011_1111) << 2) | (second >> 6) | ((second & 0b0011_1111) << 8)
+    return fmt, raw[2:-2]
+
+
+@pytest.mark.parametrize("crypto_type", SUPPORTED_CRYPTO)
+def test_a_key_has_one_address_string(crypto_type: str) -> None:
+    pair = Keypair.generate(crypto_type)
+    alias = two_byte_alias(pair.public_key)
+    assert alias != pair.ss58_address
+    assert _decodes_without_the_canonical_rule(alias) == (42, pair.public_key)  # the same key, another string
+    with pytest.raises(InvalidAddress, match="not canonical") as info:
+        ss58_decode(alias)
+    assert str(info.value) == (
+        "invalid SS58 address: not canonical (format 42 takes the one-byte prefix; re-encode the public key)"
+    )
+    for fmt in (None, 42):
+        assert not is_valid_ss58_address(alias, fmt)
+    with pytest.raises(InvalidAddress, match="not canonical"):
+        Keypair.from_ss58(alias)
+    signature = pair.sign(b"message")
+    with pytest.raises(InvalidAddress, match="not canonical"):
+        verify_signature(alias, b"message", signature, crypto_type)
+    assert verify_signature(pair.ss58_address, b"message", signature, crypto_type)
+
+
+@pytest.mark.parametrize("ss58_format", [0, 2, 42, 63])
+def test_every_one_byte_format_refuses_its_two_byte_form(ss58_format: int) -> None:
+    alias = two_byte_alias(DENDRITE_PUB, ss58_format)
+    with pytest.raises(InvalidAddress, match="not canonical"):
+        ss58_decode(alias)
+    assert ss58_decode(ss58_encode(DENDRITE_PUB, ss58_format)) == DENDRITE_PUB
+
+
+def test_every_accepted_address_is_the_encoding_of_its_key() -> None:
+    """Whatever decodes re-encodes to the same string: no second string for any key."""
+    rng = random.Random(13)
+    for _ in range(300):
+        key = rng.randbytes(32)
+        fmt = rng.choice([0, 2, 42, 63, 64, 255, 1000, 16383])
+        for candidate in (ss58_encode(key, fmt), *((two_byte_alias(key, fmt),) if fmt < 64 else ())):
+            try:
+                decoded = ss58_decode(candidate)
+            except InvalidAddress:
+                continue
+            assert ss58_encode(decoded, Keypair.from_ss58(candidate).ss58_format) == candidate

@@ -19,7 +19,7 @@ from axon_grpc.redis_store import RedisNonceStore
 from axon_grpc.testing import build_axon, free_port
 
 from .redis_support import RedisServer
-from .support import Dummy, RawCaller, dummy_forward
+from .support import Dummy, RawCaller, check_concurrent_rounds, dummy_forward
 
 ACCEPTED, STALE, NOT_NEWER = NonceVerdict.ACCEPTED, NonceVerdict.STALE, NonceVerdict.NOT_NEWER
 RETENTION = 60 * 10**9
@@ -39,7 +39,17 @@ async def test_is_a_nonce_store(store: RedisNonceStore) -> None:
     assert await store.check_and_store("k", time.time_ns(), None) is ACCEPTED
 
 
-async def test_strings_compare_exactly_around_1_8e18(store: RedisNonceStore) -> None:
+@pytest.fixture
+async def legacy_store(redis_server: RedisServer, request: pytest.FixtureRequest):
+    """A store with ``replay_window=0``: the legacy strictly-greater rule."""
+    namespace = f"test-{request.node.name}-{time.time_ns()}"
+    s = RedisNonceStore(redis_server.url, retention_ns=RETENTION, namespace=namespace, replay_window=0)
+    yield s
+    await s.close()
+
+
+async def test_strings_compare_exactly_around_1_8e18(legacy_store: RedisNonceStore) -> None:
+    store = legacy_store
     # 1.8e18 is far past 2**53: as Lua doubles these nonces would be equal.
     base = 1_800_000_000_000_000_000
     assert float(base + 1) == float(base)
@@ -63,15 +73,61 @@ async def test_strings_compare_exactly_around_1_8e18(store: RedisNonceStore) -> 
     assert await store.check_and_store("e", -1, 0) is STALE
 
 
-async def test_same_verdicts_as_the_in_memory_store(store: RedisNonceStore) -> None:
-    reference = InMemoryNonceStore(RETENTION)
-    rng = random.Random(8)
+async def test_the_window_is_exact_around_1_8e18(store: RedisNonceStore) -> None:
+    base = 1_800_000_000_000_000_000
+    span = store.replay_span_ns
+    assert await store.check_and_store("a", base + 1, None) is ACCEPTED
+    assert await store.check_and_store("a", base, None) is ACCEPTED  # overtaken by one
+    assert await store.check_and_store("a", base, None) is NOT_NEWER
+    assert await store.check_and_store("a", base + 1, None) is NOT_NEWER
+    # The span's edge, a nanosecond apart.
+    assert await store.check_and_store("a", base + span, None) is ACCEPTED
+    assert await store.check_and_store("a", base - 1, None) is NOT_NEWER
+    assert await store.check_and_store("a", base, None) is NOT_NEWER  # at the edge: remembered
+    assert await store.check_and_store("a", base + 2, None) is ACCEPTED
+    # Digits of different lengths and signs order numerically.
+    assert await store.check_and_store("c", 10**18, None) is ACCEPTED
+    assert await store.check_and_store("c", 999_999_999_999_999_999, None) is ACCEPTED
+    assert await store.check_and_store("c", 999_999_999_999_999_999, None) is NOT_NEWER
+    assert await store.check_and_store("d", 5, None) is ACCEPTED
+    assert await store.check_and_store("d", -5, None) is ACCEPTED
+    assert await store.check_and_store("d", -5, None) is NOT_NEWER
+    assert await store.check_and_store("d", 5, None) is NOT_NEWER
+
+
+@pytest.mark.parametrize("window, span", [(0, 100), (3, 100), (8, 25), (64, 60 * 10**9)])
+async def test_same_verdicts_as_the_in_memory_store(redis_server: RedisServer, window: int, span: int) -> None:
+    store = RedisNonceStore(redis_server.url, retention_ns=RETENTION, namespace=f"same-{window}-{time.time_ns()}",
+                            replay_window=window, replay_span_ns=span)
+    reference = InMemoryNonceStore(RETENTION, replay_window=window, replay_span_ns=span)
+    rng = random.Random(8 + window)
     base = time.time_ns()
-    for _ in range(400):
-        key = f"k{rng.randrange(6)}"
-        nonce = base + rng.randrange(-40, 40)
-        oldest = None if rng.random() < 0.3 else base + rng.randrange(-40, 40)
-        assert await store.check_and_store(key, nonce, oldest) is reference.check_and_store_now(key, nonce, oldest)
+    try:
+        for _ in range(600):
+            key = f"k{rng.randrange(4)}"
+            nonce = base + rng.randrange(-60, 60)
+            oldest = None if rng.random() < 0.5 else base + rng.randrange(-80, 0)
+            expected = reference.check_and_store_now(key, nonce, oldest)
+            assert await store.check_and_store(key, nonce, oldest) is expected, (key, nonce - base)
+    finally:
+        await store.close()
+
+
+async def test_window_memory_is_bounded(store: RedisNonceStore, redis_server: RedisServer) -> None:
+    base = time.time_ns()
+    for i in range(3 * store.replay_window):
+        assert await store.check_and_store("k", base + i, None) is ACCEPTED
+    client = Redis.from_url(redis_server.url)
+    try:
+        kept = (await client.get(store.redis_key("k"))).split(b",")
+    finally:
+        await client.aclose()
+    assert [int(n) for n in kept] == [base + i for i in range(2 * store.replay_window - 1, 3 * store.replay_window)]
+
+
+async def test_concurrent_out_of_order_nonces_are_never_refused(store: RedisNonceStore) -> None:
+    """Many rounds of concurrent checks of one key: taken in one order, checked in another."""
+    await check_concurrent_rounds(store, rounds=20, concurrency=store.replay_window, seed=5)
 
 
 async def test_keys_are_namespaced_and_expire(redis_server: RedisServer) -> None:
@@ -104,6 +160,7 @@ async def test_a_flushed_script_cache_is_reloaded(store: RedisNonceStore, redis_
         await client.aclose()
     assert await store.check_and_store("k", 11, None) is ACCEPTED  # NOSCRIPT -> EVAL
     assert await store.check_and_store("k", 11, None) is NOT_NEWER
+    assert await store.check_and_store("k", 10, None) is NOT_NEWER
 
 
 async def test_unreachable_redis_fails_closed_and_fast() -> None:
