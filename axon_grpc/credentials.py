@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from . import btauth
+from .auth import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS
 from .errors import SynapseParsingError
 from .synapse import TerminalInfo
 
@@ -30,29 +31,25 @@ TIMEOUT = "timeout"
 LEGACY = "legacy"  #: signed ``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` (SDK 7.2-10.5, our Dendrite)
 BTAUTH = "btauth"  #: SDK 11's ``btauth/1`` headers, signing method, path and the raw body
 
-#: Bounds on caller-chosen strings (characters). An SS58 address is 47-48; a uuid 36; a
-#: ``time.time_ns()`` nonce 19 digits; a version like 10005000 8; a 64-byte signature
-#: 130 with its ``0x``; a SHA3-256 hex digest 64.
-MAX_HOTKEY = 64
-MAX_UUID = 64
-MAX_NONCE_DIGITS = 20
-MAX_VERSION_DIGITS = 12
+#: Bounds on caller-chosen strings (characters), checked before anything is parsed: those of
+#: :mod:`axon_grpc.auth`, plus a 64-byte signature's 130 with its ``0x``, a SHA3-256 hex
+#: digest's 64 and a timeout's few.
 MAX_SIGNATURE = 132
 MAX_BODY_HASH = 64
 MAX_TIMEOUT = 32
 
 _LIMITS = (
-    (HOTKEY, MAX_HOTKEY),
-    (UUID, MAX_UUID),
+    (HOTKEY, MAX_HOTKEY_CHARS),
+    (UUID, MAX_UUID_CHARS),
     (NONCE, MAX_NONCE_DIGITS),
     (VERSION, MAX_VERSION_DIGITS),
     (SIGNATURE, MAX_SIGNATURE),
     (BODY_HASH, MAX_BODY_HASH),
     (TIMEOUT, MAX_TIMEOUT),
-    (btauth.HEADER_HOTKEY, MAX_HOTKEY),
+    (btauth.HEADER_HOTKEY, MAX_HOTKEY_CHARS),
     (btauth.HEADER_NONCE, MAX_NONCE_DIGITS),
     (btauth.HEADER_SIGNATURE, MAX_SIGNATURE),
-    (btauth.HEADER_RECEIVER, MAX_HOTKEY),
+    (btauth.HEADER_RECEIVER, MAX_HOTKEY_CHARS),
 )
 
 
