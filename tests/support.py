@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from pathlib import Path
 from typing import Optional
 
 import grpc
 
 from axon_grpc import Keypair, Synapse, SynapseException
 from axon_grpc.auth import PROTOCOL_VERSION
+
+#: Requests and responses captured from a real Bittensor SDK 10.5.0 exchange (see its README).
+CONFORMANCE = Path(__file__).resolve().parent / "data" / "conformance"
 
 
 class Dummy(Synapse):
