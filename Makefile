@@ -7,7 +7,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test proto node-deps redis-server clean
+.PHONY: demo test proto node-deps redis-server cpp-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,21 @@ redis-server:
 				apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 		else echo "redis-server not found (apt-get install redis-server): the Redis tests will be skipped"; fi; }
 
+# protoc, grpc_cpp_plugin and the grpc++ headers: the C++ codegen command of
+# `scripts/gen_protos.py --print` is run and its output compiled by the suite
+# (tests/test_codegen_languages.py), skipped with the reason where they are missing.
+cpp-tools:
+	@command -v grpc_cpp_plugin >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing protobuf-compiler protobuf-compiler-grpc libgrpc++-dev"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends protobuf-compiler protobuf-compiler-grpc libgrpc++-dev >/dev/null; \
+		else echo "grpc_cpp_plugin not found: the C++ codegen test will be skipped"; fi; }
+
 demo: $(STAMP) $(GEN)
 	$(VENV)/bin/axon-grpc demo
 
-test: $(STAMP) $(GEN) node-deps redis-server
+test: $(STAMP) $(GEN) node-deps redis-server cpp-tools
 	$(PY) -m pytest -q
 
 clean:

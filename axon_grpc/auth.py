@@ -138,8 +138,12 @@ async def verify_legacy(
         raise _fail("Missing Hotkey")
     if d.nonce is None:
         raise _fail("Missing Nonce")
+    if not d.uuid:
+        raise _fail("Missing Uuid")
     if not d.signature:
         raise _fail("Missing Signature")
+    if not synapse.computed_body_hash:
+        raise _fail("Missing Body Hash")
     if crypto not in SUPPORTED_CRYPTO:
         raise _fail(f"Unsupported crypto; use one of {', '.join(SUPPORTED_CRYPTO)}")
     version = d.version

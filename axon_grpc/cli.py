@@ -21,15 +21,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _proto(args: argparse.Namespace) -> int:
-    from .codegen import SchemaError, TargetError, write
+    from .codegen import SchemaError, TargetError, file_options, write
 
     try:
-        path = write(args.targets, Path(args.out))
+        extra = dict(_option(text) for text in args.option)
+        options = file_options(
+            go_package=args.go_package, java_package=args.java_package, csharp_namespace=args.csharp_namespace, **extra
+        )
+        path = write(args.targets, Path(args.out), options)
     except (SchemaError, TargetError) as e:
         print(f"axon-grpc proto: {e}", file=sys.stderr)
         return 2
     print(path)
     return 0
+
+
+def _option(text: str) -> tuple[str, str | bool | None]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--option takes NAME=VALUE, not {text!r}")
+    return name, {"true": True, "false": False}.get(value, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("targets", nargs="+", metavar="MODULE[:CLASS]",
                        help="a Synapse subclass (my_module:MySynapse), or a module for all it defines")
     proto.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
+    proto.add_argument("--go-package", default="axon/v1;axonv1",
+                       help="option go_package (default %(default)s; e.g. example.com/me/client/gen/axon/v1;axonv1)")
+    proto.add_argument("--java-package", default="axon.v1", help="option java_package (default %(default)s)")
+    proto.add_argument("--csharp-namespace", default="Axon.V1", help="option csharp_namespace (default %(default)s)")
+    proto.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                       help="any other file option (objc_class_prefix=XYZ, java_multiple_files=false); "
+                       "an empty VALUE leaves the option out. Defaults also set java_multiple_files, "
+                       "php_namespace, ruby_package and objc_class_prefix")
     proto.set_defaults(func=_proto)
     add_commands(sub)  # serve (several workers), registry list, call
     add_bench_command(sub)  # load, latency and server CPU against reference servers

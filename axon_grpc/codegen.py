@@ -6,11 +6,13 @@ import importlib
 import inspect
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
+
+from google.protobuf import descriptor_pb2
 
 from .contract import EMITTED_HEADER
 from .errors import SchemaError
-from .schema import emit_proto, schema_for
+from .schema import build_service_file, render_proto, schema_for
 from .streaming import streaming_schemas
 from .synapse import Synapse
 
@@ -49,21 +51,65 @@ def load_targets(targets: Iterable[str]) -> list[type[Synapse]]:
     return found
 
 
-def render(classes: Iterable[type[Synapse]]) -> str:
-    """The ``.proto`` text for ``classes`` (raises SchemaError naming class and field)."""
-    classes = list(classes)
-    return emit_proto(
-        [schema_for(cls) for cls in classes], header_comment=EMITTED_HEADER, streaming=streaming_schemas(classes)
-    )
+#: File options for the common code generators, and their defaults (``axon-grpc proto``
+#: flags override them). With ``paths=source_relative`` Go only uses the package name
+#: after ``;``; set the import path of your own module when other files import this one.
+DEFAULT_OPTIONS: dict[str, str | bool] = {
+    "go_package": "axon/v1;axonv1",
+    "java_package": "axon.v1",
+    "java_multiple_files": True,
+    "csharp_namespace": "Axon.V1",
+    "php_namespace": "Axon\\V1",
+    "ruby_package": "Axon::V1",
+    "objc_class_prefix": "AXN",
+}
+
+#: What each ``{Name}Stream`` message says about itself in the emitted file.
+STREAM_COMMENT = (
+    " One message of the {name} stream: exactly one of `chunk` (each chunk the forward\n"
+    " yields, in order) or `final` (last: the synapse's fields after the forward). The\n"
+    " axon's status follows in the trailing metadata.\n"
+)
 
 
-def write(targets: Iterable[str], out: Path) -> Path:
+def file_options(**overrides: str | bool | None) -> dict[str, str | bool]:
+    """:data:`DEFAULT_OPTIONS` with ``overrides`` applied (``None`` or ``""`` drops an option)."""
+    options = dict(DEFAULT_OPTIONS)
+    for name, value in overrides.items():
+        if name not in descriptor_pb2.FileOptions.DESCRIPTOR.fields_by_name:
+            raise TargetError(f"{name!r} is not a protobuf file option")
+        if value is None or value == "":
+            options.pop(name, None)
+        else:
+            options[name] = value
+    return options
+
+
+def render(classes: Iterable[type[Synapse]], options: Mapping[str, str | bool] | None = None) -> str:
+    """The ``.proto`` text for ``classes`` (raises SchemaError naming class and field).
+
+    The file always holds the ping method every axon serves, ``Synapse`` (an empty
+    message), first; ``options`` are the file options (default :data:`DEFAULT_OPTIONS`).
+    """
+    classes = [Synapse, *(c for c in classes if c is not Synapse)]
+    fdp = build_service_file([schema_for(cls) for cls in classes], streaming=streaming_schemas(classes))
+    for name, value in (DEFAULT_OPTIONS if options is None else options).items():
+        setattr(fdp.options, name, value)
+    for index, message in enumerate(fdp.message_type):
+        if message.name.endswith("Stream") and message.name[: -len("Stream")] in {c.__name__ for c in classes}:
+            location = fdp.source_code_info.location.add()
+            location.path.extend((4, index))  # FileDescriptorProto.message_type
+            location.leading_comments = STREAM_COMMENT.format(name=message.name[: -len("Stream")])
+    return render_proto(fdp, header_comment=EMITTED_HEADER)
+
+
+def write(targets: Iterable[str], out: Path, options: Mapping[str, str | bool] | None = None) -> Path:
     """Emit the file for ``targets`` under ``out``; returns its path."""
-    text = render(load_targets(targets))
+    text = render(load_targets(targets), options)
     path = out / EMITTED_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-__all__ = ["EMITTED_PATH", "SchemaError", "TargetError", "load_targets", "render", "write"]
+__all__ = ["DEFAULT_OPTIONS", "EMITTED_PATH", "SchemaError", "TargetError", "file_options", "load_targets", "render", "write"]

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from .info import ip_version
+
 DEFAULT_PORT = 8091
 DEFAULT_IP = "[::]"
 DEFAULT_MAX_WORKERS = 10
@@ -118,8 +120,13 @@ def parse_config(args: Iterable[str] | None = None) -> Config:
 
 
 def check_config(config: Config) -> None:
-    """Assert the ports are in range (1024, 65535)."""
+    """Assert the ports are in range (1024, 65535) and an external IP, if set, is an IP address."""
     axon = config.axon
+    if axon.get("external_ip"):
+        try:
+            ip_version(axon.external_ip)
+        except ValueError as e:
+            raise AssertionError(f"External IP: {e}") from None
     assert 1024 < int(axon.port) < 65535, "Axon port must be in range [1024, 65535]"
     assert axon.get("external_port") is None or 1024 < int(axon.external_port) < 65535, (
         "External port must be in range [1024, 65535]"

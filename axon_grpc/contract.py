@@ -5,51 +5,73 @@ from __future__ import annotations
 
 CONTRACT = """\
 SERVICE
-  One service, `axon.v1.Axon`, with one unary method per attached synapse:
+  One service, `axon.v1.Axon`, with one method per attached synapse:
   `/axon.v1.Axon/{SynapseName}`. Request and response are the message
   `{SynapseName}`, holding the synapse's user fields numbered from 1 in
-  declaration order. Every axon serves `/axon.v1.Axon/Synapse` (message
-  `Synapse`, no fields) as a signed ping.
+  declaration order. A streaming synapse's method returns
+  `stream {SynapseName}Stream`: one message per chunk, then one with the
+  final fields. Every axon serves `/axon.v1.Axon/Synapse` (message
+  `Synapse`, no fields) as a signed ping; its trailers carry the axon's
+  hotkey. Enums are numbered by their int values when those are distinct
+  and include 0, otherwise 0, 1, 2... in declaration order; value names
+  are `{ENUM_NAME}_{MEMBER}`.
 
 REQUEST METADATA (all values are ASCII strings; keys are lowercase)
   bt_header_dendrite_hotkey     caller's hotkey, SS58 (format 42)          required
   bt_header_dendrite_nonce      time.time_ns() at signing, decimal         required
-  bt_header_dendrite_uuid       caller instance id (any string)            required
-  bt_header_dendrite_signature  "0x" + hex of the 64-byte signature        required
-  bt_header_dendrite_version    caller protocol version, decimal; >= 7002000
-                                (absent: treated as current)
+  bt_header_dendrite_uuid       caller instance id, at most 64 characters  required
+  bt_header_dendrite_signature  hex of the 64-byte signature; "0x" prefix
+                                optional, upper- or lower-case digits      required
+  bt_header_dendrite_version    major*1000000 + minor*1000 + patch, decimal
+                                (10.5.0 = 10005000); absent: current; below
+                                7002000: refused
   bt_header_dendrite_crypto     "sr25519" (default) or "ed25519"
-  computed_body_hash            lowercase hex SHA3-256 of the request message
-                                bytes exactly as sent                      required
-  timeout                       seconds the caller waits, decimal (default 12)
+  computed_body_hash            SHA3-256 of the request message bytes
+                                exactly as sent: 64 lowercase hex digits,
+                                no prefix                                  required
+  timeout                       seconds the caller waits, decimal, may be a
+                                float ("12", "2.5"); must be > 0 (default 12)
   name                          the synapse name (informational)
   bt_header_input_obj_{field}   optional: base64 of the JSON of a user field
                                 value, seen by the miner's blacklist/priority
                                 functions before the body is parsed
+  A required key that is absent or empty is refused with UNAUTHENTICATED
+  "Not Verified with error: Missing {Hotkey|Nonce|Uuid|Signature|Body Hash}".
 
 SIGNATURE
+  Serialise the request message once, hash those bytes, send those bytes
+  (a stub that serialises again may produce other bytes, e.g. map order).
   The caller signs the UTF-8 string
     "{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{computed_body_hash}"
   with its hotkey (sr25519: schnorrkel with signing context "substrate";
   ed25519: RFC 8032), where axon_hotkey is the SS58 of the axon being called.
 
 NONCES
-  Per key "{dendrite_hotkey}:{uuid}": the first nonce must be at most
-  4 s + min(timeout, 60 s) old and at most 30 s in the future; every later
-  nonce must be strictly greater than the last accepted one. A replay is
-  refused with UNAUTHENTICATED.
+  Per key "{dendrite_hotkey}:{uuid}": a nonce is accepted once. A nonce
+  newer than the newest accepted one must be at most 30 s in the future
+  (the first of a key also at most 4 s + min(timeout, 60 s) old); an older
+  one is accepted when it is among the 64 below the newest, within 60 s of
+  it, fresh as above, and not seen before (concurrent calls may share a
+  uuid). Everything else, replays included, is UNAUTHENTICATED.
 
 RESPONSE
   The response message, plus trailing metadata `bt_header_axon_{field}` for
   each set field of the axon's TerminalInfo (status_code, status_message,
-  process_time, version, nonce, uuid, hotkey; signature on errors). As the
-  legacy axon, it signs error answers only (not overload refusals), over
+  process_time, ip, port, version, nonce, uuid, hotkey; signature on errors),
+  built from the axon's own state only, never from the request. As the
+  legacy axon, it signs error answers only (not overload refusals), with its
+  own hotkey's scheme, over
   "{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}" (not the body).
 
 STATUS (bt_header_axon_status_code <-> gRPC status)
   200 OK, 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,
   404 UNIMPLEMENTED, 408 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED,
   500 INTERNAL, 503 UNAVAILABLE. Errors carry the message as status details.
+
+DISCOVERY
+  Server reflection (grpc.reflection.v1alpha) lists three services:
+  axon.v1.Axon, grpc.health.v1.Health and
+  grpc.reflection.v1alpha.ServerReflection.
 """
 
 #: Header of an emitted file: what it is, then the contract.

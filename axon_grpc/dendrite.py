@@ -249,8 +249,17 @@ class Dendrite:
 
     @staticmethod
     def _fill(synapse: Synapse, values: dict[str, Any]) -> None:
+        """Copy the answer's fields into ``synapse``, skipping those it cannot set.
+
+        As the SDK 10.5 dendrite does: a field declared ``frozen=True`` (or
+        ``allow_mutation=False``) keeps the value the caller sent, and so does a
+        ``required_hash_fields`` declared as a field; the rest of the answer is kept.
+        """
         for key, value in values.items():
-            setattr(synapse, key, value)
+            try:
+                setattr(synapse, key, value)
+            except (AttributeError, TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+                continue
 
     def _status_of(self, synapse: Synapse, trailing: Any) -> tuple[int, str]:
         """The axon's status from its trailing metadata (200 Success when absent)."""

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Iterator, MutableMapping
 from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn
 from .schema import SynapseSchema
 from .streaming import is_streaming
-from .synapse import BASE_FIELDS, Synapse
+from .synapse import BASE_FIELDS, Synapse, hash_fields_of
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
 
@@ -84,7 +84,7 @@ class Endpoint:
         self.verify = as_hook(self.verify_fn)
         self.user_fields = tuple(n for n in cls.model_fields if n not in BASE_FIELDS)
         self.required_fields = tuple(cls.get_required_fields())
-        self.hash_fields = tuple(cls.required_hash_fields)
+        self.hash_fields = hash_fields_of(cls)
         self.zero_values = self.schema.zero_values()
         self.zero_values_mutable = any(not isinstance(v, _IMMUTABLE) for v in self.zero_values.values())
         self.default_timeout = cls.model_fields["timeout"].get_default(call_default_factory=True)

@@ -1,19 +1,24 @@
 """Exceptions and the one status table both transports use.
 
-Hierarchy::
+Hierarchy (the names of Bittensor SDK 10.5's ``bittensor.core.errors``, so a miner's
+``raise``/``except`` lines port unchanged; each carries ``message`` and ``synapse``)::
 
-    AxonError                      base; carries an HTTP-style ``status_code``
+    AxonError                          base; carries an HTTP-style ``status_code``
     ├── InvalidRequestNameError    400  the request names no synapse
     ├── SynapseParsingError        400  headers/metadata/body cannot be parsed
     ├── BodyHashMismatch           400  body does not match the signed body hash
-    ├── NotVerifiedException       401  signature, nonce or custom verify failed
-    ├── BlacklistedException       403  ``blacklist_fn`` refused the caller
-    ├── UnknownSynapseError        404  no synapse of that name is attached
     ├── RequestTimeout             408  the call ran out of time at the axon
     ├── RequestTooLarge            413  a size limit was exceeded
-    ├── SynapseException           500  raised by user code with a message to show
-    ├── InternalServerError        500  anything else; detail only in the log
-    └── ServiceUnavailable         503  overloaded or a dependency is down
+    ├── ServiceUnavailable         503  overloaded or a dependency is down
+    └── SynapseException           500  raised by user code with a message to show
+        ├── NotVerifiedException         401  signature, nonce or custom verify failed
+        ├── BlacklistedException         403  ``blacklist_fn`` refused the caller
+        ├── UnknownSynapseError          404  no synapse of that name is attached
+        ├── PriorityException            503  the request could not be prioritised
+        ├── RunException                 500  the forward could not be run
+        ├── PostProcessException         500  the response could not be finished
+        ├── SynapseDendriteNoneException 500  the synapse has no dendrite info
+        └── InternalServerError          500  anything else; detail only in the log
 
     SchemaError (TypeError)        a synapse type cannot be mapped to protobuf
     InvalidAddress (ValueError)    an SS58 address does not decode
@@ -121,18 +126,6 @@ class BodyHashMismatch(AxonError):
     status_code = Status.BAD_REQUEST
 
 
-class NotVerifiedException(AxonError):
-    status_code = Status.UNAUTHORIZED
-
-
-class BlacklistedException(AxonError):
-    status_code = Status.FORBIDDEN
-
-
-class UnknownSynapseError(AxonError):
-    status_code = Status.NOT_FOUND
-
-
 class RequestTimeout(AxonError):
     status_code = Status.TIMEOUT
 
@@ -141,18 +134,66 @@ class RequestTooLarge(AxonError):
     status_code = Status.TOO_LARGE
 
 
-class SynapseException(AxonError):
-    """Raise from a forward to answer 500 with this message (no error id)."""
-
-    status_code = Status.INTERNAL
-
-
-class InternalServerError(AxonError):
-    status_code = Status.INTERNAL
-
-
 class ServiceUnavailable(AxonError):
     status_code = Status.UNAVAILABLE
+
+
+class SynapseException(AxonError):
+    """Raise from a forward to answer 500 with this message (no error id).
+
+    ``SynapseException(message, synapse)``, as in the SDK: ``synapse`` is the synapse
+    the error is about (a forward passes the one it was given).
+    """
+
+    status_code = Status.INTERNAL
+
+    def __init__(self, message: str = "Synapse Exception", synapse: Synapse | None = None) -> None:
+        super().__init__(message, synapse)
+
+
+class NotVerifiedException(SynapseException):
+    status_code = Status.UNAUTHORIZED
+
+
+class BlacklistedException(SynapseException):
+    status_code = Status.FORBIDDEN
+
+
+class UnknownSynapseError(SynapseException):
+    status_code = Status.NOT_FOUND
+
+
+class PriorityException(SynapseException):
+    """The request's priority could not be met (the SDK answers it 503)."""
+
+    status_code = Status.UNAVAILABLE
+
+
+class RunException(SynapseException):
+    """The requested function cannot be executed: a server error with this message."""
+
+    status_code = Status.INTERNAL
+
+
+class PostProcessException(SynapseException):
+    """The response could not be finished after the forward ran."""
+
+    status_code = Status.INTERNAL
+
+
+class SynapseDendriteNoneException(SynapseException):
+    """The synapse carries no dendrite terminal info."""
+
+    status_code = Status.INTERNAL
+
+    def __init__(self, message: str = "Synapse Dendrite is None", synapse: Synapse | None = None) -> None:
+        super().__init__(message, synapse)
+
+
+class InternalServerError(SynapseException):
+    """Anything unexpected: answered ``Internal Server Error #{id}``, detail in the log."""
+
+    status_code = Status.INTERNAL
 
 
 class SchemaError(TypeError):
@@ -181,11 +222,15 @@ __all__: list[Any] = [
     "InvalidRequestNameError",
     "KeyfileError",
     "NotVerifiedException",
+    "PostProcessException",
+    "PriorityException",
     "RequestTimeout",
     "RequestTooLarge",
+    "RunException",
     "SchemaError",
     "ServiceUnavailable",
     "Status",
+    "SynapseDendriteNoneException",
     "SynapseException",
     "SynapseParsingError",
     "UnknownSynapseError",

@@ -21,6 +21,11 @@ class AxonInfo:
     placeholder1: int = 0
     placeholder2: int = 0
 
+    def __post_init__(self) -> None:
+        version = ip_version(self.ip)
+        if int(self.ip_type) != version:
+            raise ValueError(f"AxonInfo ip {self.ip!r} is an IPv{version} address, but ip_type is {self.ip_type}")
+
     @property
     def is_serving(self) -> bool:
         return self.ip != "0.0.0.0"
@@ -39,8 +44,12 @@ class AxonInfo:
 
 
 def ip_version(ip: str) -> int:
-    """4 or 6 for a literal address; 4 for host names."""
+    """4 or 6 for an IP address literal (IPv6 may be in brackets).
+
+    Anything else (a host name, a typo, an empty string) raises ``ValueError``: the
+    chain records an axon's address as a number, so only an IP can be advertised.
+    """
     try:
-        return ipaddress.ip_address(ip.strip("[]")).version
+        return ipaddress.ip_address(str(ip).strip("[]")).version
     except ValueError:
-        return 4
+        raise ValueError(f"{ip!r} is not an IPv4 or IPv6 address (an axon advertises an IP, not a host name)") from None

@@ -3,7 +3,8 @@
 ``tuple[bool, str]`` and ``typing.Tuple[bool, str]`` are the same type here, and
 annotations postponed by ``from __future__ import annotations`` are resolved.
 A missing annotation is accepted (lambdas and partials have none); a present one
-that names another type is refused with the seed's assertion message.
+that names another type is refused with the seed's assertion message. A forward may
+return its synapse class, one of its Synapse base classes or ``Any``, as the SDK allows.
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ def check_hook(
         assert _normalize(hints["return"]) in [_normalize(r) for r in returns], message
 
 
+def forward_returns(cls: type[Synapse]) -> tuple[Any, ...]:
+    """What a forward of ``cls`` may be annotated to return, as the SDK accepts it.
+
+    ``cls`` itself, any of its Synapse base classes (``-> Synapse`` included) and
+    ``Any`` (the SDK's own tests write ``-> Any``); no annotation is accepted too.
+    """
+    return (Any, *(base for base in cls.__mro__ if isinstance(base, type) and issubclass(base, Synapse)))
+
+
 def check_attach(
     forward_fn: Callable[..., Any],
     blacklist_fn: Callable[..., Any] | None,
@@ -107,7 +117,7 @@ def check_attach(
     """Validate the four functions of one ``attach``; returns the synapse class."""
     cls = synapse_class_of(forward_fn)
     if not is_streaming(cls):  # a streaming forward yields chunks or returns a StreamingResponse
-        check_hook(forward_fn, cls, "forward", (cls,), cls.__name__)
+        check_hook(forward_fn, cls, "forward", forward_returns(cls), cls.__name__)
     if blacklist_fn is not None:
         check_hook(blacklist_fn, cls, "blacklist", (tuple[bool, str], bool), "tuple[bool, str]")
     if priority_fn is not None:

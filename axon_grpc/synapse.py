@@ -160,8 +160,15 @@ class Synapse(BaseModel):
 
     @property
     def body_hash(self) -> str:
-        """Legacy field-based hash: SHA3 of the joined SHA3s of ``str`` of each hashed field."""
-        return field_body_hash(self.model_dump(include=set(self.required_hash_fields)), self.required_hash_fields)
+        """Legacy field-based hash: SHA3 of the joined SHA3s of ``str`` of each hashed field.
+
+        The fields are those of :func:`hash_fields_of`, so both ways a class may declare
+        ``required_hash_fields`` hash as Bittensor SDK 10.5 hashes them.
+        """
+        fields = hash_fields_of(self)
+        if not fields:
+            return EMPTY_HASH
+        return field_body_hash(self.model_dump(include=set(fields)), fields)
 
     # -- headers ----------------------------------------------------------------------
     def to_headers(self) -> dict[str, str]:
@@ -233,6 +240,32 @@ def legacy_body_hash(synapse: Synapse, fields: tuple[str, ...]) -> str:
         return field_body_hash(values, fields)
     return field_body_hash(synapse.model_dump(include=set(fields)), fields)
 
+
+def hash_fields_of(synapse: Synapse | type[Synapse]) -> tuple[str, ...]:
+    """The fields the legacy body hash covers, in the order they are hashed.
+
+    A class declares them in one of two ways, and both hash as SDK 10.5 hashes them:
+
+    - the class variable ``required_hash_fields = ("a", "b")``: those names, in that order;
+    - the deprecated pydantic field ``required_hash_fields: list[str] = Field(["b", "a"])``:
+      the names in the field's *default*, in field declaration order (the order of
+      ``model_dump()``), whatever value an instance carries (a caller cannot change
+      what is hashed).
+    """
+    cls = synapse if isinstance(synapse, type) else type(synapse)
+    declared = cls.model_fields.get("required_hash_fields")
+    if declared is None:
+        return tuple(cls.required_hash_fields)
+    found = _field_form_cache.get(cls)
+    if found is None:
+        named = set(declared.get_default(call_default_factory=True) or ())
+        found = _field_form_cache[cls] = tuple(
+            name for name, info in cls.model_fields.items() if name in named and not info.exclude
+        )
+    return found
+
+
+_field_form_cache: dict[type, tuple[str, ...]] = {}
 
 #: Field names of TerminalInfo (what ``bt_header_{axon,dendrite}_*`` may carry).
 TERMINAL_FIELDS: frozenset[str] = frozenset(TerminalInfo.model_fields)

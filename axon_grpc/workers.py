@@ -149,7 +149,7 @@ def _worker_main(factory: Factory, workers: int, grace: float | None, log_level:
         sys.exit(1)
 
     def ready(started: Axon) -> None:
-        report.send(("ready", os.getpid(), started.port))
+        report.send(("ready", os.getpid(), started.port, startup_lines(started)))
 
     try:
         asyncio.run(serve_until_signal(axon, grace, ready, signals=(signal.SIGTERM,)))
@@ -181,6 +181,8 @@ class WorkerGroup:
         self.processes: list[BaseProcess] = []
         self.pids: list[int] = []
         self.port: int | None = None
+        #: What a worker serves (:func:`startup_lines`), as the first one to start reported it.
+        self.startup: list[str] = []
         self._reports: list[Connection] = []
 
     def start(self) -> list[int]:
@@ -226,6 +228,7 @@ class WorkerGroup:
                 waiting.pop(ready)
                 self.pids.append(int(message[1]))
                 self.port = int(message[2])
+                self.startup = list(message[3])
 
     def failed(self) -> BaseProcess | None:
         """A worker that exited on its own (None while all serve)."""
@@ -269,6 +272,31 @@ class WorkerGroup:
         self.stop()
 
 
+def startup_lines(axon: Axon) -> list[str]:
+    """What a started axon serves, for the operator and for clients: hotkey, ports, protocols.
+
+    The hotkey is part of every signed request, so a client needs it; it also reads it
+    from ``axon.info()``, the registry, or the trailers of any answer of the ping method.
+    """
+    hotkey = axon.wallet.hotkey
+    crypto = getattr(hotkey, "crypto_type", "sr25519")
+    if isinstance(crypto, int):  # Bittensor keypairs number their crypto types
+        crypto = "ed25519" if crypto == 0 else "sr25519"
+    names = ", ".join(axon.endpoints)
+    lines = [
+        f"hotkey {hotkey.ss58_address} ({crypto})",
+        f"gRPC (HTTP/2, h2c) on {axon.ip}:{axon.port}: axon.v1.Axon/{{{names}}}, reflection, health",
+    ]
+    if axon.http_port:
+        lines.append(f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on {axon.ip}:{axon.http_port}: POST /{{{names}}}")
+    try:
+        info = axon.info()
+        lines.append(f"advertises {info.ip_str()} (axon.info(), registered by axon.serve(netuid))")
+    except ValueError as e:
+        lines.append(f"advertises nothing valid: {e}")
+    return lines
+
+
 def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_level: str | None = None,
           out: Callable[[str], Any] | None = None) -> int:
     """Serve the factory's axon with ``workers`` processes until SIGTERM/SIGINT; the exit status.
@@ -286,6 +314,8 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
 
         def ready_one(started: Axon) -> None:
             say(f"axon-grpc: serving {list(started.endpoints)} on {started.ip}:{started.port} (pid {os.getpid()})")
+            for line in startup_lines(started):
+                say(f"axon-grpc: {line}")
 
         asyncio.run(serve_until_signal(axon, grace, ready_one))
         return 0
@@ -305,6 +335,8 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
             say(f"axon-grpc: {e}")
             return 1
         say(f"axon-grpc: {workers} workers (pids {', '.join(map(str, group.pids))}) serving on port {group.port}")
+        for line in group.startup:
+            say(f"axon-grpc: {line}")
         dead = group.wait(stop)
         if dead is not None:
             say(f"axon-grpc: worker {dead.pid} exited with status {dead.exitcode}; stopping the others")
@@ -317,5 +349,5 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
 
 __all__ = [
     "EXIT_USAGE", "Factory", "SharedStoreRequired", "WorkerFailed", "WorkerGroup", "build", "load_factory",
-    "require_shared_store", "serve", "serve_until_signal",
+    "require_shared_store", "serve", "serve_until_signal", "startup_lines",
 ]

@@ -21,6 +21,7 @@ from axon_grpc.synapse import (
     INPUT_OBJ_PREFIX,
     Synapse,
     TerminalInfo,
+    hash_fields_of,
     legacy_body_hash,
 )
 from axon_grpc.synapse import input_obj_placeholder as input_placeholder
@@ -193,7 +194,7 @@ def create_error_response(synapse: Synapse) -> JSONResponse:
     ``synapse.axon.status_code``/``status_message`` say what to answer (see
     :func:`~axon_grpc.pipeline.log_and_handle_error`).
     """
-    reply = error_reply(synapse, type(synapse).get_required_fields(), type(synapse).required_hash_fields)
+    reply = error_reply(synapse, type(synapse).get_required_fields(), hash_fields_of(synapse))
     response = JSONResponse(content=json.loads(reply.body), status_code=reply.status)
     response.raw_headers = list(reply.headers)
     return response

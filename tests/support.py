@@ -7,6 +7,7 @@ import hashlib
 import random
 import time
 import uuid
+from pathlib import Path
 from typing import Optional
 
 import grpc
@@ -14,6 +15,9 @@ import grpc
 from axon_grpc import Keypair, Synapse, SynapseException
 from axon_grpc.auth import PROTOCOL_VERSION
 from axon_grpc.nonces import NonceStore, NonceVerdict
+
+#: Requests and responses captured from a real Bittensor SDK 10.5.0 exchange (see its README).
+CONFORMANCE = Path(__file__).resolve().parent / "data" / "conformance"
 
 
 class Dummy(Synapse):

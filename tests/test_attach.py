@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from axon_grpc import SchemaError, Synapse
-from axon_grpc.testing import build_axon
+from axon_grpc.testing import build_axon, serve_axon
 
 from .support import Dummy, dummy_forward
 
@@ -137,3 +137,55 @@ def test_unsupported_field_type_is_refused_at_attach_naming_the_field() -> None:
         build_axon().attach(forward_fn=unmappable_forward)
     axon = build_axon().attach(forward_fn=opted_forward)  # opting in carries it as JSON
     assert axon.endpoints["Opted"].schema.field_names == ("blob",)
+
+
+# -- forward return annotations the SDK accepts ---------------------------------------------
+
+
+def forward_any(synapse: Dummy) -> Any:
+    synapse.output = synapse.input + 1
+    return synapse
+
+
+def forward_base(synapse: Dummy) -> Synapse:
+    synapse.output = synapse.input + 2
+    return synapse
+
+
+def forward_unannotated(synapse: Dummy):  # type: ignore[no-untyped-def]
+    synapse.output = synapse.input + 3
+    return synapse
+
+
+async def forward_any_async(synapse: Dummy) -> typing.Any:
+    synapse.output = synapse.input + 4
+    return synapse
+
+
+@pytest.mark.parametrize(
+    ("forward", "added"), [(forward_any, 1), (forward_base, 2), (forward_unannotated, 3), (forward_any_async, 4)]
+)
+async def test_forward_returning_any_synapse_or_unannotated_is_attached_and_served(forward, added: int) -> None:
+    async with serve_axon(forward) as h:
+        result = await h.call(Dummy(input=10))
+    assert result.dendrite.status_code == 200, result.dendrite.status_message
+    assert result.output == 10 + added
+
+
+def forward_other(synapse: Dummy) -> Other:
+    return Other()
+
+
+def forward_int(synapse: Dummy) -> int:
+    return 0
+
+
+def forward_none(synapse: Dummy) -> None:
+    return None
+
+
+@pytest.mark.parametrize("forward", [forward_other, forward_int, forward_none])
+def test_forward_returning_another_type_fails_with_the_seed_message(forward) -> None:
+    with pytest.raises(AssertionError) as info:
+        build_axon().attach(forward_fn=forward)
+    assert str(info.value) == "The forward_fn function must have the signature: forward( synapse: Dummy ) -> Dummy"

@@ -25,8 +25,9 @@ from axon_grpc.synapse import field_body_hash
 
 from .redis_support import MISSING_REASON as REDIS_MISSING
 from .redis_support import in_ci
+from .support import CONFORMANCE
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "request_dummy_input3.json"
+CAPTURE = CONFORMANCE / "request_dummy_input3.json"
 
 
 def _parse_http(raw: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -56,9 +57,9 @@ def test_legacy_requests_are_signed_afresh_like_a_10_5_dendrite() -> None:
         assert client.verify(message, h["bt_header_dendrite_signature"])
         nonces.append(int(h["bt_header_dendrite_nonce"]))
     assert nonces[1] > nonces[0]
-    if CAPTURE.exists():  # the header names and their order of a real 10.5.0 dendrite
-        captured = [name for name, _ in json.loads(CAPTURE.read_text())["request"]["headers"]]
-        assert [name for name, _ in _parse_http(first)[1]] == captured
+    # the header names and their order of a real 10.5.0 dendrite
+    captured = [name for name, _ in json.loads(CAPTURE.read_text())["request"]["headers"]]
+    assert [name for name, _ in _parse_http(first)[1]] == captured
 
 
 def test_grpc_metadata_is_the_dendrites() -> None:

@@ -1,4 +1,4 @@
-"""Golden conformance: the captures of a real Bittensor 10.5.0 exchange (``../shared/conformance``).
+"""Golden conformance: the captures of a real Bittensor 10.5.0 exchange (``tests/data/conformance``).
 
 1. Offline: the recorded signatures and body hashes check out with ``axon_grpc.keys``
    and the legacy hash recipe.
@@ -23,7 +23,6 @@ import json
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -31,15 +30,9 @@ import pytest
 from axon_grpc import Keypair, Synapse
 from axon_grpc.synapse import field_body_hash, get_hash
 
-from .support import Dummy, dummy_blacklist, dummy_forward
+from .support import CONFORMANCE, Dummy, dummy_blacklist, dummy_forward
 from .test_bridge_client import LegacyClient, serve_bridge
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-
-pytestmark = pytest.mark.skipif(
-    not (CONFORMANCE / "index.json").is_file(),
-    reason=f"the conformance captures are not here ({CONFORMANCE}); they live in ../shared/conformance",
-)
 
 #: Transport headers aiohttp adds by itself; not replayed.
 TRANSPORT = {"host", "content-length", "accept", "accept-encoding", "user-agent"}
@@ -96,7 +89,7 @@ def slow_forward(synapse: Slow) -> Slow:
 
 CAPTURE_ATTACHMENTS = [{"forward_fn": dummy_forward, "blacklist_fn": dummy_blacklist}, boom_forward, slow_forward]
 
-RESPONSE_FILES = sorted(p.name for p in CONFORMANCE.glob("response_*.json")) if CONFORMANCE.is_dir() else []
+RESPONSE_FILES = sorted(p.name for p in CONFORMANCE.glob("response_*.json"))
 
 
 def _signed(name: str) -> bool:

@@ -110,3 +110,33 @@ def test_codegen_script_prints_other_languages() -> None:
     wrapper = subprocess.run([sys.executable, str(ROOT / "scripts" / "emit_proto.py"), "--help"],
                              capture_output=True, text=True, timeout=60)
     assert wrapper.returncode == 0 and "MODULE[:CLASS]" in wrapper.stdout
+
+
+def test_emitted_file_has_the_ping_method_and_generator_options(tmp_path: Path) -> None:
+    text = emit(tmp_path, "tests.fixtures.synapses:Rich").read_text()
+    assert "rpc Synapse(axon.v1.Synapse) returns (axon.v1.Synapse);" in text
+    assert "message Synapse {}" in text
+    for line in ('option go_package = "axon/v1;axonv1";', 'option java_package = "axon.v1";',
+                 "option java_multiple_files = true;", 'option csharp_namespace = "Axon.V1";'):
+        assert line in text
+
+
+def test_proto_flags_set_and_drop_options(tmp_path: Path) -> None:
+    assert main(["proto", "tests.fixtures.synapses:Rich", "-o", str(tmp_path), "--go-package",
+                 "example.com/me/client/gen/axon/v1;axonv1", "--option", "objc_class_prefix=",
+                 "--option", "java_multiple_files=false", "--option", "swift_prefix=AX"]) == 0
+    text = (tmp_path / "axon" / "v1" / "axon_service.proto").read_text()
+    assert 'option go_package = "example.com/me/client/gen/axon/v1;axonv1";' in text
+    assert "objc_class_prefix" not in text and "option java_multiple_files = false;" in text
+    assert 'option swift_prefix = "AX";' in text
+    assert main(["proto", "tests.fixtures.synapses:Rich", "-o", str(tmp_path), "--option", "no_such=1"]) == 2
+
+
+def test_streaming_methods_return_a_stream_described_as_the_server_sends_it(tmp_path: Path) -> None:
+    from axon_grpc.codegen import render
+
+    from .test_streaming import Story
+
+    text = render([Story])
+    assert "rpc Story(axon.v1.Story) returns (stream axon.v1.StoryStream);" in text
+    assert "// One message of the Story stream: exactly one of `chunk`" in text

@@ -22,7 +22,7 @@ from axon_grpc.keys import (
     verify_signature,
 )
 
-# Real Bittensor data (sr25519, ss58 format 42); see ../shared/conformance/keys.json, signing.json.
+# Real Bittensor data (sr25519, ss58 format 42); see tests/data/conformance/keys.json, signing.json.
 DENDRITE_SS58 = "5CcfgLpA3ZfFZpHVsMjmhxuake347N5RciPndJ7RW48hQxV1"
 DENDRITE_PUB = bytes.fromhex("186085606f29fdcdefe44bee76b5f68c0dac2ff2125ae680e3ec44d376857739")
 AXON_SS58 = "5EnhaB9EohCSdXDUSy86cova169sUHCEK2mTNvTHTk7b19xd"

@@ -186,3 +186,32 @@ async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: 
     finally:
         code, err = stop(process)
     assert code == 0, err
+
+
+async def test_serve_prints_hotkey_ports_and_protocols_and_a_client_calls_with_them(tmp_path: Path) -> None:
+    port, http_port = free_port(), free_port()
+    process = start_serve(tmp_path, port, "--workers", "1", "--axon.http_port", str(http_port),
+                          "--axon.external_ip", "127.0.0.1")
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        while not lines or "advertises" not in lines[-1]:
+            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
+            assert line, f"serve exited with {process.wait()}"
+            lines.append(line.strip())
+        printed = "\n".join(lines)
+        hotkey_line = next(line for line in lines if line.startswith("axon-grpc: hotkey "))
+        printed_hotkey = hotkey_line.split()[2]
+        assert printed_hotkey == hotkey().ss58_address and "(sr25519)" in hotkey_line
+        assert f"gRPC (HTTP/2, h2c) on 127.0.0.1:{port}: axon.v1.Axon/{{Synapse, WhoAmI}}" in printed
+        assert f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on 127.0.0.1:{http_port}" in printed
+        assert f"advertises 127.0.0.1:{port}" in printed
+        # a client that knows only what was printed
+        target = AxonInfo(version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=printed_hotkey,
+                          coldkey="")
+        async with Dendrite() as dendrite:
+            result = await dendrite.call(target, WhoAmI(input=3), timeout=5.0, deserialize=False)
+        assert result.dendrite.status_code == 200, result.dendrite.status_message
+    finally:
+        code, err = stop(process, signal.SIGINT)
+    assert code == 0, err

@@ -6,7 +6,7 @@
   ``bt_header_dendrite_crypto``; the signature is sr25519 over
   ``{nonce}.{hotkey}.{axon_hotkey}.{uuid}.{body_hash}`` with a fresh ``time.time_ns()`` nonce.
 - HTTP: the request of a Bittensor SDK 10.5 dendrite (PROTOCOL.md, and
-  ``conformance/request_dummy_input3.json``): ``synapse.to_headers()`` plus the transport
+  ``tests/data/conformance/request_dummy_input3.json``): ``synapse.to_headers()`` plus the transport
   headers aiohttp adds, and the JSON of ``synapse.model_dump()`` as the body. The first
   request of a client is built from a real :class:`~axon_grpc.synapse.Synapse`; later ones
   replace the nonce and the signature (fixed widths: 19 digits, ``0x`` + 128 hex) in those

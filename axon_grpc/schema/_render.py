@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -132,6 +133,12 @@ class _Renderer:
             out.append(f"package {fdp.package};")
         for dep in fdp.dependency:
             out.append(f'import "{dep}";')
+        options = fdp.options.ListFields()
+        if options:
+            out.append("")
+        for option, value in sorted(options, key=lambda item: item[0].name):
+            text = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
+            out.append(f"option {option.name} = {text};")
         for svc in fdp.service:
             out.append("")
             out.append(f"service {svc.name} {{")
