@@ -16,7 +16,7 @@ from typing import Mapping
 from . import btauth
 from .auth import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS
 from .errors import SynapseParsingError
-from .synapse import TerminalInfo
+from .synapse import TerminalInfo, terminal_info
 
 #: Headers of the legacy scheme.
 HOTKEY = "bt_header_dendrite_hotkey"
@@ -120,7 +120,7 @@ class Credentials:
 
     def dendrite(self, peer_ip: str | None, peer_port: int | None) -> TerminalInfo:
         """The caller's terminal info as the synapse carries it (values already checked)."""
-        return TerminalInfo.model_construct(
+        return terminal_info(
             hotkey=self.hotkey, nonce=self.nonce, uuid=self.uuid, signature=self.signature, version=self.version,
             ip=peer_ip, port=peer_port,
         )

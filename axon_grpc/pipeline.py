@@ -53,7 +53,7 @@ from .errors import (
     status_of,
 )
 from .forwarding import Forwarder, Limit
-from .synapse import Synapse, TerminalInfo, legacy_body_hash
+from .synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
 from .terminal import AxonTerminal
 from .verifier import Verifier
 
@@ -133,8 +133,9 @@ class Pipeline:
             credentials = Credentials.read(call.headers)
             if self.admission.saturated:
                 self._refuse_early(credentials)
-            body = await self._authenticate(call, credentials, endpoint)
-            synapse, request_body = self._build(endpoint, call, credentials, body)
+            dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
+            body = await self._authenticate(call, credentials, endpoint, dendrite)
+            synapse, request_body = self._build(endpoint, call, credentials, body, dendrite)
             priority = await self._hooks(endpoint, synapse)
             limit = self._limit(call, synapse)
             if endpoint.streaming:
@@ -152,18 +153,16 @@ class Pipeline:
             self.admission.stats.shed += 1
             raise ServiceUnavailable(OVERLOADED)
 
-    async def _authenticate(self, call: Call, credentials: Credentials, endpoint: Endpoint) -> bytes:
+    async def _authenticate(
+        self, call: Call, credentials: Credentials, endpoint: Endpoint, dendrite: TerminalInfo
+    ) -> bytes:
         """Verify the signature (and store the nonce); returns the body bytes."""
         if credentials.scheme == BTAUTH:
             body = await self._body(call)
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
             return body
-        stand_in = Synapse.model_construct(
-            timeout=credentials.timeout if credentials.timeout is not None else endpoint.default_timeout,
-            computed_body_hash=credentials.body_hash,
-            dendrite=credentials.dendrite(call.peer_ip, call.peer_port),
-        )
-        await self.verifier.verify_legacy(stand_in, credentials.crypto)
+        timeout = credentials.timeout if credentials.timeout is not None else endpoint.default_timeout
+        await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
         return await self._body(call)
 
     @staticmethod
@@ -175,7 +174,9 @@ class Pipeline:
         return await call.read_body()
 
     # -- stage 5 -----------------------------------------------------------------------------
-    def _build(self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes) -> tuple[Synapse, Any]:
+    def _build(
+        self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes, dendrite: TerminalInfo
+    ) -> tuple[Synapse, Any]:
         """The synapse from the signed body, checked against the signed hash; and the decoded body."""
         legacy = credentials.scheme != BTAUTH
         if call.transport == GRPC:
@@ -200,7 +201,7 @@ class Pipeline:
         if credentials.timeout is not None:
             data["timeout"] = credentials.timeout
         data["computed_body_hash"] = credentials.body_hash
-        data["dendrite"] = credentials.dendrite(call.peer_ip, call.peer_port)
+        data["dendrite"] = dendrite
         data["axon"] = self.terminal.info(100, None)
         synapse = self.validate(endpoint, data)
         if legacy and call.transport != GRPC:

@@ -231,6 +231,38 @@ def field_body_hash(dumped: dict[str, Any], fields: tuple[str, ...]) -> str:
 
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+_TERMINAL_NONE = dict.fromkeys(TerminalInfo.model_fields)
+_set = object.__setattr__
+
+
+def terminal_info(**values: Any) -> TerminalInfo:
+    """A TerminalInfo of already-checked ``values`` (every other field None), unvalidated.
+
+    What ``TerminalInfo.model_construct`` makes, at a fraction of its cost: the request
+    path builds two of these per call.
+    """
+    info = TerminalInfo.__new__(TerminalInfo)
+    fields = dict(_TERMINAL_NONE)
+    fields.update(values)
+    _set(info, "__dict__", fields)
+    _set(info, "__pydantic_fields_set__", set(values))
+    _set(info, "__pydantic_extra__", None)
+    _set(info, "__pydantic_private__", None)
+    return info
+
+
+def signed_fields(timeout: float | None, computed_body_hash: str, dendrite: TerminalInfo) -> Synapse:
+    """A base Synapse holding only what a legacy signature covers (unvalidated, values
+    already checked): what the signature check reads before any body is parsed."""
+    synapse = Synapse.__new__(Synapse)
+    _set(synapse, "__dict__", {
+        "name": None, "timeout": timeout, "total_size": 0, "header_size": 0, "dendrite": dendrite, "axon": None,
+        "computed_body_hash": computed_body_hash,
+    })
+    _set(synapse, "__pydantic_fields_set__", {"timeout", "computed_body_hash", "dendrite"})
+    _set(synapse, "__pydantic_extra__", None)
+    _set(synapse, "__pydantic_private__", None)
+    return synapse
 
 
 def legacy_body_hash(synapse: Synapse, fields: tuple[str, ...]) -> str:

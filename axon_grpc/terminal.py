@@ -14,7 +14,7 @@ from typing import Callable
 
 from ._types import Signer
 from .auth import response_message
-from .synapse import AXON_PREFIX, Synapse, TerminalInfo
+from .synapse import AXON_PREFIX, Synapse, TerminalInfo, terminal_info
 
 
 class AxonTerminal:
@@ -51,7 +51,7 @@ class AxonTerminal:
     def info(self, status: int, message: str | None, process_time: float | None = None) -> TerminalInfo:
         """This axon's terminal info for one answer (a fresh nonce)."""
         ip, port = self.endpoint
-        return TerminalInfo.model_construct(
+        return terminal_info(
             status_code=status, status_message=message, process_time=process_time, ip=ip, port=port,
             version=self.version, nonce=time.time_ns(), uuid=self.uuid, hotkey=self.address,
         )

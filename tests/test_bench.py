@@ -86,23 +86,26 @@ def _level(concurrency: int, rps: float, cpu: float, p99: float) -> dict[str, An
 
 def test_ratios_follow_the_issue_targets() -> None:
     results = {"targets": [
-        {"name": "grpc", "label": "g", "levels": [_level(16, 2000, 0.3, 10), _level(64, 2500, 0.3, 30)]},
+        {"name": "grpc", "label": "g", "levels": [_level(16, 2000, 0.4, 10), _level(64, 2500, 0.4, 30)]},
+        {"name": "grpc-async", "label": "a", "levels": [_level(16, 2000, 0.3, 10), _level(64, 2500, 0.3, 30)]},
+        {"name": "grpc-inline", "label": "i", "levels": [_level(64, 2400, 0.34, 32)]},
         {"name": "http", "label": "h", "levels": [_level(16, 900, 0.6, 20), _level(64, 1000, 0.6, 80)]},
         {"name": "echo", "label": "e", "levels": [_level(64, 5000, 0.2, 10)]},
         {"name": "echo-verified", "label": "v", "levels": [_level(64, 4000, 0.25, 12)]},
         {"name": "legacy", "label": "l", "levels": [_level(16, 200, 4.5, 100), _level(64, 200, 4.5, 400)]},
     ]}
     rows = {row["name"]: row for row in ratios(results)}
-    assert rows["gRPC CPU/request vs legacy"]["value"] == pytest.approx(15.0)
-    assert rows["gRPC CPU/request vs legacy"]["met"] is True
-    assert rows["gRPC CPU/request vs bare verified echo"]["value"] == pytest.approx(1.2)
-    assert rows["gRPC throughput vs legacy"]["value"] == pytest.approx(12.5)
-    assert rows["HTTP bridge CPU/request vs legacy"]["met"] is False  # 7.5 < 10
-    assert rows["gRPC p99 at c=64 vs legacy"]["value"] == pytest.approx(30 / 400)
-    assert rows["HTTP bridge p99 at c=64 vs legacy"]["met"] is False  # 0.2 > 0.1
+    assert rows["gRPC (async forward) CPU/request vs legacy"]["value"] == pytest.approx(15.0)
+    assert rows["gRPC (async forward) CPU/request vs legacy"]["met"] is True
+    assert rows["gRPC (async forward) CPU/request vs bare verified echo"]["value"] == pytest.approx(1.2)
+    assert rows["gRPC (async forward) CPU/request vs bare verified echo"]["met"] is False  # 1.2 > 1.15
+    assert rows["gRPC inline sync forward vs async forward, CPU/request"]["met"] is False  # 1.13 > 1.10
+    assert rows["gRPC (async forward) throughput vs legacy"]["value"] == pytest.approx(12.5)
+    assert rows["HTTP bridge CPU/request vs legacy"]["met"] is False  # 7.5 < 12
+    assert rows["gRPC (async forward) p99 at c=64 vs legacy"]["value"] == pytest.approx(30 / 400)
     results["targets"][-1] = {"name": "legacy", "label": "l", "skipped": "no venv", "levels": []}
     rows = {row["name"]: row for row in ratios(results)}
-    assert rows["gRPC CPU/request vs legacy"]["met"] is None
+    assert rows["gRPC (async forward) CPU/request vs legacy"]["met"] is None
     assert "skipped" in table(results)
 
 
@@ -111,30 +114,30 @@ def test_bench_is_an_axon_grpc_command() -> None:
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--targets", "nginx"])
-    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
+    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-inline", "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
                                  "echo-verified", "legacy"}
     assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis"}
     assert callable(add_bench_command)
 
 
 def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "--targets", "grpc,http,legacy", "--concurrency", "2", "--duration", "0.6",
+    code = main(["bench", "--targets", "grpc-async,http,legacy", "--concurrency", "2", "--duration", "0.6",
                  "--warmup", "0.3", "--generators", "1", "--channels", "1", "--no-chart", "--quiet",
                  "--legacy-python", str(tmp_path / "missing" / "python"), "--out", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr()
-    assert "gRPC CPU/request vs legacy" in printed.out and "skipped" in printed.err
+    assert "gRPC (async forward) CPU/request vs legacy" in printed.out and "skipped" in printed.err
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["meta"]["machine"]["nproc"] >= 1 and data["meta"]["options"]["concurrency"] == [2]
     targets = {t["name"]: t for t in data["targets"]}
     assert targets["legacy"]["skipped"]
-    for name in ("grpc", "http"):
+    for name in ("grpc-async", "http"):
         (level,) = targets[name]["levels"]
         assert level["concurrency"] == 2 and level["ok"] > 0 and level["errors"] == 0
         assert level["statuses"] == {"200": level["ok"]}
         assert level["rps"] > 0 and 0 < level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
         assert level["server_cpu_ms_per_req"] > 0 and level["generator_cpu_cores"] >= 0
-    assert {row["name"] for row in data["ratios"]} >= {"gRPC CPU/request vs bare verified echo"}
+    assert {row["name"] for row in data["ratios"]} >= {"gRPC (async forward) CPU/request vs bare verified echo"}
 
 
 def test_scaling_compares_two_workers_with_one_process_level_by_level() -> None:

@@ -77,6 +77,9 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
                        "profiler and print its top costs: cprofile (default; the serving loop's thread, "
                        "profile-grpc.prof in --out) or py-spy (sampling every thread, without pausing the server; "
                        "profile-grpc.txt). The profiled level's figures are not the measurement's.")
+    bench.add_argument("--in-process", action="store_true",
+                       help="the pipeline's own cost per call, no network (Pipeline.handle beside the verified "
+                       "echo's work), then exit")
     bench.add_argument("--memory", action="store_true",
                        help="instead of the load levels: drive 1,000,000 requests' worth of nonce-store work from "
                        "100,000 dendrite uuids in-process and report the resident memory growth")
@@ -106,6 +109,15 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             "machine": machine(),
         },
     }
+    if args.in_process:
+        from .inprocess import in_process_text, measure_in_process
+
+        results["in_process_us"] = figures = measure_in_process()
+        print(in_process_text(figures))
+        from .report import write_json
+
+        print(f"wrote {write_json(results, out / 'bench-in-process.json')}")
+        return 0
     if args.memory:
         from .memory import measure_memory, memory_text
 

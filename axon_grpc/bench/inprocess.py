@@ -1,7 +1,8 @@
 """``axon-grpc bench --in-process``: the pipeline's own cost per call, with no network.
 
 Signed gRPC-shaped calls (the Dendrite's metadata, a fresh nonce and uuid each, signed
-beforehand, outside the timed loop) are handed to ``Pipeline.handle`` one after another
+beforehand, outside the timed loop) are handed to ``Pipeline.handle`` one after another,
+and each answer is encoded as the gRPC transport sends it (message and trailers),
 on one event loop, for the demo's ``Dummy`` with blacklist and priority attached and an
 async forward, an inline sync forward and a pool (thread) sync forward. Beside them,
 the verified echo's work on the same inputs: one SHA3-256 of the body, one sr25519
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 from ..call import GRPC, Call
 from ..demo import Dummy, blacklist, priority
+from ..grpc_codec import reply_message, trailing_metadata
 from ..keys import Keypair, parse_signature, verify_signature
 from ..testing import build_axon
 from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
@@ -52,10 +54,12 @@ async def _time_pipeline(forward: Callable[..., Any], inline: bool, calls: int, 
         gc.collect()
         started = time.perf_counter()
         for headers in batch:
-            outcome = await handle(Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000, None, True,
+            deadline = time.monotonic() + 12.0  # the Dendrite's grpc-timeout, which grpc.aio enforces
+            outcome = await handle(Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000, deadline, True,
                                         "POST", GRPC_METHOD))
             if not outcome.ok:
                 raise RuntimeError(f"the bench call was refused: {outcome.status} {outcome.message}")
+            reply_message(outcome), trailing_metadata(outcome)  # the answer as the gRPC transport sends it
         best = min(best, (time.perf_counter() - started) / calls)
     axon.thread_pool.shutdown()
     return best * 1e6

@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "grpc-async", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
+KINDS = ("grpc", "grpc-async", "grpc-inline", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
 
 
 def announce(**fields: Any) -> None:
@@ -129,8 +129,9 @@ async def serve_echo(port: int, verified: bool) -> None:
 
 
 def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = False, seed: str | None = None,
-                     nonce_store: str | None = None) -> Any:
-    """The measured axon, unstarted: Dummy, blacklist + priority, default verify.
+                     nonce_store: str | None = None, inline: bool = False) -> Any:
+    """The measured axon, unstarted: Dummy, blacklist + priority, default verify; the sync
+    forward on the pool, or on the loop with ``inline``, or the async one with ``run_async``.
 
     ``seed`` (hex) fixes the hotkey, so several workers sign as one axon; ``nonce_store``
     is a store URL (``redis://...``) instead of the in-memory default.
@@ -146,12 +147,13 @@ def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = 
     wallet = KeypairWallet(Keypair.create_from_seed(seed)) if seed else KeypairWallet.generate()
     axon = Axon(wallet=wallet, ip="127.0.0.1", external_ip="127.0.0.1", port=port, http_port=http_port,
                 nonce_store=nonce_store)
-    axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority)
+    axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority,
+                inline=inline)
     return axon
 
 
-async def serve_axon(port: int, http_port: int | None, run_async: bool = False) -> None:
-    axon = build_dummy_axon(port, http_port, run_async)
+async def serve_axon(port: int, http_port: int | None, run_async: bool = False, inline: bool = False) -> None:
+    axon = build_dummy_axon(port, http_port, run_async, inline=inline)
     await axon.start_async()
     announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
     await _wait_for_signal()
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.kind == "http" and not args.http_port:
             parser.error("http needs --http-port")
-        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None, args.kind == "grpc-async")
+        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None, args.kind == "grpc-async",
+                          args.kind == "grpc-inline")
     if not args.cprofile:
         asyncio.run(coro)
         return 0
