@@ -26,7 +26,7 @@ from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
 from .executor import ForwardPool
 from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
-from .nonces import InMemoryNonceStore, NonceStore, open_nonce_store
+from .nonces import InMemoryNonceStore, NonceStore
 from .pipeline import Pipeline
 from .schema import schema_for
 from .signatures import check_attach
@@ -143,6 +143,7 @@ class Axon:
         store = nonce_store if nonce_store is not None else section.get("nonce_store")
         #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
         self._store_url: str | None = store if isinstance(store, str) else None
+        self._store_timeout: float | None = section.get("nonce_store_timeout")
         given = store if isinstance(store, NonceStore) else None
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
@@ -220,10 +221,12 @@ class Axon:
         url, self._store_url = self._store_url, None
         if url is None:
             return
+        from .redis_store import open_nonce_store  # only an axon given a store URL loads the Redis client
+
         policy = self.verify_policy
         store = open_nonce_store(
             url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-            namespace=self.terminal.address, timeout_s=self.config.axon.get("nonce_store_timeout"),
+            namespace=self.terminal.address, timeout_s=self._store_timeout,
         )
         if store is not None:
             self.owned_stores.append(store)

@@ -36,7 +36,6 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
-from . import btauth
 from .admission import OVERLOADED, AdmissionQueue
 from .call import GRPC, Call, Outcome
 from .credentials import BTAUTH, Credentials
