@@ -70,4 +70,7 @@ class Health:
             if status != sent:
                 await stream.message(health_pb2.HealthCheckResponse(status=status).SerializeToString())
                 sent = status
+            if self.draining:  # a watch must not hold the drain up: it ends once it said so
+                await stream.finish(OK)
+                return
             await asyncio.wait((gone,), timeout=WATCH_INTERVAL_S)
