@@ -21,6 +21,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from ..call import GRPC, Call, Outcome
+from ..errors import SynapseParsingError
 from .wire import (
     CompressedMessage,
     Disconnected,
@@ -127,6 +128,18 @@ def request_headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
+def _body_reader(reader: MessageReader, length: int) -> Callable[[], Awaitable[bytes]]:
+    async def read_body() -> bytes:
+        try:
+            message = await reader.message(length)
+            await reader.end()
+        except WireError as e:
+            raise SynapseParsingError(f"Improperly formatted request. {e.message}") from None
+        return message
+
+    return read_body
+
+
 async def _until_disconnect(receive: Receive) -> None:
     """Return once the client has gone away or the response is complete (the body was read).
 
@@ -203,10 +216,16 @@ class GrpcAsgi:
         self, scope: Scope, path: str, headers: dict[str, str], deadline: float | None,
         reader: MessageReader, stream: GrpcStream, receive: Receive,
     ) -> None:
-        body = await reader.only()
+        length = await reader.length()  # size and compression are refused before the pipeline
+        if length is None:
+            raise WireError("request has no message")
+        body = reader.complete(length)
         client = scope.get("client") or (None, None)
         call = Call(
             name=path[len(AXON_METHOD_PREFIX):], headers=headers, transport=GRPC, body=body,
+            # Not all here yet: read once the pipeline has checked what needs no body (a
+            # stranger's half-sent message is refused without being held).
+            read_body=None if body is not None else _body_reader(reader, length),
             peer_ip=client[0], peer_port=client[1], deadline=deadline,
             deadline_enforced=deadline is not None, method="POST", path=path,
         )

@@ -110,8 +110,8 @@ class MessageReader:
                 self._more = bool(event.get("more_body", False))
         return len(self._buffer) >= size
 
-    async def next(self) -> bytes | None:
-        """The next message, or None at the end of the body."""
+    async def length(self) -> int | None:
+        """Read the next message's prefix: its length (checked), or None at the end of the body."""
         if not await self._fill(PREFIX_BYTES):
             if self._buffer:
                 raise WireError("request body ended inside a message prefix")
@@ -121,6 +121,18 @@ class MessageReader:
             raise CompressedMessage("compressed messages are not supported: send grpc-encoding identity")
         if length > self._limit:
             raise MessageTooLarge(f"request message too large: limit is {self._limit} bytes")
+        return int(length)
+
+    def complete(self, length: int) -> bytes | None:
+        """The message of ``length`` (whose prefix was read) when it and the body's end are here."""
+        if self._more or len(self._buffer) != PREFIX_BYTES + length:
+            return None
+        message = bytes(self._buffer[PREFIX_BYTES:])
+        self._buffer.clear()
+        return message
+
+    async def message(self, length: int) -> bytes:
+        """The message of ``length`` whose prefix :meth:`length` read."""
         end = PREFIX_BYTES + length
         if not await self._fill(end):
             raise WireError("request body ended inside a message")
@@ -128,11 +140,20 @@ class MessageReader:
         del self._buffer[:end]
         return message
 
+    async def next(self) -> bytes | None:
+        """The next message, or None at the end of the body."""
+        length = await self.length()
+        return None if length is None else await self.message(length)
+
+    async def end(self) -> None:
+        """Check that the body holds no further message."""
+        if await self.length() is not None:
+            raise WireError("request has more than one message")
+
     async def only(self) -> bytes:
         """The request's single message (unary and server-streaming methods)."""
         message = await self.next()
         if message is None:
             raise WireError("request has no message")
-        if await self.next() is not None:
-            raise WireError("request has more than one message")
+        await self.end()
         return message

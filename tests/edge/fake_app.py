@@ -25,6 +25,9 @@ STATS = {"cancelled": 0, "stream_closed": 0}
 class FakePipeline:
     async def handle(self, call: Call) -> Outcome:
         name = call.name
+        if call.body is None and name != "Slow":
+            assert call.read_body is not None
+            call.body = await call.read_body()
         meta = {"bt_header_axon_status_code": "200"}
         if name == "Echo":
             return Outcome(200, "Success", synapse=(call.body, meta))  # type: ignore[arg-type]
