@@ -8,11 +8,11 @@ reflection; a SIGTERM drain with a stream in flight.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -30,7 +30,10 @@ from ..test_bridge_client import LegacyClient
 from .axon_app import Nap, Story
 from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
 
-PIPELINE_MISSING = importlib.util.find_spec("axon_grpc.grpc_codec") is None
+import axon_grpc
+
+# Looked for beside the package (an editable install elsewhere could otherwise answer).
+PIPELINE_MISSING = not (Path(axon_grpc.__file__).parent / "grpc_codec.py").exists()
 
 pytestmark = [
     requires_pyvoy,
