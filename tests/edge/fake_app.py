@@ -44,6 +44,8 @@ class FakePipeline:
             info = {"ip": call.peer_ip, "enforced": call.deadline_enforced, "deadline": call.deadline is not None,
                     "headers": dict(call.headers), "path": call.path}
             return Outcome(200, "Success", synapse=(json.dumps(info).encode(), meta))  # type: ignore[arg-type]
+        if name == "Pid":
+            return Outcome(200, "Success", synapse=(str(os.getpid()).encode(), meta))  # type: ignore[arg-type]
         if name == "Stats":
             return Outcome(200, "Success", synapse=(json.dumps(STATS).encode(), meta))  # type: ignore[arg-type]
         if name == "Count":

@@ -25,9 +25,10 @@ from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
 pytestmark = requires_pyvoy
 
 
-def start(port: int, *tls: Path) -> subprocess.Popen[bytes]:
+def start(port: int, *tls: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-m", "tests.edge.serve_fake", str(port), *map(str, tls)],
-                               env=environment(), cwd=str(ROOT), stdin=subprocess.DEVNULL)
+                               env=environment(EDGE_TEST_WORKERS=str(workers)), cwd=str(ROOT),
+                               stdin=subprocess.DEVNULL)
     wait_for_port(port, process)
     return process
 
@@ -127,3 +128,19 @@ def test_sigterm_drains_calls_in_flight_on_both_protocols() -> None:
         channel.close()
     finally:
         stop(process)
+
+
+def test_two_envoy_processes_share_the_port() -> None:
+    port = free_port()
+    process = start(port, workers=2)
+    try:
+        pids = set()
+        deadline = time.monotonic() + 20  # the second process may still be starting
+        while time.monotonic() < deadline:  # a new connection each time: the kernel spreads them
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                pids.add(channel.unary_unary("/axon.v1.Axon/Pid")(b"", timeout=5))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+    finally:
+        assert stop(process) == 0
