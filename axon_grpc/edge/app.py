@@ -11,6 +11,7 @@ server runs no lifespan) it calls the factory named by ``$AXON_GRPC_EDGE_FACTORY
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -79,18 +80,22 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
 
     if codec is None:
         codec = importlib.import_module("axon_grpc.grpc_codec")
-    if axon.http is None:  # the bridge without a port of its own: Envoy's listener serves it
-        axon.http = load_transport("http")(axon)
+    bridge = axon.http if axon.http_port else None
+    if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
+        bridge = load_transport("http")(axon)
         for endpoint in axon.endpoints.values():
-            axon.http.add_route(endpoint)
+            bridge.add_route(endpoint)
     health = Health((SERVICE_NAME,), drain_file=drain_file)
-    reflection = Reflection(DescriptorSource(axon), (SERVICE_NAME, "grpc.health.v1.Health", REFLECTION_SERVICES[0]))
+    # The core's source takes the endpoints (it took the axon before the pipeline refactor).
+    takes_endpoints = "endpoints" in inspect.signature(DescriptorSource).parameters
+    source = DescriptorSource(axon.endpoints if takes_endpoints else axon)
+    reflection = Reflection(source, (SERVICE_NAME, "grpc.health.v1.Health", REFLECTION_SERVICES[0]))
     grpc = GrpcAsgi(
         axon.pipeline, codec,
         max_message_bytes=int(getattr(axon, "max_request_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         services={**health.methods(), **reflection.methods()},  # type: ignore[dict-item]
     )
-    return EdgeApp(grpc, axon.http.asgi, health)
+    return EdgeApp(grpc, bridge.asgi, health)
 
 
 class LazyEdgeApp:

@@ -93,7 +93,7 @@ async def test_unsigned_grpc_call_is_refused(port: int) -> None:
 
 async def test_streaming_on_both_protocols(port: int) -> None:
     async with Dendrite() as dendrite:
-        items = [item async for item in dendrite.forward(info(port), Story(prompt="one two"), streaming=True)]
+        items = [item async for item in dendrite.call_stream(info(port), Story(prompt="one two"), deserialize=False)]
     assert items[:2] == ["ONE", "TWO"]
     assert items[-1].completion == "ONE TWO" and items[-1].dendrite.status_code == 200
     legacy = LegacyClient(port, AXON_HOTKEY)
@@ -130,7 +130,7 @@ async def test_sigterm_lets_a_stream_in_flight_finish() -> None:
     process = serve(port)
     try:
         async with Dendrite() as dendrite:
-            stream = dendrite.forward(info(port), Nap(seconds=1.5), streaming=True, timeout=10)
+            stream = dendrite.call_stream(info(port), Nap(seconds=1.5), timeout=10, deserialize=False)
             first = await stream.__anext__()
             assert first == "start"
             process.send_signal(signal.SIGTERM)
