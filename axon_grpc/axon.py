@@ -351,12 +351,19 @@ class Axon:
         await self.verifier.verify_legacy(synapse, crypto)
 
     # -- lifecycle ----------------------------------------------------------------------
+    def prepare(self) -> Axon:
+        """Resolve what serving needs (the wallet's hotkey, the advertised address, a store
+        given by URL) now rather than on the first request. ``start`` calls it; a server
+        that runs the pipeline itself (the Envoy edge) calls it instead of ``start``."""
+        self._open_stores()
+        self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
+        return self
+
     async def start_async(self) -> Axon:
         """Serve on the running loop (for callers already inside asyncio)."""
         if self.started:
             return self
-        self._open_stores()
-        self.terminal.endpoint  # resolve the hotkey and the advertised address now, not on a request
+        self.prepare()
         settings = GrpcSettings(self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port)
         server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services)
         self.port = await server.start()

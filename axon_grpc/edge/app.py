@@ -10,8 +10,6 @@ server runs no lifespan) it calls the factory named by ``$AXON_GRPC_EDGE_FACTORY
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import os
 import sys
@@ -75,20 +73,20 @@ async def _lifespan(receive: Receive, send: Send, startup: Callable[[], Any] | N
 
 def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
     """The edge application of ``axon``: its pipeline over gRPC, its HTTP bridge, health, reflection."""
+    from .. import grpc_codec
     from ..axon import load_transport
     from ..discovery import SERVICE_NAME, DescriptorSource
 
+    axon.prepare()
     if codec is None:
-        codec = importlib.import_module("axon_grpc.grpc_codec")
+        codec = grpc_codec
     bridge = axon.http if axon.http_port else None
     if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
         bridge = load_transport("http")(axon)
         for endpoint in axon.endpoints.values():
             bridge.add_route(endpoint)
     health = Health((SERVICE_NAME,), drain_file=drain_file)
-    # The core's source takes the endpoints (it took the axon before the pipeline refactor).
-    takes_endpoints = "endpoints" in inspect.signature(DescriptorSource).parameters
-    source = DescriptorSource(axon.endpoints if takes_endpoints else axon)
+    source = DescriptorSource(axon.endpoints)
     reflection = Reflection(source, (SERVICE_NAME, "grpc.health.v1.Health", REFLECTION_SERVICES[0]))
     grpc = GrpcAsgi(
         axon.pipeline, codec,

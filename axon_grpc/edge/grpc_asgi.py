@@ -23,7 +23,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, S
 from ..call import GRPC, Call, Outcome
 from ..errors import SynapseParsingError
 from .wire import (
-    CompressedMessage,
     Disconnected,
     MessageReader,
     Receive,
@@ -185,7 +184,7 @@ class GrpcAsgi:
         timeout = parse_timeout(headers.get("grpc-timeout"))
         reader = MessageReader(receive, self.max_message_bytes)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # pyvoy needs Python >= 3.11
                 if path.startswith(AXON_METHOD_PREFIX):
                     deadline = None if timeout is None else time.monotonic() + timeout
                     await self._axon_call(scope, path, headers, deadline, reader, stream, receive)

@@ -8,11 +8,9 @@ reflection; a SIGTERM drain with a stream in flight.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -30,15 +28,7 @@ from ..test_bridge_client import LegacyClient
 from .axon_app import Nap, Story
 from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
 
-import axon_grpc
-
-# Looked for beside the package (an editable install elsewhere could otherwise answer).
-PIPELINE_MISSING = not (Path(axon_grpc.__file__).parent / "grpc_codec.py").exists()
-
-pytestmark = [
-    requires_pyvoy,
-    pytest.mark.skipif(PIPELINE_MISSING, reason="needs the core's Pipeline.handle and axon_grpc.grpc_codec"),
-]
+pytestmark = [requires_pyvoy]
 
 SEED = "0x" + "42" * 32
 AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
