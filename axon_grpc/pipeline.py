@@ -49,6 +49,7 @@ from .errors import (
     InternalServerError,
     Reason,
     ServiceUnavailable,
+    Shed,
     SynapseParsingError,
     UnknownSynapseError,
     VerifyRefused,
@@ -172,7 +173,7 @@ class Pipeline:
         claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
         if not self.admission.would_admit(claimed):
             self.admission.stats.shed += 1
-            raise ServiceUnavailable(OVERLOADED)
+            raise Shed(OVERLOADED)
 
     async def _authenticate(
         self, call: Call, credentials: Credentials, endpoint: Endpoint, dendrite: TerminalInfo
