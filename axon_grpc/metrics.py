@@ -398,6 +398,17 @@ def exposition(collector: Any) -> tuple[bytes, str]:
     return generate_latest(collector), CONTENT_TYPE
 
 
+def serve_aggregate(port: int, host: str = "::") -> tuple[Any, Any]:
+    """Answer scrapes of every worker's metrics (multiprocess mode) on ``host:port`` from a
+    daemon thread of this process: the parent of several workers serves the metrics port."""
+    from prometheus_client.exposition import start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged)
+    return start_http_server(port, host.strip("[]") or "::", registry=merged)
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
