@@ -223,6 +223,18 @@ class _Bound:
         return child
 
 
+class _NonceBound:
+    """One nonce store's label children and its last known health."""
+
+    __slots__ = ("verdicts", "duration", "gauge", "healthy")
+
+    def __init__(self, metrics: PrometheusMetrics, store: str) -> None:
+        self.verdicts: dict[str, Any] = {}
+        self.duration = metrics.nonce_duration.labels(store)
+        self.gauge = metrics.nonce_healthy.labels(store)
+        self.healthy: bool | None = None
+
+
 class PrometheusMetrics:
     """The axon's metrics in ``registry`` (a new one per axon unless given).
 
@@ -281,7 +293,7 @@ class PrometheusMetrics:
         if self.top_callers is not None and not multiprocess():
             r.register(_TopCallersCollector(self.top_callers))  # type: ignore[arg-type]
         self._bound: dict[str, _Bound] = {}
-        self._nonce: dict[str, tuple[dict[Any, Any], Any, Any]] = {}
+        self._nonce: dict[str, _NonceBound] = {}
         self._admission_seen = (0, 0)
 
     def set_mode(self, mode: str) -> None:
@@ -335,15 +347,17 @@ class PrometheusMetrics:
     def nonce_checked(self, store: str, verdict: NonceVerdict | None, seconds: float) -> None:
         bound = self._nonce.get(store)
         if bound is None:
-            bound = self._nonce[store] = ({}, self.nonce_duration.labels(store), self.nonce_healthy.labels(store))
-        verdicts, duration, healthy = bound
+            bound = self._nonce[store] = _NonceBound(self, store)
         name = "error" if verdict is None else verdict.value
-        child = verdicts.get(name)
+        child = bound.verdicts.get(name)
         if child is None:
-            child = verdicts[name] = self.nonce_checks.labels(store, name)
+            child = bound.verdicts[name] = self.nonce_checks.labels(store, name)
         child.inc()
-        duration.observe(seconds)
-        healthy.set(0 if verdict is None else 1)
+        bound.duration.observe(seconds)
+        healthy = verdict is not None
+        if healthy is not bound.healthy:  # the gauge is written on changes only
+            bound.healthy = healthy
+            bound.gauge.set(1 if healthy else 0)
 
     # -- read at scrape time ---------------------------------------------------------------------
     def refresh(self) -> None:
