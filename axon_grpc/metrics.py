@@ -190,8 +190,18 @@ class _TopCallersCollector:
 class _Bound:
     """One synapse's label children, bound at attach time."""
 
-    __slots__ = ("name", "requests", "refusals", "duration", "queue_wait", "forward", "streams_open", "chunks",
-                 "cancelled", "_metrics")
+    __slots__ = (
+        "_metrics",
+        "cancelled",
+        "chunks",
+        "duration",
+        "forward",
+        "name",
+        "queue_wait",
+        "refusals",
+        "requests",
+        "streams_open",
+    )
 
     def __init__(self, metrics: PrometheusMetrics, name: str) -> None:
         self._metrics = metrics
@@ -226,7 +236,7 @@ class _Bound:
 class _NonceBound:
     """One nonce store's label children and its last known health."""
 
-    __slots__ = ("verdicts", "duration", "gauge", "healthy")
+    __slots__ = ("duration", "gauge", "healthy", "verdicts")
 
     def __init__(self, metrics: PrometheusMetrics, store: str) -> None:
         self.verdicts: dict[str, Any] = {}

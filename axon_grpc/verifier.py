@@ -27,7 +27,7 @@ def store_kind(store: NonceStore) -> str:
 class ObservedStore:
     """A nonce store whose checks (verdict, latency, failure) are told to the verifier's observer."""
 
-    __slots__ = ("store", "kind", "verifier")
+    __slots__ = ("kind", "store", "verifier")
 
     def __init__(self, store: NonceStore, verifier: Verifier) -> None:
         self.store = store
