@@ -79,6 +79,7 @@ class Reason:
     NOT_FOUND = "not_found"  #: no synapse of that name is attached
     CANCELLED = "cancelled"  #: the client went away before the answer was complete
     ERROR = "error"  #: the forward or the axon failed (500)
+    FORWARD = "forward"  #: the forward answered with a status of its own (``synapse.axon.status_code``)
 
 
 _HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {

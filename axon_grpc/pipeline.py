@@ -58,7 +58,7 @@ from .errors import (
 from .forwarding import Forwarder, Limit
 from .metrics import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from .synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
-from .terminal import AxonTerminal
+from .terminal import AxonTerminal, forward_status
 from .verifier import Verifier
 
 logger = logging.getLogger("axon_grpc")
@@ -386,10 +386,14 @@ class Pipeline:
         request_body: Any,
         own: TerminalInfo | None,
     ) -> Outcome:
-        """200, stamped in the request's own terminal info (``own``) when the forward kept it."""
-        self.terminal.stamp(result, own, 200, "Success", time.time() - start)
-        _log(transport, endpoint.name, result, 200, start)
-        return Outcome(200, "Success", result, endpoint, request_body=request_body)
+        """200 (or the forward's own status), stamped in the request's own terminal info
+        (``own``) when the forward kept it."""
+        status, message = self.terminal.stamp(result, own, 200, "Success", time.time() - start)
+        _log(transport, endpoint.name, result, status, start)
+        if status == 200:
+            return Outcome(200, message, result, endpoint, request_body=request_body)
+        self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
+        return Outcome(status, message, result, endpoint, request_body=request_body, reason=Reason.FORWARD)
 
     def _failure(
         self,
@@ -402,6 +406,10 @@ class Pipeline:
             request_body = error.error
         else:
             status, message = describe(error, synapse.name)
+            carried = getattr(error, "synapse", None)
+            own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
+            if own is not None:  # a SynapseException about a synapse whose status the forward set
+                status, message = own
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
         if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
             self.terminal.sign(synapse)

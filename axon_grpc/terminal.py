@@ -17,6 +17,14 @@ from .auth import response_message
 from .synapse import AXON_PREFIX, Synapse, TerminalInfo, terminal_info
 
 
+def forward_status(info: object) -> tuple[int, str] | None:
+    """The status a forward set on its synapse's terminal info, if it set one (not 100 or 200)."""
+    code = info.status_code if isinstance(info, TerminalInfo) else None
+    if code is None or code in (100, 200):
+        return None
+    return int(code), (info.status_message or "") if isinstance(info, TerminalInfo) else ""
+
+
 class AxonTerminal:
     """The axon's identity as answers carry it. ``hotkey`` is resolved on first use."""
 
@@ -58,15 +66,24 @@ class AxonTerminal:
 
     def stamp(
         self, synapse: Synapse, given: TerminalInfo | None, status: int, message: str, process_time: float
-    ) -> None:
-        """Set the answer's status on ``synapse.axon``: in ``given`` (the info the request's
-        synapse was built with, its nonce from then) when the forward kept it, else in a
-        new one of the axon's own."""
+    ) -> tuple[int, str]:
+        """Set the answer's status on ``synapse.axon`` and return it.
+
+        A status the forward set on ``synapse.axon`` (other than 100 and 200) is kept with
+        its message, as the SDK keeps it. The info is ``given`` (the one the request's
+        synapse was built with, its nonce from then) when the forward kept it, else a new
+        one of the axon's own.
+        """
         values = synapse.__dict__
-        if given is not None and values.get("axon") is given:
+        info = values.get("axon")
+        own = forward_status(info)
+        if own is not None:
+            status, message = own
+        if given is not None and info is given:
             given.__dict__.update(status_code=status, status_message=message, process_time=process_time)
         else:
             values["axon"] = self.info(status, message, process_time)
+        return status, message
 
     def sign(self, synapse: Synapse) -> None:
         """Sign ``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}`` into ``synapse.axon``."""

@@ -7,7 +7,8 @@ header and body bounds, and hands everything else to the FastAPI app behind it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.call import HTTP, Call
 from axon_grpc.credentials import CRYPTO, Credentials
-from axon_grpc.errors import Reason, RequestTooLarge, UnknownSynapseError
+from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseError
 from axon_grpc.metrics import NO_SCHEME, UNKNOWN_SYNAPSE
 from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
@@ -69,6 +70,17 @@ async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
             task.cancel()
         await asyncio.gather(writer, watcher, return_exceptions=True)
         await reply.chunks.aclose()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _recorded(synapse: Synapse) -> Iterator[None]:
+    """An axon refusal raised inside also sets ``synapse.axon``'s status, as the SDK's stages do."""
+    try:
+        yield
+    except AxonError as e:
+        if synapse.axon is not None:
+            synapse.axon.__dict__.update(status_code=int(e.status_code), status_message=e.message)
+        raise
 
 
 class AxonMiddleware:
@@ -147,16 +159,19 @@ class AxonMiddleware:
         return synapse
 
     async def blacklist(self, synapse: Synapse) -> None:
-        """Raise :class:`~axon_grpc.errors.BlacklistedException` (403) if ``blacklist_fn`` refuses."""
-        await self.axon.pipeline.blacklist(self._endpoint(synapse.name), synapse)
+        """Raise :class:`~axon_grpc.errors.BlacklistedException` (403) if ``blacklist_fn`` refuses;
+        as the SDK's, the refusal is also written to ``synapse.axon``."""
+        with _recorded(synapse):
+            await self.axon.pipeline.blacklist(self._endpoint(synapse.name), synapse)
 
     async def verify(self, synapse: Synapse, headers: Mapping[str, str] | None = None) -> None:
         """Signature and nonce (legacy scheme), then the miner's checks; raises
-        :class:`~axon_grpc.errors.NotVerifiedException` (401)."""
+        :class:`~axon_grpc.errors.NotVerifiedException` (401), written to ``synapse.axon`` too."""
         pipeline = self.axon.pipeline
         crypto = (headers or {}).get(CRYPTO, "sr25519")
-        await pipeline.verifier.verify_legacy(synapse, crypto)
-        await pipeline.verify_hooks(self._endpoint(synapse.name), synapse)
+        with _recorded(synapse):
+            await pipeline.verifier.verify_legacy(synapse, crypto)
+            await pipeline.verify_hooks(self._endpoint(synapse.name), synapse)
 
     async def priority(self, synapse: Synapse) -> float:
         """The priority ``priority_fn`` gives ``synapse`` (0.0 without one)."""

@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 import bridge
 from axon_grpc import Keypair, Synapse
-from axon_grpc.errors import BodyHashMismatch, SynapseParsingError
+from axon_grpc.errors import BodyHashMismatch, NotVerifiedException, SynapseParsingError
 from axon_grpc.synapse import EMPTY_HASH
 from axon_grpc.testing import build_axon, free_port
 from bridge import AxonMiddleware, FastAPIThreadedServer, HttpBridge, create_error_response, log_and_handle_error
@@ -321,6 +321,11 @@ async def test_middleware_stages_delegate_to_the_pipeline(bridged: Bridged) -> N
     assert result.output == 8 and result.axon.status_code == 200
     response = middleware.synapse_to_response(result)
     assert response.status_code == 200 and json.loads(response.body)["output"] == 8
+    # As the SDK's stages: a refusal is raised and written to synapse.axon.
+    stale = await middleware.preprocess(_request("/Dummy", body.encode(), headers))
+    with pytest.raises(NotVerifiedException):
+        await middleware.verify(stale)  # the same nonce again
+    assert stale.axon.status_code == 401 and "newer one" in stale.axon.status_message
 
 
 class Optionals(Synapse):

@@ -249,3 +249,45 @@ async def test_a_replaced_default_verify_runs_after_the_signature_never_instead(
     forged = await strict.pipeline.handle(signer.grpc(Dummy(input=2), bt_header_dendrite_signature="0x" + "ab" * 64))
     assert forged.status == 401 and "Signature mismatch" in forged.message
     assert checked == [1, 7]  # never reached by the forged call
+
+
+def conflicting(synapse: Dummy) -> Dummy:
+    """A forward that answers with a status of its own, as SDK miners do."""
+    synapse.axon.status_code = 409
+    synapse.axon.status_message = "already answered this round"
+    return synapse
+
+
+def conflicting_by_exception(synapse: Dummy) -> Dummy:
+    from axon_grpc import SynapseException
+
+    synapse.axon.status_code = 429
+    synapse.axon.status_message = "slow down"
+    raise SynapseException("refused", synapse)
+
+
+@pytest.mark.parametrize("transport", [GRPC, HTTP])
+async def test_a_forwards_own_status_survives(transport: str) -> None:
+    for forward, status, message in ((conflicting, 409, "already answered this round"),
+                                     (conflicting_by_exception, 429, "slow down")):
+        axon, signer = axon_with(forward)
+        build = signer.grpc if transport == GRPC else signer.http
+        outcome = await axon.pipeline.handle(build(Dummy(input=1)))
+        assert (outcome.status, outcome.message) == (status, message)
+        info = outcome.synapse.axon
+        assert (info.status_code, info.status_message) == (status, message)
+        assert info.signature and info.hotkey == axon.wallet.hotkey.ss58_address
+
+
+async def test_a_forwards_own_status_reaches_both_kinds_of_client() -> None:
+    from axon_grpc.testing import serve_axon
+
+    from .test_bridge_client import serve_bridge
+
+    async with serve_axon(conflicting) as h:
+        result = await h.call(Dummy(input=1))
+        assert (result.dendrite.status_code, result.dendrite.status_message) == (409, "already answered this round")
+    async with serve_bridge(conflicting) as b:
+        response = await b.client.call(Dummy(input=1))
+        assert response.status == 409 and response.message == "already answered this round"
+        assert response.headers["bt_header_axon_status_code"] == "409"
