@@ -22,7 +22,7 @@ from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from .admission import AdmissionQueue
 from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
 from .config import Config, data_dir
-from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
+from .endpoints import VIEWS, ClassView, Endpoint, HookView, is_async
 from .executor import ForwardPool
 from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
@@ -193,7 +193,8 @@ class Axon:
             self.endpoints, self.verifier, self.admission, Forwarder(self.admission, self.thread_pool), self.terminal
         )
         if type(self).default_verify is not Axon.default_verify:
-            self.pipeline.extra_verify = as_hook(self.default_verify)
+            self.pipeline.extra_verify = self.default_verify
+            self.pipeline.extra_verify_async = is_async(self.default_verify)
         #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics`), or None with ``metrics=False``;
         #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
         self.metrics: PrometheusMetrics | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, MutableMapping
 
 from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn
 from .schema import SynapseSchema
@@ -21,29 +21,9 @@ from .synapse import BASE_FIELDS, Synapse, hash_fields_of
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
 
-#: A hook as the pipeline calls it: always awaitable, decided once per endpoint.
-Hook = Callable[[Synapse], Awaitable[Any]]
-
-
 def is_async(fn: Callable[..., Any]) -> bool:
     """A coroutine function, or an object whose ``__call__`` is one."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
-def as_hook(fn: Callable[..., Any] | None) -> Hook | None:
-    """``fn`` as an awaitable hook: coroutines awaited, plain functions called on the loop."""
-    if fn is None:
-        return None
-    if is_async(fn):
-        return fn  # type: ignore[return-value]
-
-    async def call(synapse: Synapse) -> Any:
-        result = fn(synapse)
-        if inspect.isawaitable(result):  # a plain function returning an awaitable (a partial, say)
-            result = await result
-        return result
-
-    return call
 
 
 @dataclass
@@ -64,9 +44,10 @@ class Endpoint:
     inline: bool = False
     forward_is_async: bool = field(init=False)
     streaming: bool = field(init=False)
-    blacklist: Hook | None = field(init=False)
-    priority: Hook | None = field(init=False)
-    verify: Hook | None = field(init=False)
+    #: Whether each hook is a coroutine function (sync ones are called directly on the loop).
+    blacklist_async: bool = field(init=False)
+    priority_async: bool = field(init=False)
+    verify_async: bool = field(init=False)
     user_fields: tuple[str, ...] = field(init=False)
     required_fields: tuple[str, ...] = field(init=False)
     hash_fields: tuple[str, ...] = field(init=False)
@@ -79,9 +60,9 @@ class Endpoint:
         cls = self.synapse_class
         self.forward_is_async = is_async(self.forward_fn)
         self.streaming = is_streaming(cls)
-        self.blacklist = as_hook(self.blacklist_fn)
-        self.priority = as_hook(self.priority_fn)
-        self.verify = as_hook(self.verify_fn)
+        self.blacklist_async = self.blacklist_fn is not None and is_async(self.blacklist_fn)
+        self.priority_async = self.priority_fn is not None and is_async(self.priority_fn)
+        self.verify_async = self.verify_fn is not None and is_async(self.verify_fn)
         self.user_fields = tuple(n for n in cls.model_fields if n not in BASE_FIELDS)
         self.required_fields = tuple(cls.get_required_fields())
         self.hash_fields = hash_fields_of(cls)

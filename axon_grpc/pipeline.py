@@ -121,8 +121,9 @@ class Pipeline:
         self.terminal = terminal
         self._priorities: OrderedDict[str, float] = OrderedDict()
         #: Runs after the signature check and before the endpoint's ``verify_fn``
-        #: (an Axon subclass's ``default_verify``), or None.
+        #: (an Axon subclass's ``default_verify``), or None; and whether it is a coroutine function.
         self.extra_verify: Callable[[Synapse], Any] | None = None
+        self.extra_verify_async = False
         #: Told of every answered call (:class:`~axon_grpc.metrics.Observer`).
         self.observer: Observer = NULL_OBSERVER
 
@@ -259,9 +260,12 @@ class Pipeline:
     @staticmethod
     async def blacklist(endpoint: Endpoint, synapse: Synapse) -> None:
         """Raise :class:`BlacklistedException` (403) when ``blacklist_fn`` refuses ``synapse``."""
-        if endpoint.blacklist is None:
+        fn = endpoint.blacklist_fn
+        if fn is None:
             return
-        result = await endpoint.blacklist(synapse)
+        result = fn(synapse)
+        if endpoint.blacklist_async:
+            result = await result  # type: ignore[misc]
         blacklisted, reason = result if isinstance(result, tuple) else (bool(result), "")
         if blacklisted:
             raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
@@ -272,11 +276,14 @@ class Pipeline:
         A refusal that is no :class:`AxonError` is 401 ``Not Verified #{id}``: its text
         (which may hold the miner's internals) stays in the log under that id.
         """
-        for check in (self.extra_verify, endpoint.verify):
-            if check is None:
+        checks = ((self.extra_verify, self.extra_verify_async), (endpoint.verify_fn, endpoint.verify_async))
+        for fn, run_async in checks:
+            if fn is None:
                 continue
             try:
-                await check(synapse)
+                result = fn(synapse)
+                if run_async:
+                    await result  # type: ignore[misc]
             except AxonError:
                 raise
             except Exception as e:
@@ -287,9 +294,12 @@ class Pipeline:
     @staticmethod
     async def priority(endpoint: Endpoint, synapse: Synapse) -> float:
         """What ``priority_fn`` gives ``synapse`` (0.0 without one)."""
-        if endpoint.priority is None:
+        fn = endpoint.priority_fn
+        if fn is None:
             return 0.0
-        value = await endpoint.priority(synapse)
+        value = fn(synapse)
+        if endpoint.priority_async:
+            value = await value  # type: ignore[misc]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"priority_fn for {endpoint.name} returned {type(value).__name__}, not a number")
         return float(value)
