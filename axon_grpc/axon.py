@@ -101,6 +101,7 @@ class Axon:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         reuse_port: bool = False,
+        sign_answers: bool = False,
     ) -> None:
         config = Config(config) if config is not None else Axon.config(args=[])
         if "axon" not in config:
@@ -165,7 +166,8 @@ class Axon:
         self.forward_class_types = ClassView(self.endpoints)
 
         self.terminal = AxonTerminal(
-            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port)
+            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port),
+            sign_answers,
         )
         self.verifier = Verifier(
             lambda: self.terminal.address,

@@ -144,7 +144,10 @@ class Pipeline:
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
             return self._failure(call.transport, endpoint, failed, e, start, request_body)
-        return self._success(call.transport, endpoint, result, start, request_body)
+        outcome = self._success(call.transport, endpoint, result, start, request_body)
+        if self.terminal.wants_signed_answer(call.headers):
+            self.terminal.sign_answer(outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid)
+        return outcome
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
