@@ -26,7 +26,7 @@ from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
 from .executor import ForwardPool
 from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
-from .nonces import InMemoryNonceStore, NonceStore, open_nonce_store
+from .nonces import InMemoryNonceStore, NonceStore
 from .pipeline import Pipeline
 from .schema import schema_for
 from .signatures import check_attach
@@ -144,6 +144,7 @@ class Axon:
         store = nonce_store if nonce_store is not None else section.get("nonce_store")
         #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
         self._store_url: str | None = store if isinstance(store, str) else None
+        self._store_timeout: float | None = section.get("nonce_store_timeout")
         given = store if isinstance(store, NonceStore) else None
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
@@ -222,10 +223,12 @@ class Axon:
         url, self._store_url = self._store_url, None
         if url is None:
             return
+        from .redis_store import open_nonce_store  # only an axon given a store URL loads the Redis client
+
         policy = self.verify_policy
         store = open_nonce_store(
             url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-            namespace=self.terminal.address, timeout_s=self.config.axon.get("nonce_store_timeout"),
+            namespace=self.terminal.address, timeout_s=self._store_timeout,
         )
         if store is not None:
             self.owned_stores.append(store)
@@ -350,12 +353,19 @@ class Axon:
         await self.verifier.verify_legacy(synapse, crypto)
 
     # -- lifecycle ----------------------------------------------------------------------
+    def prepare(self) -> Axon:
+        """Resolve what serving needs (the wallet's hotkey, the advertised address, a store
+        given by URL) now rather than on the first request. ``start`` calls it; a server
+        that runs the pipeline itself (the Envoy edge) calls it instead of ``start``."""
+        self._open_stores()
+        self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
+        return self
+
     async def start_async(self) -> Axon:
         """Serve on the running loop (for callers already inside asyncio)."""
         if self.started:
             return self
-        self._open_stores()
-        self.terminal.endpoint  # resolve the hotkey and the advertised address now, not on a request
+        self.prepare()
         settings = GrpcSettings(self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port)
         server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services)
         self.port = await server.start()

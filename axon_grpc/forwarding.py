@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import sys
 import time
-from typing import Any, AsyncIterator, Awaitable, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, cast
 
 from .admission import AdmissionQueue
 from .endpoints import Endpoint
@@ -129,7 +129,9 @@ class Forwarder:
         work.add_done_callback(on_done)
         return await (waiter if not limit.timed else within(waiter, limit.remaining()))
 
-    async def stream(self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit) -> AsyncIterator[Any]:
+    async def stream(
+        self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit
+    ) -> AsyncGenerator[Any, None]:
         """Chunks of a streaming forward, under the same admission and time limit as a call.
 
         Closing this generator (the caller went away, or the deadline passed) closes

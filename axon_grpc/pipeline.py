@@ -36,7 +36,6 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
-from . import btauth
 from .admission import OVERLOADED, AdmissionQueue
 from .call import GRPC, Call, Outcome
 from .credentials import BTAUTH, Credentials
@@ -144,7 +143,7 @@ class Pipeline:
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
             return self._failure(call.transport, endpoint, failed, e, start, request_body)
-        outcome = self._success(call.transport, endpoint, result, start, request_body)
+        outcome = self._success(call.transport, endpoint, result, start, request_body, synapse.__dict__["axon"])
         if self.terminal.wants_signed_answer(call.headers):
             self.terminal.sign_answer(outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid)
         return outcome
@@ -297,28 +296,37 @@ class Pipeline:
 
     async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
         """Stage 7 and the success stamp for a synapse already through stages 1-6."""
-        start = time.time()
+        start, own = time.time(), synapse.__dict__.get("axon")
         result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
-        return self._success("http", endpoint, result, start, None).synapse
+        return self._success("http", endpoint, result, start, None, own).synapse
 
     async def _open_stream(
-        self, transport: str, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit, start: float, request_body: Any
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        synapse: Synapse,
+        priority: float,
+        limit: Limit,
+        start: float,
+        request_body: Any,
     ) -> Outcome:
+        own = synapse.__dict__["axon"]
         chunks = self.forwarder.stream(endpoint, synapse, priority, limit)
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            return self._success(transport, endpoint, synapse, start, request_body)
+            return self._success(transport, endpoint, synapse, start, request_body, own)
         except BaseException:
             await chunks.aclose()
             raise
-        synapse.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
         outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body)
-        outcome.stream = self._relay(transport, outcome, first, chunks, start)
+        outcome.stream = self._relay(transport, outcome, first, chunks, start, own)
         return outcome
 
     async def _relay(
-        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float
+        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float,
+        own: TerminalInfo,
     ) -> AsyncIterator[Any]:
         """The chunks as they come; the outcome turns final when they end or fail."""
         endpoint = outcome.endpoint
@@ -333,14 +341,21 @@ class Pipeline:
             return
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        done = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body)
+        done = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body, own)
         outcome.status, outcome.message, outcome.synapse = done.status, done.message, done.synapse
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(
-        self, transport: str, endpoint: Endpoint, result: Synapse, start: float, request_body: Any
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        result: Synapse,
+        start: float,
+        request_body: Any,
+        own: TerminalInfo | None,
     ) -> Outcome:
-        result.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        """200, stamped in the request's own terminal info (``own``) when the forward kept it."""
+        self.terminal.stamp(result, own, 200, "Success", time.time() - start)
         _log(transport, endpoint.name, result, 200, start)
         return Outcome(200, "Success", result, endpoint, request_body=request_body)
 
