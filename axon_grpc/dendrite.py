@@ -39,12 +39,20 @@ REMEMBER_S = 600.0
 
 
 def _target_info(target: Any) -> AxonInfo:
+    """An :class:`AxonInfo` of ``target``: one, an Axon, or any record with ``ip``, ``port``
+    and ``hotkey`` (a Bittensor SDK's ``AxonInfo`` from a metagraph, for one)."""
     if isinstance(target, AxonInfo):
         return target
     info = getattr(target, "info", None)
     if callable(info):
         return info()
-    raise TypeError(f"cannot call {type(target).__name__}: pass an AxonInfo or an Axon")
+    if all(hasattr(target, key) for key in ("ip", "port", "hotkey")):
+        return AxonInfo(
+            version=int(getattr(target, "version", 0) or 0), ip=str(target.ip), port=int(target.port),
+            ip_type=int(getattr(target, "ip_type", 0) or (6 if ":" in str(target.ip) else 4)),
+            hotkey=str(target.hotkey), coldkey=str(getattr(target, "coldkey", "") or ""),
+        )
+    raise TypeError(f"cannot call {type(target).__name__}: pass an AxonInfo, an Axon or a record with ip, port, hotkey")
 
 
 class Dendrite:

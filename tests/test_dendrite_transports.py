@@ -153,3 +153,24 @@ async def test_one_dendrite_many_concurrent_http_calls_none_refused(nonce_store:
                 assert codes == [200] * 48, {r.dendrite.status_message for r in results}
         finally:
             await dendrite.aclose()
+
+
+async def test_any_record_with_ip_port_and_hotkey_is_a_target() -> None:
+    """A subtensor's metagraph gives the SDK's own AxonInfo objects: they are called as they are."""
+    async with serve_axon(dummy_forward) as h:
+
+        @dataclasses.dataclass
+        class ChainAxon:  # the shape of bittensor's chain-data AxonInfo
+            ip: str
+            port: int
+            ip_type: int
+            hotkey: str
+            version: int = 10005000
+
+        dendrite = Dendrite(KeypairWallet.generate())
+        try:
+            record = ChainAxon(h.info.ip, h.info.port, 4, h.info.hotkey)
+            result = await dendrite.call(record, Dummy(input=2), timeout=5.0, deserialize=False)
+            assert (result.dendrite.status_code, result.output) == (200, 4)
+        finally:
+            await dendrite.aclose()
