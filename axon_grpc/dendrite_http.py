@@ -26,6 +26,9 @@ from .dendrite_signing import RequestSigner
 from .info import AxonInfo
 from .synapse import Synapse, answer_body_hash, answer_fields
 
+#: aiohttp rounds deadlines of timeouts above ``ceil_threshold`` (5 s) up to the next whole
+#: second of the loop's clock: up to a second late on a 12 s step. Never round.
+_NEVER_CEIL = float("inf")
 #: Seconds an idle connection is kept for the next step (a validator's step is ~12 s apart).
 KEEPALIVE_S = 75.0
 
@@ -57,7 +60,7 @@ class HttpLink:
         url = f"http://{info.ip_str()}/{name}"
         try:
             async with self.session().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL)
             ) as response:
                 raw = await response.read()
                 status = response.status
