@@ -114,6 +114,20 @@ def response_message(axon_nonce: int, dendrite_hotkey: str | None, axon_hotkey: 
     return f"{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}"
 
 
+#: Request key asking the axon to sign its answer (``1``); the axon's ``sign_answers`` signs every answer.
+SIGN_ANSWER_HEADER = "bt_header_sign_answer"
+#: First part of a signed answer's message: names the scheme, so no other signed string can pass as one.
+ANSWER_TAG = "answer/1"
+
+
+def answer_message(
+    request_nonce: int | None, dendrite_hotkey: str | None, axon_hotkey: str, request_uuid: str | None, body_hash: str
+) -> str:
+    """``answer/1.{request_nonce}.{dendrite_hotkey}.{axon_hotkey}.{request_uuid}.{body_hash}``: what an
+    axon signs to vouch for an answer (``request_uuid`` is empty for btauth requests, which have none)."""
+    return f"{ANSWER_TAG}.{request_nonce}.{dendrite_hotkey}.{axon_hotkey}.{request_uuid or ''}.{body_hash}"
+
+
 def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
     return kind(f"Not Verified with error: {reason}")
 

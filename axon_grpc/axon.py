@@ -112,6 +112,7 @@ class Axon:
         metrics: bool | PrometheusMetrics = True,
         metrics_port: int | None = None,
         metrics_hotkeys: int | None = None,
+        sign_answers: bool = False,
     ) -> None:
         config = Config(config) if config is not None else Axon.config(args=[])
         if "axon" not in config:
@@ -181,7 +182,8 @@ class Axon:
         self.forward_class_types = ClassView(self.endpoints)
 
         self.terminal = AxonTerminal(
-            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port)
+            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port),
+            sign_answers,
         )
         self.verifier = Verifier(
             lambda: self.terminal.address,

@@ -77,6 +77,9 @@ class Outcome:
     request_body: Any = None
     #: Why a call was not answered 200 (an :class:`~axon_grpc.errors.Reason`); None on success.
     reason: str | None = None
+    #: The response message bytes, when the pipeline serialised them already (a signed
+    #: gRPC answer's hash is over exactly these bytes); None: the transport encodes ``synapse``.
+    reply: bytes | None = None
 
     @property
     def ok(self) -> bool:

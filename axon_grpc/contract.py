@@ -35,6 +35,7 @@ REQUEST METADATA (all values are ASCII strings; keys are lowercase)
   bt_header_input_obj_{field}   optional: base64 of the JSON of a user field
                                 value, seen by the miner's blacklist/priority
                                 functions before the body is parsed
+  bt_header_sign_answer         optional: "1" asks for a signed answer
   A required key that is absent or empty is refused with UNAUTHENTICATED
   "Not Verified with error: Missing {Hotkey|Nonce|Uuid|Signature|Body Hash}".
 
@@ -62,6 +63,20 @@ RESPONSE
   legacy axon, it signs error answers only (not overload refusals), with its
   own hotkey's scheme, over
   "{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}" (not the body).
+
+SIGNED ANSWERS
+  When the axon signs every answer (Axon(sign_answers=True)) or the request
+  carries bt_header_sign_answer "1", a successful unary answer carries
+  bt_header_axon_signature over the UTF-8 string
+    "answer/1.{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{answer_hash}"
+  where nonce, dendrite_hotkey and uuid are the request's (uuid empty for a
+  btauth/1 request), axon_hotkey the SS58 of the axon called, and
+  answer_hash the SHA3-256 of the response message bytes exactly as received,
+  64 lowercase hex digits. Over the legacy HTTP protocol answer_hash is the
+  legacy body hash rule applied to every user field of the answer in
+  declaration order. Check it with the axon's hotkey; an answer whose
+  signature is missing or wrong must not be used. Streamed answers are not
+  signed.
 
 STATUS (bt_header_axon_status_code <-> gRPC status)
   200 OK, 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,

@@ -1,47 +1,58 @@
-"""The Dendrite: the Python client that signs synapses and calls axons over gRPC."""
+"""The Dendrite: the Python client that signs synapses and calls axons, over gRPC or the
+legacy HTTP protocol (SDK 7.2-10.5 axons and this project's bridge), chosen per axon.
+
+The transports live beside it: :mod:`~axon_grpc.dendrite_grpc`,
+:mod:`~axon_grpc.dendrite_http`; what is signed and checked, in
+:mod:`~axon_grpc.dendrite_signing`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 import uuid as uuid_lib
-import weakref
 from typing import Any, AsyncIterator, Sequence, TypeVar
 
-import grpc
-
-from . import btauth
 from ._types import WalletLike
-from .auth import CRYPTO_HEADER, PROTOCOL_VERSION
-from .errors import http_status_for
+from .dendrite_answer import Result, timeout_result
+from .dendrite_grpc import GrpcLink
+from .dendrite_http import HttpLink
+from .dendrite_signing import AUTH_SCHEMES, RequestSigner
 from .info import AxonInfo
 from .keys import Keypair
-from .schema import schema_for
-from .streaming import CHUNK_TAG, chunk_schema, is_streaming, unframe
-from .synapse import AXON_PREFIX, DENDRITE_PREFIX, Synapse, TerminalInfo
-from .transport import METHOD_PREFIX
+from .streaming import is_streaming
+from .synapse import Synapse
 
 S = TypeVar("S", bound=Synapse)
 
-#: The signing schemes a Dendrite speaks.
-AUTH_SCHEMES = ("legacy", "btauth")
+__all__ = ["AUTH_SCHEMES", "TRANSPORTS", "Dendrite"]
 
-#: Channel options: keep idle connections healthy without flooding the server.
-_CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+#: How a Dendrite reaches an axon.
+TRANSPORTS = (
+    "grpc",  #: this project's gRPC contract (proto/axon/v1/axon.proto)
+    "http",  #: the legacy HTTP protocol of SDK 7.2-10.5 axons and of the HTTP bridge
+    "auto",  #: gRPC first; HTTP when the axon does not answer gRPC; the choice remembered
+)
+#: Seconds ``auto`` remembers which protocol an axon answered.
+REMEMBER_S = 600.0
 
 
 def _target_info(target: Any) -> AxonInfo:
+    """An :class:`AxonInfo` of ``target``: one, an Axon, or any record with ``ip``, ``port``
+    and ``hotkey`` (a Bittensor SDK's ``AxonInfo`` from a metagraph, for one)."""
     if isinstance(target, AxonInfo):
         return target
     info = getattr(target, "info", None)
     if callable(info):
         return info()
-    raise TypeError(f"cannot call {type(target).__name__}: pass an AxonInfo or an Axon")
+    if all(hasattr(target, key) for key in ("ip", "port", "hotkey")):
+        return AxonInfo(
+            version=int(getattr(target, "version", 0) or 0), ip=str(target.ip), port=int(target.port),
+            ip_type=int(getattr(target, "ip_type", 0) or (6 if ":" in str(target.ip) else 4)),
+            hotkey=str(target.hotkey), coldkey=str(getattr(target, "coldkey", "") or ""),
+        )
+    raise TypeError(f"cannot call {type(target).__name__}: pass an AxonInfo, an Axon or a record with ip, port, hotkey")
 
 
 class Dendrite:
@@ -50,15 +61,34 @@ class Dendrite:
     ``wallet`` is anything with ``hotkey.ss58_address`` and ``hotkey.sign(message)``;
     without one, a throw-away sr25519 key is generated. ``auth="btauth"`` signs the
     way Bittensor SDK 11's ``http_auth`` does instead of the legacy way.
+    ``transport`` is how axons are reached unless :meth:`use` pins one: ``"grpc"``,
+    ``"http"`` (the legacy protocol) or ``"auto"`` (gRPC, else HTTP, remembered per
+    address for ``remember_s`` seconds). With ``verify_response=True`` every request asks
+    for a signed answer, and an answer whose signature is missing or wrong is refused:
+    the synapse keeps the fields it was sent with and fails with status 422
+    ``Answer not verified: {reason}``.
     """
 
     def __init__(
-        self, wallet: WalletLike | None = None, *, external_ip: str | None = None, auth: str = "legacy"
+        self,
+        wallet: WalletLike | None = None,
+        *,
+        external_ip: str | None = None,
+        auth: str = "legacy",
+        transport: str = "grpc",
+        verify_response: bool = False,
+        remember_s: float = REMEMBER_S,
     ) -> None:
         if auth not in AUTH_SCHEMES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         #: How requests are signed: ``legacy`` (``bt_header_*``) or ``btauth`` (SDK 11's btauth/1).
         self.auth = auth
+        #: How axons are reached unless pinned with :meth:`use`.
+        self.transport = transport
+        self.verify_response = verify_response
+        self.remember_s = remember_s
         if wallet is None:
             self.keypair: Any = Keypair.generate()
         else:
@@ -68,11 +98,40 @@ class Dendrite:
             self.crypto = "ed25519" if self.crypto == 0 else "sr25519"
         self.uuid = str(uuid_lib.uuid1())
         self.external_ip = external_ip or "127.0.0.1"
-        self._channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.signer = RequestSigner(self.keypair, self.crypto, auth, self.uuid, self.external_ip, verify_response)
+        self.grpc = GrpcLink(self.signer, verify_response)
+        self.http = HttpLink(self.signer, verify_response)
+        self._pinned: dict[str, str] = {}
+        self._learned: dict[str, tuple[str, float]] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
+
+    # -- transports per axon ------------------------------------------------------------------
+    def use(self, axon: Any, transport: str | None) -> None:
+        """Reach ``axon`` (an AxonInfo, an Axon or ``"ip:port"``) by ``transport`` from now on
+        (None: back to the Dendrite's own ``transport``)."""
+        if transport is not None and transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        address = axon if isinstance(axon, str) else _target_info(axon).ip_str()
+        if transport is None:
+            self._pinned.pop(address, None)
+        else:
+            self._pinned[address] = transport
+        self._learned.pop(address, None)
+
+    def transport_for(self, axon: Any) -> str:
+        """``grpc`` or ``http`` when known for ``axon`` (pinned, configured or learned), else ``auto``."""
+        address = axon if isinstance(axon, str) else _target_info(axon).ip_str()
+        kind = self._pinned.get(address, self.transport)
+        if kind != "auto":
+            return kind
+        learned = self._learned.get(address)
+        if learned is not None and learned[1] > time.monotonic():
+            return learned[0]
+        return "auto"
+
+    def _learn(self, address: str, kind: str) -> None:
+        self._learned[address] = (kind, time.monotonic() + self.remember_s)
 
     # -- public API -------------------------------------------------------------------------
     async def forward(
@@ -142,60 +201,51 @@ class Dendrite:
             return result.deserialize() if deserialize else result
         start = time.time()
         info = _target_info(target_axon)
-        schema = schema_for(type(synapse))
-        body, metadata = self._prepare(info, synapse, timeout, schema)
-        method = self._channel(info).unary_unary(METHOD_PREFIX + type(synapse).__name__)
-        try:
-            call = method(body, metadata=metadata, timeout=timeout)
-            response = await call
-            self._fill(synapse, schema.from_bytes(response))
-            status, message = self._status_of(synapse, await call.trailing_metadata())
-        except grpc.aio.AioRpcError as e:
-            self._read_axon(synapse, e.trailing_metadata())
-            status, message = self._error_status(e, synapse, info, timeout)
-        except ValueError as e:
-            status, message = 422, f"Failed to parse response: {e}"
-        self._finish(synapse, status, message, start)
+        kind = self.transport_for(info)
+        if kind == "grpc":
+            outcome = await self.grpc.call(info, synapse, timeout)
+        elif kind == "http":
+            outcome = await self.http.call(info, synapse, timeout)
+        else:
+            outcome = await self._auto(info, synapse, timeout)
+        self._finish(synapse, outcome, start)
         return synapse.deserialize() if deserialize else synapse
+
+    async def _auto(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
+        """gRPC; when no axon answered it (the port speaks HTTP/1.1, or nothing listens), the
+        legacy HTTP protocol within the time left. The protocol that answered is remembered."""
+        address = info.ip_str()
+        started = time.monotonic()
+        outcome = await self.grpc.call(info, synapse, timeout)
+        if outcome.spoken:
+            self._learn(address, "grpc")
+            return outcome
+        remaining = timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            return timeout_result(timeout)
+        outcome = await self.http.call(info, synapse, remaining)
+        if outcome.spoken:
+            self._learn(address, "http")
+        return outcome
 
     async def call_stream(
         self, target_axon: Any, synapse: S, timeout: float = 12.0, deserialize: bool = True
     ) -> AsyncIterator[Any]:
-        """Stream a :class:`StreamingSynapse`: yields each chunk, then the final synapse."""
+        """Stream a :class:`StreamingSynapse` over gRPC: yields each chunk, then the final synapse."""
         start = time.time()
         info = _target_info(target_axon)
-        schema = schema_for(type(synapse))
-        chunks = chunk_schema(type(synapse))  # type: ignore[arg-type]
-        body, metadata = self._prepare(info, synapse, timeout, schema)
-        method = self._channel(info).unary_stream(METHOD_PREFIX + type(synapse).__name__)
-        call = method(body, metadata=metadata, timeout=timeout)
-        try:
-            async for message in call:
-                tag, payload = unframe(message)
-                if tag == CHUNK_TAG:
-                    yield chunks.cls.model_validate(chunks.from_bytes(payload)).data  # type: ignore[attr-defined]
-                else:
-                    self._fill(synapse, schema.from_bytes(payload))
-            status, message_text = self._status_of(synapse, await call.trailing_metadata())
-        except grpc.aio.AioRpcError as e:
-            self._read_axon(synapse, e.trailing_metadata())
-            status, message_text = self._error_status(e, synapse, info, timeout)
-        except ValueError as e:
-            call.cancel()
-            status, message_text = 422, f"Failed to parse response: {e}"
-        finally:
-            if not call.done():
-                call.cancel()
-        self._finish(synapse, status, message_text, start)
+        done: list[Result] = []
+        async for chunk in self.grpc.stream(info, synapse, timeout, done):
+            yield chunk
+        self._finish(synapse, done[0] if done else Result(500, "stream ended without a status"), start)
         yield synapse.deserialize() if deserialize else synapse
 
     async def aclose(self) -> None:
-        """Close the channels opened on the running loop."""
-        channels = self._channels.pop(asyncio.get_running_loop(), {})
-        await asyncio.gather(*(c.close() for c in channels.values()))
+        """Close the connections opened on the running loop."""
+        await asyncio.gather(self.grpc.aclose(), self.http.aclose())
 
     def close_session(self) -> None:
-        """Close every channel and the private loop of ``query``."""
+        """Close every connection and the private loop of ``query``."""
         loop, thread = self._sync_loop, self._sync_thread
         if loop is not None and thread is not None:
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
@@ -211,107 +261,11 @@ class Dendrite:
         await self.aclose()
 
     # -- internals ---------------------------------------------------------------------------
-    def _prepare(
-        self, info: AxonInfo, synapse: Synapse, timeout: float, schema: Any
-    ) -> tuple[bytes, list[tuple[str, str]]]:
-        synapse.timeout = timeout
-        nonce = time.time_ns()
-        hotkey = self.keypair.ss58_address
-        synapse.dendrite = TerminalInfo(
-            ip=self.external_ip, version=PROTOCOL_VERSION, nonce=nonce, uuid=self.uuid, hotkey=hotkey
-        )
-        synapse.axon = TerminalInfo(ip=info.ip, port=info.port, hotkey=info.hotkey)
-        body = schema.to_bytes(synapse)
-        if self.auth == "btauth":
-            headers = btauth.sign_headers(
-                self.keypair, method="POST", path=METHOD_PREFIX + type(synapse).__name__, body=body,
-                receiver=info.hotkey, nonce=nonce, scheme=self.crypto,
-            )
-            synapse.dendrite.signature = headers[btauth.HEADER_SIGNATURE]
-            return body, [("name", type(synapse).__name__), ("timeout", str(timeout)), *headers.items()]
-        body_hash = hashlib.sha3_256(body).hexdigest()
-        message = f"{nonce}.{hotkey}.{info.hotkey}.{self.uuid}.{body_hash}"
-        signature = "0x" + bytes(self.keypair.sign(message)).hex()
-        synapse.dendrite.signature = signature
-        metadata = [
-            ("name", type(synapse).__name__),
-            ("timeout", str(timeout)),
-            ("computed_body_hash", body_hash),
-            (DENDRITE_PREFIX + "hotkey", hotkey),
-            (DENDRITE_PREFIX + "nonce", str(nonce)),
-            (DENDRITE_PREFIX + "uuid", self.uuid),
-            (DENDRITE_PREFIX + "version", str(PROTOCOL_VERSION)),
-            (DENDRITE_PREFIX + "signature", signature),
-            (DENDRITE_PREFIX + "ip", self.external_ip),
-            (CRYPTO_HEADER, self.crypto),
-        ]
-        return body, metadata
-
     @staticmethod
-    def _fill(synapse: Synapse, values: dict[str, Any]) -> None:
-        """Copy the answer's fields into ``synapse``, skipping those it cannot set.
-
-        As the SDK 10.5 dendrite does: a field declared ``frozen=True`` (or
-        ``allow_mutation=False``) keeps the value the caller sent, and so does a
-        ``required_hash_fields`` declared as a field; the rest of the answer is kept.
-        """
-        for key, value in values.items():
-            try:
-                setattr(synapse, key, value)
-            except (AttributeError, TypeError, ValueError):  # pydantic's ValidationError is a ValueError
-                continue
-
-    def _status_of(self, synapse: Synapse, trailing: Any) -> tuple[int, str]:
-        """The axon's status from its trailing metadata (200 Success when absent)."""
-        self._read_axon(synapse, trailing)
-        axon = synapse.axon
-        if axon is not None and axon.status_code is not None:
-            return axon.status_code, axon.status_message or "Success"
-        return 200, "Success"
-
-    @staticmethod
-    def _finish(synapse: Synapse, status: int, message: str, start: float) -> None:
+    def _finish(synapse: Synapse, outcome: Result, start: float) -> None:
         d = synapse.dendrite
         assert d is not None
-        d.__dict__.update(status_code=status, status_message=message, process_time=time.time() - start)
-
-    @staticmethod
-    def _read_axon(synapse: Synapse, trailing: Any) -> None:
-        values = {
-            key[len(AXON_PREFIX):]: value
-            for key, value in (trailing or ())
-            if key.startswith(AXON_PREFIX) and key[len(AXON_PREFIX):] in TerminalInfo.model_fields
-        }
-        if values:
-            current = synapse.axon.model_dump() if synapse.axon is not None else {}
-            try:
-                synapse.axon = TerminalInfo(**{**current, **values})
-            except ValueError:
-                pass
-
-    @staticmethod
-    def _error_status(
-        error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, timeout: float
-    ) -> tuple[int, str]:
-        code = error.code()
-        axon = synapse.axon
-        if axon is not None and axon.status_code is not None:
-            return axon.status_code, axon.status_message or (error.details() or "")
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            return 408, f"Request timeout after {timeout} seconds"
-        if code is grpc.StatusCode.UNAVAILABLE:
-            return 503, f"Service at {info.ip_str()}/{type(synapse).__name__} unavailable."
-        return http_status_for(code), error.details() or code.name
-
-    def _channel(self, info: AxonInfo) -> grpc.aio.Channel:
-        loop = asyncio.get_running_loop()
-        channels = self._channels.setdefault(loop, {})
-        address = info.ip_str()
-        channel = channels.get(address)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-            channels[address] = channel
-        return channel
+        d.__dict__.update(status_code=outcome.status, status_message=outcome.message, process_time=time.time() - start)
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
         if self._sync_loop is None:

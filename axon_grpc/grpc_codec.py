@@ -88,6 +88,8 @@ def reply_message(outcome: Outcome) -> bytes:
     """The response message of a successful unary call: the synapse's user fields."""
     endpoint = outcome.endpoint
     assert endpoint is not None and outcome.ok
+    if outcome.reply is not None:
+        return outcome.reply
     return endpoint.schema.to_bytes(outcome.synapse)
 
 

@@ -159,6 +159,10 @@ class Pipeline:
                 own = synapse.__dict__["axon"]
                 result = await self.forwarder.run(endpoint, synapse, priority, limit)
                 outcome = self._success(call.transport, endpoint, result, start, request_body, own)
+                if self.terminal.wants_signed_answer(call.headers):
+                    self.terminal.sign_answer(
+                        outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid
+                    )
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
             outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)

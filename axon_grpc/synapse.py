@@ -298,6 +298,23 @@ def hash_fields_of(synapse: Synapse | type[Synapse]) -> tuple[str, ...]:
 
 
 _field_form_cache: dict[type, tuple[str, ...]] = {}
+_answer_fields_cache: dict[type, tuple[str, ...]] = {}
+
+
+def answer_fields(cls: type[Synapse]) -> tuple[str, ...]:
+    """Every user field ``model_dump()`` includes, in declaration order: what a signed
+    answer's HTTP body hash covers (the outputs too, unlike ``required_hash_fields``)."""
+    found = _answer_fields_cache.get(cls)
+    if found is None:
+        found = _answer_fields_cache[cls] = tuple(
+            name for name, info in cls.model_fields.items() if name not in BASE_FIELDS and not info.exclude
+        )
+    return found
+
+
+def answer_body_hash(synapse: Synapse) -> str:
+    """The body hash of a signed answer carried as JSON: the legacy rule over :func:`answer_fields`."""
+    return legacy_body_hash(synapse, answer_fields(type(synapse)))
 
 #: Field names of TerminalInfo (what ``bt_header_{axon,dendrite}_*`` may carry).
 TERMINAL_FIELDS: frozenset[str] = frozenset(TerminalInfo.model_fields)

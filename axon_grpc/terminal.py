@@ -4,17 +4,23 @@ Built from the axon's state only (never from anything a caller sent): its advert
 ip and port, protocol version, instance uuid, hotkey, a fresh nonce per answer, the
 status and the process time.
 Error answers are signed, as the legacy axon signs them; the constant part of the
-trailing metadata is computed once.
+trailing metadata is computed once. Answers are signed too when the axon was built with
+``sign_answers=True`` or the request asks for it (``bt_header_sign_answer: 1``): over
+``answer/1.{request_nonce}.{dendrite_hotkey}.{axon_hotkey}.{request_uuid}.{body_hash}``,
+where ``body_hash`` is the SHA3-256 of the gRPC response message bytes as sent, or over
+JSON the legacy field hash of every user field (:func:`~axon_grpc.synapse.answer_body_hash`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 from ._types import Signer
-from .auth import response_message
-from .synapse import AXON_PREFIX, Synapse, TerminalInfo, terminal_info
+from .auth import SIGN_ANSWER_HEADER, answer_message, response_message
+from .call import GRPC, Outcome
+from .synapse import AXON_PREFIX, Synapse, TerminalInfo, answer_body_hash, terminal_info
 
 
 def forward_status(info: object) -> tuple[int, str] | None:
@@ -29,7 +35,12 @@ class AxonTerminal:
     """The axon's identity as answers carry it. ``hotkey`` is resolved on first use."""
 
     def __init__(
-        self, hotkey: Callable[[], Signer], uuid: str, version: int, address: Callable[[], tuple[str, int]]
+        self,
+        hotkey: Callable[[], Signer],
+        uuid: str,
+        version: int,
+        address: Callable[[], tuple[str, int]],
+        sign_answers: bool = False,
     ) -> None:
         self._resolve = hotkey
         self._hotkey: Signer | None = None
@@ -38,6 +49,8 @@ class AxonTerminal:
         self.uuid = uuid
         self.version = version
         self._constant: tuple[tuple[str, str], ...] | None = None
+        #: Sign every successful answer, not only those whose request asks for it.
+        self.sign_answers = sign_answers
 
     @property
     def hotkey(self) -> Signer:
@@ -91,6 +104,31 @@ class AxonTerminal:
         assert info is not None
         dendrite = synapse.dendrite.hotkey if synapse.dendrite is not None else None
         message = response_message(info.nonce, dendrite, self.address, self.uuid)  # type: ignore[arg-type]
+        info.__dict__["signature"] = "0x" + bytes(self.hotkey.sign(message)).hex()
+
+    def wants_signed_answer(self, headers: Mapping[str, str]) -> bool:
+        """Whether this answer is signed: the axon always does, or the request asks."""
+        return self.sign_answers or headers.get(SIGN_ANSWER_HEADER) == "1"
+
+    def sign_answer(
+        self, outcome: Outcome, transport: str, nonce: int | None, dendrite_hotkey: str | None, uuid: str | None
+    ) -> None:
+        """Sign a successful unary answer to the verified request ``nonce``/``dendrite_hotkey``/``uuid``
+        into ``outcome.synapse.axon.signature``.
+
+        Over gRPC the response message is serialised here, once, into ``outcome.reply``
+        (the bytes the transport sends and the hash covers).
+        """
+        synapse = outcome.synapse
+        endpoint = outcome.endpoint
+        if transport == GRPC and endpoint is not None:
+            outcome.reply = endpoint.schema.to_bytes(synapse)
+            body_hash = hashlib.sha3_256(outcome.reply).hexdigest()
+        else:
+            body_hash = answer_body_hash(synapse)
+        info = synapse.axon
+        assert info is not None
+        message = answer_message(nonce, dendrite_hotkey, self.address, uuid, body_hash)
         info.__dict__["signature"] = "0x" + bytes(self.hotkey.sign(message)).hex()
 
     def constant_metadata(self) -> tuple[tuple[str, str], ...]:

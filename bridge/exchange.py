@@ -73,6 +73,8 @@ def _own_info_shaped_like(own: TerminalInfo, sent: TerminalInfo) -> TerminalInfo
     status): the legacy server answers with the caller's block, status filled in."""
     keep = {key for key, value in sent.__dict__.items() if value is not None} | _STATUS_FIELDS
     mine = own.__dict__
+    if mine["signature"] is not None:
+        keep.add("signature")  # a signed answer's signature
     return TerminalInfo.model_construct(**{key: mine[key] for key in TerminalInfo.model_fields if key in keep})
 
 

@@ -230,3 +230,18 @@ def test_py_spy_summary_leaves_waiting_threads_out(tmp_path: Path) -> None:
     assert p["top_own"][0] == {"function": "Handle._run (asyncio/events.py:80)", "own_pct": 60.0}
     assert {"function": "verify_legacy", "cum_pct": 30.0} in p["top_cumulative"]
     assert "py-spy" in p["text"]
+
+
+def test_dendrite_fanout_bench_runs_small(tmp_path: Path) -> None:
+    """``bench --dendrite`` end to end, tiny: every answering axon answers, the dead one times out."""
+    from axon_grpc.bench.fanout import fanout_text, measure_fanout
+
+    figures = measure_fanout(4, 0.25, 0.5, 2, tmp_path / "no-legacy-python")
+    ours = [r for r in figures["runs"] if r["client"] == "ours"]
+    assert [r["transport"] for r in ours] == ["grpc", "http"]
+    for run in ours:
+        assert run["ok"] == run["calls"] == 6, run
+        assert run["fanout_statuses"] == {"200": 6, "408": 2}
+        assert all(0.5 <= wall < 1.5 for wall in run["fanout_wall_s"])
+        assert run["sockets_after_first_step"] == run["sockets_after_last_step"]
+    assert "skipped" in fanout_text(figures)

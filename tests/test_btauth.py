@@ -128,7 +128,7 @@ async def test_btauth_dendrite_is_served_and_passes_the_sdk_verifier(harness: Ax
 
     for crypto in ("sr25519", "ed25519"):
         signer = Dendrite(KeypairWallet.generate(crypto), auth="btauth")
-        body, metadata = signer._prepare(harness.info, Dummy(input=7), 12.0, schema_for(Dummy))
+        body, metadata = signer.signer.grpc(harness.info, Dummy(input=7), 12.0, schema_for(Dummy))
         caller = http_auth.verify(dict(metadata), body, method="POST", path=PATH,
                                   self_hotkey_ss58=harness.info.hotkey, nonce_store=http_auth.InMemoryNonceStore())
         assert caller.hotkey_ss58 == signer.keypair.ss58_address

@@ -88,6 +88,16 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
     bench.add_argument("--memory-verified", type=int, default=100_000,
                        help="with --memory: how many of the requests go through the full verify path (default 100000)")
     bench.add_argument("--redis-probe-calls", type=int, default=None, help=argparse.SUPPRESS)
+    bench.add_argument("--dendrite", action="store_true",
+                       help="a validator's fan-out instead: this Dendrite (gRPC, HTTP) against the SDK 10.5.0 one "
+                            "over many axons on loopback, some never answering")
+    bench.add_argument("--axons", type=int, default=256, help="with --dendrite: axons per step (default 256)")
+    bench.add_argument("--dead-fraction", type=float, default=0.1,
+                       help="with --dendrite: share of the axons that never answer (default 0.1)")
+    bench.add_argument("--fanout-timeout", type=float, default=12.0,
+                       help="with --dendrite: the step's timeout in seconds (default 12)")
+    bench.add_argument("--fanout-steps", type=int, default=6,
+                       help="with --dendrite: steps to the answering axons, the first unmeasured (default 6)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=run_bench)
     return bench
@@ -117,6 +127,18 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from .report import write_json
 
         print(f"wrote {write_json(results, out / 'bench-in-process.json')}")
+        return 0
+    if args.dendrite:
+        from .fanout import fanout_text, measure_fanout
+        from .report import write_json
+        from .targets import default_legacy_python
+
+        legacy = args.legacy_python or default_legacy_python()
+        results["dendrite"] = fanout = measure_fanout(
+            args.axons, args.dead_fraction, args.fanout_timeout, args.fanout_steps, legacy
+        )
+        print(fanout_text(fanout))
+        print(f"wrote {write_json(results, out / 'bench-dendrite.json')}")
         return 0
     if args.memory:
         from .memory import measure_memory, memory_text

@@ -1,0 +1,120 @@
+"""A Dendrite's gRPC transport: one channel per axon address and event loop, reused across calls."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any, AsyncIterator
+
+import grpc
+
+from .dendrite_answer import Result, axon_status, fill, read_axon, timeout_result, unavailable_result, unverified_result
+from .dendrite_signing import RequestSigner, grpc_body_hash
+from .errors import http_status_for
+from .info import AxonInfo
+from .schema import schema_for
+from .streaming import CHUNK_TAG, chunk_schema, unframe
+from .synapse import Synapse
+from .transport import METHOD_PREFIX
+
+#: Channel options: keep idle connections healthy without flooding the server.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def _failure(error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, timeout: float) -> Result:
+    """The status of a failed call. No ``bt_header_axon_*`` trailer and UNAVAILABLE: no axon
+    answered in gRPC (nothing listens, or the server speaks another protocol)."""
+    read_axon(synapse, error.trailing_metadata())
+    status, message = axon_status(synapse, error.details() or "")
+    if status is not None:
+        return Result(status, message)
+    code = error.code()
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return timeout_result(timeout)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return unavailable_result(info.ip_str(), type(synapse).__name__)
+    return Result(http_status_for(code), error.details() or code.name)
+
+
+class GrpcLink:
+    """Calls axons over gRPC with a :class:`RequestSigner`."""
+
+    def __init__(self, signer: RequestSigner, verify_response: bool = False) -> None:
+        self.signer = signer
+        self.verify_response = verify_response
+        self._channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def channel(self, info: AxonInfo) -> grpc.aio.Channel:
+        channels = self._channels.setdefault(asyncio.get_running_loop(), {})
+        address = info.ip_str()
+        found = channels.get(address)
+        if found is None:
+            found = channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return found
+
+    def channel_count(self) -> int:
+        return sum(len(c) for c in self._channels.values())
+
+    async def call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
+        """One unary call; fills ``synapse`` from the answer (once verified, when asked)."""
+        schema = schema_for(type(synapse))
+        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
+        method = self.channel(info).unary_unary(METHOD_PREFIX + type(synapse).__name__)
+        try:
+            call = method(body, metadata=metadata, timeout=timeout)
+            response = await call
+            read_axon(synapse, await call.trailing_metadata())
+        except grpc.aio.AioRpcError as e:
+            return _failure(e, synapse, info, timeout)
+        if self.verify_response:
+            axon = synapse.axon
+            problem = self.signer.answer_problem(
+                synapse, info.hotkey, grpc_body_hash(response), axon.signature if axon is not None else None
+            )
+            if problem is not None:
+                return unverified_result(problem)
+        try:
+            fill(synapse, schema.from_bytes(response))
+        except ValueError as e:
+            return Result(422, f"Failed to parse response: {e}")
+        status, message = axon_status(synapse)
+        return Result(status if status is not None else 200, message)
+
+    async def stream(self, info: AxonInfo, synapse: Synapse, timeout: float, done: list[Result]) -> AsyncIterator[Any]:
+        """Each chunk of a streaming call; the final fields go into ``synapse``, the status into ``done``.
+
+        The stream's answer is not signed (``verify_response`` covers unary calls).
+        """
+        schema = schema_for(type(synapse))
+        chunks = chunk_schema(type(synapse))  # type: ignore[arg-type]
+        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
+        call = self.channel(info).unary_stream(METHOD_PREFIX + type(synapse).__name__)(
+            body, metadata=metadata, timeout=timeout
+        )
+        try:
+            async for message in call:
+                tag, payload = unframe(message)
+                if tag == CHUNK_TAG:
+                    yield chunks.cls.model_validate(chunks.from_bytes(payload)).data  # type: ignore[attr-defined]
+                else:
+                    fill(synapse, schema.from_bytes(payload))
+            read_axon(synapse, await call.trailing_metadata())
+            status, text = axon_status(synapse)
+            done.append(Result(status if status is not None else 200, text))
+        except grpc.aio.AioRpcError as e:
+            done.append(_failure(e, synapse, info, timeout))
+        except ValueError as e:
+            done.append(Result(422, f"Failed to parse response: {e}"))
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def aclose(self) -> None:
+        """Close the channels opened on the running loop."""
+        channels = self._channels.pop(asyncio.get_running_loop(), {})
+        await asyncio.gather(*(c.close() for c in channels.values()))
