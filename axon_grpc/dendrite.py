@@ -8,7 +8,7 @@ import threading
 import time
 import uuid as uuid_lib
 import weakref
-from typing import Any, AsyncIterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 import grpc
 
@@ -21,6 +21,7 @@ from .keys import Keypair
 from .schema import schema_for
 from .streaming import CHUNK_TAG, chunk_schema, is_streaming, unframe
 from .synapse import AXON_PREFIX, DENDRITE_PREFIX, Synapse, TerminalInfo
+from .tls import ClientTls, PemSource, is_pem
 from .transport import METHOD_PREFIX
 
 S = TypeVar("S", bound=Synapse)
@@ -50,10 +51,17 @@ class Dendrite:
     ``wallet`` is anything with ``hotkey.ss58_address`` and ``hotkey.sign(message)``;
     without one, a throw-away sr25519 key is generated. ``auth="btauth"`` signs the
     way Bittensor SDK 11's ``http_auth`` does instead of the legacy way.
+
+    TLS (:mod:`axon_grpc.tls`): ``tls_ca`` (PEM text, bytes or path) is trusted for every
+    axon; ``certificates`` pins one certificate per axon (by hotkey or ``ip:port``), as do
+    the certificates axons published in the local registry (``forward(netuid=...)``);
+    ``tls_cert``/``tls_key`` are this client's certificate for axons that require one.
     """
 
     def __init__(
-        self, wallet: WalletLike | None = None, *, external_ip: str | None = None, auth: str = "legacy"
+        self, wallet: WalletLike | None = None, *, external_ip: str | None = None, auth: str = "legacy",
+        tls_ca: PemSource | None = None, certificates: Mapping[str, PemSource] | None = None,
+        tls_cert: PemSource | None = None, tls_key: PemSource | None = None,
     ) -> None:
         if auth not in AUTH_SCHEMES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
@@ -68,9 +76,11 @@ class Dendrite:
             self.crypto = "ed25519" if self.crypto == 0 else "sr25519"
         self.uuid = str(uuid_lib.uuid1())
         self.external_ip = external_ip or "127.0.0.1"
-        self._channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: Whom this Dendrite trusts over TLS, per axon (cleartext where nothing is known).
+        self.tls = ClientTls.build(tls_ca, tls_cert, tls_key, certificates)
+        self._channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, bytes | None], grpc.aio.Channel]
+        ] = weakref.WeakKeyDictionary()
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
 
@@ -97,7 +107,7 @@ class Dendrite:
         if axons is None:
             if netuid is None:
                 raise TypeError("forward() needs axons or netuid")
-            axons = self.resolve(netuid)
+            axons = self._resolve_pinned(netuid)
         synapse = synapse if synapse is not None else Synapse()
         single = not isinstance(axons, (list, tuple))
         targets: Sequence[Any] = [axons] if single else list(axons)
@@ -123,6 +133,16 @@ class Dendrite:
 
             registry = LocalRegistry()
         return list(registry.axons(netuid))
+
+    def _resolve_pinned(self, netuid: int) -> list[AxonInfo]:
+        """The local registry's axons of ``netuid``, pinning the PEM certificates they published."""
+        from .registry import LocalRegistry
+
+        entries = LocalRegistry().entries(netuid)
+        for entry in entries:
+            if is_pem(entry.certificate) and entry.info.hotkey not in self.tls.pins:
+                self.tls.pin(entry.info.hotkey, str(entry.certificate).encode())
+        return [entry.info for entry in entries]
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking ``forward`` for code without an event loop (or called from inside one)."""
@@ -299,6 +319,9 @@ class Dendrite:
             return axon.status_code, axon.status_message or (error.details() or "")
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return 408, f"Request timeout after {timeout} seconds"
+        if ClientTls.refused(error):
+            return 503, (f"TLS handshake with {info.ip_str()} failed: its certificate is not the pinned one "
+                         "or not signed by a trusted CA (or it refused this client's certificate)")
         if code is grpc.StatusCode.UNAVAILABLE:
             return 503, f"Service at {info.ip_str()}/{type(synapse).__name__} unavailable."
         return http_status_for(code), error.details() or code.name
@@ -307,10 +330,14 @@ class Dendrite:
         loop = asyncio.get_running_loop()
         channels = self._channels.setdefault(loop, {})
         address = info.ip_str()
-        channel = channels.get(address)
+        roots = self.tls.roots(info)
+        channel = channels.get((address, roots))
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-            channels[address] = channel
+            if roots is None:
+                channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(address, self.tls.credentials(roots), options=_CHANNEL_OPTIONS)
+            channels[(address, roots)] = channel
         return channel
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
