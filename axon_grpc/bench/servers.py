@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "grpc-async", "grpc-inline", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
+KINDS = ("grpc", "grpc-async", "grpc-inline", "envoy", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
 
 
 def announce(**fields: Any) -> None:
@@ -190,6 +190,35 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
         group.stop()
 
 
+#: How the bench hands the edge's axon factory its port and hotkey seed (Envoy imports it).
+EDGE_PORT_ENV, EDGE_SEED_ENV = "AXON_GRPC_BENCH_PORT", "AXON_GRPC_BENCH_SEED"
+
+
+def edge_axon() -> Any:
+    """The ``grpc-async`` target's axon, as ``axon-grpc serve`` imports it inside Envoy."""
+    return build_dummy_axon(int(os.environ[EDGE_PORT_ENV]), run_async=True, seed=os.environ[EDGE_SEED_ENV])
+
+
+def serve_edge(port: int) -> int:
+    """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), until SIGTERM/SIGINT."""
+    from ..edge.serve import build_servers, pyvoy_missing, run
+    from ..keys import Keypair
+
+    missing = pyvoy_missing()
+    if missing is not None:
+        print(missing, file=sys.stderr, flush=True)
+        return 2
+    seed = os.urandom(32).hex()
+    os.environ.update({EDGE_PORT_ENV: str(port), EDGE_SEED_ENV: seed})
+    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port)
+
+    def ready(started: list[Any]) -> None:
+        announce(port=started[0].listener_port, hotkey=Keypair.create_from_seed(seed).ss58_address,
+                 worker_pids=[server._process.pid for server in started])
+
+    return asyncio.run(run(servers, grace=1.0, drain_file=None, ready=ready))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.servers")
     parser.add_argument("kind", choices=KINDS)
@@ -206,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cprofile:
             parser.error(f"--cprofile profiles the serving process; {args.kind} serves from worker processes")
         return serve_workers(args.port, args.workers or int(args.kind[5]), args.nonce_store)
+    if args.kind == "envoy":
+        return serve_edge(args.port)
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:

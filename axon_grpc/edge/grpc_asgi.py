@@ -100,6 +100,16 @@ class GrpcStream:
             await self.start()
         await self.send({"type": "http.response.body", "body": frame(message), "more_body": True})
 
+    async def reply(self, message: bytes, metadata: Metadata) -> None:
+        """A unary call's whole successful answer: the message, then OK with ``metadata``."""
+        self.started = True
+        send = self.send
+        await send({"type": "http.response.start", "status": 200, "headers": [CONTENT_TYPE, ACCEPT_ENCODING],
+                    "trailers": True})
+        await send({"type": "http.response.body", "body": frame(message), "more_body": False})
+        await send({"type": "http.response.trailers", "headers": _status_headers(OK, "", metadata),
+                    "more_trailers": False})
+
     async def finish(self, code: int, message: str = "", metadata: Metadata = ()) -> None:
         """End the call: trailers after a started response, else a trailers-only response."""
         status = _status_headers(code, message, metadata)
@@ -118,13 +128,9 @@ ServiceMethod = Callable[[MessageReader, GrpcStream, Receive], Awaitable[None]]
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
-    """Text metadata with lowercase keys (``-bin`` binary metadata left out)."""
-    headers: dict[str, str] = {}
-    for raw_key, raw_value in scope["headers"]:
-        key = raw_key.decode("latin-1").lower()
-        if not key.endswith("-bin"):
-            headers[key] = raw_value.decode("latin-1")
-    return headers
+    """The metadata as ``str`` (HTTP/2 field names are lowercase on the wire). A ``-bin``
+    key's value is left as its latin-1 text: nothing reads those."""
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
 
 
 def _body_reader(reader: MessageReader, length: int) -> Callable[[], Awaitable[bytes]]:
@@ -232,7 +238,8 @@ class GrpcAsgi:
         outcome = await self.pipeline.handle(call)
         if outcome.stream is None:
             if outcome.ok:
-                await stream.message(codec.reply_message(outcome))
+                await stream.reply(codec.reply_message(outcome), codec.trailing_metadata(outcome))
+                return
             await stream.finish(
                 _status_number(codec.status_code(outcome)), "" if outcome.ok else outcome.message,
                 codec.trailing_metadata(outcome),

@@ -70,6 +70,7 @@ def build_servers(
     """One pyvoy server per worker, configured but not started."""
     server_class = _edge_server_class()
     tls = tls or TlsFiles()
+    limits = limits or EdgeLimits()
     env = {FACTORY_ENV: factory}
     if port:
         env[PORT_ENV] = str(port)
@@ -81,11 +82,11 @@ def build_servers(
         env[LOG_LEVEL_ENV] = log_level
     return [
         server_class(
-            app, address=address, port=port, limits=limits or EdgeLimits(), env=env,
+            app, address=address, port=port, limits=limits, env=env,
             tls_key=Path(tls.key) if tls.key else None, tls_cert=Path(tls.cert) if tls.cert else None,
             tls_ca_cert=Path(tls.ca_cert) if tls.ca_cert else None, tls_enable_http3=False,
             tls_require_client_certificate=True, log_level=envoy_log_level, lifespan=True,
-            stdout=None, stderr=None,
+            stdout=None, stderr=None, additional_envoy_args=["--concurrency", str(limits.threads)],
         )
         for _ in range(workers)
     ]
