@@ -26,6 +26,7 @@ from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
 from .executor import ForwardPool
 from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
+from .metrics import NULL_OBSERVER, PrometheusMetrics, multiprocess
 from .nonces import InMemoryNonceStore, NonceStore
 from .pipeline import Pipeline
 from .schema import schema_for
@@ -71,6 +72,13 @@ def load_transport(name: str) -> Callable[[Axon], Any]:
     raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
 
 
+async def _refresh_every(metrics: PrometheusMetrics, seconds: float) -> None:
+    """Keep this worker's queue gauges current in the shared multiprocess files."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(seconds)
+
+
 def _ping(synapse: Synapse) -> Synapse:
     """Forward of the built-in ``Synapse`` route: answers the synapse as it came."""
     return synapse
@@ -101,6 +109,9 @@ class Axon:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         reuse_port: bool = False,
+        metrics: bool | PrometheusMetrics = True,
+        metrics_port: int | None = None,
+        metrics_hotkeys: int | None = None,
     ) -> None:
         config = Config(config) if config is not None else Axon.config(args=[])
         if "axon" not in config:
@@ -122,6 +133,10 @@ class Axon:
             section.max_queue = max_queue
         if isinstance(nonce_store, str):
             section.nonce_store = nonce_store
+        if metrics_port is not None:
+            section.metrics_port = metrics_port
+        if metrics_hotkeys is not None:
+            section.metrics_hotkeys = metrics_hotkeys
         Axon.check_config(config)
         #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
         self.config = config  # type: ignore[method-assign,assignment]
@@ -179,6 +194,21 @@ class Axon:
         )
         if type(self).default_verify is not Axon.default_verify:
             self.pipeline.extra_verify = as_hook(self.default_verify)
+        #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics`), or None with ``metrics=False``;
+        #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
+        self.metrics: PrometheusMetrics | None = None
+        if metrics is True:
+            hotkeys = section.get("metrics_hotkeys")
+            self.metrics = PrometheusMetrics(hotkeys=int(hotkeys) if hotkeys else None, admission=self.admission)
+        elif isinstance(metrics, PrometheusMetrics):
+            self.metrics = metrics
+            metrics.admission = metrics.admission or self.admission
+        observer = self.metrics if self.metrics is not None else NULL_OBSERVER
+        self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
+        #: Port of a listener answering only ``GET /metrics``; None: none of its own.
+        self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
+        self._metrics_server: Any = None
+        self._metrics_refresh: asyncio.Task[None] | None = None
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -334,6 +364,7 @@ class Axon:
             inline=inline,
         )
         self.endpoints[name] = endpoint
+        self.pipeline.observer.attached(name)
         if self._http is not None:
             self._http.add_route(endpoint)
         return self
@@ -375,6 +406,13 @@ class Axon:
             except BaseException:
                 await server.stop(None)
                 raise
+        try:
+            self._serve_metrics()
+        except BaseException:
+            if http is not None:
+                await http.stop(None)
+            await server.stop(None)
+            raise
         self._loop = asyncio.get_running_loop()
         self.started = True
         gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
@@ -383,6 +421,7 @@ class Axon:
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
         """Stop serving; calls in flight get ``grace`` seconds to finish."""
+        self._stop_metrics()
         if self._http is not None:
             await self._http.stop(grace)
         if self.grpc_server is not None:
@@ -420,6 +459,25 @@ class Axon:
             self._close_thread(loop, thread)
             self._loop = self._thread = None
         return self
+
+    def _serve_metrics(self) -> None:
+        """The metrics port's listener, and with several workers the gauges' refresh."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if self.metrics_port and self._metrics_server is None:
+            self._metrics_server, _ = metrics.serve(self.metrics_port, self.ip)
+        if multiprocess() and self._metrics_refresh is None:
+            self._metrics_refresh = asyncio.get_running_loop().create_task(_refresh_every(metrics, 1.0))
+
+    def _stop_metrics(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        task, self._metrics_refresh = self._metrics_refresh, None
+        if task is not None:
+            task.cancel()
 
     @staticmethod
     def _close_thread(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

@@ -17,6 +17,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, cast
 from .admission import AdmissionQueue
 from .endpoints import Endpoint
 from .errors import InternalServerError, RequestTimeout
+from .metrics import NULL_OBSERVER, Observer
 from .streaming import open_stream
 from .synapse import Synapse
 
@@ -60,6 +61,8 @@ class Forwarder:
     def __init__(self, admission: AdmissionQueue, executor: concurrent.futures.Executor) -> None:
         self.admission = admission
         self.executor = executor
+        #: Told each forward's queue wait and run time (:class:`~axon_grpc.metrics.Observer`).
+        self.observer: Observer = NULL_OBSERVER
 
     async def _slot(self, synapse: Synapse, priority: float, limit: Limit) -> None:
         try:
@@ -69,7 +72,11 @@ class Forwarder:
 
     async def run(self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit) -> Synapse:
         """The forward's answer; raises 408 past the limit, 503 when shed, 500 on a wrong type."""
+        began = time.perf_counter()
         await self._slot(synapse, priority, limit)
+        admitted = time.perf_counter()
+        observer = self.observer
+        observer.queued(endpoint.name, admitted - began)
         try:
             if endpoint.forward_is_async:
                 try:
@@ -86,6 +93,8 @@ class Forwarder:
                 result = await self._on_pool(endpoint, synapse, limit)
         except (asyncio.TimeoutError, TimeoutError):
             raise timed_out(synapse) from None
+        finally:
+            observer.forwarded(endpoint.name, time.perf_counter() - admitted)
         if not isinstance(result, endpoint.synapse_class):
             raise InternalServerError(
                 f"forward for {endpoint.name} returned {type(result).__name__}, not {endpoint.name}"
@@ -139,7 +148,9 @@ class Forwarder:
         frees the slot. The limit is always timed here: a client that stops reading
         must not hold a slot past its deadline.
         """
+        began = time.perf_counter()
         await self._slot(synapse, priority, limit)
+        self.observer.queued(endpoint.name, time.perf_counter() - began)
         chunks: AsyncIterator[Any] | None = None
         loop = asyncio.get_running_loop()
         try:

@@ -37,6 +37,7 @@ def metadata_value(value: str) -> str:
 #: identity, whose encoded pairs are built once per identity.
 _PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signature")
 _IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER)
+_PER_ANSWER_NAMES = frozenset(_NAMES[key] for key in _PER_ANSWER)
 _identity_pairs: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
 
 
@@ -60,6 +61,22 @@ def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
         )
     changing = tuple(_pair(key, values[key]) for key in _PER_ANSWER if values[key] is not None)
     return changing + constant
+
+
+_encoded: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """:func:`trailing_metadata` as raw HTTP/2 header pairs (the constant ones encoded once)."""
+    out = []
+    for pair in trailing_metadata(outcome):
+        raw = _encoded.get(pair)
+        if raw is None:
+            raw = (pair[0].encode("ascii"), pair[1].encode("ascii"))
+            if pair[0] not in _PER_ANSWER_NAMES and len(_encoded) < 256:
+                _encoded[pair] = raw
+        out.append(raw)
+    return out
 
 
 def status_code(outcome: Outcome) -> grpc.StatusCode:

@@ -125,6 +125,9 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         lambda v: v <= 1.15, detail)
     value, detail = cpu_ratio("legacy", "grpc-async")
     add("gRPC (async forward) CPU/request vs legacy", "legacy/grpc-async >= 10", value, lambda v: v >= 10, detail)
+    value, detail = cpu_ratio("grpc-async", "grpc-async-nometrics")
+    add("Metrics on vs off, gRPC (async forward) CPU/request", "grpc-async/grpc-async-nometrics <= 1.05", value,
+        lambda v: v <= 1.05, detail)
     value, detail = cpu_ratio("grpc-inline", "grpc-async")
     add("gRPC inline sync forward vs async forward, CPU/request", "grpc-inline/grpc-async <= 1.10", value,
         lambda v: v <= 1.10, detail)

@@ -21,6 +21,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
     "grpc-async": ("axon-grpc gRPC, async forward",
                    "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread"),
+    "grpc-async-nometrics": ("axon-grpc gRPC, async forward, metrics off",
+                             "grpc-async built with Axon(metrics=False): what the Prometheus metrics cost"),
     "grpc-inline": ("axon-grpc gRPC, inline sync forward",
                     "the sync forward attached with inline=True: it runs on the loop, no thread hop"),
     "grpc-1w-redis": ("axon-grpc gRPC, 1 worker + Redis",
@@ -38,7 +40,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
     "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
 }
-TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-inline": "grpc", "envoy": "grpc", "envoy-http": "http", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
+TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-async-nometrics": "grpc", "grpc-inline": "grpc",
+              "envoy": "grpc", "envoy-http": "http", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
               "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
 #: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}

@@ -94,6 +94,8 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
     from ..discovery import SERVICE_NAME, DescriptorSource
 
     axon.prepare()
+    if axon.metrics is not None:
+        axon.metrics.set_mode("envoy")
     if codec is None:
         codec = grpc_codec
     bridge = axon.http if axon.http_port else None

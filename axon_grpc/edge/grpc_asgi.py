@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from ..call import GRPC, Call, Outcome
 from ..errors import SynapseParsingError
@@ -29,7 +29,6 @@ from .wire import (
     WireError,
     encode_message,
     frame,
-    header_value,
     parse_timeout,
 )
 
@@ -58,12 +57,13 @@ class CodecLike(Protocol):
 
     def stream_messages(self, outcome: Outcome) -> AsyncIterator[bytes]: ...
 
-    def trailing_metadata(self, outcome: Outcome) -> Sequence[tuple[str, str]]: ...
+    def trailer_headers(self, outcome: Outcome) -> list[tuple[bytes, bytes]]: ...
 
     def status_code(self, outcome: Outcome) -> Any: ...
 
 
-Metadata = Sequence[tuple[str, str]]
+#: Raw header pairs as ASGI carries them.
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 def _status_number(code: Any) -> int:
@@ -72,12 +72,11 @@ def _status_number(code: Any) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
 
-def _status_headers(code: int, message: str, metadata: Metadata) -> list[tuple[bytes, bytes]]:
+def _status_headers(code: int, message: str, trailers: RawHeaders) -> RawHeaders:
     headers = [(b"grpc-status", str(code).encode())]
     if message:
         headers.append((b"grpc-message", encode_message(message).encode()))
-    for key, value in metadata:
-        headers.append((key.encode("ascii", "replace"), header_value(str(value)).encode()))
+    headers.extend(trailers)
     return headers
 
 
@@ -100,19 +99,19 @@ class GrpcStream:
             await self.start()
         await self.send({"type": "http.response.body", "body": frame(message), "more_body": True})
 
-    async def reply(self, message: bytes, metadata: Metadata) -> None:
-        """A unary call's whole successful answer: the message, then OK with ``metadata``."""
+    async def reply(self, message: bytes, trailers: RawHeaders) -> None:
+        """A unary call's whole successful answer: the message, then OK with ``trailers``."""
         self.started = True
         send = self.send
         await send({"type": "http.response.start", "status": 200, "headers": [CONTENT_TYPE, ACCEPT_ENCODING],
                     "trailers": True})
         await send({"type": "http.response.body", "body": frame(message), "more_body": False})
-        await send({"type": "http.response.trailers", "headers": _status_headers(OK, "", metadata),
+        await send({"type": "http.response.trailers", "headers": _status_headers(OK, "", trailers),
                     "more_trailers": False})
 
-    async def finish(self, code: int, message: str = "", metadata: Metadata = ()) -> None:
+    async def finish(self, code: int, message: str = "", trailers: RawHeaders | None = None) -> None:
         """End the call: trailers after a started response, else a trailers-only response."""
-        status = _status_headers(code, message, metadata)
+        status = _status_headers(code, message, trailers or [])
         if self.started:
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
             await self.send({"type": "http.response.trailers", "headers": status, "more_trailers": False})
@@ -238,11 +237,11 @@ class GrpcAsgi:
         outcome = await self.pipeline.handle(call)
         if outcome.stream is None:
             if outcome.ok:
-                await stream.reply(codec.reply_message(outcome), codec.trailing_metadata(outcome))
+                await stream.reply(codec.reply_message(outcome), codec.trailer_headers(outcome))
                 return
             await stream.finish(
                 _status_number(codec.status_code(outcome)), "" if outcome.ok else outcome.message,
-                codec.trailing_metadata(outcome),
+                codec.trailer_headers(outcome),
             )
             return
         await self._stream(outcome, stream, receive)
@@ -273,7 +272,7 @@ class GrpcAsgi:
         pumping.result()  # a failure inside the codec or the stream: INTERNAL, logged
         await stream.finish(
             _status_number(codec.status_code(outcome)), "" if outcome.ok else outcome.message,
-            codec.trailing_metadata(outcome),
+            codec.trailer_headers(outcome),
         )
         await watching  # receive() answers http.disconnect once the response is complete
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Awaitable, Callable
 
+from ..grpc_codec import metadata_value
+
 #: ASGI's ``receive`` callable.
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -61,15 +63,9 @@ def parse_timeout(value: str | None) -> float | None:
     return int(digits) * scale
 
 
-def _percent_encoded_byte(byte: int) -> str:
-    return chr(byte) if 0x20 <= byte <= 0x7E and byte != 0x25 else f"%{byte:02X}"
-
-
 def encode_message(text: str) -> str:
     """``grpc-message`` value: UTF-8, with bytes outside printable ASCII and ``%`` as ``%XX``."""
-    if text.isascii() and text.isprintable() and "%" not in text:
-        return text
-    return "".join(_percent_encoded_byte(b) for b in text.encode("utf-8"))
+    return metadata_value(text)
 
 
 def header_value(value: str) -> str:

@@ -78,8 +78,8 @@ class FakeCodec:
         yield outcome.synapse[0]  # type: ignore[index]
 
     @staticmethod
-    def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
-        return tuple(outcome.synapse[1].items())  # type: ignore[index]
+    def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+        return [(k.encode(), v.encode()) for k, v in outcome.synapse[1].items()]  # type: ignore[index]
 
     @staticmethod
     def status_code(outcome: Outcome) -> Any:

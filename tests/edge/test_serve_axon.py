@@ -74,6 +74,16 @@ async def test_grpc_and_legacy_http_on_one_port(port: int) -> None:
         assert refused.status == 401
     finally:
         await legacy.close()
+    scrape = await asyncio.to_thread(_get, port, "/metrics")  # the same port serves the scrape too
+    assert 'axon_build_info{mode="envoy"' in scrape
+    assert 'axon_requests_total{scheme="legacy",status_class="2xx",synapse="Dummy",transport="grpc"}' in scrape
+
+
+def _get(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+        return reply.read().decode()
 
 
 async def test_unsigned_grpc_call_is_refused(port: int) -> None:
