@@ -55,16 +55,37 @@ def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
     from .edge import serve as edge
     from .edge.config import TlsFiles, limits_from_args
 
+    from .edge.app import use_edge_port
+
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca_cert)
     tls.check()
-    if not args.print_envoy_config:  # the factory's errors and a missing shared store, here and in one line
-        workers.require_shared_store(workers.build(args.app), args.workers)
     address = str(getattr(args, "axon.ip")).strip("[]") or "::"
+    port = int(getattr(args, "axon.port"))
+    if port == 0 and not args.print_envoy_config:  # one port for every process, known to the axon
+        port = free_port(address)
+        os.environ["BT_AXON_PORT"] = str(port)
+    if not args.print_envoy_config:  # the factory's errors and a missing shared store, here and in one line
+        axon = workers.build(args.app)
+        workers.require_shared_store(axon, args.workers)
+        use_edge_port(axon, port)
+        info = axon.info()
+        print(f"axon-grpc: hotkey {info.hotkey}; advertises {info.ip_str()} (axon.info(), axon.serve(netuid))",
+              file=sys.stderr, flush=True)
     return edge.serve(
-        args.app, address=address, port=int(getattr(args, "axon.port")), workers=args.workers, grace=args.grace,
+        args.app, address=address, port=port, workers=args.workers, grace=args.grace,
         tls=tls, limits=limits_from_args(args), app_dir=app_dir, log_level=args.worker_log_level,
         print_config=args.print_envoy_config,
     )
+
+
+def free_port(address: str) -> int:
+    """A port free on ``address`` a moment ago (``--axon.port 0`` under Envoy)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
 
 
 def _registry(args: argparse.Namespace) -> int:

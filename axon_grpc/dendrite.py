@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import uuid as uuid_lib
-from typing import Any, AsyncIterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 from ._types import WalletLike
 from .dendrite_answer import Result, timeout_result
@@ -23,6 +23,7 @@ from .info import AxonInfo
 from .keys import Keypair
 from .streaming import is_streaming
 from .synapse import Synapse
+from .tls import ClientTls, PemSource, is_pem
 
 S = TypeVar("S", bound=Synapse)
 
@@ -67,6 +68,12 @@ class Dendrite:
     for a signed answer, and an answer whose signature is missing or wrong is refused:
     the synapse keeps the fields it was sent with and fails with status 422
     ``Answer not verified: {reason}``.
+
+    TLS over gRPC (:mod:`axon_grpc.tls`): ``tls_ca`` (PEM text, bytes or path) is trusted
+    for every axon; ``certificates`` pins one certificate per axon (by hotkey or
+    ``ip:port``), as do the certificates axons published in the local registry
+    (``forward(netuid=...)``); ``tls_cert``/``tls_key`` are this client's certificate for
+    axons that require one.
     """
 
     def __init__(
@@ -78,6 +85,10 @@ class Dendrite:
         transport: str = "grpc",
         verify_response: bool = False,
         remember_s: float = REMEMBER_S,
+        tls_ca: PemSource | None = None,
+        certificates: Mapping[str, PemSource] | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
     ) -> None:
         if auth not in AUTH_SCHEMES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
@@ -99,7 +110,9 @@ class Dendrite:
         self.uuid = str(uuid_lib.uuid1())
         self.external_ip = external_ip or "127.0.0.1"
         self.signer = RequestSigner(self.keypair, self.crypto, auth, self.uuid, self.external_ip, verify_response)
-        self.grpc = GrpcLink(self.signer, verify_response)
+        #: Whom this Dendrite trusts over TLS, per axon (cleartext where nothing is known).
+        self.tls = ClientTls.build(tls_ca, tls_cert, tls_key, certificates)
+        self.grpc = GrpcLink(self.signer, verify_response, self.tls)
         self.http = HttpLink(self.signer, verify_response)
         self._pinned: dict[str, str] = {}
         self._learned: dict[str, tuple[str, float]] = {}
@@ -156,7 +169,7 @@ class Dendrite:
         if axons is None:
             if netuid is None:
                 raise TypeError("forward() needs axons or netuid")
-            axons = self.resolve(netuid)
+            axons = self._resolve_pinned(netuid)
         synapse = synapse if synapse is not None else Synapse()
         single = not isinstance(axons, (list, tuple))
         targets: Sequence[Any] = [axons] if single else list(axons)
@@ -182,6 +195,16 @@ class Dendrite:
 
             registry = LocalRegistry()
         return list(registry.axons(netuid))
+
+    def _resolve_pinned(self, netuid: int) -> list[AxonInfo]:
+        """The local registry's axons of ``netuid``, pinning the PEM certificates they published."""
+        from .registry import LocalRegistry
+
+        entries = LocalRegistry().entries(netuid)
+        for entry in entries:
+            if is_pem(entry.certificate) and entry.info.hotkey not in self.tls.pins:
+                self.tls.pin(entry.info.hotkey, str(entry.certificate).encode())
+        return [entry.info for entry in entries]
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking ``forward`` for code without an event loop (or called from inside one)."""

@@ -15,6 +15,7 @@ from .info import AxonInfo
 from .schema import schema_for
 from .streaming import CHUNK_TAG, chunk_schema, unframe
 from .synapse import Synapse
+from .tls import ClientTls
 from .transport import METHOD_PREFIX
 
 #: Channel options: keep idle connections healthy without flooding the server.
@@ -34,27 +35,37 @@ def _failure(error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, time
     code = error.code()
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return timeout_result(timeout)
+    if ClientTls.refused(error):
+        return Result(503, f"TLS handshake with {info.ip_str()} failed: its certificate is not the pinned one "
+                           "or not signed by a trusted CA (or it refused this client's certificate)")
     if code is grpc.StatusCode.UNAVAILABLE:
         return unavailable_result(info.ip_str(), type(synapse).__name__)
     return Result(http_status_for(code), error.details() or code.name)
 
 
 class GrpcLink:
-    """Calls axons over gRPC with a :class:`RequestSigner`."""
+    """Calls axons over gRPC with a :class:`RequestSigner`; over TLS where ``tls`` knows
+    whom to trust for an axon (a CA, or a pinned certificate), else in cleartext."""
 
-    def __init__(self, signer: RequestSigner, verify_response: bool = False) -> None:
+    def __init__(self, signer: RequestSigner, verify_response: bool = False, tls: ClientTls | None = None) -> None:
         self.signer = signer
         self.verify_response = verify_response
-        self._channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.tls = tls if tls is not None else ClientTls.build(None, None, None, None)
+        self._channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, bytes | None], grpc.aio.Channel]
+        ] = weakref.WeakKeyDictionary()
 
     def channel(self, info: AxonInfo) -> grpc.aio.Channel:
         channels = self._channels.setdefault(asyncio.get_running_loop(), {})
         address = info.ip_str()
-        found = channels.get(address)
+        roots = self.tls.roots(info)
+        found = channels.get((address, roots))
         if found is None:
-            found = channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if roots is None:
+                found = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                found = grpc.aio.secure_channel(address, self.tls.credentials(roots), options=CHANNEL_OPTIONS)
+            channels[(address, roots)] = found
         return found
 
     def channel_count(self) -> int:

@@ -78,7 +78,8 @@ def _certificate_text(certificate: Any) -> str | None:
     if certificate is None:
         return None
     if isinstance(certificate, (bytes, bytearray)):
-        return bytes(certificate).hex()
+        data = bytes(certificate)
+        return data.decode("ascii") if data.lstrip().startswith(b"-----BEGIN ") else data.hex()  # PEM stays text
     return str(certificate)
 
 

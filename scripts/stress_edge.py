@@ -2,6 +2,7 @@
 
     python scripts/stress_edge.py                 # every flood, the table at the end (make stress)
     python scripts/stress_edge.py --only idle,reset --scale 0.1
+    python scripts/stress_edge.py --target echo   # the edge with a minimal application
 
 Each flood is bounded in count and time and runs while a legitimate client calls the
 server (four calls at a time, each with a deadline). For each flood the table gives the
@@ -11,10 +12,13 @@ server was healthy afterwards. Goals (issue 12): >= 99 % of legitimate calls OK 
 p99 < 1 s, RSS growth < 200 MB, idle and half-sent connections closed within the
 configured timeouts, healthy afterwards.
 
-The target is the edge with a minimal application (``--target echo``): the gRPC
-adapter and the health service inside Envoy, behind a pipeline that refuses calls
-without the right metadata before reading their body, as the axon's refuses an
-unsigned call. All traffic goes to 127.0.0.1 only.
+The target (``--target axon``, the default) is a full axon under ``axon-grpc serve``
+(``build_axon`` below: a signed ``Dummy`` synapse, its pipeline, the HTTP bridge, health
+and reflection), called by the project's Dendrite, each call signed. ``--target echo``
+is the edge with a minimal application instead: the gRPC adapter and the health service
+inside Envoy, behind a pipeline that refuses calls without the right metadata before
+reading their body, as the axon's refuses an unsigned call. All traffic goes to
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from axon_grpc import Synapse  # noqa: E402
 
 TOKEN = "stress-" + os.urandom(8).hex() if __name__ == "__main__" else os.environ.get("STRESS_TOKEN", "")
 LEGIT_METHOD = "/axon.v1.Axon/Echo"
@@ -75,6 +81,30 @@ def _build_app() -> Any:
 
 if __name__ != "__main__" and TOKEN:
     app = _build_app()
+
+#: The axon's hotkey seed for ``--target axon`` (the client signs for its address).
+AXON_SEED = os.environ.get("STRESS_AXON_SEED") or "0x" + os.urandom(32).hex()
+
+
+def build_axon() -> Any:
+    """The full axon ``axon-grpc serve stress_edge:build_axon`` runs: ``Dummy`` doubles its input."""
+    from axon_grpc import Axon
+    from axon_grpc.keys import Keypair
+    from axon_grpc.wallet import KeypairWallet
+
+    axon = Axon(wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)))
+    axon.attach(forward_fn=_double)
+    return axon
+
+
+class Dummy(Synapse):
+    input: int = 0
+    output: Optional[int] = None
+
+
+def _double(synapse: Dummy) -> Dummy:
+    synapse.output = 2 * synapse.input
+    return synapse
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -140,6 +170,32 @@ async def legit_client(port: int, stop: asyncio.Event, result: Legit, concurrenc
                 await asyncio.sleep(0.01)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
+    """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
+    from axon_grpc import Dendrite
+    from axon_grpc.info import AxonInfo
+    from axon_grpc.keys import Keypair
+
+    info = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4,
+                    hotkey=Keypair.create_from_seed(AXON_SEED).ss58_address, coldkey="")
+    async with Dendrite() as dendrite:
+
+        async def worker(offset: int) -> None:
+            count = offset
+            while not stop.is_set():
+                began = time.monotonic()
+                count += concurrency
+                answer = await dendrite.call(info, Dummy(input=count), timeout=5, deserialize=False)
+                if answer.dendrite.status_code == 200 and answer.output == 2 * count:
+                    result.latencies.append(time.monotonic() - began)
+                else:
+                    result.failures += 1
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
 
 async def healthy(port: int) -> bool:
@@ -393,7 +449,17 @@ FLOODS: dict[str, Flood] = {
 
 
 def start_server(port: int, options: argparse.Namespace) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, STRESS_TOKEN=TOKEN, PYTHONPATH=os.pathsep.join([str(ROOT / "scripts"), str(ROOT)]))
+    path = os.pathsep.join([str(ROOT / "scripts"), str(ROOT)])
+    if options.target == "axon":
+        env = dict(os.environ, STRESS_AXON_SEED=AXON_SEED, PYTHONPATH=path)
+        env.pop("STRESS_TOKEN", None)
+        command = [sys.executable, "-m", "axon_grpc", "serve", "stress_edge:build_axon", "--app-dir",
+                   str(ROOT / "scripts"), "--axon.ip", "127.0.0.1", "--axon.port", str(port), "--grace", "2",
+                   f"--edge.idle_timeout_s={options.idle_timeout}",
+                   f"--edge.request_headers_timeout_s={options.headers_timeout}"]
+        return _wait_serving(subprocess.Popen(command, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL), port)
+    env = dict(os.environ, STRESS_TOKEN=TOKEN, PYTHONPATH=path)
     code = (
         "import sys; from axon_grpc.edge.config import EdgeLimits; from axon_grpc.edge.serve import serve; "
         f"sys.exit(serve('unused:unused', address='127.0.0.1', port={port}, grace=2.0, app='stress_edge:app', "
@@ -401,6 +467,10 @@ def start_server(port: int, options: argparse.Namespace) -> subprocess.Popen[byt
     )
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+    return _wait_serving(process, port)
+
+
+def _wait_serving(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -424,7 +494,7 @@ async def run_flood(name: str, flood: Flood, port: int, pid: int, options: argpa
             peak = max(peak, tree_rss_bytes(pid))
             await asyncio.sleep(0.5)
 
-    client = asyncio.ensure_future(legit_client(port, stop, legit))
+    client = asyncio.ensure_future((signed_client if options.target == "axon" else legit_client)(port, stop, legit))
     sampler = asyncio.ensure_future(sample())
     began = time.monotonic()
     try:
@@ -456,7 +526,8 @@ async def main(options: argparse.Namespace) -> int:
     process = start_server(port, options)
     rows = []
     try:
-        print(f"edge on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
+        target = "a full axon (signed Dendrite calls)" if options.target == "axon" else "the echo application"
+        print(f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
               f"request-headers timeout {options.headers_timeout:g} s, other limits at their defaults", flush=True)
         for name in options.only.split(","):
             row = await run_flood(name, FLOODS[name], port, process.pid, options)
@@ -476,6 +547,8 @@ async def main(options: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(FLOODS), help=f"floods to run (default: all of {','.join(FLOODS)})")
+    parser.add_argument("--target", choices=("axon", "echo"), default="axon",
+                        help="axon: a full axon under axon-grpc serve (default); echo: the edge's minimal application")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each flood's count (default 1)")
     parser.add_argument("--flood-seconds", type=float, default=10.0, help="time bound of the timed floods (default 10)")
     parser.add_argument("--idle-timeout", type=float, default=10.0,

@@ -27,6 +27,7 @@ FACTORY_ENV = "AXON_GRPC_EDGE_FACTORY"
 DRAIN_FILE_ENV = "AXON_GRPC_EDGE_DRAIN_FILE"
 APP_DIR_ENV = "AXON_GRPC_EDGE_APP_DIR"
 LOG_LEVEL_ENV = "AXON_GRPC_EDGE_LOG_LEVEL"
+PORT_ENV = "AXON_GRPC_EDGE_PORT"
 
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
@@ -69,6 +70,21 @@ async def _lifespan(receive: Receive, send: Send, startup: Callable[[], Any] | N
         elif event["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def use_edge_port(axon: Any, port: int) -> None:
+    """Make the edge's one port the axon's: ``info()``, ``serve()`` and its answers advertise it.
+
+    Behind Envoy both protocols share the listener, so the HTTP bridge has no port of its
+    own; an ``external_port`` left at the axon's port (or set to the bridge's, as for the
+    in-process servers) becomes the edge's port, and one set to anything else (a NAT
+    mapping) is kept. Call it before ``axon.prepare()``.
+    """
+    if axon.external_port in (axon.port, axon.http_port):
+        axon.external_port = port
+    axon.port = port
+    axon.http_port = None
+    axon.full_address = f"{axon.ip}:{port}"
 
 
 def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
@@ -118,7 +134,11 @@ class LazyEdgeApp:
             factory = os.environ.get(FACTORY_ENV)
             if not factory:
                 raise RuntimeError(f"${FACTORY_ENV} names no axon factory (module:function)")
-            self._app = for_axon(build(factory), drain_file=os.environ.get(DRAIN_FILE_ENV))
+            axon = build(factory)
+            port = os.environ.get(PORT_ENV)
+            if port:
+                use_edge_port(axon, int(port))
+            self._app = for_axon(axon, drain_file=os.environ.get(DRAIN_FILE_ENV))
         return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

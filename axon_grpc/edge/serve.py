@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from .app import APP_DIR_ENV, DRAIN_FILE_ENV, FACTORY_ENV, LOG_LEVEL_ENV
+from .app import APP_DIR_ENV, DRAIN_FILE_ENV, FACTORY_ENV, LOG_LEVEL_ENV, PORT_ENV
 from .config import EdgeLimits, TlsFiles, apply_limits, raise_open_files_limit
 
 logger = logging.getLogger("axon_grpc.edge")
@@ -72,6 +72,8 @@ def build_servers(
     tls = tls or TlsFiles()
     limits = limits or EdgeLimits()
     env = {FACTORY_ENV: factory}
+    if port:
+        env[PORT_ENV] = str(port)
     if drain_file:
         env[DRAIN_FILE_ENV] = drain_file
     if app_dir:

@@ -2,15 +2,17 @@
 
 The project's Dendrite calls over gRPC, a legacy-protocol client (signed as an SDK 10.5
 dendrite signs) over HTTP/1.1, both to the same port; streaming on both; health and
-reflection; a SIGTERM drain with a stream in flight.
+reflection; a SIGTERM drain with calls in flight on both protocols.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
+import time
 from typing import Iterator
 
 import grpc
@@ -125,17 +127,34 @@ def test_health_and_reflection(port: int) -> None:
     assert {"Dummy", "Story", "Nap"} <= methods
 
 
-async def test_sigterm_lets_a_stream_in_flight_finish() -> None:
+async def test_sigterm_drains_both_protocols() -> None:
+    """SIGTERM: health NOT_SERVING, no new connections, calls in flight on both protocols finish, exit 0."""
     port = free_port()
     process = serve(port)
+    legacy = LegacyClient(port, AXON_HOTKEY)
     try:
-        async with Dendrite() as dendrite:
+        async with Dendrite() as dendrite, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            legacy_call = asyncio.ensure_future(legacy.call(Nap(seconds=1.5), timeout=10))
             stream = dendrite.call_stream(info(port), Nap(seconds=1.5), timeout=10, deserialize=False)
             first = await stream.__anext__()
             assert first == "start"
+            await asyncio.sleep(0.2)  # the legacy request has reached the axon too
+            started = time.monotonic()
             process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(OSError):  # the listener no longer accepts
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
             rest = [item async for item in stream]
+            reply = await legacy_call
         assert rest[0] == "end" and rest[-1].dendrite.status_code == 200
+        assert (reply.status, reply.text) == (200, "startend")
         assert await asyncio.to_thread(process.wait, 10) == 0
+        assert time.monotonic() - started < 5  # within --grace
     finally:
+        await legacy.close()
         stop(process)
