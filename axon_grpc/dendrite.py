@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 import uuid as uuid_lib
@@ -14,7 +13,7 @@ import grpc
 
 from . import btauth
 from ._types import WalletLike
-from .auth import CRYPTO_HEADER, PROTOCOL_VERSION
+from .auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
 from .errors import http_status_for
 from .info import AxonInfo
 from .keys import Keypair
@@ -229,7 +228,7 @@ class Dendrite:
             )
             synapse.dendrite.signature = headers[btauth.HEADER_SIGNATURE]
             return body, [("name", type(synapse).__name__), ("timeout", str(timeout)), *headers.items()]
-        body_hash = hashlib.sha3_256(body).hexdigest()
+        body_hash = grpc_body_hash(METHOD_PREFIX + type(synapse).__name__, body)
         message = f"{nonce}.{hotkey}.{info.hotkey}.{self.uuid}.{body_hash}"
         signature = "0x" + bytes(self.keypair.sign(message)).hex()
         synapse.dendrite.signature = signature

@@ -4,12 +4,14 @@ Every request passes the same stages, in this order, whichever transport carried
 
 1. **Route**: an unknown synapse name is 404.
 2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
-   once) are read in one pass; a malformed or oversized value is 400.
+   once) are read in one pass; a malformed or oversized value is 400, and so is a
+   ``name`` header naming another synapse than the one called.
 3. **Overload**: when every slot is busy and the queue is full, a caller whose last
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
 4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
-5. **Body**: read (413 past the limit), checked against the signed body hash (400),
+5. **Body**: read (413 past the limit), checked against the signed body hash (400; over
+   gRPC the hash covers the method path too, see :func:`~axon_grpc.auth.grpc_body_hash`),
    decoded and validated once into the synapse (400). Base fields come from the
    verified credentials and the axon's own state; user fields from the body only.
 6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
@@ -26,7 +28,6 @@ Every request passes the same stages, in this order, whichever transport carried
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -38,8 +39,9 @@ from pydantic import ValidationError
 
 from . import btauth
 from .admission import OVERLOADED, AdmissionQueue
+from .auth import grpc_body_hash
 from .call import GRPC, Call, Outcome
-from .credentials import BTAUTH, Credentials
+from .credentials import BTAUTH, NAME, Credentials
 from .endpoints import Endpoint
 from .errors import (
     AxonError,
@@ -65,6 +67,11 @@ MAX_QUOTED_NAME = 128
 REMEMBERED_PRIORITIES = 4096
 
 _NO_PRIORITY = float("-inf")
+#: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
+#: the legacy signed message does not cover the route, so this is what binds them.
+WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
+#: The gRPC method of synapse ``{name}`` when a transport does not say.
+GRPC_METHOD = "/axon.v1.Axon/{name}"
 
 
 def _parse_error_detail(error: ValidationError) -> str:
@@ -131,6 +138,8 @@ class Pipeline:
         request_body: Any = None
         try:
             credentials = Credentials.read(call.headers)
+            if call.headers.get(NAME, call.name) != call.name:
+                raise SynapseParsingError(WRONG_NAME)
             if self.admission.saturated:
                 self._refuse_early(credentials)
             dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
@@ -181,7 +190,7 @@ class Pipeline:
         legacy = credentials.scheme != BTAUTH
         if call.transport == GRPC:
             if legacy:
-                actual = hashlib.sha3_256(body).hexdigest()
+                actual = grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body)
                 if actual != credentials.body_hash:
                     raise BodyHashMismatch(
                         f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
