@@ -319,7 +319,7 @@ class Pipeline:
             await chunks.aclose()
             raise
         synapse.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
-        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body)
+        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
         outcome.stream = self._relay(transport, outcome, first, chunks, start)
         return outcome
 

@@ -9,15 +9,17 @@ answers with :mod:`~axon_grpc.grpc_codec`: nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import grpc
 
 from .call import GRPC, Call, Outcome
 from .discovery import SERVICE_NAME, Discovery
 from .endpoints import Endpoint
+from .forwarding import timed_out, within
 from .grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
 
 METHOD_PREFIX = f"/{SERVICE_NAME}/"
@@ -77,11 +79,25 @@ def unary_handler(name: str, handle: Handle) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
+async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
+    """Write the stream's messages; a write still blocked at the outcome's deadline (the
+    client stopped reading) cuts the stream there with 408, freeing the forward's slot."""
+    messages = stream_messages(outcome)
+    try:
+        async for message in messages:
+            try:
+                await within(context.write(message), outcome.remaining())
+            except (asyncio.TimeoutError, TimeoutError):
+                await outcome.cut(timed_out(outcome.synapse))
+                return
+    finally:
+        await messages.aclose()  # type: ignore[attr-defined]
+
+
 def stream_handler(name: str, handle: Handle) -> grpc.RpcMethodHandler:
-    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
         outcome = await handle(grpc_call(name, request, context))
-        async for message in stream_messages(outcome):
-            yield message
+        await _write_stream(context, outcome)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))

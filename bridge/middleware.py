@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from axon_grpc.call import HTTP, Call
 from axon_grpc.credentials import CRYPTO, Credentials
 from axon_grpc.errors import RequestTooLarge, UnknownSynapseError
+from axon_grpc.forwarding import timed_out
 from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
 
@@ -47,7 +48,9 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 
 async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
-    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream."""
+    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream, and
+    so does the call's deadline (a client that stopped reading blocks the writes): the
+    response is then cut short and the connection closed."""
     await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
 
     async def pump() -> None:
@@ -59,14 +62,20 @@ async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    outcome = reply.outcome
     writer = asyncio.ensure_future(pump())
     watcher = asyncio.ensure_future(disconnected())
+    expired = False
     try:
-        await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+        timeout = outcome.remaining() if outcome is not None else None
+        done, _ = await asyncio.wait((writer, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        expired = not done
     finally:
         for task in (writer, watcher):
             task.cancel()
         await asyncio.gather(writer, watcher, return_exceptions=True)
+        if expired and outcome is not None:
+            await outcome.cut(timed_out(outcome.synapse))
         await reply.chunks.aclose()  # type: ignore[attr-defined]
 
 

@@ -25,8 +25,25 @@ logger = logging.getLogger("axon_grpc.bridge")
 START_TIMEOUT_S = 30.0
 
 
+class _CutStreams(logging.Filter):
+    """Drops uvicorn's error line for a response the bridge cut on purpose (a stream whose
+    client stopped reading, at its deadline): one per stalled client, it is no server fault."""
+
+    MESSAGE = "ASGI callable returned without completing response."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.MESSAGE
+
+
+def _quiet_cut_streams() -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutStreams) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(_CutStreams())
+
+
 def make_config(app: Any, host: str, port: int, *, max_header_bytes: int) -> uvicorn.Config:
     """The ``uvicorn.Config`` of the bridge: quiet, no lifespan, no proxy-header trust."""
+    _quiet_cut_streams()
     http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     return uvicorn.Config(
         app,
