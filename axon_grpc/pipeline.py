@@ -36,6 +36,7 @@ from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from . import btauth
 from .admission import OVERLOADED, AdmissionQueue
@@ -80,16 +81,41 @@ def _parse_error_detail(error: ValidationError) -> str:
     return f"{location}: {first.get('msg', 'invalid')}"
 
 
+#: Reasons of ``pydantic_core.from_json`` for JSON no synapse holds, and the words of the 400.
+_JSON_REFUSALS = (
+    ("recursion limit exceeded", "nested too deeply"),
+    ("number out of range", "a number is too long"),
+    ("lone leading surrogate", "a lone surrogate"),
+    ("invalid unicode code point", "not UTF-8 JSON"),
+    ("unexpected end of hex escape", "a lone surrogate"),
+)
+
+
 def load_json_object(raw: bytes, name: str) -> dict[str, Any]:
     """The request body as a JSON object (empty: ``{}``).
 
     Raises :class:`json.JSONDecodeError` when it is not JSON (the legacy 422) and
-    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape (400).
+    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape, or
+    JSON no synapse holds: nested more than 200 deep, a number of more than 4300 digits, a
+    lone surrogate (400, with a short fixed reason).
     """
+    if not raw:
+        return {}
     try:
-        payload = json.loads(raw) if raw else {}
-    except UnicodeDecodeError:
-        raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
+        payload = from_json(raw)
+    except ValueError as e:
+        reason = str(e)
+        for prefix, said in _JSON_REFUSALS:
+            if reason.startswith(prefix):
+                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {said}") from None
+        try:  # not JSON at all: the legacy 422 names where, as the standard parser says it
+            json.loads(raw)
+        except UnicodeDecodeError:
+            raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
+        except (RecursionError, ValueError) as not_json:
+            if isinstance(not_json, json.JSONDecodeError):
+                raise
+        raise SynapseParsingError("Improperly formatted request. Could not parse body: invalid JSON") from None
     if not isinstance(payload, dict):
         raise SynapseParsingError(
             f"Improperly formatted request. Could not parse body into synapse of type {name}: "
@@ -397,11 +423,38 @@ class Pipeline:
         return Outcome(status, message, synapse)
 
 
+class LineBudget:
+    """At most ``per_second`` log lines a second (a token bucket): a flood of refused
+    requests costs the log a bounded rate, whatever the caller sends."""
+
+    def __init__(self, per_second: float) -> None:
+        self.rate = per_second
+        self.tokens = per_second
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+#: Refusals (client faults) are logged at debug level, at most this many lines a second.
+REFUSAL_LINES_PER_SECOND = 20
+#: Longest refusal reason written to the log.
+MAX_LOGGED_REASON = 200
+_refusal_lines = LineBudget(REFUSAL_LINES_PER_SECOND)
+
+
 def describe(error: BaseException, name: str | None) -> tuple[int, str]:
     """The status and wire message of ``error``, logged: refusals at debug, the rest with an id."""
     status = status_of(error)
     if isinstance(error, AxonError) and not isinstance(error, InternalServerError):
-        logger.debug("%s refused with %s: %s", name, status, error.message)
+        if logger.isEnabledFor(logging.DEBUG) and _refusal_lines.take():
+            logger.debug("%s refused with %s: %s", name, status, error.message[:MAX_LOGGED_REASON])
         return status, error.message
     error_id = str(uuid_lib.uuid4())
     logger.error("%s failed: error id %s", name, error_id, exc_info=error)
