@@ -18,6 +18,7 @@ import grpc
 
 from .call import GRPC, Call, Outcome
 from .discovery import SERVICE_NAME, Discovery
+from .drain import ANSWER_S, Drain, shutting_down
 from .endpoints import Endpoint
 from .forwarding import timed_out, within
 from .grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
@@ -68,9 +69,9 @@ async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
     await context.abort(status_code(outcome), outcome.message)
 
 
-def unary_handler(name: str, handle: Handle) -> grpc.RpcMethodHandler:
+def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
     async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        outcome = await handle(grpc_call(name, request, context))
+        outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -94,10 +95,14 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
         await messages.aclose()  # type: ignore[attr-defined]
 
 
-def stream_handler(name: str, handle: Handle) -> grpc.RpcMethodHandler:
-    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
+def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+    async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
         outcome = await handle(grpc_call(name, request, context))
         await _write_stream(context, outcome)
+        return outcome
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        outcome = await drain.run(serve(request, context), shutting_down)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -112,9 +117,10 @@ class AxonService(grpc.GenericRpcHandler):
     answers it 404), so caller-chosen names are never cached.
     """
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], handle: Handle) -> None:
+    def __init__(self, endpoints: Mapping[str, Endpoint], handle: Handle, drain: Drain | None = None) -> None:
         self.endpoints = endpoints
         self.handle = handle
+        self.drain = drain if drain is not None else Drain()
         self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -126,8 +132,8 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle)
-        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle)
+            return unary_handler(name, self.handle, self.drain)
+        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -160,10 +166,13 @@ class GrpcServer:
         endpoints: Mapping[str, Endpoint],
         handle: Handle,
         extra_services: list[Callable[[Any], None]] | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints = endpoints
         self.handle = handle
+        #: The requests in flight, for :meth:`stop`'s grace.
+        self.drain = drain if drain is not None else Drain()
         self.extra_services = extra_services if extra_services is not None else []
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
@@ -175,7 +184,7 @@ class GrpcServer:
     async def start(self) -> int:
         settings = self.settings
         server = grpc.aio.server(options=self.options())
-        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle),))
+        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain),))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
         for extra in self.extra_services:
@@ -192,9 +201,15 @@ class GrpcServer:
         self.server, self.bound_port, self.discovery = server, port, discovery
         return port
 
-    async def stop(self, grace: float | None) -> None:
-        server, self.server = self.server, None
+    async def not_serving(self) -> None:
+        """Health says NOT_SERVING (the first step of a stop)."""
         if self.discovery is not None:
             await self.discovery.shutting_down()
+
+    async def stop(self, grace: float | None) -> None:
+        """NOT_SERVING, no new calls at once, calls in flight get ``grace`` seconds (then the
+        drain answers them 503, see :meth:`~axon_grpc.drain.Drain.wait`)."""
+        server, self.server = self.server, None
+        await self.not_serving()
         if server is not None:
-            await server.stop(grace)
+            await server.stop(None if grace is None else grace + ANSWER_S)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.call import HTTP, Call
 from axon_grpc.credentials import CRYPTO, Credentials
+from axon_grpc.drain import Drain, shutting_down
 from axon_grpc.errors import RequestTooLarge, UnknownSynapseError
 from axon_grpc.forwarding import timed_out
 from axon_grpc.pipeline import MAX_QUOTED_NAME
@@ -93,6 +94,11 @@ class AxonMiddleware:
         bridge = bridge if bridge is not None else axon.http
         self.exchange = bridge.exchange
         self.limits = bridge.limits
+        #: The requests in flight, shared with the gRPC server: the axon's stop drains both.
+        self.drain: Drain = getattr(axon, "drain", None) or Drain()
+
+    def _shutting_down(self) -> Reply:
+        return self.exchange.reply(shutting_down())  # type: ignore[return-value]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,11 +121,15 @@ class AxonMiddleware:
             return
         query = scope.get("query_string", b"")
         target = scope["path"] + ("?" + query.decode("latin-1") if query else "")  # what btauth signs
-        reply = await self.exchange.handle(
-            name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], target
+        drain = self.drain
+        reply = await drain.run(
+            self.exchange.handle(
+                name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], target
+            ),
+            self._shutting_down,
         )
         if isinstance(reply, StreamReply):
-            await send_stream(send, receive, reply)
+            await drain.run(send_stream(send, receive, reply), lambda: None)  # cut short: the connection closes
         else:
             await send_reply(send, reply)
 

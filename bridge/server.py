@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import uvicorn
 from uvicorn.server import ServerState
 
+from axon_grpc.drain import ANSWER_S
+
 logger = logging.getLogger("axon_grpc.bridge")
 
 #: How long ``start()`` (thread mode) waits for the server to listen.
@@ -211,7 +213,11 @@ class FastAPIThreadedServer(uvicorn.Server):
         task, self._task = self._task, None
         if task is None:
             return
-        self.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
+        for listening in getattr(self, "servers", ()):  # no new connections from now on, not at the next tick
+            listening.close()
+        # The axon's drain answers what is still running at the grace (503); uvicorn's own
+        # cut (a plain-text 500 and an error line) comes only after that.
+        self.config.timeout_graceful_shutdown = None if grace is None else grace + ANSWER_S  # type: ignore[assignment]
         if grace is None:
             self.force_exit = True
             for pending in list(self.server_state.tasks):
