@@ -148,6 +148,9 @@ class Axon:
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
         self.reuse_port = reuse_port
+        #: Further :class:`~axon_grpc.transport.GrpcSettings` of the gRPC server, by field name
+        #: (``max_concurrent_streams``, ``max_connections``, ``max_connection_idle_s``...).
+        self.grpc_limits: dict[str, Any] = {}
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
 
@@ -357,7 +360,9 @@ class Axon:
             return self
         self._open_stores()
         self.terminal.endpoint  # resolve the hotkey and the advertised address now, not on a request
-        settings = GrpcSettings(self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port)
+        settings = GrpcSettings(
+            self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
+        )
         self.drain.reset()
         server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
         self.port = await server.start()

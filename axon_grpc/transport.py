@@ -140,20 +140,46 @@ class AxonService(grpc.GenericRpcHandler):
 
 @dataclass
 class GrpcSettings:
-    """What the grpc.aio server is bound and limited by."""
+    """What the grpc.aio server is bound and limited by (the edge limits of library mode;
+    ``axon-grpc serve`` puts Envoy's in front instead)."""
 
     ip: str
     port: int
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Request metadata, a hard bound: larger is always refused (RESOURCE_EXHAUSTED).
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
     #: Two servers on one port must be asked for (several workers), never an accident.
     reuse_port: bool = False
+    #: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls at once on one connection.
+    max_concurrent_streams: int = 100
+    #: Connections at once; more are closed as they arrive.
+    max_connections: int = 1024
+    #: A connection with no call for this long is closed (GOAWAY).
+    max_connection_idle_s: float = 300.0
+    #: Every connection is closed after this long (GOAWAY), its calls given the age grace.
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    #: Keepalive enforcement: a client pinging more often than this (with no call open,
+    #: pings are refused outright) gets strikes, and GOAWAY after ``max_ping_strikes``.
+    min_ping_interval_s: float = 60.0
+    max_ping_strikes: int = 2
 
     def options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.max_receive_message_length", self.max_request_bytes),
+            # grpc's max_metadata_size alone is a soft bound (some larger requests pass);
+            # the absolute one refuses everything above it.
             ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_ping_interval_s * 1000)),
+            ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
+            ("grpc.keepalive_permit_without_calls", 0),
         ]
 
 
