@@ -76,7 +76,14 @@ LEGACY_STAMP := $(LEGACY_VENV)/.installed
 BENCH_STAMP  := $(VENV)/.bench-installed
 BENCH_ARGS   ?=
 
-.PHONY: bench
+.PHONY: bench stress
+
+# `make stress`: floods against the Envoy edge on 127.0.0.1 while a client calls it (issue 12's
+# "Under attack"), bounded in count and time; prints a table. Options: STRESS_ARGS='--scale 0.1'.
+STRESS_ARGS ?=
+
+stress: $(STAMP) $(GEN)
+	$(PY) scripts/stress_edge.py $(STRESS_ARGS)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'

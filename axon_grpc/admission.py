@@ -16,7 +16,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from .errors import RequestTimeout, ServiceUnavailable
+from .errors import RequestTimeout, Shed
 
 OVERLOADED = "Service unavailable: server overloaded"
 
@@ -74,7 +74,7 @@ class AdmissionQueue:
         return lowest is not None and priority > lowest.priority
 
     async def acquire(self, priority: float, deadline: float | None) -> None:
-        """Wait for a slot; raises ServiceUnavailable (shed) or RequestTimeout (expired)."""
+        """Wait for a slot; raises Shed (503) or RequestTimeout (expired)."""
         if self.running < self.slots and self._waiting == 0:
             self.running += 1
             self.stats.admitted += 1
@@ -135,7 +135,7 @@ class AdmissionQueue:
         victim = self._lowest()
         self.stats.shed += 1
         if victim is None or not priority > victim.priority:
-            raise ServiceUnavailable(OVERLOADED)
+            raise Shed(OVERLOADED)
         victim.active = False
         self._waiting -= 1
-        victim.future.set_exception(ServiceUnavailable(OVERLOADED))
+        victim.future.set_exception(Shed(OVERLOADED))

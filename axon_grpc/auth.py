@@ -14,7 +14,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable, SynapseParsingError
+from .errors import InvalidAddress, NonceRefused, NotVerifiedException, ServiceUnavailable, SynapseParsingError
 from .keys import SUPPORTED_CRYPTO, parse_signature, verify_signature
 from .nonces import NonceStore, NonceVerdict
 from .synapse import Synapse
@@ -128,8 +128,8 @@ def response_message(axon_nonce: int, dendrite_hotkey: str | None, axon_hotkey: 
     return f"{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}"
 
 
-def _fail(reason: str) -> NotVerifiedException:
-    return NotVerifiedException(f"Not Verified with error: {reason}")
+def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
+    return kind(f"Not Verified with error: {reason}")
 
 
 async def verify_legacy(
@@ -167,7 +167,7 @@ async def verify_legacy(
 
     now = time.time_ns()
     if d.nonce - now > policy.max_future_s * 1e9:
-        raise _fail("Nonce is too far in the future")
+        raise _fail("Nonce is too far in the future", NonceRefused)
     try:
         signature = parse_signature(d.signature)
     except ValueError as e:
@@ -190,10 +190,11 @@ async def verify_legacy(
     if verdict is NonceVerdict.STALE:
         age = (now - d.nonce) / 1e9
         raise _fail(
-            f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old"
+            f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old",
+            NonceRefused,
         )
     if verdict is NonceVerdict.FULL:
         raise ServiceUnavailable("nonce store full")
     if verdict is not NonceVerdict.ACCEPTED:
         # A replay, or a nonce below this key's replay window (the legacy server's wording).
-        raise _fail("Nonce is too old, a newer one was last processed")
+        raise _fail("Nonce is too old, a newer one was last processed", NonceRefused)

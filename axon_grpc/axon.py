@@ -27,7 +27,8 @@ from .endpoints import VIEWS, ClassView, Endpoint, HookView, as_hook
 from .executor import ForwardPool
 from .forwarding import Forwarder
 from .info import AxonInfo, ip_version
-from .nonces import InMemoryNonceStore, NonceStore, open_nonce_store
+from .metrics import NULL_OBSERVER, PrometheusMetrics, multiprocess
+from .nonces import InMemoryNonceStore, NonceStore
 from .pipeline import Pipeline
 from .schema import schema_for
 from .signatures import check_attach
@@ -72,6 +73,13 @@ def load_transport(name: str) -> Callable[[Axon], Any]:
     raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
 
 
+async def _refresh_every(metrics: PrometheusMetrics, seconds: float) -> None:
+    """Keep this worker's queue gauges current in the shared multiprocess files."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(seconds)
+
+
 def _ping(synapse: Synapse) -> Synapse:
     """Forward of the built-in ``Synapse`` route: answers the synapse as it came."""
     return synapse
@@ -102,6 +110,9 @@ class Axon:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         reuse_port: bool = False,
+        metrics: bool | PrometheusMetrics = True,
+        metrics_port: int | None = None,
+        metrics_hotkeys: int | None = None,
     ) -> None:
         config = Config(config) if config is not None else Axon.config(args=[])
         if "axon" not in config:
@@ -123,6 +134,10 @@ class Axon:
             section.max_queue = max_queue
         if isinstance(nonce_store, str):
             section.nonce_store = nonce_store
+        if metrics_port is not None:
+            section.metrics_port = metrics_port
+        if metrics_hotkeys is not None:
+            section.metrics_hotkeys = metrics_hotkeys
         Axon.check_config(config)
         #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
         self.config = config  # type: ignore[method-assign,assignment]
@@ -144,6 +159,7 @@ class Axon:
         store = nonce_store if nonce_store is not None else section.get("nonce_store")
         #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
         self._store_url: str | None = store if isinstance(store, str) else None
+        self._store_timeout: float | None = section.get("nonce_store_timeout")
         given = store if isinstance(store, NonceStore) else None
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
@@ -182,6 +198,21 @@ class Axon:
         )
         if type(self).default_verify is not Axon.default_verify:
             self.pipeline.extra_verify = as_hook(self.default_verify)
+        #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics`), or None with ``metrics=False``;
+        #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
+        self.metrics: PrometheusMetrics | None = None
+        if metrics is True:
+            hotkeys = section.get("metrics_hotkeys")
+            self.metrics = PrometheusMetrics(hotkeys=int(hotkeys) if hotkeys else None, admission=self.admission)
+        elif isinstance(metrics, PrometheusMetrics):
+            self.metrics = metrics
+            metrics.admission = metrics.admission or self.admission
+        observer = self.metrics if self.metrics is not None else NULL_OBSERVER
+        self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
+        #: Port of a listener answering only ``GET /metrics``; None: none of its own.
+        self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
+        self._metrics_server: Any = None
+        self._metrics_refresh: asyncio.Task[None] | None = None
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
         #: The requests in flight on both transports, drained by ``stop``.
@@ -226,10 +257,12 @@ class Axon:
         url, self._store_url = self._store_url, None
         if url is None:
             return
+        from .redis_store import open_nonce_store  # only an axon given a store URL loads the Redis client
+
         policy = self.verify_policy
         store = open_nonce_store(
             url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-            namespace=self.terminal.address, timeout_s=self.config.axon.get("nonce_store_timeout"),
+            namespace=self.terminal.address, timeout_s=self._store_timeout,
         )
         if store is not None:
             self.owned_stores.append(store)
@@ -337,6 +370,7 @@ class Axon:
             inline=inline,
         )
         self.endpoints[name] = endpoint
+        self.pipeline.observer.attached(name)
         if self._http is not None:
             self._http.add_route(endpoint)
         return self
@@ -354,12 +388,19 @@ class Axon:
         await self.verifier.verify_legacy(synapse, crypto)
 
     # -- lifecycle ----------------------------------------------------------------------
+    def prepare(self) -> Axon:
+        """Resolve what serving needs (the wallet's hotkey, the advertised address, a store
+        given by URL) now rather than on the first request. ``start`` calls it; a server
+        that runs the pipeline itself (the Envoy edge) calls it instead of ``start``."""
+        self._open_stores()
+        self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
+        return self
+
     async def start_async(self) -> Axon:
         """Serve on the running loop (for callers already inside asyncio)."""
         if self.started:
             return self
-        self._open_stores()
-        self.terminal.endpoint  # resolve the hotkey and the advertised address now, not on a request
+        self.prepare()
         settings = GrpcSettings(
             self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
         )
@@ -374,6 +415,13 @@ class Axon:
             except BaseException:
                 await server.stop(None)
                 raise
+        try:
+            self._serve_metrics()
+        except BaseException:
+            if http is not None:
+                await http.stop(None)
+            await server.stop(None)
+            raise
         self._loop = asyncio.get_running_loop()
         self.started = True
         gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
@@ -387,6 +435,7 @@ class Axon:
         Both drain together; what still runs after ``grace`` is answered 503 ``Service
         unavailable: shutting down``, and the stop returns right after.
         """
+        self._stop_metrics()
         server, http = self.grpc_server, self._http
         if server is not None:
             await server.not_serving()
@@ -430,6 +479,25 @@ class Axon:
             self._close_thread(loop, thread)
             self._loop = self._thread = None
         return self
+
+    def _serve_metrics(self) -> None:
+        """The metrics port's listener, and with several workers the gauges' refresh."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if self.metrics_port and self._metrics_server is None:
+            self._metrics_server, _ = metrics.serve(self.metrics_port, self.ip)
+        if multiprocess() and self._metrics_refresh is None:
+            self._metrics_refresh = asyncio.get_running_loop().create_task(_refresh_every(metrics, 1.0))
+
+    def _stop_metrics(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        task, self._metrics_refresh = self._metrics_refresh, None
+        if task is not None:
+            task.cancel()
 
     @staticmethod
     def _close_thread(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

@@ -18,7 +18,7 @@ import time
 from typing import Any, Mapping
 
 from .auth import check_caller_fields
-from .errors import InvalidAddress, NotVerifiedException, ServiceUnavailable
+from .errors import InvalidAddress, NonceRefused, NotVerifiedException, ServiceUnavailable
 from .keys import SUPPORTED_CRYPTO, verify_signature
 from .nonces import NonceStore, NonceVerdict
 
@@ -82,8 +82,8 @@ def _is_decimal(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
-def _fail(reason: str) -> NotVerifiedException:
-    return NotVerifiedException(f"Not Verified with error: {reason}")
+def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
+    return kind(f"Not Verified with error: {reason}")
 
 
 def caller_fields(headers: Mapping[str, str]) -> dict[str, Any]:
@@ -145,9 +145,9 @@ async def verify_btauth(
         raise _fail("request was signed for a different receiving hotkey")
     now = time.time_ns()
     if now - nonce > max_age_s * 1e9:
-        raise _fail(f"nonce is older than the {max_age_s:g}s freshness window")
+        raise _fail(f"nonce is older than the {max_age_s:g}s freshness window", NonceRefused)
     if nonce - now > allowed_skew_s * 1e9:
-        raise _fail(f"nonce is more than {allowed_skew_s:g}s in the future")
+        raise _fail(f"nonce is more than {allowed_skew_s:g}s in the future", NonceRefused)
     if body is None:
         raise _fail("the request body is needed to check a btauth signature")
     payload = build_payload(scheme=scheme, method=method, path=path, body=body, nonce=nonce, sender=sender,
@@ -165,4 +165,4 @@ async def verify_btauth(
     if verdict is NonceVerdict.FULL:
         raise ServiceUnavailable("nonce store full")
     if verdict is not NonceVerdict.ACCEPTED:
-        raise _fail("this nonce was already accepted from this hotkey")
+        raise _fail("this nonce was already accepted from this hotkey", NonceRefused)

@@ -76,6 +76,8 @@ class Outcome:
     #: The decoded request body as the transport's codec read it (HTTP: the JSON
     #: object), for answers that echo parts of it; None when it was never read.
     request_body: Any = None
+    #: Why a call was not answered 200 (an :class:`~axon_grpc.errors.Reason`); None on success.
+    reason: str | None = None
     #: ``time.monotonic()`` by which a stream must be written out. A transport whose write
     #: is still blocked then (a client that stopped reading) gives up and calls :meth:`cut`,
     #: so the forward's slot never outlives the call's deadline.

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, logs
 from .bench.cli import add_bench_command
 from .commands import add_commands
 from .config import Config, add_args, add_wallet_args
@@ -49,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"axon-grpc {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING).")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=os.getenv(logs.FORMAT_ENV) or "text",
+                        help="text (default: human-readable lines) or json (one JSON object per line: time, level, "
+                        "synapse, caller_hotkey, status, duration_ms, error_id; never bodies, headers or "
+                        f"signatures). Environment: {logs.FORMAT_ENV}.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -90,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
+    os.environ[logs.FORMAT_ENV] = args.log_format  # worker processes log alike
     func = args.func
-    namespace = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level")})
+    namespace = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level", "log_format")})
     try:
         return int(func(namespace))
     except (AssertionError, OSError, ValueError) as e:

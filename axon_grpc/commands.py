@@ -38,7 +38,33 @@ def _serve(args: argparse.Namespace) -> int:
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     export_settings(args)
+    if args.server == "envoy":
+        from .edge import serve as edge
+
+        missing = edge.pyvoy_missing()
+        if missing is None:
+            return _serve_envoy(args, app_dir)
+        print(f"axon-grpc: {missing}; serving with grpcio instead (--server grpcio)", file=sys.stderr, flush=True)
+    if args.tls_cert or args.tls_ca_cert:
+        raise ValueError("--tls-cert/--tls-key/--tls-ca-cert need --server envoy")
     return workers.serve(args.app, workers=args.workers, grace=args.grace, log_level=args.worker_log_level)
+
+
+def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
+    from . import workers
+    from .edge import serve as edge
+    from .edge.config import TlsFiles, limits_from_args
+
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca_cert)
+    tls.check()
+    if not args.print_envoy_config:  # the factory's errors and a missing shared store, here and in one line
+        workers.require_shared_store(workers.build(args.app), args.workers)
+    address = str(getattr(args, "axon.ip")).strip("[]") or "::"
+    return edge.serve(
+        args.app, address=address, port=int(getattr(args, "axon.port")), workers=args.workers, grace=args.grace,
+        tls=tls, limits=limits_from_args(args), app_dir=app_dir, log_level=args.worker_log_level,
+        print_config=args.print_envoy_config,
+    )
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -132,6 +158,18 @@ def add_commands(sub: Any) -> None:
                        help="seconds calls in flight get to finish on shutdown (default 5)")
     serve.add_argument("--app-dir", default=".", help="folder to import MODULE from (default: the current one)")
     serve.add_argument("--worker-log-level", default=None, help="logging level inside the workers (default: none)")
+    serve.add_argument("--server", choices=("envoy", "grpcio"), default=os.getenv("AXON_GRPC_SERVER") or "envoy",
+                       help="envoy (default; pyvoy: gRPC and legacy HTTP on one port, TLS, edge limits) or grpcio "
+                       "(the in-process servers, also the fallback where pyvoy is missing)")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS on the port (envoy)")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (envoy)")
+    serve.add_argument("--tls-ca-cert", default=None,
+                       help="PEM CA bundle: require client certificates signed by it (mTLS; envoy)")
+    serve.add_argument("--print-envoy-config", action="store_true",
+                       help="print the Envoy configuration (JSON) and exit (envoy)")
+    from .edge.config import add_edge_args
+
+    add_edge_args(serve)
     add_args(serve)
     add_wallet_args(serve)
     serve.set_defaults(func=_serve)

@@ -74,7 +74,15 @@ _AXON_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
      "or hosts (default: memory)."),
     ("nonce_store_timeout", float, "BT_AXON_NONCE_STORE_TIMEOUT", DEFAULT_NONCE_STORE_TIMEOUT,
      "Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE (default 0.5)."),
+    ("metrics_port", int, "BT_AXON_METRICS_PORT", None,
+     "Port answering GET /metrics (Prometheus) on its own, e.g. when there is no HTTP port; the HTTP bridge "
+     "answers GET /metrics too (default: none)."),
+    ("metrics_hotkeys", int, "BT_AXON_METRICS_HOTKEYS", None,
+     "Also count the top N callers by hotkey (axon_caller_requests_total{hotkey}; default: no per-hotkey view)."),
 )
+
+#: Short spellings of some ``--axon.*`` arguments (top-level parsers only).
+_ALIASES = {"metrics_port": "--metrics-port", "metrics_hotkeys": "--metrics-hotkeys"}
 
 #: ``--wallet.*`` arguments, in Bittensor's spelling.
 _WALLET_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
@@ -89,8 +97,10 @@ def _add(parser: argparse.ArgumentParser, section: str, prefix: str | None,
     p = "" if prefix is None else prefix + "."
     for name, kind, env, default, text in arguments:
         try:
-            parser.add_argument(f"--{p}{section}.{name}", type=kind, default=_env(env, default, kind),
-                                help=f"{text} Environment: {env}.")
+            flags = [f"--{p}{section}.{name}"]
+            if prefix is None and section == "axon" and name in _ALIASES:
+                flags.append(_ALIASES[name])
+            parser.add_argument(*flags, type=kind, default=_env(env, default, kind), help=f"{text} Environment: {env}.")
         except argparse.ArgumentError:
             pass  # already added by another component sharing this parser
 
@@ -134,6 +144,10 @@ def check_config(config: Config) -> None:
     assert axon.get("http_port") is None or 1024 < int(axon.http_port) < 65535, (
         "HTTP port must be in range [1024, 65535]"
     )
+    assert axon.get("metrics_port") is None or 1024 < int(axon.metrics_port) < 65535, (
+        "Metrics port must be in range [1024, 65535]"
+    )
+    assert axon.get("metrics_hotkeys") is None or int(axon.metrics_hotkeys) >= 1, "metrics_hotkeys must be at least 1"
     store = (axon.get("nonce_store") or "").strip()
     assert store.lower() in ("", "memory") or store.split("://", 1)[0] in ("redis", "rediss", "unix"), (
         "nonce_store must be 'memory' or a Redis URL (redis://host:port/db)"

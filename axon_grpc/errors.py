@@ -10,8 +10,11 @@ Hierarchy (the names of Bittensor SDK 10.5's ``bittensor.core.errors``, so a min
     ├── RequestTimeout             408  the call ran out of time at the axon
     ├── RequestTooLarge            413  a size limit was exceeded
     ├── ServiceUnavailable         503  overloaded or a dependency is down
+    │   └── Shed                   503  refused by admission: queue full, priority too low
     └── SynapseException           500  raised by user code with a message to show
         ├── NotVerifiedException         401  signature, nonce or custom verify failed
+        │   ├── NonceRefused             401  a replayed, stale or future nonce
+        │   └── VerifyRefused            401  the miner's verify_fn refused the caller
         ├── BlacklistedException         403  ``blacklist_fn`` refused the caller
         ├── UnknownSynapseError          404  no synapse of that name is attached
         ├── PriorityException            503  the request could not be prioritised
@@ -23,6 +26,10 @@ Hierarchy (the names of Bittensor SDK 10.5's ``bittensor.core.errors``, so a min
     SchemaError (TypeError)        a synapse type cannot be mapped to protobuf
     InvalidAddress (ValueError)    an SS58 address does not decode
     KeyfileError (ValueError)      a wallet keyfile is unreadable or unusable
+
+Each class also names its refusal ``reason`` (:class:`Reason`), the label operators
+count refusals by (:mod:`axon_grpc.metrics`); :func:`reason_of` reads it for any
+exception.
 
 The HTTP-style code travels on both transports (``bt_header_axon_status_code``); the
 gRPC status is derived from it with :func:`grpc_status_for`, and a client maps a
@@ -55,6 +62,23 @@ class Status(IntEnum):
     INTERNAL = 500  #: the forward or the axon failed; detail in the server log
     NOT_IMPLEMENTED = 501  #: the transport does not offer this call shape
     UNAVAILABLE = 503  #: overloaded, shutting down, or unreachable
+
+
+class Reason:
+    """Why a call was not answered 200: the ``reason`` label of ``axon_refusals_total``."""
+
+    SIGNATURE = "signature"  #: bad or missing signature, or a body that is not the signed one
+    NONCE = "nonce"  #: replayed, stale or future nonce
+    VERIFY = "verify"  #: the miner's ``verify_fn`` refused the caller
+    BLACKLIST = "blacklist"  #: ``blacklist_fn`` refused the caller
+    SHED = "shed"  #: admission queue full and the caller's priority too low to displace anyone
+    DEADLINE = "deadline"  #: the deadline passed while queued or forwarding
+    SIZE = "size"  #: the request over a size bound
+    OVERLOAD = "overload"  #: other 503s: the nonce store down or full, a priority failure
+    INVALID = "invalid"  #: malformed headers, metadata or body; not JSON
+    NOT_FOUND = "not_found"  #: no synapse of that name is attached
+    CANCELLED = "cancelled"  #: the client went away before the answer was complete
+    ERROR = "error"  #: the forward or the axon failed (500)
 
 
 _HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
@@ -107,6 +131,7 @@ class AxonError(Exception):
     """Base of every error the request pipeline turns into a status."""
 
     status_code: int = Status.INTERNAL
+    reason: str = Reason.ERROR
 
     def __init__(self, message: str = "", synapse: Synapse | None = None) -> None:
         super().__init__(message)
@@ -116,26 +141,38 @@ class AxonError(Exception):
 
 class InvalidRequestNameError(AxonError):
     status_code = Status.BAD_REQUEST
+    reason = Reason.INVALID
 
 
 class SynapseParsingError(AxonError):
     status_code = Status.BAD_REQUEST
+    reason = Reason.INVALID
 
 
 class BodyHashMismatch(AxonError):
     status_code = Status.BAD_REQUEST
+    reason = Reason.SIGNATURE
 
 
 class RequestTimeout(AxonError):
     status_code = Status.TIMEOUT
+    reason = Reason.DEADLINE
 
 
 class RequestTooLarge(AxonError):
     status_code = Status.TOO_LARGE
+    reason = Reason.SIZE
 
 
 class ServiceUnavailable(AxonError):
     status_code = Status.UNAVAILABLE
+    reason = Reason.OVERLOAD
+
+
+class Shed(ServiceUnavailable):
+    """Admission refused the request: the queue is full and its priority displaces no one."""
+
+    reason = Reason.SHED
 
 
 class SynapseException(AxonError):
@@ -153,20 +190,36 @@ class SynapseException(AxonError):
 
 class NotVerifiedException(SynapseException):
     status_code = Status.UNAUTHORIZED
+    reason = Reason.SIGNATURE
+
+
+class NonceRefused(NotVerifiedException):
+    """The signature verified but the nonce is replayed, too old or too far ahead."""
+
+    reason = Reason.NONCE
+
+
+class VerifyRefused(NotVerifiedException):
+    """The miner's ``verify_fn`` (or ``default_verify``) refused the caller; detail in the log."""
+
+    reason = Reason.VERIFY
 
 
 class BlacklistedException(SynapseException):
     status_code = Status.FORBIDDEN
+    reason = Reason.BLACKLIST
 
 
 class UnknownSynapseError(SynapseException):
     status_code = Status.NOT_FOUND
+    reason = Reason.NOT_FOUND
 
 
 class PriorityException(SynapseException):
     """The request's priority could not be met (the SDK answers it 503)."""
 
     status_code = Status.UNAVAILABLE
+    reason = Reason.OVERLOAD
 
 
 class RunException(SynapseException):
@@ -213,6 +266,11 @@ def status_of(exc: BaseException) -> int:
     return int(getattr(exc, "status_code", Status.INTERNAL)) if isinstance(exc, AxonError) else 500
 
 
+def reason_of(exc: BaseException) -> str:
+    """The :class:`Reason` of any exception (non-axon errors are ``error``)."""
+    return exc.reason if isinstance(exc, AxonError) else Reason.ERROR
+
+
 __all__: list[Any] = [
     "AxonError",
     "BlacklistedException",
@@ -221,20 +279,25 @@ __all__: list[Any] = [
     "InvalidAddress",
     "InvalidRequestNameError",
     "KeyfileError",
+    "NonceRefused",
     "NotVerifiedException",
     "PostProcessException",
     "PriorityException",
+    "Reason",
     "RequestTimeout",
     "RequestTooLarge",
     "RunException",
     "SchemaError",
     "ServiceUnavailable",
+    "Shed",
     "Status",
     "SynapseDendriteNoneException",
     "SynapseException",
     "SynapseParsingError",
     "UnknownSynapseError",
+    "VerifyRefused",
     "grpc_status_for",
     "http_status_for",
+    "reason_of",
     "status_of",
 ]

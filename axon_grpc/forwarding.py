@@ -12,11 +12,12 @@ import asyncio
 import concurrent.futures
 import sys
 import time
-from typing import Any, AsyncIterator, Awaitable, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, cast
 
 from .admission import AdmissionQueue
 from .endpoints import Endpoint
 from .errors import InternalServerError, RequestTimeout
+from .metrics import NULL_OBSERVER, Observer
 from .streaming import open_stream
 from .synapse import Synapse
 
@@ -60,6 +61,8 @@ class Forwarder:
     def __init__(self, admission: AdmissionQueue, executor: concurrent.futures.Executor) -> None:
         self.admission = admission
         self.executor = executor
+        #: Told each forward's queue wait and run time (:class:`~axon_grpc.metrics.Observer`).
+        self.observer: Observer = NULL_OBSERVER
 
     async def _slot(self, synapse: Synapse, priority: float, limit: Limit) -> None:
         try:
@@ -69,7 +72,11 @@ class Forwarder:
 
     async def run(self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit) -> Synapse:
         """The forward's answer; raises 408 past the limit, 503 when shed, 500 on a wrong type."""
+        began = time.perf_counter()
         await self._slot(synapse, priority, limit)
+        admitted = time.perf_counter()
+        observer = self.observer
+        observer.queued(endpoint.name, admitted - began)
         try:
             if endpoint.forward_is_async:
                 try:
@@ -86,6 +93,8 @@ class Forwarder:
                 result = await self._on_pool(endpoint, synapse, limit)
         except (asyncio.TimeoutError, TimeoutError):
             raise timed_out(synapse) from None
+        finally:
+            observer.forwarded(endpoint.name, time.perf_counter() - admitted)
         if not isinstance(result, endpoint.synapse_class):
             raise InternalServerError(
                 f"forward for {endpoint.name} returned {type(result).__name__}, not {endpoint.name}"
@@ -129,7 +138,9 @@ class Forwarder:
         work.add_done_callback(on_done)
         return await (waiter if not limit.timed else within(waiter, limit.remaining()))
 
-    async def stream(self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit) -> AsyncIterator[Any]:
+    async def stream(
+        self, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit
+    ) -> AsyncGenerator[Any, None]:
         """Chunks of a streaming forward, under the same admission and time limit as a call.
 
         Closing this generator (the caller went away, or the deadline passed) closes
@@ -137,7 +148,9 @@ class Forwarder:
         frees the slot. The limit is always timed here: a client that stops reading
         must not hold a slot past its deadline.
         """
+        began = time.perf_counter()
         await self._slot(synapse, priority, limit)
+        self.observer.queued(endpoint.name, time.perf_counter() - began)
         chunks: AsyncIterator[Any] | None = None
         loop = asyncio.get_running_loop()
         try:

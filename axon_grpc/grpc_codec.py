@@ -33,18 +33,50 @@ def metadata_value(value: str) -> str:
     return quote(value, safe=_SAFE)
 
 
+#: Fields that change per answer; the others (ip, port, version, uuid, hotkey) are the axon's
+#: identity, whose encoded pairs are built once per identity.
+_PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signature")
+_IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER)
+_PER_ANSWER_NAMES = frozenset(_NAMES[key] for key in _PER_ANSWER)
+_identity_pairs: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+
+
+def _pair(key: str, value: object) -> tuple[str, str]:
+    return _NAMES[key], metadata_value(value if type(value) is str else str(value))
+
+
 def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
     """The axon's terminal info as ``bt_header_axon_*`` pairs."""
     info = outcome.synapse.axon
     if info is None:
         return ()
-    pairs = []
-    for key, value in info.__dict__.items():
-        if value is None:
-            continue
-        text = value if type(value) is str else str(value)
-        pairs.append((_NAMES[key], metadata_value(text)))
-    return tuple(pairs)
+    values = info.__dict__
+    identity = tuple(values[key] for key in _IDENTITY)
+    constant = _identity_pairs.get(identity)
+    if constant is None:
+        if len(_identity_pairs) > 64:  # one axon has one identity; bound it anyway
+            _identity_pairs.clear()
+        constant = _identity_pairs[identity] = tuple(
+            _pair(key, value) for key, value in zip(_IDENTITY, identity) if value is not None
+        )
+    changing = tuple(_pair(key, values[key]) for key in _PER_ANSWER if values[key] is not None)
+    return changing + constant
+
+
+_encoded: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """:func:`trailing_metadata` as raw HTTP/2 header pairs (the constant ones encoded once)."""
+    out = []
+    for pair in trailing_metadata(outcome):
+        raw = _encoded.get(pair)
+        if raw is None:
+            raw = (pair[0].encode("ascii"), pair[1].encode("ascii"))
+            if pair[0] not in _PER_ANSWER_NAMES and len(_encoded) < 256:
+                _encoded[pair] = raw
+        out.append(raw)
+    return out
 
 
 def status_code(outcome: Outcome) -> grpc.StatusCode:

@@ -188,26 +188,3 @@ class InMemoryNonceStore:
 #: ``--axon.nonce_store`` values that select the in-memory store.
 MEMORY_STORE_NAMES = ("", "memory")
 
-
-def open_nonce_store(
-    spec: str,
-    *,
-    retention_ns: int,
-    namespace: str = "",
-    timeout_s: float | None = None,
-    replay_window: int = DEFAULT_REPLAY_WINDOW,
-    replay_span_ns: int = DEFAULT_REPLAY_SPAN_NS,
-) -> NonceStore | None:
-    """The store a ``--axon.nonce_store`` value names: None for ``memory``, else a Redis store.
-
-    ``redis://host:port/db`` (also ``rediss://``, ``unix://``) gives a
-    :class:`~axon_grpc.redis_store.RedisNonceStore` namespaced by ``namespace``;
-    anything else raises ``ValueError``.
-    """
-    if spec.strip().lower() in MEMORY_STORE_NAMES:
-        return None
-    from .redis_store import DEFAULT_TIMEOUT_S, RedisNonceStore
-
-    return RedisNonceStore(spec.strip(), retention_ns=retention_ns, namespace=namespace,
-                           timeout_s=timeout_s or DEFAULT_TIMEOUT_S, replay_window=replay_window,
-                           replay_span_ns=replay_span_ns)

@@ -20,7 +20,8 @@ Every request passes the same stages, in this order, whichever transport carried
    deadline passes while queued), then the forward within the call's time limit:
    the earlier of the transport's deadline and ``synapse.timeout`` (408).
 8. **Answer**: the axon's own terminal info (errors signed, overload refusals not);
-   one log line.
+   one log line, and one report to the ``observer`` (:mod:`~axon_grpc.metrics`):
+   status, refusal reason, duration (a stream's when it ends).
 
 ``handle`` never raises for a request's fault; unexpected errors become
 ``500 Internal Server Error #{id}`` with the traceback logged under that id.
@@ -38,7 +39,6 @@ from typing import Any, AsyncIterator, Callable, Mapping
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from . import btauth
 from .admission import OVERLOADED, AdmissionQueue
 from .auth import grpc_body_hash
 from .call import GRPC, Call, Outcome
@@ -49,13 +49,17 @@ from .errors import (
     BlacklistedException,
     BodyHashMismatch,
     InternalServerError,
-    NotVerifiedException,
+    Reason,
     ServiceUnavailable,
+    Shed,
     SynapseParsingError,
     UnknownSynapseError,
+    VerifyRefused,
+    reason_of,
     status_of,
 )
 from .forwarding import Forwarder, Limit
+from .metrics import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from .synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
 from .terminal import AxonTerminal
 from .verifier import Verifier
@@ -152,13 +156,19 @@ class Pipeline:
         #: Runs after the signature check and before the endpoint's ``verify_fn``
         #: (an Axon subclass's ``default_verify``), or None.
         self.extra_verify: Callable[[Synapse], Any] | None = None
+        #: Told of every answered call (:class:`~axon_grpc.metrics.Observer`).
+        self.observer: Observer = NULL_OBSERVER
 
     async def handle(self, call: Call) -> Outcome:
         """Answer one call (stages 1-8); never raises for the request's fault."""
         start = time.time()
         endpoint = self.endpoints.get(call.name)
         if endpoint is None:
-            return self.unknown(call.name, start)
+            outcome = self.unknown(call.name, start)
+            self.observer.finished(
+                UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
+            )
+            return outcome
         credentials: Credentials | None = None
         synapse: Synapse | None = None
         request_body: Any = None
@@ -174,19 +184,31 @@ class Pipeline:
             priority = await self._hooks(endpoint, synapse)
             limit = self._limit(call, synapse)
             if endpoint.streaming:
-                return await self._open_stream(call.transport, endpoint, synapse, priority, limit, start, request_body)
-            result = await self.forwarder.run(endpoint, synapse, priority, limit)
+                outcome = await self._open_stream(
+                    call.transport, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
+                )
+                if outcome.stream is not None:
+                    return outcome  # reported when the stream ends
+            else:
+                own = synapse.__dict__["axon"]
+                result = await self.forwarder.run(endpoint, synapse, priority, limit)
+                outcome = self._success(call.transport, endpoint, result, start, request_body, own)
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
-            return self._failure(call.transport, endpoint, failed, e, start, request_body)
-        return self._success(call.transport, endpoint, result, start, request_body)
+            outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
+        verified = synapse.dendrite if synapse is not None else None
+        self.observer.finished(
+            endpoint.name, call.transport, credentials.scheme if credentials is not None else NO_SCHEME,
+            outcome.status, outcome.reason, time.time() - start, verified.hotkey if verified is not None else None,
+        )
+        return outcome
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
         claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
         if not self.admission.would_admit(claimed):
             self.admission.stats.shed += 1
-            raise ServiceUnavailable(OVERLOADED)
+            raise Shed(OVERLOADED)
 
     async def _authenticate(
         self, call: Call, credentials: Credentials, endpoint: Endpoint, dendrite: TerminalInfo
@@ -293,9 +315,9 @@ class Pipeline:
             except AxonError:
                 raise
             except Exception as e:
-                error_id = str(uuid_lib.uuid4())
-                logger.info("verify of %s refused: error id %s", endpoint.name, error_id, exc_info=e)
-                raise NotVerifiedException(f"Not Verified #{error_id}") from e
+                refusal_id = str(uuid_lib.uuid4())
+                logger.info("verify of %s refused: error id %s", endpoint.name, refusal_id, exc_info=e)
+                raise VerifyRefused(f"Not Verified #{refusal_id}") from e
 
     @staticmethod
     async def priority(endpoint: Endpoint, synapse: Synapse) -> float:
@@ -329,50 +351,78 @@ class Pipeline:
 
     async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
         """Stage 7 and the success stamp for a synapse already through stages 1-6."""
-        start = time.time()
+        start, own = time.time(), synapse.__dict__.get("axon")
         result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
-        return self._success("http", endpoint, result, start, None).synapse
+        return self._success("http", endpoint, result, start, None, own).synapse
 
     async def _open_stream(
-        self, transport: str, endpoint: Endpoint, synapse: Synapse, priority: float, limit: Limit, start: float, request_body: Any
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        synapse: Synapse,
+        priority: float,
+        limit: Limit,
+        start: float,
+        request_body: Any,
+        scheme: str = NO_SCHEME,
     ) -> Outcome:
+        own = synapse.__dict__["axon"]
         chunks = self.forwarder.stream(endpoint, synapse, priority, limit)
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            return self._success(transport, endpoint, synapse, start, request_body)
+            return self._success(transport, endpoint, synapse, start, request_body, own)
         except BaseException:
             await chunks.aclose()
             raise
-        synapse.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
         outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
-        outcome.stream = self._relay(transport, outcome, first, chunks, start)
+        outcome.stream = self._relay(transport, outcome, first, chunks, start, own, scheme)
         return outcome
 
     async def _relay(
-        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float
+        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float,
+        own: TerminalInfo, scheme: str,
     ) -> AsyncIterator[Any]:
-        """The chunks as they come; the outcome turns final when they end or fail."""
+        """The chunks as they come; the outcome turns final when they end or fail (or the client leaves)."""
         endpoint = outcome.endpoint
         assert endpoint is not None
+        observer, name = self.observer, endpoint.name
+        observer.stream_opened(name)
+        final: Outcome | None = None
         try:
             yield first
+            observer.stream_chunk(name)
             async for chunk in chunks:
                 yield chunk
+                observer.stream_chunk(name)
         except Exception as e:
-            failed = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
-            outcome.status, outcome.message, outcome.synapse = failed.status, failed.message, failed.synapse
-            return
+            final = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
+        else:
+            final = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body, own)
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        done = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body)
-        outcome.status, outcome.message, outcome.synapse = done.status, done.message, done.synapse
+            try:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            finally:
+                status, reason = (final.status, final.reason) if final is not None else (CLIENT_CLOSED, "cancelled")
+                observer.stream_closed(name, final is None)
+                d = outcome.synapse.dendrite
+                observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
+        outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
+        outcome.reason = final.reason
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(
-        self, transport: str, endpoint: Endpoint, result: Synapse, start: float, request_body: Any
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        result: Synapse,
+        start: float,
+        request_body: Any,
+        own: TerminalInfo | None,
     ) -> Outcome:
-        result.__dict__["axon"] = self.terminal.info(200, "Success", time.time() - start)
+        """200, stamped in the request's own terminal info (``own``) when the forward kept it."""
+        self.terminal.stamp(result, own, 200, "Success", time.time() - start)
         _log(transport, endpoint.name, result, 200, start)
         return Outcome(200, "Success", result, endpoint, request_body=request_body)
 
@@ -390,8 +440,9 @@ class Pipeline:
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
         if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
             self.terminal.sign(synapse)
-        _log(transport, synapse.name, synapse, status, start)
-        return Outcome(status, message, synapse, endpoint, request_body=request_body)
+        _log(transport, synapse.name, synapse, status, start, message)
+        reason = Reason.INVALID if isinstance(error, NotJson) else reason_of(error)
+        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason)
 
     @staticmethod
     def stand_in(endpoint: Endpoint, credentials: Credentials | None, call: Call) -> Synapse:
@@ -420,7 +471,7 @@ class Pipeline:
         synapse.__dict__["axon"] = TerminalInfo.model_construct(
             status_code=status, status_message=message, process_time=time.time() - start
         )
-        return Outcome(status, message, synapse)
+        return Outcome(status, message, synapse, reason=reason_of(error))
 
 
 class LineBudget:
@@ -461,12 +512,29 @@ def describe(error: BaseException, name: str | None) -> tuple[int, str]:
     return status, f"Internal Server Error #{error_id}"
 
 
-def _log(transport: str, name: str | None, synapse: Synapse, status: int, start: float) -> None:
+def _log(
+    transport: str, name: str | None, synapse: Synapse, status: int, start: float, message: str | None = None
+) -> None:
+    """The call's one log line (debug); its fields also travel as record attributes for
+    structured logs (:mod:`axon_grpc.logs`): never the body, headers or signature."""
     if logger.isEnabledFor(logging.DEBUG):
         d = synapse.dendrite
-        logger.debug(
-            "%s %s from %s -> %s in %.2f ms", transport, name, d.hotkey if d else None, status, (time.time() - start) * 1e3
-        )
+        hotkey = d.hotkey if d else None
+        ms = (time.time() - start) * 1e3
+        fields = {"transport": transport, "synapse": name, "caller_hotkey": hotkey, "status": status,
+                  "duration_ms": round(ms, 3), "error_id": error_id(message)}
+        logger.debug("%s %s from %s -> %s in %.2f ms", transport, name, hotkey, status, ms, extra=fields)
+
+
+#: The fixed texts that end in an error id (``... #{id}``), whose detail is in the log.
+_WITH_ERROR_ID = ("Internal Server Error #", "Not Verified #")
+
+
+def error_id(message: str | None) -> str | None:
+    """The error id of an answer's message, or None."""
+    if message is None or not message.startswith(_WITH_ERROR_ID):
+        return None
+    return message.rpartition("#")[2]
 
 
 def log_and_handle_error(

@@ -35,7 +35,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from .errors import ServiceUnavailable
-from .nonces import DEFAULT_REPLAY_SPAN_NS, DEFAULT_REPLAY_WINDOW, NonceVerdict, check_window_settings
+from .nonces import (
+    DEFAULT_REPLAY_SPAN_NS,
+    DEFAULT_REPLAY_WINDOW,
+    MEMORY_STORE_NAMES,
+    NonceStore,
+    NonceVerdict,
+    check_window_settings,
+)
 
 logger = logging.getLogger("axon_grpc")
 
@@ -241,3 +248,25 @@ class RedisNonceStore:
 
 
 __all__ = ["CHECK_AND_STORE_LUA", "DEFAULT_TIMEOUT_S", "RedisNonceStore", "is_redis_url", "redacted"]
+
+
+def open_nonce_store(
+    spec: str,
+    *,
+    retention_ns: int,
+    namespace: str = "",
+    timeout_s: float | None = None,
+    replay_window: int = DEFAULT_REPLAY_WINDOW,
+    replay_span_ns: int = DEFAULT_REPLAY_SPAN_NS,
+) -> NonceStore | None:
+    """The store a ``--axon.nonce_store`` value names: None for ``memory``, else a Redis store.
+
+    ``redis://host:port/db`` (also ``rediss://``, ``unix://``) gives a
+    :class:`RedisNonceStore` namespaced by ``namespace``;
+    anything else raises ``ValueError``.
+    """
+    if spec.strip().lower() in MEMORY_STORE_NAMES:
+        return None
+    return RedisNonceStore(spec.strip(), retention_ns=retention_ns, namespace=namespace,
+                           timeout_s=timeout_s or DEFAULT_TIMEOUT_S, replay_window=replay_window,
+                           replay_span_ns=replay_span_ns)

@@ -56,6 +56,18 @@ class AxonTerminal:
             version=self.version, nonce=time.time_ns(), uuid=self.uuid, hotkey=self.address,
         )
 
+    def stamp(
+        self, synapse: Synapse, given: TerminalInfo | None, status: int, message: str, process_time: float
+    ) -> None:
+        """Set the answer's status on ``synapse.axon``: in ``given`` (the info the request's
+        synapse was built with, its nonce from then) when the forward kept it, else in a
+        new one of the axon's own."""
+        values = synapse.__dict__
+        if given is not None and values.get("axon") is given:
+            given.__dict__.update(status_code=status, status_message=message, process_time=process_time)
+        else:
+            values["axon"] = self.info(status, message, process_time)
+
     def sign(self, synapse: Synapse) -> None:
         """Sign ``{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}`` into ``synapse.axon``."""
         info = synapse.axon

@@ -20,17 +20,22 @@ From Python (the factory is ``"module:attribute"`` or a module-level function)::
 from __future__ import annotations
 
 import asyncio
+import glob
 import importlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Callable, Union
 
+from . import logs
+from .metrics import MULTIPROC_ENV, serve_aggregate
 from .nonces import InMemoryNonceStore
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,12 +139,14 @@ def _worker_main(factory: Factory, workers: int, grace: float | None, log_level:
     # Ctrl-C reaches the whole process group; the parent turns it into one SIGTERM per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_level:
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: "
-                            "%(message)s")
+        logs.configure(log_level, os.environ.get(logs.FORMAT_ENV) or "text", process=True)
     try:
         axon = build(factory)
         require_shared_store(axon, workers)
         axon.reuse_port = True
+        if axon.metrics is not None and workers > 1:
+            axon.metrics.set_mode("workers")
+            axon.metrics_port = None  # the parent answers the metrics port for all workers
     except SharedStoreRequired as e:
         report.send(("refused", str(e)))
         sys.exit(EXIT_USAGE)
@@ -184,9 +191,25 @@ class WorkerGroup:
         #: What a worker serves (:func:`startup_lines`), as the first one to start reported it.
         self.startup: list[str] = []
         self._reports: list[Connection] = []
+        #: The multiprocess metrics directory this group made (removed on stop).
+        self._metrics_dir: str | None = None
+
+    def _share_metrics(self) -> None:
+        """Several workers write their metrics to one directory, so any of them shows all
+        (prometheus_client's multiprocess mode; the workers inherit the variable)."""
+        if self.workers < 2:
+            return
+        existing = os.environ.get(MULTIPROC_ENV)
+        if existing:
+            for stale in glob.glob(os.path.join(existing, "*.db")):
+                os.remove(stale)
+            return
+        self._metrics_dir = tempfile.mkdtemp(prefix="axon-metrics-")
+        os.environ[MULTIPROC_ENV] = self._metrics_dir
 
     def start(self) -> list[int]:
         """Spawn the workers; returns their pids once all serve."""
+        self._share_metrics()
         context = multiprocessing.get_context("spawn")
         for index in range(self.workers):
             receiver, sender = context.Pipe(duplex=False)
@@ -262,6 +285,11 @@ class WorkerGroup:
         for report in self._reports:
             report.close()
         self._reports = []
+        made, self._metrics_dir = self._metrics_dir, None
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+            if os.environ.get(MULTIPROC_ENV) == made:
+                del os.environ[MULTIPROC_ENV]
         return [p.exitcode for p in self.processes]
 
     def __enter__(self) -> WorkerGroup:
@@ -337,7 +365,17 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
         say(f"axon-grpc: {workers} workers (pids {', '.join(map(str, group.pids))}) serving on port {group.port}")
         for line in group.startup:
             say(f"axon-grpc: {line}")
-        dead = group.wait(stop)
+        metrics_port = os.environ.get("BT_AXON_METRICS_PORT")
+        metrics_server = None
+        if metrics_port:
+            metrics_server, _ = serve_aggregate(int(metrics_port), os.environ.get("BT_AXON_IP") or "::")
+            say(f"axon-grpc: GET /metrics of all {workers} workers on port {metrics_port}")
+        try:
+            dead = group.wait(stop)
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
         if dead is not None:
             say(f"axon-grpc: worker {dead.pid} exited with status {dead.exitcode}; stopping the others")
         codes = group.stop()

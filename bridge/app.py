@@ -3,7 +3,8 @@
 The axon builds it when ``http_port`` is set and calls ``add_route`` at every
 ``attach``, ``start``/``stop`` with the gRPC server, and ``verify_body_integrity``.
 ``app`` (FastAPI) lists one ``POST``/``GET /{Name}`` route per synapse, held by
-``router``; uvicorn serves :class:`AxonMiddleware` in front of it, which answers those
+``router``, and ``GET /metrics`` (the axon's Prometheus metrics) unless metrics are off;
+uvicorn serves :class:`AxonMiddleware` in front of it, which answers those
 routes without FastAPI's layers and hands every other request to the app.
 """
 
@@ -77,6 +78,8 @@ class HttpBridge:
         self.router = APIRouter()
         self.app.router.default = self._not_found
         self.app.add_exception_handler(AxonError, self._axon_error)  # type: ignore[arg-type]
+        if getattr(axon, "metrics", None) is not None:
+            self.app.add_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         #: What uvicorn serves: the middleware in front of the app. (The app works alone too,
         #: its synapse routes run the same exchange; in front, they skip FastAPI's layers.)
         self.asgi = self.middleware_cls(self.app, axon, bridge=self)
@@ -153,6 +156,13 @@ class HttpBridge:
         if scope["type"] != "http":
             return
         await send_reply(send, self.exchange.not_found(scope["path"][1:]))
+
+    async def _metrics(self, request: Request) -> Response:
+        metrics = self.axon.metrics
+        if metrics is None:  # the route is only added with metrics on; kept safe all the same
+            return Response(status_code=404)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     async def _axon_error(self, request: Request, exc: AxonError) -> Response:
         return to_response(error_reply(log_and_handle_error(Synapse(), exc)))

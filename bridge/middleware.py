@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from axon_grpc.call import HTTP, Call
 from axon_grpc.credentials import CRYPTO, Credentials
 from axon_grpc.drain import Drain, shutting_down
-from axon_grpc.errors import RequestTooLarge, UnknownSynapseError
+from axon_grpc.errors import Reason, RequestTooLarge, UnknownSynapseError
 from axon_grpc.forwarding import timed_out
+from axon_grpc.metrics import NO_SCHEME, UNKNOWN_SYNAPSE
 from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
 
@@ -109,10 +110,12 @@ class AxonMiddleware:
         limits = self.limits
         problem = limits.header_problem(len(raw), size)
         if problem is not None:
+            self._refused(scope, 431)
             await send_reply(send, self.exchange.plain_error(431, problem))
             return
         problem = limits.body_problem(headers.get("content-length"))
         if problem is not None:
+            self._refused(scope, RequestTooLarge.status_code)
             await send_reply(send, self.exchange.plain_error(RequestTooLarge.status_code, problem))
             return
         name = scope["path"][1:]
@@ -132,6 +135,13 @@ class AxonMiddleware:
             await drain.run(send_stream(send, receive, reply), lambda: None)  # cut short: the connection closes
         else:
             await send_reply(send, reply)
+
+    def _refused(self, scope: Scope, status: int) -> None:
+        """Count a size refusal answered here, before the pipeline (the metrics' ``size`` reason)."""
+        name = scope["path"][1:]
+        self.axon.pipeline.observer.finished(
+            name if name in self.axon.endpoints else UNKNOWN_SYNAPSE, HTTP, NO_SCHEME, status, Reason.SIZE, 0.0, None
+        )
 
     # -- the seed's stage names, each one stage of the pipeline ---------------------------------
     def _endpoint(self, name: str | None) -> Endpoint:

@@ -114,7 +114,8 @@ def test_bench_is_an_axon_grpc_command() -> None:
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--targets", "nginx"])
-    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-inline", "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
+    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "envoy", "envoy-http",
+                                 "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
                                  "echo-verified", "legacy"}
     assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis"}
     assert callable(add_bench_command)

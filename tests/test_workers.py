@@ -34,8 +34,8 @@ def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def start_serve(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "axon_grpc", "serve", APP, "--axon.ip", "127.0.0.1", "--axon.port", str(port),
-               *args]
+    command = [sys.executable, "-m", "axon_grpc", "serve", APP, "--server", "grpcio", "--axon.ip", "127.0.0.1",
+               "--axon.port", str(port), *args]  # the in-process workers (tests/edge covers --server envoy)
     return subprocess.Popen(command, cwd=ROOT, env=worker_env(tmp_path, **env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

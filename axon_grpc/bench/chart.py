@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = {"grpc": "#1f77b4", "grpc-async": "#17becf", "grpc-inline": "#e377c2", "grpc-1w-redis": "#bcbd22", "grpc-2w-redis": "#8c564b",
+COLORS = {"grpc": "#1f77b4", "grpc-async": "#17becf", "grpc-inline": "#e377c2", "envoy": "#ff7f0e", "envoy-http": "#98df8a", "grpc-1w-redis": "#bcbd22", "grpc-2w-redis": "#8c564b",
           "http": "#2ca02c", "echo": "#7f7f7f", "echo-verified": "#9467bd", "legacy": "#d62728",
           "external": "#ff7f0e"}
 

@@ -4,7 +4,7 @@ Signed gRPC-shaped calls (the Dendrite's metadata, a fresh nonce and uuid each, 
 beforehand, outside the timed loop) are handed to ``Pipeline.handle`` one after another,
 and each answer is encoded as the gRPC transport sends it (message and trailers),
 on one event loop, for the demo's ``Dummy`` with blacklist and priority attached and an
-async forward, an inline sync forward and a pool (thread) sync forward. Beside them,
+async forward (with metrics on and off), an inline sync forward and a pool (thread) sync forward. Beside them,
 the verified echo's work on the same inputs: one SHA3-256 of the body, one sr25519
 verify of the legacy message and one dict nonce check, the least any signed server
 does. Figures are microseconds of wall time per call, best of ``rounds`` (the loop is
@@ -43,8 +43,9 @@ def _signed_calls(axon_hotkey: str, count: int) -> list[tuple[tuple[str, str], .
     return [signer.metadata(new_uuid(), time.time_ns() + i) for i in range(count)]
 
 
-async def _time_pipeline(forward: Callable[..., Any], inline: bool, calls: int, rounds: int) -> float:
-    axon = build_axon()
+async def _time_pipeline(forward: Callable[..., Any], inline: bool, calls: int, rounds: int,
+                         metrics: bool = True) -> float:
+    axon = build_axon(metrics=metrics)
     axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority, inline=inline)
     handle = axon.pipeline.handle
     body = grpc_body()
@@ -92,13 +93,18 @@ def _time_verified_echo(calls: int, rounds: int) -> float:
 def measure_in_process(calls: int = 2000, rounds: int = 5) -> dict[str, float]:
     """Microseconds per call: the verified echo's work and the pipeline with each forward kind."""
     results = {"verified echo's work": _time_verified_echo(calls, rounds)}
-    for label, forward, inline in (
-        ("pipeline, async forward", _forward_async, False),
-        ("pipeline, inline sync forward", _forward_sync, True),
-        ("pipeline, sync forward on the pool", _forward_sync, False),
+    for label, forward, inline, metrics in (
+        ("pipeline, async forward", _forward_async, False, True),
+        (METRICS_OFF, _forward_async, False, False),
+        ("pipeline, inline sync forward", _forward_sync, True, True),
+        ("pipeline, sync forward on the pool", _forward_sync, False, True),
     ):
-        results[label] = asyncio.run(_time_pipeline(forward, inline, calls, rounds))
+        results[label] = asyncio.run(_time_pipeline(forward, inline, calls, rounds, metrics))
     return results
+
+
+#: The row of the pipeline without metrics (``Axon(metrics=False)``), to show what they cost.
+METRICS_OFF = "pipeline, async forward, metrics off"
 
 
 def in_process_text(results: dict[str, float]) -> str:
@@ -106,4 +112,8 @@ def in_process_text(results: dict[str, float]) -> str:
     lines = ["| in process, no network | us per call | x verified echo's work |", "|---|--:|--:|"]
     for label, micros in results.items():
         lines.append(f"| {label} | {micros:.0f} | {micros / base:.2f} |")
+    on, off = results.get("pipeline, async forward"), results.get(METRICS_OFF)
+    if on and off:
+        lines.append(f"\nmetrics cost in process: {on:.0f} us with metrics vs {off:.0f} us without "
+                     f"({(on / off - 1) * 100:+.1f}%)")
     return "\n".join(lines)

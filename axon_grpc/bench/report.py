@@ -125,11 +125,23 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         lambda v: v <= 1.15, detail)
     value, detail = cpu_ratio("legacy", "grpc-async")
     add("gRPC (async forward) CPU/request vs legacy", "legacy/grpc-async >= 10", value, lambda v: v >= 10, detail)
+    value, detail = cpu_ratio("grpc-async", "grpc-async-nometrics")
+    add("Metrics on vs off, gRPC (async forward) CPU/request", "grpc-async/grpc-async-nometrics <= 1.05", value,
+        lambda v: v <= 1.05, detail)
     value, detail = cpu_ratio("grpc-inline", "grpc-async")
     add("gRPC inline sync forward vs async forward, CPU/request", "grpc-inline/grpc-async <= 1.10", value,
         lambda v: v <= 1.10, detail)
     value, detail = cpu_ratio("legacy", "http")
     add("HTTP bridge CPU/request vs legacy", "legacy/http >= 12", value, lambda v: v >= 12, detail)
+    value, detail = cpu_ratio("legacy", "envoy")
+    add("Envoy gRPC CPU/request vs legacy", "legacy/envoy >= 20", value, lambda v: v >= 20, detail)
+    value, detail = cpu_ratio("envoy", "echo-verified")
+    add("Envoy gRPC CPU/request vs grpc.aio's bare verified echo", "envoy/echo-verified <= 0.6", value,
+        lambda v: v <= 0.6, detail)
+    value, detail = cpu_ratio("legacy", "envoy-http")
+    add("Envoy legacy HTTP CPU/request vs legacy", "legacy/envoy-http >= 15", value, lambda v: v >= 15, detail)
+    value, detail = p99_ratio("envoy", "legacy")
+    add("Envoy gRPC p99 at c=64 vs legacy", "envoy/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
     value, detail = cpu_ratio("grpc", "echo-verified")
     add("gRPC (sync forward on the pool) CPU/request vs bare verified echo", "informative", value, None, detail)
     value, detail = cpu_ratio("legacy", "grpc")

@@ -6,6 +6,8 @@ Kinds:
   synapse (sync forward, blacklist and priority attached, default verify) over gRPC.
 - ``grpc-async``: the same with the forward declared ``async``: it runs on the event loop
   instead of being handed to a worker thread.
+- ``grpc-async-nometrics``: ``grpc-async`` built with ``Axon(metrics=False)``: the
+  metrics' cost is the difference between the two.
 - ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
 - ``grpc-2w-redis``: the ``grpc`` axon run as ``--workers`` (default 2) processes sharing
   ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.workers.WorkerGroup`), every worker
@@ -39,7 +41,8 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "grpc-async", "grpc-inline", "http", "echo", "echo-verified", "grpc-1w-redis", "grpc-2w-redis")
+KINDS = ("grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "envoy", "http", "echo", "echo-verified",
+         "grpc-1w-redis", "grpc-2w-redis")
 
 
 def announce(**fields: Any) -> None:
@@ -146,7 +149,7 @@ async def serve_echo(port: int, verified: bool) -> None:
 
 
 def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = False, seed: str | None = None,
-                     nonce_store: str | None = None, inline: bool = False) -> Any:
+                     nonce_store: str | None = None, inline: bool = False, metrics: bool = True) -> Any:
     """The measured axon, unstarted: Dummy, blacklist + priority, default verify; the sync
     forward on the pool, or on the loop with ``inline``, or the async one with ``run_async``.
 
@@ -163,14 +166,15 @@ def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = 
 
     wallet = KeypairWallet(Keypair.create_from_seed(seed)) if seed else KeypairWallet.generate()
     axon = Axon(wallet=wallet, ip="127.0.0.1", external_ip="127.0.0.1", port=port, http_port=http_port,
-                nonce_store=nonce_store)
+                nonce_store=nonce_store, metrics=metrics)
     axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority,
                 inline=inline)
     return axon
 
 
-async def serve_axon(port: int, http_port: int | None, run_async: bool = False, inline: bool = False) -> None:
-    axon = build_dummy_axon(port, http_port, run_async, inline=inline)
+async def serve_axon(port: int, http_port: int | None, run_async: bool = False, inline: bool = False,
+                     metrics: bool = True) -> None:
+    axon = build_dummy_axon(port, http_port, run_async, inline=inline, metrics=metrics)
     await axon.start_async()
     announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
     await _wait_for_signal()
@@ -207,6 +211,35 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
         group.stop()
 
 
+#: How the bench hands the edge's axon factory its port and hotkey seed (Envoy imports it).
+EDGE_PORT_ENV, EDGE_SEED_ENV = "AXON_GRPC_BENCH_PORT", "AXON_GRPC_BENCH_SEED"
+
+
+def edge_axon() -> Any:
+    """The ``grpc-async`` target's axon, as ``axon-grpc serve`` imports it inside Envoy."""
+    return build_dummy_axon(int(os.environ[EDGE_PORT_ENV]), run_async=True, seed=os.environ[EDGE_SEED_ENV])
+
+
+def serve_edge(port: int) -> int:
+    """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), until SIGTERM/SIGINT."""
+    from ..edge.serve import build_servers, pyvoy_missing, run
+    from ..keys import Keypair
+
+    missing = pyvoy_missing()
+    if missing is not None:
+        print(missing, file=sys.stderr, flush=True)
+        return 2
+    seed = os.urandom(32).hex()
+    os.environ.update({EDGE_PORT_ENV: str(port), EDGE_SEED_ENV: seed})
+    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port)
+
+    def ready(started: list[Any]) -> None:
+        announce(port=started[0].listener_port, hotkey=Keypair.create_from_seed(seed).ss58_address,
+                 worker_pids=[server._process.pid for server in started])
+
+    return asyncio.run(run(servers, grace=1.0, drain_file=None, ready=ready))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.servers")
     parser.add_argument("kind", choices=KINDS)
@@ -223,13 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.cprofile:
             parser.error(f"--cprofile profiles the serving process; {args.kind} serves from worker processes")
         return serve_workers(args.port, args.workers or int(args.kind[5]), args.nonce_store)
+    if args.kind == "envoy":
+        return serve_edge(args.port)
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:
         if args.kind == "http" and not args.http_port:
             parser.error("http needs --http-port")
-        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None, args.kind == "grpc-async",
-                          args.kind == "grpc-inline")
+        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None,
+                          args.kind.startswith("grpc-async"), args.kind == "grpc-inline",
+                          not args.kind.endswith("-nometrics"))
     if not args.cprofile:
         asyncio.run(coro)
         return 0

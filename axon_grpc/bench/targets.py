@@ -21,6 +21,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
     "grpc-async": ("axon-grpc gRPC, async forward",
                    "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread"),
+    "grpc-async-nometrics": ("axon-grpc gRPC, async forward, metrics off",
+                             "grpc-async built with Axon(metrics=False): what the Prometheus metrics cost"),
     "grpc-inline": ("axon-grpc gRPC, inline sync forward",
                     "the sync forward attached with inline=True: it runs on the loop, no thread hop"),
     "grpc-1w-redis": ("axon-grpc gRPC, 1 worker + Redis",
@@ -29,12 +31,17 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc-2w-redis": ("axon-grpc gRPC, 2 workers + Redis",
                       ("the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
                        "nonces in a private redis-server")),
+    "envoy": ("axon-grpc on Envoy, gRPC",
+              "the grpc-async target's axon under axon-grpc serve (Envoy through pyvoy); CPU of the process tree"),
+    "envoy-http": ("axon-grpc on Envoy, legacy HTTP",
+                   "legacy 10.5 requests to the same axon-grpc serve port (Envoy's HTTP/1.1)"),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
     "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
     "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
 }
-TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-inline": "grpc", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
+TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-async-nometrics": "grpc", "grpc-inline": "grpc",
+              "envoy": "grpc", "envoy-http": "http", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
               "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
 #: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
@@ -178,6 +185,12 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
                       label, description, extra, process, log_path)
     if name in WORKER_TARGETS:
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
+    if name in ("envoy", "envoy-http"):
+        process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", "envoy", "--port", str(port)],
+                                log_path)
+        return Target(name, TRANSPORTS[name], "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]),
+                      label, description, {"envoy_pids": ready["worker_pids"]}, process, log_path,
+                      worker_pids=[int(p) for p in ready["worker_pids"]])
     command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
     http_port = None
     if name == "http":

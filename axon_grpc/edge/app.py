@@ -1,0 +1,132 @@
+"""The one ASGI application Envoy serves: gRPC and the legacy HTTP protocol on one port.
+
+Requests with ``content-type: application/grpc`` (``+proto``, ``;...``) go to the gRPC
+adapter (the axon's methods, health, reflection); every other request goes to the
+legacy HTTP bridge, unchanged. Inside Envoy the application is imported as
+``axon_grpc.edge.app:app``; at ASGI lifespan startup (or at the first request when the
+server runs no lifespan) it calls the factory named by ``$AXON_GRPC_EDGE_FACTORY``
+(``module:function`` returning an unstarted Axon), as uvicorn imports an app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from .grpc_asgi import DEFAULT_MAX_MESSAGE_BYTES, GrpcAsgi, Receive, Scope, Send
+from .health import Health
+from .reflection import SERVICES as REFLECTION_SERVICES
+from .reflection import Reflection
+
+logger = logging.getLogger("axon_grpc.edge")
+
+#: Environment of the Envoy process: what to serve and how to hear of a drain.
+FACTORY_ENV = "AXON_GRPC_EDGE_FACTORY"
+DRAIN_FILE_ENV = "AXON_GRPC_EDGE_DRAIN_FILE"
+APP_DIR_ENV = "AXON_GRPC_EDGE_APP_DIR"
+LOG_LEVEL_ENV = "AXON_GRPC_EDGE_LOG_LEVEL"
+
+ASGIApp = Callable[[Scope, Receive, Send], Any]
+
+
+def is_grpc(scope: Scope) -> bool:
+    """True for gRPC content types (``application/grpc``, ``+proto``, ``;...``), not gRPC-Web."""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value == b"application/grpc" or value.startswith((b"application/grpc+", b"application/grpc;"))
+    return False
+
+
+class EdgeApp:
+    """Routes each HTTP request by its content type to ``grpc`` or ``http`` (two ASGI apps)."""
+
+    def __init__(self, grpc: ASGIApp, http: ASGIApp, health: Health | None = None) -> None:
+        self.grpc = grpc
+        self.http = http
+        self.health = health
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await (self.grpc if is_grpc(scope) else self.http)(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+
+async def _lifespan(receive: Receive, send: Send, startup: Callable[[], Any] | None = None) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            try:
+                if startup is not None:
+                    startup()
+            except Exception as e:
+                logger.exception("the edge application could not start")
+                await send({"type": "lifespan.startup.failed", "message": f"{type(e).__name__}: {e}"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
+    """The edge application of ``axon``: its pipeline over gRPC, its HTTP bridge, health, reflection."""
+    from .. import grpc_codec
+    from ..axon import load_transport
+    from ..discovery import SERVICE_NAME, DescriptorSource
+
+    axon.prepare()
+    if axon.metrics is not None:
+        axon.metrics.set_mode("envoy")
+    if codec is None:
+        codec = grpc_codec
+    bridge = axon.http if axon.http_port else None
+    if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
+        bridge = load_transport("http")(axon)
+        for endpoint in axon.endpoints.values():
+            bridge.add_route(endpoint)
+    health = Health((SERVICE_NAME,), drain_file=drain_file)
+    source = DescriptorSource(axon.endpoints)
+    reflection = Reflection(source, (SERVICE_NAME, "grpc.health.v1.Health", REFLECTION_SERVICES[0]))
+    grpc = GrpcAsgi(
+        axon.pipeline, codec,
+        max_message_bytes=int(getattr(axon, "max_request_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
+        services={**health.methods(), **reflection.methods()},  # type: ignore[dict-item]
+    )
+    return EdgeApp(grpc, bridge.asgi, health)
+
+
+class LazyEdgeApp:
+    """``axon_grpc.edge.app:app``: builds the :class:`EdgeApp` from the environment once."""
+
+    def __init__(self) -> None:
+        self._app: EdgeApp | None = None
+
+    def build(self) -> EdgeApp:
+        if self._app is None:
+            from ..workers import build
+
+            level = os.environ.get(LOG_LEVEL_ENV)
+            if level:
+                logging.basicConfig(level=level.upper(),
+                                    format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+            app_dir = os.environ.get(APP_DIR_ENV)
+            if app_dir and app_dir not in sys.path:
+                sys.path.insert(0, app_dir)
+            factory = os.environ.get(FACTORY_ENV)
+            if not factory:
+                raise RuntimeError(f"${FACTORY_ENV} names no axon factory (module:function)")
+            self._app = for_axon(build(factory), drain_file=os.environ.get(DRAIN_FILE_ENV))
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, self.build)
+            return
+        app = self._app or self.build()
+        await app(scope, receive, send)
+
+
+app = LazyEdgeApp()

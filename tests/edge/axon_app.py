@@ -1,0 +1,50 @@
+"""The application ``axon-grpc serve`` runs in the edge tests: Dummy and a streaming Story.
+
+``build_axon`` takes its hotkey seed from ``$EDGE_TEST_AXON_SEED`` so the test knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import AsyncIterator, Optional
+
+from axon_grpc import Axon
+from axon_grpc.keys import Keypair
+from axon_grpc.streaming import StreamingSynapse
+from axon_grpc.wallet import KeypairWallet
+
+from ..support import dummy_blacklist, dummy_forward
+
+
+class Story(StreamingSynapse):
+    prompt: str = ""
+    completion: Optional[str] = None
+
+
+async def story_forward(synapse: Story) -> AsyncIterator[str]:
+    words = []
+    for word in synapse.prompt.split():
+        words.append(word.upper())
+        yield word.upper()
+        await asyncio.sleep(0.01)
+    synapse.completion = " ".join(words)
+
+
+class Nap(StreamingSynapse):
+    seconds: float = 0.0
+
+
+async def nap_forward(synapse: Nap) -> AsyncIterator[str]:
+    yield "start"
+    await asyncio.sleep(synapse.seconds)
+    yield "end"
+
+
+def build_axon() -> Axon:
+    wallet = KeypairWallet(Keypair.create_from_seed(os.environ["EDGE_TEST_AXON_SEED"]))
+    axon = Axon(wallet=wallet)
+    axon.attach(forward_fn=dummy_forward, blacklist_fn=dummy_blacklist)
+    axon.attach(forward_fn=story_forward)
+    axon.attach(forward_fn=nap_forward)
+    return axon

@@ -1,0 +1,141 @@
+"""A real ``axon-grpc serve`` (Envoy via pyvoy) on loopback: one port, both protocols.
+
+The project's Dendrite calls over gRPC, a legacy-protocol client (signed as an SDK 10.5
+dendrite signs) over HTTP/1.1, both to the same port; streaming on both; health and
+reflection; a SIGTERM drain with a stream in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from typing import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from axon_grpc import Dendrite
+from axon_grpc.info import AxonInfo
+from axon_grpc.keys import Keypair
+from axon_grpc.testing import free_port
+
+from ..support import Dummy
+from ..test_bridge_client import LegacyClient
+from .axon_app import Nap, Story
+from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+
+pytestmark = [requires_pyvoy]
+
+SEED = "0x" + "42" * 32
+AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
+
+
+def serve(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_axon", "--server", "envoy",
+               "--axon.ip", "127.0.0.1", "--axon.port", str(port), "--grace", "5"]
+    process = subprocess.Popen(command, env=environment(EDGE_TEST_AXON_SEED=SEED, AXON_GRPC_HOME=str(ROOT / ".pytest_cache")),
+                               cwd=str(ROOT), stdin=subprocess.DEVNULL)
+    wait_for_port(port, process)
+    return process
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    port = free_port()
+    process = serve(port)
+    try:
+        yield port
+    finally:
+        assert stop(process) == 0
+
+
+def info(port: int) -> AxonInfo:
+    return AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=AXON_HOTKEY, coldkey="")
+
+
+async def test_grpc_and_legacy_http_on_one_port(port: int) -> None:
+    async with Dendrite() as dendrite:
+        result = await dendrite.call(info(port), Dummy(input=21), timeout=10, deserialize=False)
+    assert (result.output, result.dendrite.status_code) == (42, 200)
+    assert result.axon.hotkey == AXON_HOTKEY
+    legacy = LegacyClient(port, AXON_HOTKEY)
+    try:
+        reply = await legacy.call(Dummy(input=5))
+        assert reply.status == 200, reply.text
+        assert reply.json["output"] == 10
+        assert reply.headers["bt_header_axon_status_code"] == "200"
+        refused = await legacy.send("/Dummy", {}, "{}")
+        assert refused.status == 401
+    finally:
+        await legacy.close()
+    scrape = await asyncio.to_thread(_get, port, "/metrics")  # the same port serves the scrape too
+    assert 'axon_build_info{mode="envoy"' in scrape
+    assert 'axon_requests_total{scheme="legacy",status_class="2xx",synapse="Dummy",transport="grpc"}' in scrape
+
+
+def _get(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+        return reply.read().decode()
+
+
+async def test_unsigned_grpc_call_is_refused(port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/axon.v1.Axon/Dummy")(b"", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_streaming_on_both_protocols(port: int) -> None:
+    async with Dendrite() as dendrite:
+        items = [item async for item in dendrite.call_stream(info(port), Story(prompt="one two"), deserialize=False)]
+    assert items[:2] == ["ONE", "TWO"]
+    assert items[-1].completion == "ONE TWO" and items[-1].dendrite.status_code == 200
+    legacy = LegacyClient(port, AXON_HOTKEY)
+    try:
+        reply = await legacy.call(Story(prompt="three four"))
+        assert reply.status == 200
+        assert reply.text == "THREEFOUR"
+    finally:
+        await legacy.close()
+
+
+def test_health_and_reflection(port: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "axon.v1.Axon"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = list(stub.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="axon.v1.Axon"),
+        ]), timeout=5))
+    assert "axon.v1.Axon" in [s.name for s in answers[0].list_services_response.service]
+    from google.protobuf import descriptor_pb2
+
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in answers[1].file_descriptor_response.file_descriptor_proto]
+    methods = {m.name for f in files for s in f.service if s.name == "Axon" for m in s.method}
+    assert {"Dummy", "Story", "Nap"} <= methods
+
+
+async def test_sigterm_lets_a_stream_in_flight_finish() -> None:
+    port = free_port()
+    process = serve(port)
+    try:
+        async with Dendrite() as dendrite:
+            stream = dendrite.call_stream(info(port), Nap(seconds=1.5), timeout=10, deserialize=False)
+            first = await stream.__anext__()
+            assert first == "start"
+            process.send_signal(signal.SIGTERM)
+            rest = [item async for item in stream]
+        assert rest[0] == "end" and rest[-1].dendrite.status_code == 200
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        stop(process)

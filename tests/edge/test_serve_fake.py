@@ -1,0 +1,146 @@
+"""serve(): Envoy processes with the edge limits, TLS, mTLS and a SIGTERM drain (fake pipeline)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from axon_grpc.testing import free_port
+
+from .certs import OPENSSL_MISSING, Pki, make_pki
+from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+
+pytestmark = requires_pyvoy
+
+
+def start(port: int, *tls: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "tests.edge.serve_fake", str(port), *map(str, tls)],
+                               env=environment(EDGE_TEST_WORKERS=str(workers)), cwd=str(ROOT),
+                               stdin=subprocess.DEVNULL)
+    wait_for_port(port, process)
+    return process
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if OPENSSL_MISSING:
+        pytest.skip(OPENSSL_MISSING)
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def cleartext() -> Iterator[int]:
+    port = free_port()
+    process = start(port)
+    try:
+        yield port
+    finally:
+        stop(process)
+
+
+def echo(channel: grpc.Channel) -> bytes:
+    return channel.unary_unary("/axon.v1.Axon/Echo")(b"hi", timeout=5)  # type: ignore[no-any-return]
+
+
+def test_tls_serves_grpc_and_http_on_one_port(pki: Pki) -> None:
+    port = free_port()
+    process = start(port, pki.server_cert, pki.server_key)
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            assert echo(channel) == b"hi"
+        reply = httpx.post(f"https://127.0.0.1:{port}/Dummy", content=b"{}", verify=ssl.create_default_context(cafile=str(pki.ca)), timeout=5)
+        assert reply.status_code == 200 and reply.json()["path"] == "/Dummy"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain, pytest.raises(grpc.RpcError):
+            echo(plain)  # cleartext is not served beside TLS
+    finally:
+        assert stop(process) == 0
+
+
+def test_mtls_requires_a_client_certificate(pki: Pki) -> None:
+    port = free_port()
+    process = start(port, pki.server_cert, pki.server_key, pki.ca)
+    try:
+        root = pki.ca.read_bytes()
+        with_cert = grpc.ssl_channel_credentials(root, pki.client_key.read_bytes(), pki.client_cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", with_cert) as channel:
+            assert echo(channel) == b"hi"
+        without = grpc.ssl_channel_credentials(root)
+        with grpc.secure_channel(f"127.0.0.1:{port}", without) as channel, pytest.raises(grpc.RpcError) as caught:
+            echo(channel)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"https://127.0.0.1:{port}/Dummy", content=b"{}", verify=ssl.create_default_context(cafile=str(pki.ca)), timeout=5)
+    finally:
+        stop(process)
+
+
+def test_sigterm_drains_calls_in_flight_on_both_protocols() -> None:
+    port = free_port()
+    process = start(port)
+    results: dict[str, object] = {}
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+
+        def grpc_call() -> None:
+            results["grpc"] = channel.unary_unary("/axon.v1.Axon/Slow")(b"1.5", timeout=10)
+
+        def http_stream() -> None:  # a legacy-side request that is still sending its body
+            def body() -> Iterator[bytes]:
+                for _ in range(3):
+                    yield b"x" * 10
+                    time.sleep(0.5)
+
+            results["http"] = httpx.post(f"http://127.0.0.1:{port}/Dummy", content=body(), timeout=10).json()
+
+        threads = [threading.Thread(target=grpc_call), threading.Thread(target=http_stream)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.4)
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):  # no longer accepting
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        for thread in threads:
+            thread.join(10)
+        assert results["grpc"] == b"slept"
+        assert results["http"] == {"path": "/Dummy", "method": "POST", "size": 30}
+        assert process.wait(10) == 0
+        assert time.monotonic() - began < 5
+        channel.close()
+    finally:
+        stop(process)
+
+
+def test_two_envoy_processes_share_the_port() -> None:
+    port = free_port()
+    process = start(port, workers=2)
+    try:
+        pids = set()
+        deadline = time.monotonic() + 20  # the second process may still be starting
+        while time.monotonic() < deadline:  # a new connection each time: the kernel spreads them
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                pids.add(channel.unary_unary("/axon.v1.Axon/Pid")(b"", timeout=5))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+    finally:
+        assert stop(process) == 0
