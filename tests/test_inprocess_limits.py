@@ -135,7 +135,7 @@ async def test_keepalive_pings_are_enforced() -> None:
             "grpc.http2.max_pings_without_data": 0, "grpc.http2.min_time_between_pings_ms": 100,
         })
         try:
-            assert await _nap(caller, 3.0) is grpc.StatusCode.UNAVAILABLE  # GOAWAY too_many_pings
+            assert await _nap(caller, 8.0, timeout=15.0) is grpc.StatusCode.UNAVAILABLE  # GOAWAY too_many_pings
         finally:
             await caller.close()
 
