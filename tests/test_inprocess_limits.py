@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -29,8 +28,16 @@ class Nap(Synapse):
     seconds: float = 0.0
 
 
+napping = {"now": 0, "peak": 0}
+
+
 async def nap_forward(synapse: Nap) -> Nap:
-    await asyncio.sleep(synapse.seconds)
+    napping["now"] += 1
+    napping["peak"] = max(napping["peak"], napping["now"])
+    try:
+        await asyncio.sleep(synapse.seconds)
+    finally:
+        napping["now"] -= 1
     return synapse
 
 
@@ -81,11 +88,13 @@ async def test_concurrent_streams_per_connection_are_capped() -> None:
         caller = _caller(h)
         try:
             assert await _nap(caller, 0.0) is grpc.StatusCode.OK  # connected
-            started = time.monotonic()
+            napping["peak"] = 0
             statuses = await asyncio.gather(*(_nap(caller, 0.5) for _ in range(4)))
-            took = time.monotonic() - started
-            assert statuses == [grpc.StatusCode.OK] * 4
-            assert took >= 0.95, took  # two at a time: two rounds of 0.5 s
+            # Two at a time; the client queues the rest (or, racing the server's SETTINGS, a
+            # stream is refused and the call fails UNAVAILABLE: never a third at once).
+            assert napping["peak"] == 2, napping
+            assert statuses.count(grpc.StatusCode.OK) >= 2
+            assert set(statuses) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
         finally:
             await caller.close()
 
