@@ -10,7 +10,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test proto node-deps redis-server cpp-tools clean
+.PHONY: demo test fuzz proto node-deps redis-server cpp-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ demo: $(STAMP) $(GEN)
 # skipped with the reason where it cannot be installed).
 test: $(STAMP) $(GEN) node-deps redis-server cpp-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
+
+# The fuzz suite at length (`make test` runs 60 examples per property); FUZZ_EXAMPLES sets how many.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP) $(GEN)
+	AXON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules

@@ -10,6 +10,7 @@ bounded lengths (:func:`check_caller_fields`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -100,6 +101,24 @@ class VerifyPolicy:
     def btauth_retention_ns(self) -> int:
         """How long a btauth nonce must be remembered: its whole window."""
         return int((self.btauth_max_age_s + self.btauth_allowed_skew_s) * 1e9)
+
+
+def reply_hash(body: bytes) -> str:
+    """What a signed gRPC answer's signature covers: SHA3-256 of the response message bytes."""
+    return hashlib.sha3_256(body).hexdigest()
+
+
+def grpc_body_hash(method: str, body: bytes) -> str:
+    """The gRPC ``computed_body_hash``: lowercase hex SHA3-256 of the method path (UTF-8,
+    e.g. ``/axon.v1.Axon/Dummy``), one newline and the request message bytes as sent.
+
+    Covering the method binds the signature to the synapse: a call signed for one method
+    does not verify at another (a path never holds a newline, so the split is unambiguous).
+    """
+    digest = hashlib.sha3_256(method.encode())
+    digest.update(b"\n")
+    digest.update(body)
+    return digest.hexdigest()
 
 
 def request_message(synapse: Synapse, axon_hotkey: str) -> str:

@@ -22,6 +22,7 @@ from ._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from .admission import AdmissionQueue
 from .auth import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
 from .config import Config, data_dir
+from .drain import Drain
 from .endpoints import VIEWS, ClassView, Endpoint, HookView, is_async
 from .executor import ForwardPool
 from .forwarding import Forwarder
@@ -164,6 +165,9 @@ class Axon:
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
         self.reuse_port = reuse_port
+        #: Further :class:`~axon_grpc.transport.GrpcSettings` of the gRPC server, by field name
+        #: (``max_concurrent_streams``, ``max_connections``, ``max_connection_idle_s``...).
+        self.grpc_limits: dict[str, Any] = {}
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
 
@@ -214,6 +218,8 @@ class Axon:
         self._metrics_refresh: asyncio.Task[None] | None = None
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
+        #: The requests in flight on both transports, drained by ``stop``.
+        self.drain = Drain()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
@@ -398,8 +404,11 @@ class Axon:
         if self.started:
             return self
         self.prepare()
-        settings = GrpcSettings(self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port)
-        server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services)
+        settings = GrpcSettings(
+            self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
+        )
+        self.drain.reset()
+        server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
         self.port = await server.start()
         self.grpc_server = server
         http = self.http
@@ -423,12 +432,23 @@ class Axon:
         return self
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
-        """Stop serving; calls in flight get ``grace`` seconds to finish."""
+        """Stop serving; calls in flight get ``grace`` seconds to finish.
+
+        At once: health NOT_SERVING, and neither gRPC nor the HTTP bridge takes new work.
+        Both drain together; what still runs after ``grace`` is answered 503 ``Service
+        unavailable: shutting down``, and the stop returns right after.
+        """
         self._stop_metrics()
-        if self._http is not None:
-            await self._http.stop(grace)
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace)
+        server, http = self.grpc_server, self._http
+        if server is not None:
+            await server.not_serving()
+        stopping = [asyncio.ensure_future(server.stop(grace))] if server is not None else []
+        if http is not None:
+            stopping.append(asyncio.ensure_future(http.stop(grace)))
+        try:
+            await self.drain.wait(grace)
+        finally:
+            await asyncio.gather(*stopping)
         for store in self.owned_stores:
             await store.close()
         self.started = False

@@ -8,6 +8,7 @@ an ``Outcome`` with its status.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 
@@ -80,6 +81,32 @@ class Outcome:
     #: The response message bytes, when the pipeline serialised them already (a signed
     #: gRPC answer's hash is over exactly these bytes); None: the transport encodes ``synapse``.
     reply: bytes | None = None
+    #: ``time.monotonic()`` by which a stream must be written out. A transport whose write
+    #: is still blocked then (a client that stopped reading) gives up and calls :meth:`cut`,
+    #: so the forward's slot never outlives the call's deadline.
+    deadline: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before ``deadline`` (never below zero), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def cut(self, error: Exception) -> None:
+        """End ``stream`` with ``error`` as if the forward had raised it: the outcome turns
+        into that failure, the forward is closed and its slot freed."""
+        chunks = self.stream
+        if chunks is None:
+            return
+        try:
+            await chunks.athrow(error)  # type: ignore[attr-defined]
+        except StopAsyncIteration:  # the failure is recorded on the outcome
+            pass
+        except Exception as e:  # the stream had already ended: nothing to record
+            if e is not error:
+                raise
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     @property
     def ok(self) -> bool:
@@ -99,10 +126,7 @@ class Outcome:
                 try:
                     message = encode(chunk)
                 except Exception as e:
-                    try:
-                        await chunks.athrow(e)  # type: ignore[attr-defined]
-                    except StopAsyncIteration:
-                        pass
+                    await self.cut(e)
                     return
                 yield message
         finally:

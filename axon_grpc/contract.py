@@ -26,12 +26,14 @@ REQUEST METADATA (all values are ASCII strings; keys are lowercase)
                                 (10.5.0 = 10005000); absent: current; below
                                 7002000: refused
   bt_header_dendrite_crypto     "sr25519" (default) or "ed25519"
-  computed_body_hash            SHA3-256 of the request message bytes
-                                exactly as sent: 64 lowercase hex digits,
+  computed_body_hash            SHA3-256 of the method path, a newline and
+                                the request message bytes exactly as sent
+                                (see SIGNATURE): 64 lowercase hex digits,
                                 no prefix                                  required
   timeout                       seconds the caller waits, decimal, may be a
                                 float ("12", "2.5"); must be > 0 (default 12)
-  name                          the synapse name (informational)
+  name                          the synapse name; when sent, it must be the
+                                method's (else INVALID_ARGUMENT)
   bt_header_input_obj_{field}   optional: base64 of the JSON of a user field
                                 value, seen by the miner's blacklist/priority
                                 functions before the body is parsed
@@ -42,7 +44,11 @@ REQUEST METADATA (all values are ASCII strings; keys are lowercase)
 SIGNATURE
   Serialise the request message once, hash those bytes, send those bytes
   (a stub that serialises again may produce other bytes, e.g. map order).
-  The caller signs the UTF-8 string
+  computed_body_hash = lowercase hex SHA3-256 over the UTF-8 method path,
+  one newline byte and the message bytes:
+    sha3_256("/axon.v1.Axon/{SynapseName}" + "\\n" + message_bytes)
+  so a call signed for one method fails at any other (INVALID_ARGUMENT
+  "Hash mismatch ..."). The caller signs the UTF-8 string
     "{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{computed_body_hash}"
   with its hotkey (sr25519: schnorrkel with signing context "substrate";
   ed25519: RFC 8032), where axon_hotkey is the SS58 of the axon being called.

@@ -27,6 +27,7 @@ VERSION = "bt_header_dendrite_version"
 CRYPTO = "bt_header_dendrite_crypto"
 BODY_HASH = "computed_body_hash"
 TIMEOUT = "timeout"
+NAME = "name"  #: the synapse name; when sent, it must be the one called
 
 LEGACY = "legacy"  #: signed ``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` (SDK 7.2-10.5, our Dendrite)
 BTAUTH = "btauth"  #: SDK 11's ``btauth/1`` headers, signing method, path and the raw body

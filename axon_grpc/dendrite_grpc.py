@@ -9,7 +9,8 @@ from typing import Any, AsyncIterator
 import grpc
 
 from .dendrite_answer import Result, axon_status, fill, read_axon, timeout_result, unavailable_result, unverified_result
-from .dendrite_signing import RequestSigner, grpc_body_hash
+from .auth import reply_hash
+from .dendrite_signing import RequestSigner
 from .errors import http_status_for
 from .info import AxonInfo
 from .schema import schema_for
@@ -85,7 +86,7 @@ class GrpcLink:
         if self.verify_response:
             axon = synapse.axon
             problem = self.signer.answer_problem(
-                synapse, info.hotkey, grpc_body_hash(response), axon.signature if axon is not None else None
+                synapse, info.hotkey, reply_hash(response), axon.signature if axon is not None else None
             )
             if problem is not None:
                 return unverified_result(problem)

@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
 from . import btauth
-from .auth import CRYPTO_HEADER, PROTOCOL_VERSION, SIGN_ANSWER_HEADER, answer_message
+from .auth import CRYPTO_HEADER, PROTOCOL_VERSION, SIGN_ANSWER_HEADER, answer_message, grpc_body_hash
 from .info import AxonInfo
 from .keys import InvalidAddress, parse_signature, verify_signature
 from .synapse import (
@@ -35,11 +34,6 @@ from .transport import METHOD_PREFIX
 
 #: The signing schemes a Dendrite speaks.
 AUTH_SCHEMES = ("legacy", "btauth")
-
-
-def grpc_body_hash(body: bytes) -> str:
-    """The legacy scheme's ``computed_body_hash`` of a gRPC request: SHA3-256 of the bytes as sent."""
-    return hashlib.sha3_256(body).hexdigest()
 
 
 class RequestSigner:
@@ -96,7 +90,7 @@ class RequestSigner:
         if self.auth == "btauth":
             metadata += self._btauth(METHOD_PREFIX + name, body, info.hotkey, nonce, synapse).items()
             return body, metadata
-        body_hash = grpc_body_hash(body)
+        body_hash = grpc_body_hash(METHOD_PREFIX + name, body)  # binds the method too
         signature = self._sign_legacy(nonce, info.hotkey, body_hash)
         d = synapse.dendrite
         assert d is not None

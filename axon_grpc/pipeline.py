@@ -4,12 +4,14 @@ Every request passes the same stages, in this order, whichever transport carried
 
 1. **Route**: an unknown synapse name is 404.
 2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
-   once) are read in one pass; a malformed or oversized value is 400.
+   once) are read in one pass; a malformed or oversized value is 400, and so is a
+   ``name`` header naming another synapse than the one called.
 3. **Overload**: when every slot is busy and the queue is full, a caller whose last
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
 4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
-5. **Body**: read (413 past the limit), checked against the signed body hash (400),
+5. **Body**: read (413 past the limit), checked against the signed body hash (400; over
+   gRPC the hash covers the method path too, see :func:`~axon_grpc.auth.grpc_body_hash`),
    decoded and validated once into the synapse (400). Base fields come from the
    verified credentials and the axon's own state; user fields from the body only.
 6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
@@ -27,7 +29,6 @@ Every request passes the same stages, in this order, whichever transport carried
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -36,10 +37,12 @@ from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from .admission import OVERLOADED, AdmissionQueue
+from .auth import grpc_body_hash
 from .call import GRPC, Call, Outcome
-from .credentials import BTAUTH, Credentials
+from .credentials import BTAUTH, NAME, Credentials
 from .endpoints import Endpoint
 from .errors import (
     AxonError,
@@ -69,6 +72,11 @@ MAX_QUOTED_NAME = 128
 REMEMBERED_PRIORITIES = 4096
 
 _NO_PRIORITY = float("-inf")
+#: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
+#: the legacy signed message does not cover the route, so this is what binds them.
+WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
+#: The gRPC method of synapse ``{name}`` when a transport does not say.
+GRPC_METHOD = "/axon.v1.Axon/{name}"
 
 
 def _parse_error_detail(error: ValidationError) -> str:
@@ -77,16 +85,41 @@ def _parse_error_detail(error: ValidationError) -> str:
     return f"{location}: {first.get('msg', 'invalid')}"
 
 
+#: Reasons of ``pydantic_core.from_json`` for JSON no synapse holds, and the words of the 400.
+_JSON_REFUSALS = (
+    ("recursion limit exceeded", "nested too deeply"),
+    ("number out of range", "a number is too long"),
+    ("lone leading surrogate", "a lone surrogate"),
+    ("invalid unicode code point", "not UTF-8 JSON"),
+    ("unexpected end of hex escape", "a lone surrogate"),
+)
+
+
 def load_json_object(raw: bytes, name: str) -> dict[str, Any]:
     """The request body as a JSON object (empty: ``{}``).
 
     Raises :class:`json.JSONDecodeError` when it is not JSON (the legacy 422) and
-    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape (400).
+    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape, or
+    JSON no synapse holds: nested more than 200 deep, a number of more than 4300 digits, a
+    lone surrogate (400, with a short fixed reason).
     """
+    if not raw:
+        return {}
     try:
-        payload = json.loads(raw) if raw else {}
-    except UnicodeDecodeError:
-        raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
+        payload = from_json(raw)
+    except ValueError as e:
+        reason = str(e)
+        for prefix, said in _JSON_REFUSALS:
+            if reason.startswith(prefix):
+                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {said}") from None
+        try:  # not JSON at all: the legacy 422 names where, as the standard parser says it
+            json.loads(raw)
+        except UnicodeDecodeError:
+            raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
+        except (RecursionError, ValueError) as not_json:
+            if isinstance(not_json, json.JSONDecodeError):
+                raise
+        raise SynapseParsingError("Improperly formatted request. Could not parse body: invalid JSON") from None
     if not isinstance(payload, dict):
         raise SynapseParsingError(
             f"Improperly formatted request. Could not parse body into synapse of type {name}: "
@@ -142,6 +175,8 @@ class Pipeline:
         request_body: Any = None
         try:
             credentials = Credentials.read(call.headers)
+            if call.headers.get(NAME, call.name) != call.name:
+                raise SynapseParsingError(WRONG_NAME)
             if self.admission.saturated:
                 self._refuse_early(credentials)
             dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
@@ -208,7 +243,7 @@ class Pipeline:
         legacy = credentials.scheme != BTAUTH
         if call.transport == GRPC:
             if legacy:
-                actual = hashlib.sha3_256(body).hexdigest()
+                actual = grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body)
                 if actual != credentials.body_hash:
                     raise BodyHashMismatch(
                         f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
@@ -355,7 +390,7 @@ class Pipeline:
             await chunks.aclose()
             raise
         self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
-        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body)
+        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
         outcome.stream = self._relay(transport, outcome, first, chunks, start, own, scheme)
         return outcome
 
@@ -461,11 +496,38 @@ class Pipeline:
         return Outcome(status, message, synapse, reason=reason_of(error))
 
 
+class LineBudget:
+    """At most ``per_second`` log lines a second (a token bucket): a flood of refused
+    requests costs the log a bounded rate, whatever the caller sends."""
+
+    def __init__(self, per_second: float) -> None:
+        self.rate = per_second
+        self.tokens = per_second
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+#: Refusals (client faults) are logged at debug level, at most this many lines a second.
+REFUSAL_LINES_PER_SECOND = 20
+#: Longest refusal reason written to the log.
+MAX_LOGGED_REASON = 200
+_refusal_lines = LineBudget(REFUSAL_LINES_PER_SECOND)
+
+
 def describe(error: BaseException, name: str | None) -> tuple[int, str]:
     """The status and wire message of ``error``, logged: refusals at debug, the rest with an id."""
     status = status_of(error)
     if isinstance(error, AxonError) and not isinstance(error, InternalServerError):
-        logger.debug("%s refused with %s: %s", name, status, error.message)
+        if logger.isEnabledFor(logging.DEBUG) and _refusal_lines.take():
+            logger.debug("%s refused with %s: %s", name, status, error.message[:MAX_LOGGED_REASON])
         return status, error.message
     error_id = str(uuid_lib.uuid4())
     logger.error("%s failed: error id %s", name, error_id, exc_info=error)

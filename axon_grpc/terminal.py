@@ -13,12 +13,11 @@ JSON the legacy field hash of every user field (:func:`~axon_grpc.synapse.answer
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Callable, Mapping
 
 from ._types import Signer
-from .auth import SIGN_ANSWER_HEADER, answer_message, response_message
+from .auth import SIGN_ANSWER_HEADER, answer_message, reply_hash, response_message
 from .call import GRPC, Outcome
 from .synapse import AXON_PREFIX, Synapse, TerminalInfo, answer_body_hash, terminal_info
 
@@ -123,7 +122,7 @@ class AxonTerminal:
         endpoint = outcome.endpoint
         if transport == GRPC and endpoint is not None:
             outcome.reply = endpoint.schema.to_bytes(synapse)
-            body_hash = hashlib.sha3_256(outcome.reply).hexdigest()
+            body_hash = reply_hash(outcome.reply)
         else:
             body_hash = answer_body_hash(synapse)
         info = synapse.axon

@@ -120,7 +120,7 @@ class Route:
         assert self.encode is not None
         endpoint, synapse = self.endpoint, outcome.synapse
         hashed = legacy_body_hash(synapse, endpoint.hash_fields)
-        return stream_reply(synapse, endpoint.required_fields, hashed, outcome.encoded(self.encode))
+        return stream_reply(synapse, endpoint.required_fields, hashed, outcome.encoded(self.encode), outcome)
 
 
 def _peer(client: tuple[str, int] | list[Any] | None) -> tuple[str | None, int | None]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from axon_grpc.errors import RequestTooLarge, SynapseParsingError
+from axon_grpc.errors import RequestTimeout, RequestTooLarge, SynapseParsingError
+from axon_grpc.forwarding import within
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -13,6 +15,8 @@ Receive = Callable[[], Awaitable[Message]]
 #: Default bounds on request headers (the body bound comes from ``axon.max_request_bytes``).
 DEFAULT_MAX_HEADER_COUNT = 100
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+#: Default time limit on receiving a request body (a client trickling it holds a connection).
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Limits:
     max_request_bytes: int  #: request body, checked on Content-Length and while streaming (413)
     max_header_count: int = DEFAULT_MAX_HEADER_COUNT  #: number of request headers (431)
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES  #: names plus values of all headers (431)
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  #: reading the whole body (408 past it)
 
     def header_problem(self, count: int, size: int) -> str | None:
         """Why headers of this shape are refused, or None."""
@@ -42,7 +47,15 @@ class Limits:
 
 
 async def read_body(receive: Receive, limits: Limits) -> bytes:
-    """The whole request body, refusing it once it passes ``limits.max_request_bytes``."""
+    """The whole request body, refusing it once it passes ``limits.max_request_bytes`` (413)
+    or when it takes longer than ``limits.body_timeout_s`` to arrive (408)."""
+    try:
+        return await within(_read_body(receive, limits), limits.body_timeout_s)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise RequestTimeout(f"Request body not received within {limits.body_timeout_s:g} s") from None
+
+
+async def _read_body(receive: Receive, limits: Limits) -> bytes:
     limit = limits.max_request_bytes
     message = await receive()
     body: bytes = message.get("body", b"")

@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.call import HTTP, Call
 from axon_grpc.credentials import CRYPTO, Credentials
+from axon_grpc.drain import Drain, shutting_down
 from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseError
+from axon_grpc.forwarding import timed_out
 from axon_grpc.metrics import NO_SCHEME, UNKNOWN_SYNAPSE
 from axon_grpc.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
@@ -49,7 +51,9 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 
 async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
-    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream."""
+    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream, and
+    so does the call's deadline (a client that stopped reading blocks the writes): the
+    response is then cut short and the connection closed."""
     await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
 
     async def pump() -> None:
@@ -61,14 +65,20 @@ async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    outcome = reply.outcome
     writer = asyncio.ensure_future(pump())
     watcher = asyncio.ensure_future(disconnected())
+    expired = False
     try:
-        await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+        timeout = outcome.remaining() if outcome is not None else None
+        done, _ = await asyncio.wait((writer, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        expired = not done
     finally:
         for task in (writer, watcher):
             task.cancel()
         await asyncio.gather(writer, watcher, return_exceptions=True)
+        if expired and outcome is not None:
+            await outcome.cut(timed_out(outcome.synapse))
         await reply.chunks.aclose()  # type: ignore[attr-defined]
 
 
@@ -97,6 +107,11 @@ class AxonMiddleware:
         bridge = bridge if bridge is not None else axon.http
         self.exchange = bridge.exchange
         self.limits = bridge.limits
+        #: The requests in flight, shared with the gRPC server: the axon's stop drains both.
+        self.drain: Drain = getattr(axon, "drain", None) or Drain()
+
+    def _shutting_down(self) -> Reply:
+        return self.exchange.reply(shutting_down())  # type: ignore[return-value]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,11 +136,15 @@ class AxonMiddleware:
             return
         query = scope.get("query_string", b"")
         target = scope["path"] + ("?" + query.decode("latin-1") if query else "")  # what btauth signs
-        reply = await self.exchange.handle(
-            name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], target
+        drain = self.drain
+        reply = await drain.run(
+            self.exchange.handle(
+                name, headers, scope.get("client"), lambda: read_body(receive, limits), scope["method"], target
+            ),
+            self._shutting_down,
         )
         if isinstance(reply, StreamReply):
-            await send_stream(send, receive, reply)
+            await drain.run(send_stream(send, receive, reply), lambda: None)  # cut short: the connection closes
         else:
             await send_reply(send, reply)
 

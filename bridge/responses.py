@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, NamedTuple, Optional, Sequence
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -25,6 +25,9 @@ from axon_grpc.synapse import (
     legacy_body_hash,
 )
 from axon_grpc.synapse import input_obj_placeholder as input_placeholder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from axon_grpc.call import Outcome
 
 #: Raw ASGI header pairs, as uvicorn sends them.
 RawHeaders = list[tuple[bytes, bytes]]
@@ -46,17 +49,21 @@ class StreamReply(NamedTuple):
     status: int
     headers: RawHeaders
     chunks: AsyncIterator[bytes]
+    #: The pipeline's outcome behind ``chunks``: its deadline bounds the writes (a client
+    #: that stops reading is cut there), its ``cut`` ends the stream.
+    outcome: Optional[Outcome] = None
 
 
 EVENT_STREAM_CONTENT_TYPE = (b"content-type", b"text/event-stream")
 
 
 def stream_reply(
-    synapse: Synapse, required_fields: Sequence[str], computed_hash: str, chunks: AsyncIterator[bytes]
+    synapse: Synapse, required_fields: Sequence[str], computed_hash: str, chunks: AsyncIterator[bytes],
+    outcome: Optional[Outcome] = None,
 ) -> StreamReply:
     """200 ``text/event-stream`` with the synapse's headers; the body is ``chunks``."""
     return StreamReply(200, [EVENT_STREAM_CONTENT_TYPE, *synapse_headers(synapse, required_fields, computed_hash, 0)],
-                       chunks)
+                       chunks, outcome)
 
 
 def dump_json(content: Any) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import socket
 import threading
@@ -19,30 +18,63 @@ from typing import Any, Iterator
 import uvicorn
 from uvicorn.server import ServerState
 
+from axon_grpc.drain import ANSWER_S
+
+from .protocols import DEFAULT_HEAD_TIMEOUT_S, best_http, protocol_class
+
 logger = logging.getLogger("axon_grpc.bridge")
 
 #: How long ``start()`` (thread mode) waits for the server to listen.
 START_TIMEOUT_S = 30.0
 
 
-def make_config(app: Any, host: str, port: int, *, max_header_bytes: int) -> uvicorn.Config:
-    """The ``uvicorn.Config`` of the bridge: quiet, no lifespan, no proxy-header trust."""
-    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
-    return uvicorn.Config(
+class _CutStreams(logging.Filter):
+    """Drops uvicorn's error line for a response the bridge cut on purpose (a stream whose
+    client stopped reading, at its deadline): one per stalled client, it is no server fault."""
+
+    MESSAGE = "ASGI callable returned without completing response."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.MESSAGE
+
+
+def _quiet_cut_streams() -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutStreams) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(_CutStreams())
+
+
+#: Edge limits of the bridge's uvicorn (library mode; ``axon-grpc serve`` has Envoy's).
+DEFAULT_LIMIT_CONCURRENCY = 1024  #: connections plus requests at once; more are answered 503
+DEFAULT_KEEP_ALIVE_S = 5  #: an idle kept-alive connection is closed after this
+
+
+def make_config(
+    app: Any, host: str, port: int, *, max_header_bytes: int,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY, timeout_keep_alive: int = DEFAULT_KEEP_ALIVE_S,
+    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S,
+) -> uvicorn.Config:
+    """The ``uvicorn.Config`` of the bridge: quiet, no lifespan, no proxy-header trust, and
+    the edge limits uvicorn allows (a head read limit added: ``head_timeout_s``)."""
+    _quiet_cut_streams()
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",  # served in the axon's loop; thread mode gets a plain asyncio loop
-        http=http,
+        http=protocol_class(best_http()),
         lifespan="off",
         log_level="warning",
         log_config=None,  # leave the process's logging configuration alone
         access_log=False,
         proxy_headers=False,  # the peer address is the socket's, never a client's claim
-        limit_concurrency=None,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=timeout_keep_alive,
         # h11 refuses headers past this on its own; keep it above the bridge's 431 bound.
         h11_max_incomplete_event_size=max_header_bytes + 16 * 1024,
     )
+    config.head_timeout_s = head_timeout_s  # type: ignore[attr-defined]  # read by the protocol
+    return config
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -194,7 +226,11 @@ class FastAPIThreadedServer(uvicorn.Server):
         task, self._task = self._task, None
         if task is None:
             return
-        self.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
+        for listening in getattr(self, "servers", ()):  # no new connections from now on, not at the next tick
+            listening.close()
+        # The axon's drain answers what is still running at the grace (503); uvicorn's own
+        # cut (a plain-text 500 and an error line) comes only after that.
+        self.config.timeout_graceful_shutdown = None if grace is None else grace + ANSWER_S  # type: ignore[assignment]
         if grace is None:
             self.force_exit = True
             for pending in list(self.server_state.tasks):

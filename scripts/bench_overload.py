@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import multiprocessing
 import os
@@ -83,13 +82,14 @@ class Caller:
 
     def __init__(self, seed: bytes, axon_hotkey: str) -> None:
         from axon_grpc import Keypair
+        from axon_grpc.auth import grpc_body_hash
         from axon_grpc.demo import Dummy
         from axon_grpc.schema import schema_for
 
         self.keypair = Keypair.create_from_seed(seed)
         self.axon_hotkey = axon_hotkey
         self.body = schema_for(Dummy).to_bytes({"input": 3})
-        self.body_hash = hashlib.sha3_256(self.body).hexdigest()
+        self.body_hash = grpc_body_hash("/axon.v1.Axon/Dummy", self.body)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         nonce, uid, hotkey = time.time_ns(), str(uuid.uuid4()), self.keypair.ss58_address

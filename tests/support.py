@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 import uuid
@@ -13,7 +12,7 @@ from typing import Optional
 import grpc
 
 from axon_grpc import Keypair, Synapse, SynapseException
-from axon_grpc.auth import PROTOCOL_VERSION
+from axon_grpc.auth import PROTOCOL_VERSION, grpc_body_hash
 from axon_grpc.nonces import NonceStore, NonceVerdict
 
 #: Requests and responses captured from a real Bittensor SDK 10.5.0 exchange (see its README).
@@ -66,9 +65,12 @@ class RawCaller:
         self.uuid = str(uuid.uuid1())
         self.channel = grpc.aio.insecure_channel(address)
 
-    def metadata(self, body: bytes, *, nonce: int | None = None, **overrides: str | None) -> list[tuple[str, str]]:
+    def metadata(
+        self, body: bytes, *, method: str = "Dummy", nonce: int | None = None, **overrides: str | None
+    ) -> list[tuple[str, str]]:
+        """Signed metadata of a call of ``/axon.v1.Axon/{method}`` with ``body``."""
         nonce = time.time_ns() if nonce is None else nonce
-        body_hash = hashlib.sha3_256(body).hexdigest()
+        body_hash = grpc_body_hash(f"/axon.v1.Axon/{method}", body)
         hotkey = self.keypair.ss58_address
         message = f"{nonce}.{hotkey}.{self.axon_hotkey}.{self.uuid}.{body_hash}"
         values: dict[str, str | None] = {
@@ -89,7 +91,7 @@ class RawCaller:
     ) -> tuple[grpc.StatusCode, bytes | None, str, dict[str, str]]:
         """(status, response bytes or None, details, trailing metadata) of one raw call."""
         rpc = self.channel.unary_unary(f"/axon.v1.Axon/{method}")
-        call = rpc(body, metadata=metadata if metadata is not None else self.metadata(body), timeout=timeout)
+        call = rpc(body, metadata=metadata if metadata is not None else self.metadata(body, method=method), timeout=timeout)
         try:
             response = await call
         except grpc.aio.AioRpcError as e:

@@ -97,7 +97,7 @@ def work_priority(synapse: Work) -> float:
 def request(raw: RawCaller, rank: int, timeout: str = "12.0"):
     body = schema_for(Work).to_bytes({"rank": rank})
     header = base64.b64encode(str(rank).encode()).decode()
-    return raw.call("Work", body, raw.metadata(body, bt_header_input_obj_rank=header, timeout=timeout))
+    return raw.call("Work", body, raw.metadata(body, method="Work", bt_header_input_obj_rank=header, timeout=timeout))
 
 
 async def wait_until(predicate, limit: float = 5.0) -> None:
@@ -191,7 +191,7 @@ async def test_deadlines_cancel_async_forwards_and_discard_late_sync_results() -
         await wait_until(lambda: cancelled == [True])  # the forward saw the cancellation
 
         raw = RawCaller(f"127.0.0.1:{h.axon.port}", h.axon.wallet.hotkey.ss58_address)
-        status, _, details, _ = await raw.call("Stubborn", b"", raw.metadata(b"", timeout="0.2"))
+        status, _, details, _ = await raw.call("Stubborn", b"", raw.metadata(b"", method="Stubborn", timeout="0.2"))
         await raw.close()
         assert status == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Response timeout after: 0.2s"
         assert h.axon.admission.running == 1  # the thread still holds its slot

@@ -183,7 +183,7 @@ async def test_saturated_pool_runs_highest_priority_first() -> None:
         def request(rank: int):
             body = schema_for(Job).to_bytes({"rank": rank})
             header = base64.b64encode(str(rank).encode()).decode()
-            return raw.call("Job", body, raw.metadata(body, bt_header_input_obj_rank=header))
+            return raw.call("Job", body, raw.metadata(body, method="Job", bt_header_input_obj_rank=header))
 
         blocker = asyncio.create_task(request(-1))
         while h.axon.admission.running < 1 or h.axon.thread_pool.active < 1:

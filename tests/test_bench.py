@@ -66,7 +66,7 @@ def test_grpc_metadata_is_the_dendrites() -> None:
     client, axon = Keypair.generate(), Keypair.generate()
     signer = GrpcSigner(client, axon.ss58_address, grpc_body())
     metadata = dict(signer.metadata("u-1", 1795716669893194313))
-    assert metadata["computed_body_hash"] == hashlib.sha3_256(grpc_body()).hexdigest()
+    assert metadata["computed_body_hash"] == hashlib.sha3_256(b"/axon.v1.Axon/Dummy\n" + grpc_body()).hexdigest()
     message = f"1795716669893194313.{client.ss58_address}.{axon.ss58_address}.u-1.{metadata['computed_body_hash']}"
     assert client.verify(message, metadata["bt_header_dendrite_signature"])
     assert metadata["bt_header_dendrite_crypto"] == "sr25519" and metadata["name"] == "Dummy"

@@ -71,7 +71,7 @@ async def test_signature_hex_may_be_upper_case_and_unprefixed(axon) -> None:
 
 async def test_body_hash_must_be_lower_case_hex_without_prefix(axon) -> None:
     _, caller = axon
-    digest = hashlib.sha3_256(DUMMY_7).hexdigest()
+    digest = hashlib.sha3_256(b"/axon.v1.Axon/Dummy\n" + DUMMY_7).hexdigest()
     expected = {digest.upper(): "Hash mismatch", "0x" + digest: "Improperly formatted request. computed_body_hash is longer"}
     for claimed, refusal in expected.items():
         # signed over the claimed form, so only the body hash rules can refuse it

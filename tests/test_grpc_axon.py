@@ -296,7 +296,7 @@ async def test_slow_forward_times_out_at_the_client(harness: AxonHarness) -> Non
 
 async def test_server_enforces_synapse_timeout(harness: AxonHarness, raw: RawCaller) -> None:
     body = schema_for(Slow).to_bytes({"seconds": 2.0})
-    status, _, details, trailing = await raw.call("Slow", body, raw.metadata(body, timeout="0.3"), timeout=10)
+    status, _, details, trailing = await raw.call("Slow", body, raw.metadata(body, method="Slow", timeout="0.3"), timeout=10)
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED
     assert details == "Response timeout after: 0.3s"
     assert trailing["bt_header_axon_status_code"] == "408"

@@ -68,7 +68,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 async def grpc_call(raw: RawCaller, name: str, synapse_class: type[Synapse], fields: dict, **overrides: str):
     body = schema_for(synapse_class).to_bytes(fields)
-    return await raw.call(name, body, raw.metadata(body, **overrides))
+    return await raw.call(name, body, raw.metadata(body, method=name, **overrides))
 
 
 async def test_scrape_counts_each_outcome_exactly() -> None:

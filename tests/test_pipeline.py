@@ -6,7 +6,6 @@ The stage order, what each hook sees, the time-limit policy and the seed's live 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from typing import Any, AsyncIterator
@@ -14,6 +13,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from axon_grpc import Keypair, StreamingSynapse
+from axon_grpc.auth import grpc_body_hash
 from axon_grpc.call import GRPC, HTTP, Call, Outcome
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import build_axon
@@ -47,7 +47,7 @@ class Signer:
 
     def grpc(self, synapse: Dummy, name: str = "Dummy", **overrides: str) -> Call:
         body = schema_for(type(synapse)).to_bytes(synapse)
-        headers = self.headers(hashlib.sha3_256(body).hexdigest(), **overrides)
+        headers = self.headers(grpc_body_hash(f"/axon.v1.Axon/{name}", body), **overrides)
         return Call(name, headers, GRPC, body, peer_ip="127.0.0.1", peer_port=4000, path=f"/axon.v1.Axon/{name}")
 
     def http(self, synapse: Dummy, **overrides: str) -> Call:
@@ -193,7 +193,7 @@ async def count(synapse: Counting) -> AsyncIterator[int]:
 async def test_a_stream_outcome_turns_final_when_its_chunks_end() -> None:
     axon, signer = axon_with(count)
     body = schema_for(Counting).to_bytes(Counting(upto=3))
-    headers = signer.headers(hashlib.sha3_256(body).hexdigest())
+    headers = signer.headers(grpc_body_hash("/axon.v1.Axon/Counting", body))
     outcome: Outcome = await axon.pipeline.handle(Call("Counting", headers, GRPC, body, path="/axon.v1.Axon/Counting"))
     assert outcome.ok and outcome.stream is not None
     assert [chunk async for chunk in outcome.stream] == [0, 1, 2]

@@ -151,7 +151,7 @@ async def test_streaming_flag_needs_a_streaming_synapse(harness) -> None:
 async def test_blacklist_applies_to_streams(harness) -> None:
     raw = RawCaller(f"127.0.0.1:{harness.axon.port}", harness.axon.wallet.hotkey.ss58_address)
     body = schema_for(Story).to_bytes({"words": 13})
-    metadata = raw.metadata(body, bt_header_input_obj_words=base64.b64encode(b"13").decode())
+    metadata = raw.metadata(body, method="Story", bt_header_input_obj_words=base64.b64encode(b"13").decode())
     call = raw.channel.unary_stream("/axon.v1.Axon/Story")(body, metadata=metadata)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await collect(call)

@@ -91,7 +91,7 @@ async def test_two_workers_share_the_port_and_the_replay_state(tmp_path: Path, r
         # One signed request, sent again over fresh connections: only the first is accepted,
         # and refusals come from the worker that did not accept it too.
         caller = RawCaller(f"127.0.0.1:{port}", hotkey().ss58_address)
-        metadata = caller.metadata(BODY)
+        metadata = caller.metadata(BODY, method="WhoAmI")
         await caller.close()
         outcomes: list[tuple[grpc.StatusCode, str]] = []
         for _ in range(12):

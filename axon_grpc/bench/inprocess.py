@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import time
 from typing import Any, Callable
 
+from ..auth import grpc_body_hash
 from ..call import GRPC, Call
 from ..demo import Dummy, blacklist, priority
 from ..grpc_codec import reply_message, trailing_metadata
@@ -76,7 +76,7 @@ def _time_verified_echo(calls: int, rounds: int) -> float:
         gc.collect()
         started = time.perf_counter()
         for headers in batch:
-            body_hash = hashlib.sha3_256(body).hexdigest()
+            body_hash = grpc_body_hash(GRPC_METHOD, body)
             hotkey, nonce, uuid = (headers["bt_header_dendrite_hotkey"], int(headers["bt_header_dendrite_nonce"]),
                                    headers["bt_header_dendrite_uuid"])
             message = f"{nonce}.{hotkey}.{axon_key.ss58_address}.{uuid}.{body_hash}".encode()

@@ -55,23 +55,40 @@ class _Echo(grpc.GenericRpcHandler):
     def __init__(self, verified: bool, hotkey: str) -> None:
         self.hotkey = hotkey
         self.nonces: dict[str, int] = {}
-        behavior = self._verified if verified else self._echo
-        self.handler = grpc.unary_unary_rpc_method_handler(behavior)
+        self.verified = verified
+        self.echo_handler = grpc.unary_unary_rpc_method_handler(self._echo)
+        #: Verified handlers by method path: the body hash covers the method, as the axon's does.
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return self.handler
+        if not self.verified:
+            return self.echo_handler
+        method = handler_call_details.method
+        handler = self.handlers.get(method)
+        if handler is None:
+            handler = self.handlers[method] = self._verified_handler(method)
+        return handler
+
+    def _verified_handler(self, method: str) -> grpc.RpcMethodHandler:
+        async def verified(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._verified(method, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(verified)
 
     @staticmethod
     async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
-    async def _verified(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _verified(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         import sr25519
 
         from ..keys import ss58_decode
 
         md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        body_hash = hashlib.sha3_256(request).hexdigest()
+        digest = hashlib.sha3_256(method.encode())
+        digest.update(b"\n")
+        digest.update(request)
+        body_hash = digest.hexdigest()
         hotkey = md.get("bt_header_dendrite_hotkey", "")
         nonce_text = md.get("bt_header_dendrite_nonce", "")
         uuid = md.get("bt_header_dendrite_uuid", "")

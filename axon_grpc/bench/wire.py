@@ -20,11 +20,10 @@ the last one it accepted for that key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid as uuid_lib
-from ..auth import CRYPTO_HEADER, PROTOCOL_VERSION
+from ..auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
 from ..demo import Dummy
 from ..keys import Keypair
 from ..schema import schema_for
@@ -69,12 +68,12 @@ class GrpcSigner:
     """Signs gRPC calls for one client hotkey against one axon hotkey (the Dendrite's metadata)."""
 
     def __init__(self, keypair: Keypair, axon_hotkey: str, body: bytes, *, timeout: float = 12.0,
-                 external_ip: str = "127.0.0.1") -> None:
+                 external_ip: str = "127.0.0.1", method: str = GRPC_METHOD) -> None:
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
         self.axon_hotkey = axon_hotkey
         self.body = body
-        self.body_hash = hashlib.sha3_256(body).hexdigest()
+        self.body_hash = grpc_body_hash(method, body)
         self.timeout = str(timeout)
         self.external_ip = external_ip
         self.crypto = keypair.crypto_type

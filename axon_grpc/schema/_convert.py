@@ -228,8 +228,10 @@ class _CodecBuilder:
                     return _MISSING  # absent: let pydantic use the default (or complain)
                 try:
                     return adapter.validate_json(data)
-                except ValidationError as exc:
-                    raise ValueError(f"{where}: JSON-carried value is invalid: {exc}") from exc
+                except ValidationError as exc:  # its first reason only: never the value itself
+                    first = exc.errors(include_url=False, include_input=False)[0]
+                    reason = str(first.get("msg", "invalid"))[:100]
+                    raise ValueError(f"{where}: JSON-carried value is invalid: {reason}") from None
 
             return enc_json, True, dec_json
 

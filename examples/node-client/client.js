@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Call a Python axon-grpc miner from Node.js, by the metadata contract of the
-// emitted .proto: serialize the request, hash the exact bytes (SHA3-256), sign
+// emitted .proto: serialize the request, hash the method path, a newline and the
+// exact bytes (SHA3-256), sign
 // "{nonce}.{hotkey}.{axon_hotkey}.{uuid}.{body_hash}" with an sr25519 hotkey,
 // send the bytes with the bt_header_* metadata, and print the response as JSON.
 //
@@ -40,9 +41,10 @@ function loadMethod(protoFile, synapse) {
   return service[synapse];
 }
 
-function signedMetadata(pair, hotkey, axonHotkey, uuid, body, timeout) {
+function signedMetadata(pair, hotkey, axonHotkey, uuid, methodPath, body, timeout) {
   const nonce = (BigInt(Date.now()) * 1000000n + BigInt(process.hrtime.bigint() % 1000000n)).toString();
-  const bodyHash = crypto.createHash('sha3-256').update(body).digest('hex');
+  // The hash binds the method: a call signed for one synapse fails at another.
+  const bodyHash = crypto.createHash('sha3-256').update(methodPath + '\n').update(body).digest('hex');
   const message = `${nonce}.${hotkey}.${axonHotkey}.${uuid}.${bodyHash}`;
   const signature = '0x' + Buffer.from(sr25519Sign(new TextEncoder().encode(message), pair)).toString('hex');
   const metadata = new grpc.Metadata();
@@ -82,9 +84,10 @@ async function main() {
   const hotkey = encodeAddress(pair.publicKey, 42);
   const method = loadMethod(args.proto, args.synapse);
   const body = method.requestSerialize(JSON.parse(args.request));
-  const metadata = signedMetadata(pair, hotkey, args.axonHotkey, crypto.randomUUID(), body, Number(args.timeout));
-  const client = new grpc.Client(args.address, grpc.credentials.createInsecure());
   const methodPath = `/axon.v1.Axon/${args.synapse}`;
+  const metadata = signedMetadata(pair, hotkey, args.axonHotkey, crypto.randomUUID(), methodPath, body,
+                                  Number(args.timeout));
+  const client = new grpc.Client(args.address, grpc.credentials.createInsecure());
 
   const first = await call(client, method, methodPath, body, metadata, Number(args.timeout));
   const result = { hotkey, request_bytes: body.toString('hex') };

@@ -1,0 +1,73 @@
+"""uvicorn's HTTP/1.1 protocols with a time limit on reading a request head.
+
+uvicorn bounds the wait between requests on a kept-alive connection
+(``timeout_keep_alive``) but not the wait for a head: a client that connects and sends
+nothing, or sends its headers a byte at a time, keeps a connection (and a file
+descriptor) as long as it likes. These protocols close a connection whose request head
+is not complete ``head_timeout_s`` seconds after its first byte (or after the connection
+opened, for the first request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Any
+
+#: Default time limit (seconds) on reading one request head.
+DEFAULT_HEAD_TIMEOUT_S = 10.0
+
+
+class HeadTimeout:
+    """Mixin for a uvicorn protocol class (it sets ``self.cycle`` once a head is complete)."""
+
+    config: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_of: Any = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self._waiting_for_head():
+            self._arm_head_timer()
+        super().data_received(data)  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _waiting_for_head(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or bool(cycle.response_complete)
+
+    def _arm_head_timer(self) -> None:
+        self._head_of = self.cycle  # the request before the one whose head is awaited
+        timeout = getattr(self.config, "head_timeout_s", DEFAULT_HEAD_TIMEOUT_S)
+        self._head_timer = self.loop.call_later(timeout, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is self._head_of and self._waiting_for_head():  # no new head since armed
+            self.transport.close()
+
+
+def protocol_class(http: str) -> type:
+    """uvicorn's ``httptools`` or ``h11`` protocol with :class:`HeadTimeout` mixed in."""
+    if http == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
+    return type(f"HeadTimeout{base.__name__}", (HeadTimeout, base), {})
+
+
+def best_http() -> str:
+    """``httptools`` when installed (faster), else ``h11``."""
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
