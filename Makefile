@@ -10,7 +10,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test fuzz proto node-deps redis-server cpp-tools clean
+.PHONY: demo test check fuzz proto node-deps redis-server cpp-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,14 @@ demo: $(STAMP) $(GEN)
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: $(STAMP) $(GEN) node-deps redis-server cpp-tools $(LEGACY_STAMP)
+test: check $(STAMP) $(GEN) node-deps redis-server cpp-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
+
+# The gates a maintainer expects, run by `make test`: lint, format and types.
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy axon_grpc bridge
 
 # The fuzz suite at length (`make test` runs 60 examples per property); FUZZ_EXAMPLES sets how many.
 FUZZ_EXAMPLES ?= 2000

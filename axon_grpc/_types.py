@@ -13,7 +13,7 @@ BlacklistFn = Callable[[Any], Union[tuple[bool, str], bool, Awaitable[Any]]]
 #: ``priority(synapse) -> float``; higher runs sooner when the pool is saturated.
 PriorityFn = Callable[[Any], Union[float, Awaitable[float]]]
 #: ``verify(synapse) -> None``; raise to refuse (runs after the signature check).
-VerifyFn = Callable[[Any], Union[None, Awaitable[None]]]
+VerifyFn = Callable[[Any], Union[Awaitable[None], None]]
 
 
 class Signer(Protocol):

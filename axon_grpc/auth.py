@@ -59,17 +59,17 @@ def check_caller_fields(
     :class:`~axon_grpc.errors.SynapseParsingError` (400) naming the field and its bound.
     """
     if hotkey is not None and len(hotkey) > MAX_HOTKEY_CHARS:
-        raise SynapseParsingError(f"Improperly formatted request. The hotkey is longer than {MAX_HOTKEY_CHARS} "
-                                  "characters")
+        raise SynapseParsingError(
+            f"Improperly formatted request. The hotkey is longer than {MAX_HOTKEY_CHARS} characters"
+        )
     if uuid is not None and len(uuid) > MAX_UUID_CHARS:
-        raise SynapseParsingError(f"Improperly formatted request. The uuid is longer than {MAX_UUID_CHARS} "
-                                  "characters")
+        raise SynapseParsingError(f"Improperly formatted request. The uuid is longer than {MAX_UUID_CHARS} characters")
     if nonce is not None and _over_digits(nonce, MAX_NONCE_DIGITS):
-        raise SynapseParsingError(f"Improperly formatted request. The nonce has more than {MAX_NONCE_DIGITS} "
-                                  "digits")
+        raise SynapseParsingError(f"Improperly formatted request. The nonce has more than {MAX_NONCE_DIGITS} digits")
     if version is not None and _over_digits(version, MAX_VERSION_DIGITS):
-        raise SynapseParsingError(f"Improperly formatted request. The version has more than {MAX_VERSION_DIGITS} "
-                                  "digits")
+        raise SynapseParsingError(
+            f"Improperly formatted request. The version has more than {MAX_VERSION_DIGITS} digits"
+        )
 
 
 @dataclass(frozen=True)

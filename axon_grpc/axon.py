@@ -40,7 +40,7 @@ from .wallet import Wallet
 
 logger = logging.getLogger("axon_grpc")
 
-__all__ = ["Axon", "V_7_2_0", "default_wallet", "data_dir"]
+__all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
 
 
 def default_wallet(config: Config | None = None) -> Wallet:
@@ -186,7 +186,10 @@ class Axon:
         self.forward_class_types = ClassView(self.endpoints)
 
         self.terminal = AxonTerminal(
-            lambda: self.wallet.hotkey, self.uuid, self.version, lambda: (self.external_ip, self.external_port),
+            lambda: self.wallet.hotkey,
+            self.uuid,
+            self.version,
+            lambda: (self.external_ip, self.external_port),
             sign_answers,
         )
         self.verifier = Verifier(
@@ -264,8 +267,10 @@ class Axon:
 
         policy = self.verify_policy
         store = open_nonce_store(
-            url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-            namespace=self.terminal.address, timeout_s=self._store_timeout,
+            url,
+            retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
+            namespace=self.terminal.address,
+            timeout_s=self._store_timeout,
         )
         if store is not None:
             self.owned_stores.append(store)

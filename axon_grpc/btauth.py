@@ -45,8 +45,16 @@ def build_payload(
     *, scheme: str, method: str, path: str, body: bytes, nonce: int, sender: str, receiver: str | None
 ) -> bytes:
     """The exact bytes a btauth signature covers."""
-    lines = (PROTOCOL, scheme, method.upper(), path, hashlib.sha256(body).hexdigest(), str(nonce), sender,
-             receiver or NO_RECEIVER)
+    lines = (
+        PROTOCOL,
+        scheme,
+        method.upper(),
+        path,
+        hashlib.sha256(body).hexdigest(),
+        str(nonce),
+        sender,
+        receiver or NO_RECEIVER,
+    )
     return "\n".join(lines).encode()
 
 
@@ -63,8 +71,9 @@ def sign_headers(
     """btauth headers (lowercase names) for a request signed by ``keypair`` with ``scheme``."""
     nonce = time.time_ns() if nonce is None else nonce
     sender = keypair.ss58_address
-    payload = build_payload(scheme=scheme, method=method, path=path, body=body, nonce=nonce, sender=sender,
-                            receiver=receiver)
+    payload = build_payload(
+        scheme=scheme, method=method, path=path, body=body, nonce=nonce, sender=sender, receiver=receiver
+    )
     headers = {
         HEADER_VERSION: VERSION,
         HEADER_HOTKEY: sender,
@@ -150,8 +159,9 @@ async def verify_btauth(
         raise _fail(f"nonce is more than {allowed_skew_s:g}s in the future", NonceRefused)
     if body is None:
         raise _fail("the request body is needed to check a btauth signature")
-    payload = build_payload(scheme=scheme, method=method, path=path, body=body, nonce=nonce, sender=sender,
-                            receiver=bound)
+    payload = build_payload(
+        scheme=scheme, method=method, path=path, body=body, nonce=nonce, sender=sender, receiver=bound
+    )
     if len(signature) != 64:
         raise _fail("invalid hotkey address or signature encoding")
     try:

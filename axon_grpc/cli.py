@@ -44,14 +44,19 @@ def _option(text: str) -> tuple[str, str | bool | None]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="axon-grpc", description="A gRPC-fronted Bittensor Axon.",
+        prog="axon-grpc",
+        description="A gRPC-fronted Bittensor Axon.",
     )
     parser.add_argument("--version", action="version", version=f"axon-grpc {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING).")
-    parser.add_argument("--log-format", choices=logs.FORMATS, default=os.getenv(logs.FORMAT_ENV) or "text",
-                        help="text (default: human-readable lines) or json (one JSON object per line: time, level, "
-                        "synapse, caller_hotkey, status, duration_ms, error_id; never bodies, headers or "
-                        f"signatures). Environment: {logs.FORMAT_ENV}.")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.getenv(logs.FORMAT_ENV) or "text",
+        help="text (default: human-readable lines) or json (one JSON object per line: time, level, "
+        "synapse, caller_hotkey, status, duration_ms, error_id; never bodies, headers or "
+        f"signatures). Environment: {logs.FORMAT_ENV}.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -73,17 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
         "synapse, its messages, and the metadata/auth contract as comments. Deterministic: the same "
         "classes give byte-identical output, and appending a field keeps earlier field numbers.",
     )
-    proto.add_argument("targets", nargs="+", metavar="MODULE[:CLASS]",
-                       help="a Synapse subclass (my_module:MySynapse), or a module for all it defines")
+    proto.add_argument(
+        "targets",
+        nargs="+",
+        metavar="MODULE[:CLASS]",
+        help="a Synapse subclass (my_module:MySynapse), or a module for all it defines",
+    )
     proto.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
-    proto.add_argument("--go-package", default="axon/v1;axonv1",
-                       help="option go_package (default %(default)s; e.g. example.com/me/client/gen/axon/v1;axonv1)")
+    proto.add_argument(
+        "--go-package",
+        default="axon/v1;axonv1",
+        help="option go_package (default %(default)s; e.g. example.com/me/client/gen/axon/v1;axonv1)",
+    )
     proto.add_argument("--java-package", default="axon.v1", help="option java_package (default %(default)s)")
     proto.add_argument("--csharp-namespace", default="Axon.V1", help="option csharp_namespace (default %(default)s)")
-    proto.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                       help="any other file option (objc_class_prefix=XYZ, java_multiple_files=false); "
-                       "an empty VALUE leaves the option out. Defaults also set java_multiple_files, "
-                       "php_namespace, ruby_package and objc_class_prefix")
+    proto.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other file option (objc_class_prefix=XYZ, java_multiple_files=false); "
+        "an empty VALUE leaves the option out. Defaults also set java_multiple_files, "
+        "php_namespace, ruby_package and objc_class_prefix",
+    )
     proto.set_defaults(func=_proto)
     add_commands(sub)  # serve (several workers), registry list, call
     add_bench_command(sub)  # load, latency and server CPU against reference servers
@@ -96,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     os.environ[logs.FORMAT_ENV] = args.log_format  # worker processes log alike
     func = args.func
-    namespace = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level", "log_format")})
+    namespace = argparse.Namespace(
+        **{k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level", "log_format")}
+    )
     try:
         return int(func(namespace))
     except (AssertionError, OSError, ValueError) as e:

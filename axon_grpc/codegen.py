@@ -42,8 +42,12 @@ def load_targets(targets: Iterable[str]) -> list[type[Synapse]]:
             classes = [cls]
         else:
             classes = [
-                c for c in vars(module).values()
-                if inspect.isclass(c) and issubclass(c, Synapse) and c is not Synapse and c.__module__ == module.__name__
+                c
+                for c in vars(module).values()
+                if inspect.isclass(c)
+                and issubclass(c, Synapse)
+                and c is not Synapse
+                and c.__module__ == module.__name__
             ]
             if not classes:
                 raise TargetError(f"{target}: module {module_name} defines no Synapse subclass")
@@ -112,4 +116,13 @@ def write(targets: Iterable[str], out: Path, options: Mapping[str, str | bool] |
     return path
 
 
-__all__ = ["DEFAULT_OPTIONS", "EMITTED_PATH", "SchemaError", "TargetError", "file_options", "load_targets", "render", "write"]
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "EMITTED_PATH",
+    "SchemaError",
+    "TargetError",
+    "file_options",
+    "load_targets",
+    "render",
+    "write",
+]

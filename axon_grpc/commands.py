@@ -53,9 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
     from . import workers
     from .edge import serve as edge
-    from .edge.config import TlsFiles, limits_from_args
-
     from .edge.app import use_edge_port
+    from .edge.config import TlsFiles, limits_from_args
 
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca_cert)
     tls.check()
@@ -69,11 +68,21 @@ def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
         workers.require_shared_store(axon, args.workers)
         use_edge_port(axon, port)
         info = axon.info()
-        print(f"axon-grpc: hotkey {info.hotkey}; advertises {info.ip_str()} (axon.info(), axon.serve(netuid))",
-              file=sys.stderr, flush=True)
+        print(
+            f"axon-grpc: hotkey {info.hotkey}; advertises {info.ip_str()} (axon.info(), axon.serve(netuid))",
+            file=sys.stderr,
+            flush=True,
+        )
     return edge.serve(
-        args.app, address=address, port=port, workers=args.workers, grace=args.grace,
-        tls=tls, limits=limits_from_args(args), app_dir=app_dir, log_level=args.worker_log_level,
+        args.app,
+        address=address,
+        port=port,
+        workers=args.workers,
+        grace=args.grace,
+        tls=tls,
+        limits=limits_from_args(args),
+        app_dir=app_dir,
+        log_level=args.worker_log_level,
         print_config=args.print_envoy_config,
     )
 
@@ -173,21 +182,32 @@ def add_commands(sub: Any) -> None:
         "unreachable or slower than --axon.nonce_store_timeout, requests get UNAVAILABLE / 503.",
     )
     serve.add_argument("app", metavar="MODULE:FUNCTION", help="the axon factory, like my_app:build_axon")
-    serve.add_argument("--workers", type=int, default=int(os.getenv("AXON_GRPC_WORKERS") or 1),
-                       help="worker processes sharing the port (env AXON_GRPC_WORKERS; default 1: in-process)")
-    serve.add_argument("--grace", type=float, default=5.0,
-                       help="seconds calls in flight get to finish on shutdown (default 5)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.getenv("AXON_GRPC_WORKERS") or 1),
+        help="worker processes sharing the port (env AXON_GRPC_WORKERS; default 1: in-process)",
+    )
+    serve.add_argument(
+        "--grace", type=float, default=5.0, help="seconds calls in flight get to finish on shutdown (default 5)"
+    )
     serve.add_argument("--app-dir", default=".", help="folder to import MODULE from (default: the current one)")
     serve.add_argument("--worker-log-level", default=None, help="logging level inside the workers (default: none)")
-    serve.add_argument("--server", choices=("envoy", "grpcio"), default=os.getenv("AXON_GRPC_SERVER") or "envoy",
-                       help="envoy (default; pyvoy: gRPC and legacy HTTP on one port, TLS, edge limits) or grpcio "
-                       "(the in-process servers, also the fallback where pyvoy is missing)")
+    serve.add_argument(
+        "--server",
+        choices=("envoy", "grpcio"),
+        default=os.getenv("AXON_GRPC_SERVER") or "envoy",
+        help="envoy (default; pyvoy: gRPC and legacy HTTP on one port, TLS, edge limits) or grpcio "
+        "(the in-process servers, also the fallback where pyvoy is missing)",
+    )
     serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS on the port (envoy)")
     serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (envoy)")
-    serve.add_argument("--tls-ca-cert", default=None,
-                       help="PEM CA bundle: require client certificates signed by it (mTLS; envoy)")
-    serve.add_argument("--print-envoy-config", action="store_true",
-                       help="print the Envoy configuration (JSON) and exit (envoy)")
+    serve.add_argument(
+        "--tls-ca-cert", default=None, help="PEM CA bundle: require client certificates signed by it (mTLS; envoy)"
+    )
+    serve.add_argument(
+        "--print-envoy-config", action="store_true", help="print the Envoy configuration (JSON) and exit (envoy)"
+    )
     from .edge.config import add_edge_args
 
     add_edge_args(serve)
@@ -196,29 +216,32 @@ def add_commands(sub: Any) -> None:
     serve.set_defaults(func=_serve)
 
     registry = sub.add_parser(
-        "registry", help="Show the local registry of served axons.",
+        "registry",
+        help="Show the local registry of served axons.",
         description="The local registry (a SQLite file; default $AXON_GRPC_REGISTRY or "
         "$AXON_GRPC_HOME/registry.sqlite) records the AxonInfo of every axon served with "
         "axon.serve(netuid) and no subtensor, per netuid and hotkey.",
     )
     registry_sub = registry.add_subparsers(dest="registry_command", metavar="ACTION")
     registry_sub.required = True
-    listing = registry_sub.add_parser("list", help="List the registered axons.",
-                                      description="List the registered axons, by netuid then hotkey.")
+    listing = registry_sub.add_parser(
+        "list", help="List the registered axons.", description="List the registered axons, by netuid then hotkey."
+    )
     listing.add_argument("--netuid", type=int, default=None, help="only this subnet")
     listing.add_argument("--registry", default=None, help="the registry file (default: the local registry)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=_registry)
 
     call = sub.add_parser(
-        "call", help="Call every axon registered on a subnet with the Python Dendrite.",
+        "call",
+        help="Call every axon registered on a subnet with the Python Dendrite.",
         description="Build SYNAPSE from --fields, send it to every axon of --netuid in the local registry, "
         "and print one line per axon: hotkey, address, status code, status message, and the response's "
         "fields as JSON. Exit status 0 when every axon answered 200.",
     )
     call.add_argument("synapse", metavar="MODULE:CLASS", help="the Synapse subclass, like my_app:Dummy")
     call.add_argument("--netuid", type=int, required=True, help="the subnet whose axons to call")
-    call.add_argument("--fields", default="{}", help='the request fields as a JSON object, like \'{"input": 3}\'')
+    call.add_argument("--fields", default="{}", help="the request fields as a JSON object, like '{\"input\": 3}'")
     call.add_argument("--timeout", type=float, default=12.0, help="seconds per call (default 12)")
     call.add_argument("--auth", choices=("legacy", "btauth"), default="legacy", help="signing scheme (default legacy)")
     call.add_argument("--registry", default=None, help="the registry file (default: the local registry)")

@@ -60,25 +60,60 @@ def _env(name: str, default: Any, kind: type = str) -> Any:
 _AXON_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
     ("port", int, "BT_AXON_PORT", DEFAULT_PORT, "The local port this axon binds to (default 8091)."),
     ("ip", str, "BT_AXON_IP", DEFAULT_IP, "The local ip this axon binds to (default [::], all interfaces)."),
-    ("external_port", int, "BT_AXON_EXTERNAL_PORT", None,
-     "The public port this axon broadcasts (default: the bind port)."),
+    (
+        "external_port",
+        int,
+        "BT_AXON_EXTERNAL_PORT",
+        None,
+        "The public port this axon broadcasts (default: the bind port).",
+    ),
     ("external_ip", str, "BT_AXON_EXTERNAL_IP", None, "The public ip this axon broadcasts (default: a local address)."),
     ("http_port", int, "BT_AXON_HTTP_PORT", None, "Port of the HTTP bridge for legacy dendrites (default: no bridge)."),
-    ("max_workers", int, "BT_AXON_MAX_WORKERS", DEFAULT_MAX_WORKERS,
-     "Forwards running at once; sync ones on as many threads (default 10)."),
-    ("max_queue", int, "BT_AXON_MAX_QUEUE", None,
-     "Requests that may wait for a worker; past it the lowest priority is refused with 503 "
-     "(default 8 x max_workers)."),
-    ("nonce_store", str, "BT_AXON_NONCE_STORE", None,
-     "Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by several workers "
-     "or hosts (default: memory)."),
-    ("nonce_store_timeout", float, "BT_AXON_NONCE_STORE_TIMEOUT", DEFAULT_NONCE_STORE_TIMEOUT,
-     "Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE (default 0.5)."),
-    ("metrics_port", int, "BT_AXON_METRICS_PORT", None,
-     "Port answering GET /metrics (Prometheus) on its own, e.g. when there is no HTTP port; the HTTP bridge "
-     "answers GET /metrics too (default: none)."),
-    ("metrics_hotkeys", int, "BT_AXON_METRICS_HOTKEYS", None,
-     "Also count the top N callers by hotkey (axon_caller_requests_total{hotkey}; default: no per-hotkey view)."),
+    (
+        "max_workers",
+        int,
+        "BT_AXON_MAX_WORKERS",
+        DEFAULT_MAX_WORKERS,
+        "Forwards running at once; sync ones on as many threads (default 10).",
+    ),
+    (
+        "max_queue",
+        int,
+        "BT_AXON_MAX_QUEUE",
+        None,
+        "Requests that may wait for a worker; past it the lowest priority is refused with 503 "
+        "(default 8 x max_workers).",
+    ),
+    (
+        "nonce_store",
+        str,
+        "BT_AXON_NONCE_STORE",
+        None,
+        "Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by several workers "
+        "or hosts (default: memory).",
+    ),
+    (
+        "nonce_store_timeout",
+        float,
+        "BT_AXON_NONCE_STORE_TIMEOUT",
+        DEFAULT_NONCE_STORE_TIMEOUT,
+        "Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE (default 0.5).",
+    ),
+    (
+        "metrics_port",
+        int,
+        "BT_AXON_METRICS_PORT",
+        None,
+        "Port answering GET /metrics (Prometheus) on its own, e.g. when there is no HTTP port; the HTTP bridge "
+        "answers GET /metrics too (default: none).",
+    ),
+    (
+        "metrics_hotkeys",
+        int,
+        "BT_AXON_METRICS_HOTKEYS",
+        None,
+        "Also count the top N callers by hotkey (axon_caller_requests_total{hotkey}; default: no per-hotkey view).",
+    ),
 )
 
 #: Short spellings of some ``--axon.*`` arguments (top-level parsers only).
@@ -88,12 +123,22 @@ _ALIASES = {"metrics_port": "--metrics-port", "metrics_hotkeys": "--metrics-hotk
 _WALLET_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
     ("name", str, "BT_WALLET_NAME", None, "Wallet name under --wallet.path (default: a development hotkey)."),
     ("hotkey", str, "BT_WALLET_HOTKEY", "default", "Hotkey name inside the wallet (default: default)."),
-    ("path", str, "BT_WALLET_PATH", "~/.bittensor/wallets", "Folder of Bittensor wallets (default: ~/.bittensor/wallets)."),
+    (
+        "path",
+        str,
+        "BT_WALLET_PATH",
+        "~/.bittensor/wallets",
+        "Folder of Bittensor wallets (default: ~/.bittensor/wallets).",
+    ),
 )
 
 
-def _add(parser: argparse.ArgumentParser, section: str, prefix: str | None,
-         arguments: tuple[tuple[str, type, str, Any, str], ...]) -> None:
+def _add(
+    parser: argparse.ArgumentParser,
+    section: str,
+    prefix: str | None,
+    arguments: tuple[tuple[str, type, str, Any, str], ...],
+) -> None:
     p = "" if prefix is None else prefix + "."
     for name, kind, env, default, text in arguments:
         try:

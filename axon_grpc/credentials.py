@@ -105,8 +105,17 @@ class Credentials:
         if btauth.HEADER_VERSION in headers:
             raw_nonce = get(btauth.HEADER_NONCE)
             nonce = int(raw_nonce) if raw_nonce is not None and raw_nonce.isascii() and raw_nonce.isdigit() else None
-            return cls(BTAUTH, get(btauth.HEADER_HOTKEY), nonce, None, get(btauth.HEADER_SIGNATURE), None,
-                       get(btauth.HEADER_CRYPTO, btauth.DEFAULT_SCHEME), "", timeout)
+            return cls(
+                BTAUTH,
+                get(btauth.HEADER_HOTKEY),
+                nonce,
+                None,
+                get(btauth.HEADER_SIGNATURE),
+                None,
+                get(btauth.HEADER_CRYPTO, btauth.DEFAULT_SCHEME),
+                "",
+                timeout,
+            )
         return cls(
             LEGACY,
             get(HOTKEY),
@@ -122,6 +131,11 @@ class Credentials:
     def dendrite(self, peer_ip: str | None, peer_port: int | None) -> TerminalInfo:
         """The caller's terminal info as the synapse carries it (values already checked)."""
         return terminal_info(
-            hotkey=self.hotkey, nonce=self.nonce, uuid=self.uuid, signature=self.signature, version=self.version,
-            ip=peer_ip, port=peer_port,
+            hotkey=self.hotkey,
+            nonce=self.nonce,
+            uuid=self.uuid,
+            signature=self.signature,
+            version=self.version,
+            ip=peer_ip,
+            port=peer_port,
         )

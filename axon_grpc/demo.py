@@ -69,7 +69,9 @@ def legacy_http_call(
     url_host = f"[{host}]" if ":" in host else host
     request = urllib.request.Request(
         f"http://{url_host}:{port}/{type(synapse).__name__}",
-        data=json.dumps(synapse.model_dump()).encode(), headers=headers, method="POST",
+        data=json.dumps(synapse.model_dump()).encode(),
+        headers=headers,
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -91,8 +93,10 @@ def run_demo(config: Config, value: int = 21, out: Any = print) -> int:
         # Call the bound address (the advertised external ip may not be reachable here).
         host = axon.ip.strip("[]")
         host = "127.0.0.1" if host in ("", "::", "0.0.0.0") else host
-        out(f"axon   {axon.wallet.hotkey.ss58_address} serving {list(axon.endpoints)} "
-            f"on grpc {axon.full_address} and http {axon.ip}:{axon.http_port}")
+        out(
+            f"axon   {axon.wallet.hotkey.ss58_address} serving {list(axon.endpoints)} "
+            f"on grpc {axon.full_address} and http {axon.ip}:{axon.http_port}"
+        )
         info = axon.info()
         info.ip = host
         info.ip_type = 6 if ":" in info.ip else 4
@@ -100,8 +104,10 @@ def run_demo(config: Config, value: int = 21, out: Any = print) -> int:
         result = dendrite.query(info, Dummy(input=value), timeout=12.0, deserialize=False)
         dendrite.close_session()
         d = result.dendrite
-        out(f"grpc   Dummy(input={value}) -> output={result.output} "
-            f"status={d.status_code} {d.status_message!r} in {d.process_time * 1e3:.1f} ms")
+        out(
+            f"grpc   Dummy(input={value}) -> output={result.output} "
+            f"status={d.status_code} {d.status_message!r} in {d.process_time * 1e3:.1f} ms"
+        )
         grpc_ok = result.is_success and result.output == value * 2
 
         start = time.perf_counter()
@@ -109,8 +115,10 @@ def run_demo(config: Config, value: int = 21, out: Any = print) -> int:
             host, int(axon.http_port or 0), axon.wallet.hotkey.ss58_address, Dummy(input=value), Keypair.generate()
         )
         message = headers.get("bt_header_axon_status_message", body.get("message"))
-        out(f"http   POST /Dummy input={value} -> output={body.get('output')} status={status} {message!r} "
-            f"in {(time.perf_counter() - start) * 1e3:.1f} ms")
+        out(
+            f"http   POST /Dummy input={value} -> output={body.get('output')} status={status} {message!r} "
+            f"in {(time.perf_counter() - start) * 1e3:.1f} ms"
+        )
         http_ok = status == 200 and body.get("output") == value * 2
         return 0 if grpc_ok and http_ok else 1
     finally:

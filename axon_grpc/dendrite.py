@@ -49,9 +49,12 @@ def _target_info(target: Any) -> AxonInfo:
         return info()
     if all(hasattr(target, key) for key in ("ip", "port", "hotkey")):
         return AxonInfo(
-            version=int(getattr(target, "version", 0) or 0), ip=str(target.ip), port=int(target.port),
+            version=int(getattr(target, "version", 0) or 0),
+            ip=str(target.ip),
+            port=int(target.port),
             ip_type=int(getattr(target, "ip_type", 0) or (6 if ":" in str(target.ip) else 4)),
-            hotkey=str(target.hotkey), coldkey=str(getattr(target, "coldkey", "") or ""),
+            hotkey=str(target.hotkey),
+            coldkey=str(getattr(target, "coldkey", "") or ""),
         )
     raise TypeError(f"cannot call {type(target).__name__}: pass an AxonInfo, an Axon or a record with ip, port, hotkey")
 
@@ -219,8 +222,8 @@ class Dendrite:
         """
         if is_streaming(type(synapse)):
             result: Any = None
-            async for result in self.call_stream(target_axon, synapse, timeout, deserialize=False):
-                pass
+            async for item in self.call_stream(target_axon, synapse, timeout, deserialize=False):
+                result = item  # the chunks, then the final synapse: keep the last
             return result.deserialize() if deserialize else result
         start = time.time()
         info = _target_info(target_axon)

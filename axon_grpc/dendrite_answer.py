@@ -55,9 +55,9 @@ def fill(synapse: Synapse, values: dict[str, Any]) -> None:
 def read_axon(synapse: Synapse, pairs: Iterable[tuple[str, Any]] | None) -> None:
     """Merge the ``bt_header_axon_*`` pairs (trailing metadata or headers) into ``synapse.axon``."""
     values = {
-        key[len(AXON_PREFIX):]: value
+        key[len(AXON_PREFIX) :]: value
         for key, value in (pairs or ())
-        if key.startswith(AXON_PREFIX) and key[len(AXON_PREFIX):] in TerminalInfo.model_fields
+        if key.startswith(AXON_PREFIX) and key[len(AXON_PREFIX) :] in TerminalInfo.model_fields
     }
     if values:
         current = synapse.axon.model_dump() if synapse.axon is not None else {}

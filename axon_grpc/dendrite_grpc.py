@@ -8,8 +8,8 @@ from typing import Any, AsyncIterator
 
 import grpc
 
-from .dendrite_answer import Result, axon_status, fill, read_axon, timeout_result, unavailable_result, unverified_result
 from .auth import reply_hash
+from .dendrite_answer import Result, axon_status, fill, read_axon, timeout_result, unavailable_result, unverified_result
 from .dendrite_signing import RequestSigner
 from .errors import http_status_for
 from .info import AxonInfo
@@ -37,8 +37,11 @@ def _failure(error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, time
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return timeout_result(timeout)
     if ClientTls.refused(error):
-        return Result(503, f"TLS handshake with {info.ip_str()} failed: its certificate is not the pinned one "
-                           "or not signed by a trusted CA (or it refused this client's certificate)")
+        return Result(
+            503,
+            f"TLS handshake with {info.ip_str()} failed: its certificate is not the pinned one "
+            "or not signed by a trusted CA (or it refused this client's certificate)",
+        )
     if code is grpc.StatusCode.UNAVAILABLE:
         return unavailable_result(info.ip_str(), type(synapse).__name__)
     return Result(http_status_for(code), error.details() or code.name)

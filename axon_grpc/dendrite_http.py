@@ -60,7 +60,10 @@ class HttpLink:
         url = f"http://{info.ip_str()}/{name}"
         try:
             async with self.session().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL)
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL),
             ) as response:
                 raw = await response.read()
                 status = response.status

@@ -20,11 +20,11 @@ from .info import AxonInfo
 from .keys import InvalidAddress, parse_signature, verify_signature
 from .synapse import (
     AXON_PREFIX,
+    BASE_FIELDS,
     DENDRITE_PREFIX,
     INPUT_OBJ_PREFIX,
     Synapse,
     TerminalInfo,
-    BASE_FIELDS,
     _required_fields,
     hash_fields_of,
     legacy_body_hash,
@@ -61,7 +61,10 @@ class RequestSigner:
         synapse.timeout = timeout
         nonce = time.time_ns()
         synapse.dendrite = TerminalInfo(
-            ip=self.external_ip, version=PROTOCOL_VERSION, nonce=nonce, uuid=self.uuid,
+            ip=self.external_ip,
+            version=PROTOCOL_VERSION,
+            nonce=nonce,
+            uuid=self.uuid,
             hotkey=self.keypair.ss58_address,
         )
         synapse.axon = TerminalInfo(ip=info.ip, port=info.port, hotkey=info.hotkey)
@@ -79,7 +82,9 @@ class RequestSigner:
         synapse.dendrite.signature = headers[btauth.HEADER_SIGNATURE]
         return headers
 
-    def grpc(self, info: AxonInfo, synapse: Synapse, timeout: float, schema: Any) -> tuple[bytes, list[tuple[str, str]]]:
+    def grpc(
+        self, info: AxonInfo, synapse: Synapse, timeout: float, schema: Any
+    ) -> tuple[bytes, list[tuple[str, str]]]:
         """The message bytes and signed metadata of a gRPC call to ``info``."""
         nonce = self._stamp(info, synapse, timeout)
         name = type(synapse).__name__

@@ -77,7 +77,9 @@ class Discovery:
     def install(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE, REFLECTION_SERVICE), server, pool=self.source  # type: ignore[arg-type]
+            (SERVICE_NAME, HEALTH_SERVICE, REFLECTION_SERVICE),
+            server,
+            pool=self.source,  # type: ignore[arg-type]
         )
 
     async def serving(self) -> None:

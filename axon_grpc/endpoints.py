@@ -21,9 +21,10 @@ from .synapse import BASE_FIELDS, Synapse, hash_fields_of
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
 
+
 def is_async(fn: Callable[..., Any]) -> bool:
     """A coroutine function, or an object whose ``__call__`` is one."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 @dataclass

@@ -155,7 +155,8 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         try:
             chunks = await open_stream(
-                endpoint.forward_fn, synapse,  # type: ignore[arg-type]
+                endpoint.forward_fn,
+                synapse,  # type: ignore[arg-type]
                 lambda fn, s: loop.run_in_executor(self.executor, fn, s),
             )
             deadline = limit.deadline

@@ -48,9 +48,7 @@ _VERIFY_CACHE_SIZE = 65536
 
 def _check_crypto(crypto_type: str) -> str:
     if crypto_type not in SUPPORTED_CRYPTO:
-        raise ValueError(
-            f"unsupported crypto_type {crypto_type!r}; expected one of {', '.join(SUPPORTED_CRYPTO)}"
-        )
+        raise ValueError(f"unsupported crypto_type {crypto_type!r}; expected one of {', '.join(SUPPORTED_CRYPTO)}")
     return crypto_type
 
 
@@ -232,7 +230,7 @@ def verify_signature(
 class Keypair:
     """A sr25519 or ed25519 keypair; public-only instances can verify but not sign."""
 
-    __slots__ = ("_seed", "_sr_secret", "_ed_key", "crypto_type", "public_key", "ss58_address", "ss58_format")
+    __slots__ = ("_ed_key", "_seed", "_sr_secret", "crypto_type", "public_key", "ss58_address", "ss58_format")
 
     crypto_type: str
     public_key: bytes

@@ -82,7 +82,13 @@ class Observer(Protocol):
         """A synapse of ``name`` is attached: bind its label children now."""
 
     def finished(
-        self, name: str, transport: str, scheme: str, status: int, reason: str | None, seconds: float,
+        self,
+        name: str,
+        transport: str,
+        scheme: str,
+        status: int,
+        reason: str | None,
+        seconds: float,
         hotkey: str | None,
     ) -> None:
         """One call answered (a stream: once it ended); ``hotkey`` only once the signature verified."""
@@ -115,7 +121,13 @@ class NullObserver:
         pass
 
     def finished(
-        self, name: str, transport: str, scheme: str, status: int, reason: str | None, seconds: float,
+        self,
+        name: str,
+        transport: str,
+        scheme: str,
+        status: int,
+        reason: str | None,
+        seconds: float,
         hotkey: str | None,
     ) -> None:
         pass
@@ -221,8 +233,9 @@ class _Bound:
         key = (transport, scheme, status)
         child = self.requests.get(key)
         if child is None:
-            child = self.requests[key] = self._metrics.requests.labels(self.name, transport, scheme,
-                                                                        f"{status // 100}xx")
+            child = self.requests[key] = self._metrics.requests.labels(
+                self.name, transport, scheme, f"{status // 100}xx"
+            )
         return child
 
     def refusal(self, transport: str, reason: str) -> Any:
@@ -266,36 +279,71 @@ class PrometheusMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.admission = admission
         r = self.registry
-        self.requests = Counter("axon_requests", "Calls answered, by synapse, transport, auth scheme and status class",
-                                ["synapse", "transport", "scheme", "status_class"], registry=r)
-        self.refusals = Counter("axon_refusals", "Calls not answered 200, by reason",
-                                ["synapse", "transport", "reason"], registry=r)
-        self.request_duration = Histogram("axon_request_duration_seconds", "Whole call, first byte to answer",
-                                          ["synapse", "transport"], buckets=BUCKETS, registry=r)
-        self.queue_wait = Histogram("axon_queue_wait_seconds", "Wait for an admission slot",
-                                    ["synapse"], buckets=BUCKETS, registry=r)
-        self.forward_duration = Histogram("axon_forward_duration_seconds", "The forward alone, once admitted",
-                                          ["synapse"], buckets=BUCKETS, registry=r)
-        self.queue_depth = Gauge("axon_admission_queue_depth", "Requests waiting for a worker slot",
-                                 registry=r, multiprocess_mode="livesum")
-        self.workers_busy = Gauge("axon_workers_busy", "Worker slots running a forward",
-                                  registry=r, multiprocess_mode="livesum")
+        self.requests = Counter(
+            "axon_requests",
+            "Calls answered, by synapse, transport, auth scheme and status class",
+            ["synapse", "transport", "scheme", "status_class"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "axon_refusals", "Calls not answered 200, by reason", ["synapse", "transport", "reason"], registry=r
+        )
+        self.request_duration = Histogram(
+            "axon_request_duration_seconds",
+            "Whole call, first byte to answer",
+            ["synapse", "transport"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "axon_queue_wait_seconds", "Wait for an admission slot", ["synapse"], buckets=BUCKETS, registry=r
+        )
+        self.forward_duration = Histogram(
+            "axon_forward_duration_seconds",
+            "The forward alone, once admitted",
+            ["synapse"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "axon_admission_queue_depth", "Requests waiting for a worker slot", registry=r, multiprocess_mode="livesum"
+        )
+        self.workers_busy = Gauge(
+            "axon_workers_busy", "Worker slots running a forward", registry=r, multiprocess_mode="livesum"
+        )
         self.workers = Gauge("axon_workers", "Worker slots (max_workers)", registry=r, multiprocess_mode="livesum")
         self.shed = Counter("axon_admission_shed", "Requests refused 503 because the queue was full", registry=r)
         self.expired = Counter("axon_admission_expired", "Requests whose deadline passed while queued", registry=r)
-        self.nonce_checks = Counter("axon_nonce_checks", "Nonce store checks, by verdict (error: the store failed)",
-                                    ["store", "verdict"], registry=r)
-        self.nonce_duration = Histogram("axon_nonce_check_duration_seconds", "Nonce store check latency",
-                                        ["store"], buckets=BUCKETS, registry=r)
-        self.nonce_healthy = Gauge("axon_nonce_store_healthy", "1 while the nonce store answers, 0 after it failed",
-                                   ["store"], registry=r, multiprocess_mode="livemin")
-        self.streams_open = Gauge("axon_streams_open", "Streams sending chunks now", ["synapse"],
-                                  registry=r, multiprocess_mode="livesum")
+        self.nonce_checks = Counter(
+            "axon_nonce_checks",
+            "Nonce store checks, by verdict (error: the store failed)",
+            ["store", "verdict"],
+            registry=r,
+        )
+        self.nonce_duration = Histogram(
+            "axon_nonce_check_duration_seconds", "Nonce store check latency", ["store"], buckets=BUCKETS, registry=r
+        )
+        self.nonce_healthy = Gauge(
+            "axon_nonce_store_healthy",
+            "1 while the nonce store answers, 0 after it failed",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.streams_open = Gauge(
+            "axon_streams_open", "Streams sending chunks now", ["synapse"], registry=r, multiprocess_mode="livesum"
+        )
         self.stream_chunks = Counter("axon_stream_chunks", "Stream chunks sent", ["synapse"], registry=r)
-        self.streams_cancelled = Counter("axon_streams_cancelled", "Streams the client left before their end",
-                                         ["synapse"], registry=r)
-        self.build_info = Gauge("axon_build_info", "Always 1: the axon-grpc version and server mode",
-                                ["version", "mode", "python"], registry=r, multiprocess_mode="max")
+        self.streams_cancelled = Counter(
+            "axon_streams_cancelled", "Streams the client left before their end", ["synapse"], registry=r
+        )
+        self.build_info = Gauge(
+            "axon_build_info",
+            "Always 1: the axon-grpc version and server mode",
+            ["version", "mode", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self._version = version or _version()
         self.mode = ""
         self.set_mode(mode)
@@ -325,7 +373,13 @@ class PrometheusMetrics:
         return bound
 
     def finished(
-        self, name: str, transport: str, scheme: str, status: int, reason: str | None, seconds: float,
+        self,
+        name: str,
+        transport: str,
+        scheme: str,
+        status: int,
+        reason: str | None,
+        seconds: float,
         hotkey: str | None,
     ) -> None:
         bound = self._bound.get(name) or self._for(name)

@@ -156,8 +156,9 @@ class InMemoryNonceStore:
         self._evict(now - self.retention_ns)
         return NonceVerdict.ACCEPTED
 
-    def _below_newest(self, seen: list[int], newest: int, nonce: int, oldest_allowed: int | None
-                      ) -> NonceVerdict | None:
+    def _below_newest(
+        self, seen: list[int], newest: int, nonce: int, oldest_allowed: int | None
+    ) -> NonceVerdict | None:
         """Why a nonce at or below the newest is refused, or None if it is accepted."""
         if newest - nonce > self.replay_span_ns:
             return NonceVerdict.NOT_NEWER
@@ -187,4 +188,3 @@ class InMemoryNonceStore:
 
 #: ``--axon.nonce_store`` values that select the in-memory store.
 MEMORY_STORE_NAMES = ("", "memory")
-

@@ -203,8 +203,13 @@ class Pipeline:
             outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
         verified = synapse.dendrite if synapse is not None else None
         self.observer.finished(
-            endpoint.name, call.transport, credentials.scheme if credentials is not None else NO_SCHEME,
-            outcome.status, outcome.reason, time.time() - start, verified.hotkey if verified is not None else None,
+            endpoint.name,
+            call.transport,
+            credentials.scheme if credentials is not None else NO_SCHEME,
+            outcome.status,
+            outcome.reason,
+            time.time() - start,
+            verified.hotkey if verified is not None else None,
         )
         return outcome
 
@@ -395,8 +400,14 @@ class Pipeline:
         return outcome
 
     async def _relay(
-        self, transport: str, outcome: Outcome, first: Any, chunks: AsyncIterator[Any], start: float,
-        own: TerminalInfo, scheme: str,
+        self,
+        transport: str,
+        outcome: Outcome,
+        first: Any,
+        chunks: AsyncIterator[Any],
+        start: float,
+        own: TerminalInfo,
+        scheme: str,
     ) -> AsyncIterator[Any]:
         """The chunks as they come; the outcome turns final when they end or fail (or the client leaves)."""
         endpoint = outcome.endpoint
@@ -447,7 +458,11 @@ class Pipeline:
     def _failure(
         self,
         transport: str,
-        endpoint: Endpoint | None, synapse: Synapse, error: BaseException, start: float, request_body: Any
+        endpoint: Endpoint | None,
+        synapse: Synapse,
+        error: BaseException,
+        start: float,
+        request_body: Any,
     ) -> Outcome:
         if isinstance(error, NotJson):
             status, message = 422, "Request body is not valid JSON"
@@ -473,7 +488,8 @@ class Pipeline:
         if credentials is None:
             return endpoint.header_synapse()
         base: dict[str, Any] = {
-            "dendrite": credentials.dendrite(call.peer_ip, call.peer_port), "computed_body_hash": credentials.body_hash,
+            "dendrite": credentials.dendrite(call.peer_ip, call.peer_port),
+            "computed_body_hash": credentials.body_hash,
         }
         if credentials.timeout is not None:
             base["timeout"] = credentials.timeout
@@ -543,8 +559,14 @@ def _log(
         d = synapse.dendrite
         hotkey = d.hotkey if d else None
         ms = (time.time() - start) * 1e3
-        fields = {"transport": transport, "synapse": name, "caller_hotkey": hotkey, "status": status,
-                  "duration_ms": round(ms, 3), "error_id": error_id(message)}
+        fields = {
+            "transport": transport,
+            "synapse": name,
+            "caller_hotkey": hotkey,
+            "status": status,
+            "duration_ms": round(ms, 3),
+            "error_id": error_id(message),
+        }
         logger.debug("%s %s from %s -> %s in %.2f ms", transport, name, hotkey, status, ms, extra=fields)
 
 

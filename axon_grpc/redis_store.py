@@ -1,8 +1,9 @@
 """A nonce store shared by every axon process: Redis, one atomic round trip per check.
 
 The whole check-and-store of the nonce rules (:mod:`axon_grpc.nonces`: the sliding
-replay window per key, the freshness rule) runs server-side in one Lua script (``EVALSHA``; on ``NOSCRIPT`` the script is sent once with ``EVAL``, which
-caches it again). Nonces (``time.time_ns()``, ~1.8e18) exceed what a Lua double holds
+replay window per key, the freshness rule) runs server-side in one Lua script
+(``EVALSHA``; on ``NOSCRIPT`` the script is sent once with ``EVAL``, which caches it
+again). Nonces (``time.time_ns()``, ~1.8e18) exceed what a Lua double holds
 exactly, so the script compares them as decimal strings: by sign, then length, then
 lexicographically; the span test ``newest - nonce > span`` is asked as ``newest >
 nonce + span`` with ``nonce + span`` computed here. Keys are
@@ -202,8 +203,14 @@ class RedisNonceStore:
         """
         nonce = int(nonce)
         span = self.replay_span_ns
-        args = (str(nonce), "" if oldest_allowed is None else str(int(oldest_allowed)), str(self.ttl_ms),
-                str(nonce + span), str(nonce - span), str(self.replay_window + 1))
+        args = (
+            str(nonce),
+            "" if oldest_allowed is None else str(int(oldest_allowed)),
+            str(self.ttl_ms),
+            str(nonce + span),
+            str(nonce - span),
+            str(self.replay_window + 1),
+        )
         try:
             code = await asyncio.wait_for(self._run(self.client(), self.redis_key(key), args), self.timeout_s)
             verdict = _VERDICTS[int(code)]
@@ -267,6 +274,11 @@ def open_nonce_store(
     """
     if spec.strip().lower() in MEMORY_STORE_NAMES:
         return None
-    return RedisNonceStore(spec.strip(), retention_ns=retention_ns, namespace=namespace,
-                           timeout_s=timeout_s or DEFAULT_TIMEOUT_S, replay_window=replay_window,
-                           replay_span_ns=replay_span_ns)
+    return RedisNonceStore(
+        spec.strip(),
+        retention_ns=retention_ns,
+        namespace=namespace,
+        timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+        replay_window=replay_window,
+        replay_span_ns=replay_span_ns,
+    )

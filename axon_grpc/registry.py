@@ -107,8 +107,10 @@ class LocalRegistry:
         row.update(netuid=int(netuid), certificate=_certificate_text(certificate), updated_at=time.time())
         columns = ", ".join(row)
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("netuid", "hotkey"))
-        sql = (f"INSERT INTO axons ({columns}) VALUES ({', '.join(':' + c for c in row)}) "
-               f"ON CONFLICT (netuid, hotkey) DO UPDATE SET {updates}")
+        sql = (
+            f"INSERT INTO axons ({columns}) VALUES ({', '.join(':' + c for c in row)}) "
+            f"ON CONFLICT (netuid, hotkey) DO UPDATE SET {updates}"
+        )
         with closing(self._connect()) as connection, connection:
             connection.execute(sql, row)
 
@@ -147,7 +149,7 @@ class LocalRegistry:
         with closing(self._connect()) as connection:
             rows = connection.execute(sql, params).fetchall()
         for row in rows:
-            info = AxonInfo(**dict(zip(_INFO_FIELDS, row[1:1 + len(_INFO_FIELDS)])))
+            info = AxonInfo(**dict(zip(_INFO_FIELDS, row[1 : 1 + len(_INFO_FIELDS)])))
             yield Entry(netuid=row[0], info=info, updated_at=row[-2], certificate=row[-1])
 
     def __repr__(self) -> str:

@@ -28,7 +28,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     Postponed annotations naming a class local to a function (common in tests) are
     resolved against the locals of the calling frames, innermost first.
     """
-    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)  # noqa: B004
     try:
         return typing.get_type_hints(target)
     except NameError:
@@ -60,7 +60,8 @@ def _normalize(tp: Any) -> Any:
 
 def _single_parameter(fn: Callable[..., Any]) -> inspect.Parameter | None:
     params = [
-        p for p in inspect.signature(fn).parameters.values()
+        p
+        for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is _EMPTY
     ]
     return params[0] if len(params) == 1 else None

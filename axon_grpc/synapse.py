@@ -255,10 +255,19 @@ def signed_fields(timeout: float | None, computed_body_hash: str, dendrite: Term
     """A base Synapse holding only what a legacy signature covers (unvalidated, values
     already checked): what the signature check reads before any body is parsed."""
     synapse = Synapse.__new__(Synapse)
-    _set(synapse, "__dict__", {
-        "name": None, "timeout": timeout, "total_size": 0, "header_size": 0, "dendrite": dendrite, "axon": None,
-        "computed_body_hash": computed_body_hash,
-    })
+    _set(
+        synapse,
+        "__dict__",
+        {
+            "name": None,
+            "timeout": timeout,
+            "total_size": 0,
+            "header_size": 0,
+            "dendrite": dendrite,
+            "axon": None,
+            "computed_body_hash": computed_body_hash,
+        },
+    )
     _set(synapse, "__pydantic_fields_set__", {"timeout", "computed_body_hash", "dendrite"})
     _set(synapse, "__pydantic_extra__", None)
     _set(synapse, "__pydantic_private__", None)
@@ -315,6 +324,7 @@ def answer_fields(cls: type[Synapse]) -> tuple[str, ...]:
 def answer_body_hash(synapse: Synapse) -> str:
     """The body hash of a signed answer carried as JSON: the legacy rule over :func:`answer_fields`."""
     return legacy_body_hash(synapse, answer_fields(type(synapse)))
+
 
 #: Field names of TerminalInfo (what ``bt_header_{axon,dendrite}_*`` may carry).
 TERMINAL_FIELDS: frozenset[str] = frozenset(TerminalInfo.model_fields)

@@ -72,8 +72,15 @@ class AxonTerminal:
         """This axon's terminal info for one answer (a fresh nonce)."""
         ip, port = self.endpoint
         return terminal_info(
-            status_code=status, status_message=message, process_time=process_time, ip=ip, port=port,
-            version=self.version, nonce=time.time_ns(), uuid=self.uuid, hotkey=self.address,
+            status_code=status,
+            status_message=message,
+            process_time=process_time,
+            ip=ip,
+            port=port,
+            version=self.version,
+            nonce=time.time_ns(),
+            uuid=self.uuid,
+            hotkey=self.address,
         )
 
     def stamp(

@@ -72,13 +72,19 @@ class ClientTls:
 
     @classmethod
     def build(
-        cls, ca: PemSource | None = None, cert: PemSource | None = None, key: PemSource | None = None,
+        cls,
+        ca: PemSource | None = None,
+        cert: PemSource | None = None,
+        key: PemSource | None = None,
         certificates: Mapping[str, PemSource] | None = None,
     ) -> ClientTls:
         if (cert is None) != (key is None):
             raise ValueError("tls_cert and tls_key go together")
-        tls = cls(read_pem(ca) if ca is not None else None, read_pem(cert) if cert is not None else None,
-                  read_pem(key) if key is not None else None)
+        tls = cls(
+            read_pem(ca) if ca is not None else None,
+            read_pem(cert) if cert is not None else None,
+            read_pem(key) if key is not None else None,
+        )
         for axon, certificate in (certificates or {}).items():
             tls.pin(axon, certificate)
         return tls
@@ -92,8 +98,7 @@ class ClientTls:
         return self.pins.get(info.hotkey) or self.pins.get(info.ip_str()) or self.ca
 
     def credentials(self, roots: bytes) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(root_certificates=roots, private_key=self.key,
-                                            certificate_chain=self.cert)
+        return grpc.ssl_channel_credentials(root_certificates=roots, private_key=self.key, certificate_chain=self.cert)
 
     @staticmethod
     def refused(error: grpc.aio.AioRpcError) -> bool:

@@ -35,7 +35,7 @@ Handle = Callable[[Call], Awaitable[Outcome]]
 def synapse_name(method: str) -> str | None:
     """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
     if method.startswith(METHOD_PREFIX):
-        return method[len(METHOD_PREFIX):]
+        return method[len(METHOD_PREFIX) :]
     return None
 
 
@@ -59,8 +59,17 @@ def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext) -> C
     remaining = context.time_remaining()
     ip, port = parse_peer(context.peer())
     return Call(
-        name, dict(context.invocation_metadata() or ()), GRPC, request, None, ip, port,
-        None if remaining is None else time.monotonic() + remaining, True, "POST", METHOD_PREFIX + name,
+        name,
+        dict(context.invocation_metadata() or ()),
+        GRPC,
+        request,
+        None,
+        ip,
+        port,
+        None if remaining is None else time.monotonic() + remaining,
+        True,
+        "POST",
+        METHOD_PREFIX + name,
     )
 
 

@@ -83,7 +83,13 @@ class Verifier:
         """btauth/1 over ``method``, ``path`` and the raw ``body``."""
         policy = self.policy
         await btauth.verify_btauth(
-            headers, body, method=method, path=path, receiver=self._receiver(), store=self._store(self.btauth_store),
-            max_age_s=policy.btauth_max_age_s, allowed_skew_s=policy.btauth_allowed_skew_s,
+            headers,
+            body,
+            method=method,
+            path=path,
+            receiver=self._receiver(),
+            store=self._store(self.btauth_store),
+            max_age_s=policy.btauth_max_age_s,
+            allowed_skew_s=policy.btauth_allowed_skew_s,
             require_receiver=policy.btauth_require_receiver,
         )

@@ -111,7 +111,9 @@ async def _close_stores(axon: Axon) -> None:
 
 
 async def serve_until_signal(
-    axon: Axon, grace: float | None = 5.0, on_ready: Callable[[Axon], None] | None = None,
+    axon: Axon,
+    grace: float | None = 5.0,
+    on_ready: Callable[[Axon], None] | None = None,
     signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> None:
     """Start ``axon`` on the running loop, serve until one of ``signals``, then stop it."""
@@ -133,8 +135,9 @@ async def serve_until_signal(
             loop.remove_signal_handler(sig)
 
 
-def _worker_main(factory: Factory, workers: int, grace: float | None, log_level: str | None,
-                 report: Connection) -> None:
+def _worker_main(
+    factory: Factory, workers: int, grace: float | None, log_level: str | None, report: Connection
+) -> None:
     """Body of one spawned worker: build, check, serve until SIGTERM; reports to the parent."""
     # Ctrl-C reaches the whole process group; the parent turns it into one SIGTERM per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -176,8 +179,15 @@ class WorkerGroup:
     or :class:`WorkerFailed` otherwise); :meth:`stop` sends SIGTERM and waits.
     """
 
-    def __init__(self, factory: Factory, workers: int = 2, *, grace: float | None = 5.0,
-                 log_level: str | None = None, start_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        factory: Factory,
+        workers: int = 2,
+        *,
+        grace: float | None = 5.0,
+        log_level: str | None = None,
+        start_timeout: float | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.factory = factory
@@ -214,7 +224,8 @@ class WorkerGroup:
         for index in range(self.workers):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=_worker_main, name=f"axon-worker-{index}",
+                target=_worker_main,
+                name=f"axon-worker-{index}",
                 args=(self.factory, self.workers, self.grace, self.log_level, sender),
             )
             process.start()
@@ -242,8 +253,9 @@ class WorkerGroup:
                 except EOFError:
                     process = waiting.pop(ready)
                     process.join(5)
-                    raise WorkerFailed(f"worker {process.pid} exited with status {process.exitcode} while "
-                                       "starting") from None
+                    raise WorkerFailed(
+                        f"worker {process.pid} exited with status {process.exitcode} while starting"
+                    ) from None
                 if message[0] == "refused":
                     raise SharedStoreRequired(message[1])
                 if message[0] == "failed":
@@ -316,7 +328,9 @@ def startup_lines(axon: Axon) -> list[str]:
         f"gRPC (HTTP/2, h2c) on {axon.ip}:{axon.port}: axon.v1.Axon/{{{names}}}, reflection, health",
     ]
     if axon.http_port:
-        lines.append(f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on {axon.ip}:{axon.http_port}: POST /{{{names}}}")
+        lines.append(
+            f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on {axon.ip}:{axon.http_port}: POST /{{{names}}}"
+        )
     try:
         info = axon.info()
         lines.append(f"advertises {info.ip_str()} (axon.info(), registered by axon.serve(netuid))")
@@ -325,8 +339,14 @@ def startup_lines(axon: Axon) -> list[str]:
     return lines
 
 
-def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_level: str | None = None,
-          out: Callable[[str], Any] | None = None) -> int:
+def serve(
+    factory: Factory,
+    workers: int = 1,
+    *,
+    grace: float | None = 5.0,
+    log_level: str | None = None,
+    out: Callable[[str], Any] | None = None,
+) -> int:
     """Serve the factory's axon with ``workers`` processes until SIGTERM/SIGINT; the exit status.
 
     ``workers=1`` serves in this process. More spawn that many workers on the shared
@@ -386,6 +406,15 @@ def serve(factory: Factory, workers: int = 1, *, grace: float | None = 5.0, log_
 
 
 __all__ = [
-    "EXIT_USAGE", "Factory", "SharedStoreRequired", "WorkerFailed", "WorkerGroup", "build", "load_factory",
-    "require_shared_store", "serve", "serve_until_signal", "startup_lines",
+    "EXIT_USAGE",
+    "Factory",
+    "SharedStoreRequired",
+    "WorkerFailed",
+    "WorkerGroup",
+    "build",
+    "load_factory",
+    "require_shared_store",
+    "serve",
+    "serve_until_signal",
+    "startup_lines",
 ]

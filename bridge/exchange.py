@@ -158,8 +158,19 @@ class Exchange:
     ) -> Reply | StreamReply:
         """Answer one request for synapse ``name``; never raises for bad input."""
         peer_ip, peer_port = _peer(client)
-        call = Call(name, headers, HTTP, None, read_body, peer_ip, peer_port, None, False, method,
-                    path if path is not None else f"/{name}")
+        call = Call(
+            name,
+            headers,
+            HTTP,
+            None,
+            read_body,
+            peer_ip,
+            peer_port,
+            None,
+            False,
+            method,
+            path if path is not None else f"/{name}",
+        )
         outcome = await self.pipeline.handle(call)
         return self.reply(outcome, btauth.is_btauth(headers))
 

@@ -170,8 +170,13 @@ class AxonMiddleware:
         endpoint = self._endpoint(request.url.path.split("/")[1])
         headers, _ = header_map(request.headers.raw)
         client = request.client
-        call = Call(endpoint.name, headers, HTTP, peer_ip=client.host if client else None,
-                    peer_port=client.port if client else None)
+        call = Call(
+            endpoint.name,
+            headers,
+            HTTP,
+            peer_ip=client.host if client else None,
+            peer_port=client.port if client else None,
+        )
         synapse = pipeline.stand_in(endpoint, Credentials.read(headers), call)
         synapse.__dict__["axon"] = pipeline.terminal.info(100, None)
         pipeline.terminal.sign(synapse)

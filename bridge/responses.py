@@ -58,12 +58,16 @@ EVENT_STREAM_CONTENT_TYPE = (b"content-type", b"text/event-stream")
 
 
 def stream_reply(
-    synapse: Synapse, required_fields: Sequence[str], computed_hash: str, chunks: AsyncIterator[bytes],
+    synapse: Synapse,
+    required_fields: Sequence[str],
+    computed_hash: str,
+    chunks: AsyncIterator[bytes],
     outcome: Optional[Outcome] = None,
 ) -> StreamReply:
     """200 ``text/event-stream`` with the synapse's headers; the body is ``chunks``."""
-    return StreamReply(200, [EVENT_STREAM_CONTENT_TYPE, *synapse_headers(synapse, required_fields, computed_hash, 0)],
-                       chunks, outcome)
+    return StreamReply(
+        200, [EVENT_STREAM_CONTENT_TYPE, *synapse_headers(synapse, required_fields, computed_hash, 0)], chunks, outcome
+    )
 
 
 def dump_json(content: Any) -> bytes:
@@ -170,13 +174,15 @@ def error_reply(synapse: Synapse, required_fields: Sequence[str] = (), hash_fiel
 
 def json_invalid_detail(error: json.JSONDecodeError) -> list[dict[str, Any]]:
     """FastAPI's validation errors for a body that is not JSON."""
-    return [{
-        "type": "json_invalid",
-        "loc": ["body", error.pos],
-        "msg": "JSON decode error",
-        "input": {},
-        "ctx": {"error": error.msg},
-    }]
+    return [
+        {
+            "type": "json_invalid",
+            "loc": ["body", error.pos],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": error.msg},
+        }
+    ]
 
 
 def json_invalid_reply(error: json.JSONDecodeError) -> Reply:

@@ -50,8 +50,13 @@ DEFAULT_KEEP_ALIVE_S = 5  #: an idle kept-alive connection is closed after this
 
 
 def make_config(
-    app: Any, host: str, port: int, *, max_header_bytes: int,
-    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY, timeout_keep_alive: int = DEFAULT_KEEP_ALIVE_S,
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    max_header_bytes: int,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
+    timeout_keep_alive: int = DEFAULT_KEEP_ALIVE_S,
     head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S,
 ) -> uvicorn.Config:
     """The ``uvicorn.Config`` of the bridge: quiet, no lifespan, no proxy-header trust, and

@@ -65,8 +65,10 @@ async def concurrent(store: NonceStore, n: int, concurrency: int) -> float:
 def report(name: str, latencies: list[float]) -> None:
     ordered = sorted(latencies)
     p99 = ordered[int(len(ordered) * 0.99) - 1]
-    print(f"{name:<9} sequential n={len(latencies)}: mean {statistics.fmean(latencies) * 1e6:7.1f} us  "
-          f"p50 {statistics.median(latencies) * 1e6:7.1f} us  p99 {p99 * 1e6:7.1f} us")
+    print(
+        f"{name:<9} sequential n={len(latencies)}: mean {statistics.fmean(latencies) * 1e6:7.1f} us  "
+        f"p50 {statistics.median(latencies) * 1e6:7.1f} us  p99 {p99 * 1e6:7.1f} us"
+    )
 
 
 async def run(url: str, n: int, concurrency: int) -> None:
@@ -77,8 +79,9 @@ async def run(url: str, n: int, concurrency: int) -> None:
         report("redis", await sequential(redis_store, n))
         report("in-memory", await sequential(memory_store, n))
         seconds = await concurrent(redis_store, n, concurrency)
-        print(f"redis     concurrent n={n} x{concurrency}: {n / seconds:8.0f} checks/s  "
-              f"({seconds * 1e6 / n:.1f} us each)")
+        print(
+            f"redis     concurrent n={n} x{concurrency}: {n / seconds:8.0f} checks/s  ({seconds * 1e6 / n:.1f} us each)"
+        )
     finally:
         await redis_store.close()
 

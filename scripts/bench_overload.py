@@ -66,8 +66,14 @@ def _serve(port: int, workers: int, queue: int, service_ms: float, run_async: bo
         logging.basicConfig(filename=os.environ["OVERLOAD_LOG"], level=logging.DEBUG)
 
     async def main() -> None:
-        axon = Axon(wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)), ip="127.0.0.1",
-                    external_ip="127.0.0.1", port=port, max_workers=workers, max_queue=queue)
+        axon = Axon(
+            wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)),
+            ip="127.0.0.1",
+            external_ip="127.0.0.1",
+            port=port,
+            max_workers=workers,
+            max_queue=queue,
+        )
         axon.attach(forward_fn=forward_async if run_async else forward, priority_fn=priority)
         await axon.start_async()
         ready.set()
@@ -95,10 +101,13 @@ class Caller:
         nonce, uid, hotkey = time.time_ns(), str(uuid.uuid4()), self.keypair.ss58_address
         message = f"{nonce}.{hotkey}.{self.axon_hotkey}.{uid}.{self.body_hash}"
         return (
-            ("bt_header_dendrite_hotkey", hotkey), ("bt_header_dendrite_nonce", str(nonce)),
-            ("bt_header_dendrite_uuid", uid), ("bt_header_dendrite_version", "10005000"),
+            ("bt_header_dendrite_hotkey", hotkey),
+            ("bt_header_dendrite_nonce", str(nonce)),
+            ("bt_header_dendrite_uuid", uid),
+            ("bt_header_dendrite_version", "10005000"),
             ("bt_header_dendrite_signature", self.keypair.sign_hex(message)),
-            ("computed_body_hash", self.body_hash), ("timeout", "12.0"),
+            ("computed_body_hash", self.body_hash),
+            ("timeout", "12.0"),
         )
 
 
@@ -176,8 +185,14 @@ def _summary(results: list[tuple[str, float, str]], label: str) -> dict[str, Any
     def pct(p: float) -> float | None:
         return round(ok[min(len(ok) - 1, int(p * len(ok)))] * 1e3, 1) if ok else None
 
-    return {"sent": len(mine), "ok": len(ok), "statuses": dict(statuses), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "mean_ms": round(statistics.fmean(ok) * 1e3, 1) if ok else None}
+    return {
+        "sent": len(mine),
+        "ok": len(ok),
+        "statuses": dict(statuses),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(statistics.fmean(ok) * 1e3, 1) if ok else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,14 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     capacity = args.workers / (args.service_ms / 1e3)
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_serve, args=(port, args.workers, args.queue, args.service_ms, args.async_forward, ready), daemon=True)
+    server = context.Process(
+        target=_serve, args=(port, args.workers, args.queue, args.service_ms, args.async_forward, ready), daemon=True
+    )
     server.start()
     try:
         if not ready.wait(60):
             print("the axon did not start", file=sys.stderr)
             return 1
-        print(f"axon: {args.workers} workers x {args.service_ms:g} ms = capacity {capacity:.0f} req/s, "
-              f"queue {args.queue}; pid {server.pid}", file=sys.stderr)
+        print(
+            f"axon: {args.workers} workers x {args.service_ms:g} ms = capacity {capacity:.0f} req/s, "
+            f"queue {args.queue}; pid {server.pid}",
+            file=sys.stderr,
+        )
         unloaded = _run_validators(context, port, {"high": capacity / 5}, args.duration)
         offered = capacity * args.overload
         cpu_before, wall_before = _cpu_seconds(server.pid), time.monotonic()
@@ -224,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     total_refused = sum(refused.values()) or 1
     ratio = (high["p99_ms"] / base["p99_ms"]) if high["p99_ms"] and base["p99_ms"] else None
     figures = {
-        "capacity_rps": round(capacity), "offered_rps": round(capacity * args.overload),
-        "unloaded_high": base, "overloaded_high": high, "overloaded_low": low,
+        "capacity_rps": round(capacity),
+        "offered_rps": round(capacity * args.overload),
+        "unloaded_high": base,
+        "overloaded_high": high,
+        "overloaded_low": low,
         "high_p99_ratio": round(ratio, 2) if ratio else None,
         "server_cores_busy_under_overload": round(server_load, 2),
         "refusal_share": {name: round(count / total_refused, 3) for name, count in refused.items()},
@@ -233,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{'class':<16}{'sent':>7}{'ok':>7}{'refused':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for name, s in (("high, unloaded", base), ("high, overload", high), ("low, overload", low)):
-        print(f"{name:<16}{s['sent']:>7}{s['ok']:>7}{s['statuses'].get('UNAVAILABLE', 0):>9}"
-              f"{s['p50_ms'] or '-':>9}{s['p99_ms'] or '-':>9}")
+        print(
+            f"{name:<16}{s['sent']:>7}{s['ok']:>7}{s['statuses'].get('UNAVAILABLE', 0):>9}"
+            f"{s['p50_ms'] or '-':>9}{s['p99_ms'] or '-':>9}"
+        )
     print(f"high p99 under {args.overload:g}x overload / unloaded: {figures['high_p99_ratio']}x (target <= 2x)")
     print(f"server CPU under overload: {server_load:.2f} cores")
     print(f"refusals absorbed: high {figures['refusal_share']['high']:.1%}, low {figures['refusal_share']['low']:.1%}")

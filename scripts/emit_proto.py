@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the .proto of synapse classes: the same as `axon-grpc proto`.
 
-    python scripts/emit_proto.py my_module:MySynapse [more ...] -o out/
+python scripts/emit_proto.py my_module:MySynapse [more ...] -o out/
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def other_languages(proto: Path, include: Path) -> dict[str, str]:
         "rust": "cargo add tonic prost && cargo add --build tonic-build, then in build.rs: "
         f'tonic_build::configure().compile_protos(&["{proto}"], &["{include}"])?;',
         "cpp": f"mkdir -p gen/cpp && protoc -I {include} --cpp_out=gen/cpp --grpc_out=gen/cpp "
-        f"--plugin=protoc-gen-grpc=\"$(command -v grpc_cpp_plugin)\" {proto}",
+        f'--plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" {proto}',
         "python": f"python scripts/gen_protos.py {proto} -I {include} --out gen/python",
     }
 
@@ -48,13 +48,20 @@ def _include_of(proto: Path) -> Path:
 
 
 def generate(protos: list[Path], out: Path, include: list[Path]) -> None:
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     out.mkdir(parents=True, exist_ok=True)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", *(f"-I{p}" for p in include), f"-I{well_known}",
-            f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *map(str, protos)]
+    args = [
+        "protoc",
+        *(f"-I{p}" for p in include),
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *map(str, protos),
+    ]
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed on {', '.join(map(str, protos))}")
     for directory in [out, *(d for d in out.rglob("*") if d.is_dir())]:
@@ -65,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("protos", nargs="*", type=Path, help="files to compile (default: all under proto/)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    parser.add_argument("-I", "--include", type=Path, action="append", default=None,
-                        help="import root (default: proto/ and each file's own folder)")
-    parser.add_argument("--print", action="store_true",
-                        help="print the command for Go, Node, Rust, C++ and Python for PROTO "
-                        f"(default {EMITTED}, what `axon-grpc proto -o out` writes)")
+    parser.add_argument(
+        "-I",
+        "--include",
+        type=Path,
+        action="append",
+        default=None,
+        help="import root (default: proto/ and each file's own folder)",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        help="print the command for Go, Node, Rust, C++ and Python for PROTO "
+        f"(default {EMITTED}, what `axon-grpc proto -o out` writes)",
+    )
     args = parser.parse_args(argv)
     if args.print:
         proto = args.protos[0] if args.protos else EMITTED

@@ -50,7 +50,8 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = response.read().decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
@@ -122,7 +123,7 @@ def render(series: list[tuple[float, dict[Any, float]]], out: Path) -> None:
 
     def panel(ax: Any, title: str, times: list[float], lines: dict[str, list[float]], unit: str) -> None:
         for key, values in sorted(lines.items()):
-            ax.plot(times[-len(values):], values, label=key or "total")
+            ax.plot(times[-len(values) :], values, label=key or "total")
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.set_xlabel("seconds")
@@ -148,14 +149,21 @@ def render(series: list[tuple[float, dict[Any, float]]], out: Path) -> None:
     panel(axes[1][0], "Call latency  (histogram_quantile over axon_request_duration_seconds)", qtimes, quantiles, "ms")
 
     gauge_times = [t - t0 for t, _ in series]
-    depth = {"queue depth": [total(s, "axon_admission_queue_depth").get("", 0) for _, s in series],
-             "workers busy": [total(s, "axon_workers_busy").get("", 0) for _, s in series]}
+    depth = {
+        "queue depth": [total(s, "axon_admission_queue_depth").get("", 0) for _, s in series],
+        "workers busy": [total(s, "axon_workers_busy").get("", 0) for _, s in series],
+    }
     panel(axes[1][1], "Admission  (axon_admission_queue_depth, axon_workers_busy)", gauge_times, depth, "requests")
 
     times, lines = rates("axon_admission_shed_total", None)
     expired = rates("axon_admission_expired_total", None)[1]
-    panel(axes[2][0], "Shed and expired  (rate(axon_admission_{shed,expired}_total))", times,
-          {"shed": lines.get("", []), "expired": expired.get("", [])}, "req/s")
+    panel(
+        axes[2][0],
+        "Shed and expired  (rate(axon_admission_{shed,expired}_total))",
+        times,
+        {"shed": lines.get("", []), "expired": expired.get("", [])},
+        "req/s",
+    )
 
     health = {"healthy (memory)": [total(s, "axon_nonce_store_healthy", store="memory").get("", 0) for _, s in series]}
     checks = rates("axon_nonce_checks_total", "verdict")[1]
@@ -175,8 +183,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "metrics-dashboard.png"))
     args = parser.parse_args()
-    axon = build_axon({"forward_fn": work_forward, "blacklist_fn": work_blacklist}, http_port=free_port(),
-                      max_workers=2, max_queue=4)
+    axon = build_axon(
+        {"forward_fn": work_forward, "blacklist_fn": work_blacklist}, http_port=free_port(), max_workers=2, max_queue=4
+    )
     axon.start()
     series: list[tuple[float, dict[Any, float]]] = []
     try:

@@ -74,8 +74,12 @@ def _build_app() -> Any:
         await send({"type": "http.response.body", "body": b"ok"})
 
     health = Health(("axon.v1.Axon",), drain_file=os.environ.get("AXON_GRPC_EDGE_DRAIN_FILE"))
-    grpc_app = GrpcAsgi(Pipeline(), Codec(), max_message_bytes=4 * 1024 * 1024,  # type: ignore[arg-type]
-                        services=health.methods())  # type: ignore[arg-type]
+    grpc_app = GrpcAsgi(
+        Pipeline(),
+        Codec(),
+        max_message_bytes=4 * 1024 * 1024,  # type: ignore[arg-type]
+        services=health.methods(),
+    )  # type: ignore[arg-type]
     return EdgeApp(grpc_app, legacy, health)
 
 
@@ -118,7 +122,7 @@ def tree_rss_bytes(root: int) -> int:
             try:
                 with open(f"/proc/{entry}/stat", "rb") as f:
                     data = f.read()
-                parents[int(entry)] = int(data[data.rindex(b")") + 2:].split()[1])
+                parents[int(entry)] = int(data[data.rindex(b")") + 2 :].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
     pids, frontier = {root}, [root]
@@ -178,8 +182,14 @@ async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurren
     from axon_grpc.info import AxonInfo
     from axon_grpc.keys import Keypair
 
-    info = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4,
-                    hotkey=Keypair.create_from_seed(AXON_SEED).ss58_address, coldkey="")
+    info = AxonInfo(
+        version=0,
+        ip="127.0.0.1",
+        port=port,
+        ip_type=4,
+        hotkey=Keypair.create_from_seed(AXON_SEED).ss58_address,
+        coldkey="",
+    )
     async with Dendrite() as dendrite:
 
         async def worker(offset: int) -> None:
@@ -227,10 +237,17 @@ def _hpack_literal(name: bytes, value: bytes) -> bytes:
 
 
 def grpc_headers(port: int, path: bytes = LEGIT_METHOD.encode()) -> bytes:
-    return b"".join(_hpack_literal(k, v) for k, v in (
-        (b":method", b"POST"), (b":scheme", b"http"), (b":path", path), (b":authority", f"127.0.0.1:{port}".encode()),
-        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-    ))
+    return b"".join(
+        _hpack_literal(k, v)
+        for k, v in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", f"127.0.0.1:{port}".encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
 
 
 class H2Connection:
@@ -344,7 +361,7 @@ async def flood_slow(port: int, options: argparse.Namespace) -> str:
 
 async def flood_headers(port: int, options: argparse.Namespace) -> str:
     """1 GiB of request headers over 4 connections at a time (reconnecting when closed)."""
-    budget = int(1024 ** 3 * options.scale)
+    budget = int(1024**3 * options.scale)
     share = budget // 4
     line = b"X-Flood: " + b"a" * 8000 + b"\r\n"
     chunk = line * 8
@@ -374,7 +391,7 @@ async def flood_headers(port: int, options: argparse.Namespace) -> str:
         return sent
 
     sent = sum(await asyncio.gather(*(one() for _ in range(4))))
-    return f"{sent / 1024 ** 2:.0f} MiB sent; {refused['431']} answered 431, {refused['closed']} cut"
+    return f"{sent / 1024**2:.0f} MiB sent; {refused['431']} answered 431, {refused['closed']} cut"
 
 
 async def flood_half_sent(port: int, options: argparse.Namespace) -> str:
@@ -390,7 +407,7 @@ async def flood_half_sent(port: int, options: argparse.Namespace) -> str:
         connection.writer.write(h2_frame(HEADERS, END_HEADERS, stream_id, headers))
         connection.writer.write(h2_frame(DATA, 0, stream_id, body[:16384]))
         for offset in range(16384, len(body), 16384):
-            connection.writer.write(h2_frame(DATA, 0, stream_id, body[offset:offset + 16384]))
+            connection.writer.write(h2_frame(DATA, 0, stream_id, body[offset : offset + 16384]))
         if index % per_connection == per_connection - 1:
             stream_id = 1
         else:
@@ -419,7 +436,7 @@ async def flood_reset(port: int, options: argparse.Namespace) -> str:
         connections += 1
         stream_id = 1
         try:
-            while sent < total and stream_id < 2 ** 31 - 2 and time.monotonic() < deadline:
+            while sent < total and stream_id < 2**31 - 2 and time.monotonic() < deadline:
                 batch = bytearray()
                 for _ in range(100):
                     batch += h2_frame(HEADERS, END_HEADERS, stream_id, headers)
@@ -440,7 +457,10 @@ async def flood_reset(port: int, options: argparse.Namespace) -> str:
 
 
 FLOODS: dict[str, Flood] = {
-    "idle": flood_idle, "slow": flood_slow, "headers": flood_headers, "half-sent": flood_half_sent,
+    "idle": flood_idle,
+    "slow": flood_slow,
+    "headers": flood_headers,
+    "half-sent": flood_half_sent,
     "reset": flood_reset,
 }
 
@@ -453,20 +473,36 @@ def start_server(port: int, options: argparse.Namespace) -> subprocess.Popen[byt
     if options.target == "axon":
         env = dict(os.environ, STRESS_AXON_SEED=AXON_SEED, PYTHONPATH=path)
         env.pop("STRESS_TOKEN", None)
-        command = [sys.executable, "-m", "axon_grpc", "serve", "stress_edge:build_axon", "--app-dir",
-                   str(ROOT / "scripts"), "--axon.ip", "127.0.0.1", "--axon.port", str(port), "--grace", "2",
-                   f"--edge.idle_timeout_s={options.idle_timeout}",
-                   f"--edge.request_headers_timeout_s={options.headers_timeout}"]
-        return _wait_serving(subprocess.Popen(command, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL), port)
+        command = [
+            sys.executable,
+            "-m",
+            "axon_grpc",
+            "serve",
+            "stress_edge:build_axon",
+            "--app-dir",
+            str(ROOT / "scripts"),
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            str(port),
+            "--grace",
+            "2",
+            f"--edge.idle_timeout_s={options.idle_timeout}",
+            f"--edge.request_headers_timeout_s={options.headers_timeout}",
+        ]
+        return _wait_serving(
+            subprocess.Popen(command, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port
+        )
     env = dict(os.environ, STRESS_TOKEN=TOKEN, PYTHONPATH=path)
     code = (
         "import sys; from axon_grpc.edge.config import EdgeLimits; from axon_grpc.edge.serve import serve; "
         f"sys.exit(serve('unused:unused', address='127.0.0.1', port={port}, grace=2.0, app='stress_edge:app', "
-        f"limits=EdgeLimits(idle_timeout_s={options.idle_timeout}, request_headers_timeout_s={options.headers_timeout})))"
+        f"limits=EdgeLimits(idle_timeout_s={options.idle_timeout}, "
+        f"request_headers_timeout_s={options.headers_timeout})))"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return _wait_serving(process, port)
 
 
@@ -506,8 +542,16 @@ async def run_flood(name: str, flood: Flood, port: int, pid: int, options: argpa
     await asyncio.gather(client, sampler)
     total, ok, p99 = legit.summary()
     await asyncio.sleep(0.5)
-    return [name, f"{elapsed:.0f} s", f"{total}", f"{ok:.1f} %", f"{p99:.0f} ms",
-            f"{(peak - rss_before) / 1024 ** 2:+.0f} MB", "yes" if await healthy(port) else "NO", outcome]
+    return [
+        name,
+        f"{elapsed:.0f} s",
+        f"{total}",
+        f"{ok:.1f} %",
+        f"{p99:.0f} ms",
+        f"{(peak - rss_before) / 1024**2:+.0f} MB",
+        "yes" if await healthy(port) else "NO",
+        outcome,
+    ]
 
 
 def print_table(rows: list[list[str]]) -> None:
@@ -527,8 +571,11 @@ async def main(options: argparse.Namespace) -> int:
     rows = []
     try:
         target = "a full axon (signed Dendrite calls)" if options.target == "axon" else "the echo application"
-        print(f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
-              f"request-headers timeout {options.headers_timeout:g} s, other limits at their defaults", flush=True)
+        print(
+            f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
+            f"request-headers timeout {options.headers_timeout:g} s, other limits at their defaults",
+            flush=True,
+        )
         for name in options.only.split(","):
             row = await run_flood(name, FLOODS[name], port, process.pid, options)
             print("  ".join(row), flush=True)
@@ -547,11 +594,19 @@ async def main(options: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(FLOODS), help=f"floods to run (default: all of {','.join(FLOODS)})")
-    parser.add_argument("--target", choices=("axon", "echo"), default="axon",
-                        help="axon: a full axon under axon-grpc serve (default); echo: the edge's minimal application")
+    parser.add_argument(
+        "--target",
+        choices=("axon", "echo"),
+        default="axon",
+        help="axon: a full axon under axon-grpc serve (default); echo: the edge's minimal application",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each flood's count (default 1)")
     parser.add_argument("--flood-seconds", type=float, default=10.0, help="time bound of the timed floods (default 10)")
-    parser.add_argument("--idle-timeout", type=float, default=10.0,
-                        help="the edge's idle timeout for this run, to see it act (default 10 s; serve's default 300)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="the edge's idle timeout for this run, to see it act (default 10 s; serve's default 300)",
+    )
     parser.add_argument("--headers-timeout", type=float, default=10.0, help="request-headers timeout (default 10 s)")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -91,7 +91,9 @@ class RawCaller:
     ) -> tuple[grpc.StatusCode, bytes | None, str, dict[str, str]]:
         """(status, response bytes or None, details, trailing metadata) of one raw call."""
         rpc = self.channel.unary_unary(f"/axon.v1.Axon/{method}")
-        call = rpc(body, metadata=metadata if metadata is not None else self.metadata(body, method=method), timeout=timeout)
+        call = rpc(
+            body, metadata=metadata if metadata is not None else self.metadata(body, method=method), timeout=timeout
+        )
         try:
             response = await call
         except grpc.aio.AioRpcError as e:
@@ -102,8 +104,6 @@ class RawCaller:
 
     async def close(self) -> None:
         await self.channel.close()
-
-
 
 
 async def check_concurrent_rounds(store: NonceStore, *, rounds: int, concurrency: int, seed: int) -> None:

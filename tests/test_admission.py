@@ -112,8 +112,7 @@ async def wait_until(predicate, limit: float = 5.0) -> None:
 async def saturated():
     gate.clear()
     ran.clear()
-    async with serve_axon({"forward_fn": work_forward, "priority_fn": work_priority}, max_workers=1,
-                          max_queue=2) as h:
+    async with serve_axon({"forward_fn": work_forward, "priority_fn": work_priority}, max_workers=1, max_queue=2) as h:
         raw = RawCaller(f"127.0.0.1:{h.axon.port}", h.axon.wallet.hotkey.ss58_address)
         blocker = asyncio.create_task(request(raw, -1))
         await wait_until(lambda: h.axon.thread_pool.active == 1)
@@ -239,11 +238,10 @@ def test_queue_bound_defaults_to_eight_per_worker() -> None:
     assert build_axon(max_workers=3, max_queue=5).admission.max_queue == 5
 
 
-
 async def test_saturated_axon_refuses_hopeless_requests_before_verifying_them(saturated) -> None:
     """Under saturation only a caller whose last verified priority could displace someone is
     verified; no hook runs on unverified data to decide it."""
-    h, raw, blocker = saturated
+    h, raw, _blocker = saturated
     first = asyncio.create_task(request(raw, 5))
     second = asyncio.create_task(request(raw, 6))
     await wait_until(lambda: h.axon.admission.waiting == 2)

@@ -1,4 +1,5 @@
 """Axon.attach: endpoint naming, the seed's signature assertions, schema refusals."""
+
 from __future__ import annotations
 
 import typing
@@ -24,7 +25,7 @@ def bl_builtin_tuple(synapse: Dummy) -> tuple[bool, str]:
     return False, ""
 
 
-def bl_typing_tuple(synapse: Dummy) -> typing.Tuple[bool, str]:  # noqa: UP006
+def bl_typing_tuple(synapse: Dummy) -> typing.Tuple[bool, str]:
     return False, ""
 
 
@@ -62,8 +63,9 @@ async def async_forward(synapse: Dummy) -> Dummy:
 
 def test_attach_names_the_endpoint_after_the_annotation_and_chains() -> None:
     axon = build_axon()
-    returned = axon.attach(forward_fn=dummy_forward, blacklist_fn=bl_builtin_tuple, priority_fn=prio,
-                           verify_fn=verify_ok).attach(forward_fn=other_forward)
+    returned = axon.attach(
+        forward_fn=dummy_forward, blacklist_fn=bl_builtin_tuple, priority_fn=prio, verify_fn=verify_ok
+    ).attach(forward_fn=other_forward)
     assert returned is axon
     assert list(axon.forward_fns) == ["Synapse", "Dummy", "Other"]
     assert axon.forward_class_types["Dummy"] is Dummy
@@ -86,13 +88,26 @@ def test_async_forward_is_accepted() -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"blacklist_fn": bl_wrong_return},
-         "The blacklist_fn function must have the signature: blacklist( synapse: Dummy ) -> tuple[bool, str]"),
-        ({"blacklist_fn": bl_wrong_param},
-         "The blacklist_fn function must have the signature: blacklist( synapse: Dummy ) -> tuple[bool, str]"),
-        ({"priority_fn": prio_wrong}, "The priority_fn function must have the signature: priority( synapse: Dummy ) -> float"),
-        ({"verify_fn": verify_wrong}, "The verify_fn function must have the signature: verify( synapse: Dummy ) -> None"),
-        ({"verify_fn": lambda a, b: None}, "The verify_fn function must have the signature: verify( synapse: Dummy ) -> None"),
+        (
+            {"blacklist_fn": bl_wrong_return},
+            "The blacklist_fn function must have the signature: blacklist( synapse: Dummy ) -> tuple[bool, str]",
+        ),
+        (
+            {"blacklist_fn": bl_wrong_param},
+            "The blacklist_fn function must have the signature: blacklist( synapse: Dummy ) -> tuple[bool, str]",
+        ),
+        (
+            {"priority_fn": prio_wrong},
+            "The priority_fn function must have the signature: priority( synapse: Dummy ) -> float",
+        ),
+        (
+            {"verify_fn": verify_wrong},
+            "The verify_fn function must have the signature: verify( synapse: Dummy ) -> None",
+        ),
+        (
+            {"verify_fn": lambda a, b: None},
+            "The verify_fn function must have the signature: verify( synapse: Dummy ) -> None",
+        ),
     ],
 )
 def test_wrong_hook_signatures_fail_with_the_seed_messages(kwargs: dict, message: str) -> None:

@@ -1,4 +1,5 @@
 """Hooks written without postponed annotations check the same way."""
+
 import typing
 
 from axon_grpc.testing import build_axon
@@ -6,7 +7,7 @@ from axon_grpc.testing import build_axon
 from .support import Dummy, dummy_forward
 
 
-def blacklist(synapse: Dummy) -> typing.Tuple[bool, str]:  # noqa: UP006
+def blacklist(synapse: Dummy) -> typing.Tuple[bool, str]:
     return False, ""
 
 

@@ -36,8 +36,14 @@ PRE_7_2 = 7_001_000
 REPLAYED = "Not Verified with error: Nonce is too old, a newer one was last processed"
 
 
-def signed(keypair: Keypair, nonce: int, *, uuid: str = "u-1", version: int | None = PROTOCOL_VERSION,
-           hotkey: str | None = None) -> Synapse:
+def signed(
+    keypair: Keypair,
+    nonce: int,
+    *,
+    uuid: str = "u-1",
+    version: int | None = PROTOCOL_VERSION,
+    hotkey: str | None = None,
+) -> Synapse:
     """A header-built synapse as a dendrite signs it (``hotkey`` may name the key otherwise)."""
     synapse = Synapse(computed_body_hash="ab" * 32, timeout=12.0)
     synapse.dendrite = TerminalInfo(hotkey=hotkey or keypair.ss58_address, nonce=nonce, uuid=uuid, version=version)
@@ -53,8 +59,9 @@ def replayed(synapse: Synapse, **changes: object) -> Synapse:
     return copy
 
 
-async def verify(synapse: Synapse, store: NonceStore, policy: VerifyPolicy | None = None, crypto: str = "sr25519"
-                 ) -> None:
+async def verify(
+    synapse: Synapse, store: NonceStore, policy: VerifyPolicy | None = None, crypto: str = "sr25519"
+) -> None:
     await verify_legacy(synapse, AXON.ss58_address, store, policy or VerifyPolicy(), crypto)
 
 
@@ -70,8 +77,11 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator:
             from axon_grpc.redis_store import RedisNonceStore
 
             server: RedisServer = request.getfixturevalue("redis_server")
-            store = RedisNonceStore(server.url, retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
-                                    namespace=f"auth-{time.time_ns()}")
+            store = RedisNonceStore(
+                server.url,
+                retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
+                namespace=f"auth-{time.time_ns()}",
+            )
         stores.append(store)
         return store
 
@@ -84,8 +94,12 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator:
 
 
 def test_caller_fields_at_their_bounds_pass() -> None:
-    check_caller_fields(hotkey="5" * MAX_HOTKEY_CHARS, uuid="u" * MAX_UUID_CHARS, nonce=10**MAX_NONCE_DIGITS - 1,
-                        version=10**MAX_VERSION_DIGITS - 1)
+    check_caller_fields(
+        hotkey="5" * MAX_HOTKEY_CHARS,
+        uuid="u" * MAX_UUID_CHARS,
+        nonce=10**MAX_NONCE_DIGITS - 1,
+        version=10**MAX_VERSION_DIGITS - 1,
+    )
     check_caller_fields(nonce="9" * MAX_NONCE_DIGITS, version="-" + "9" * MAX_VERSION_DIGITS)
     check_caller_fields(nonce=-(10**MAX_NONCE_DIGITS - 1))
     check_caller_fields()  # nothing given, nothing checked
@@ -94,15 +108,18 @@ def test_caller_fields_at_their_bounds_pass() -> None:
     assert MAX_NONCE_DIGITS >= len(str(time.time_ns())) and MAX_VERSION_DIGITS >= len(str(PROTOCOL_VERSION))
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"hotkey": "5" * (MAX_HOTKEY_CHARS + 1)}, f"The hotkey is longer than {MAX_HOTKEY_CHARS} characters"),
-    ({"uuid": "u" * (MAX_UUID_CHARS + 1)}, f"The uuid is longer than {MAX_UUID_CHARS} characters"),
-    ({"uuid": "u" * 31 * 1024}, f"The uuid is longer than {MAX_UUID_CHARS} characters"),
-    ({"nonce": 10**MAX_NONCE_DIGITS}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
-    ({"nonce": -(10**400)}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
-    ({"nonce": "1" * 5000}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
-    ({"version": 10**MAX_VERSION_DIGITS}, f"The version has more than {MAX_VERSION_DIGITS} digits"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"hotkey": "5" * (MAX_HOTKEY_CHARS + 1)}, f"The hotkey is longer than {MAX_HOTKEY_CHARS} characters"),
+        ({"uuid": "u" * (MAX_UUID_CHARS + 1)}, f"The uuid is longer than {MAX_UUID_CHARS} characters"),
+        ({"uuid": "u" * 31 * 1024}, f"The uuid is longer than {MAX_UUID_CHARS} characters"),
+        ({"nonce": 10**MAX_NONCE_DIGITS}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
+        ({"nonce": -(10**400)}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
+        ({"nonce": "1" * 5000}, f"The nonce has more than {MAX_NONCE_DIGITS} digits"),
+        ({"version": 10**MAX_VERSION_DIGITS}, f"The version has more than {MAX_VERSION_DIGITS} digits"),
+    ],
+)
 def test_caller_fields_past_their_bounds_are_400(fields: dict, message: str) -> None:
     with pytest.raises(SynapseParsingError) as info:
         check_caller_fields(**fields)
@@ -110,10 +127,15 @@ def test_caller_fields_past_their_bounds_are_400(fields: dict, message: str) -> 
     assert str(info.value) == f"Improperly formatted request. {message}"
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("uuid", "u" * (MAX_UUID_CHARS + 1)), ("nonce", 10**MAX_NONCE_DIGITS), ("version", 10**MAX_VERSION_DIGITS),
-    ("hotkey", "5" * (MAX_HOTKEY_CHARS + 1)),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("uuid", "u" * (MAX_UUID_CHARS + 1)),
+        ("nonce", 10**MAX_NONCE_DIGITS),
+        ("version", 10**MAX_VERSION_DIGITS),
+        ("hotkey", "5" * (MAX_HOTKEY_CHARS + 1)),
+    ],
+)
 async def test_verify_legacy_bounds_caller_fields_before_storing(field: str, value: object) -> None:
     store = InMemoryNonceStore(VerifyPolicy().retention_ns)
     caller = Keypair.generate()
@@ -124,17 +146,28 @@ async def test_verify_legacy_bounds_caller_fields_before_storing(field: str, val
     assert len(store) == 0
 
 
-@pytest.mark.parametrize(("header", "value", "message"), [
-    ("x-bittensor-hotkey", "5" * 200, "The hotkey is longer than"),
-    ("x-bittensor-nonce", "1" * 5000, "The nonce has more than"),
-])
+@pytest.mark.parametrize(
+    ("header", "value", "message"),
+    [
+        ("x-bittensor-hotkey", "5" * 200, "The hotkey is longer than"),
+        ("x-bittensor-nonce", "1" * 5000, "The nonce has more than"),
+    ],
+)
 async def test_verify_btauth_bounds_caller_fields(header: str, value: str, message: str) -> None:
     store = InMemoryNonceStore(VerifyPolicy().btauth_retention_ns)
     headers = sign_headers(Keypair.generate(), method="POST", path="/p", body=b"", receiver=AXON.ss58_address)
     headers[header] = value
     with pytest.raises(SynapseParsingError, match=message):
-        await verify_btauth(headers, b"", method="POST", path="/p", receiver=AXON.ss58_address, store=store,
-                            max_age_s=10, allowed_skew_s=2)
+        await verify_btauth(
+            headers,
+            b"",
+            method="POST",
+            path="/p",
+            receiver=AXON.ss58_address,
+            store=store,
+            max_age_s=10,
+            allowed_skew_s=2,
+        )
     assert len(store) == 0
 
 
@@ -163,15 +196,29 @@ async def test_btauth_signature_under_a_second_address_string_is_refused(crypto:
     caller = Keypair.generate(crypto)
     alias = two_byte_alias(caller.public_key)
     nonce = time.time_ns()
-    payload = build_payload(scheme=crypto, method="POST", path="/p", body=b"x", nonce=nonce, sender=alias,
-                            receiver=AXON.ss58_address)
-    headers = {"x-bittensor-version": "1", "x-bittensor-hotkey": alias, "x-bittensor-nonce": str(nonce),
-               "x-bittensor-crypto": crypto, "x-bittensor-receiver": AXON.ss58_address,
-               "x-bittensor-signature": caller.sign_hex(payload)}
+    payload = build_payload(
+        scheme=crypto, method="POST", path="/p", body=b"x", nonce=nonce, sender=alias, receiver=AXON.ss58_address
+    )
+    headers = {
+        "x-bittensor-version": "1",
+        "x-bittensor-hotkey": alias,
+        "x-bittensor-nonce": str(nonce),
+        "x-bittensor-crypto": crypto,
+        "x-bittensor-receiver": AXON.ss58_address,
+        "x-bittensor-signature": caller.sign_hex(payload),
+    }
     assert caller.verify(payload, headers["x-bittensor-signature"])  # a valid signature by that key
     with pytest.raises(NotVerifiedException, match="invalid hotkey address"):
-        await verify_btauth(headers, b"x", method="POST", path="/p", receiver=AXON.ss58_address, store=store,
-                            max_age_s=10, allowed_skew_s=2)
+        await verify_btauth(
+            headers,
+            b"x",
+            method="POST",
+            path="/p",
+            receiver=AXON.ss58_address,
+            store=store,
+            max_age_s=10,
+            allowed_skew_s=2,
+        )
     assert len(store) == 0
 
 
@@ -206,8 +253,16 @@ async def test_a_full_store_answers_503_not_a_silent_accept() -> None:
     btauth = InMemoryNonceStore(VerifyPolicy().btauth_retention_ns, max_keys=1)
     for expected in (None, ServiceUnavailable):
         headers = sign_headers(Keypair.generate(), method="POST", path="/p", body=b"", receiver=AXON.ss58_address)
-        check = verify_btauth(headers, b"", method="POST", path="/p", receiver=AXON.ss58_address, store=btauth,
-                              max_age_s=10, allowed_skew_s=2)
+        check = verify_btauth(
+            headers,
+            b"",
+            method="POST",
+            path="/p",
+            receiver=AXON.ss58_address,
+            store=btauth,
+            max_age_s=10,
+            allowed_skew_s=2,
+        )
         if expected is None:
             await check
         else:
@@ -255,8 +310,9 @@ async def test_pre_7_2_entries_do_not_expire_in_redis(redis_server: RedisServer)
 
     from axon_grpc.redis_store import RedisNonceStore
 
-    store = RedisNonceStore(redis_server.url, retention_ns=LEGACY_POLICY.retention_ns,
-                            namespace=f"auth-expiry-{time.time_ns()}")
+    store = RedisNonceStore(
+        redis_server.url, retention_ns=LEGACY_POLICY.retention_ns, namespace=f"auth-expiry-{time.time_ns()}"
+    )
     client = Redis.from_url(redis_server.url)
     try:
         caller = Keypair.generate()

@@ -49,11 +49,14 @@ def test_help_prints_the_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in out
 
 
-@pytest.mark.parametrize("port, external, message", [
-    (1024, None, "Axon port must be in range [1024, 65535]"),
-    (65535, None, "Axon port must be in range [1024, 65535]"),
-    (8091, 80, "External port must be in range [1024, 65535]"),
-])
+@pytest.mark.parametrize(
+    "port, external, message",
+    [
+        (1024, None, "Axon port must be in range [1024, 65535]"),
+        (65535, None, "Axon port must be in range [1024, 65535]"),
+        (8091, 80, "External port must be in range [1024, 65535]"),
+    ],
+)
 def test_check_config_refuses_ports_out_of_range(port: int, external: int | None, message: str) -> None:
     config = Config(axon=Config(port=port, external_port=external, ip="[::]"))
     with pytest.raises(AssertionError, match=message.replace("[", r"\[")):
@@ -66,7 +69,12 @@ def test_constructor_arguments_and_info() -> None:
     wallet = KeypairWallet.generate()
     axon = Axon(wallet=wallet, port=9301, ip="127.0.0.1", external_ip="203.0.113.7", external_port=7070, max_workers=4)
     assert (axon.ip, axon.port, axon.external_ip, axon.external_port, axon.max_workers) == (
-        "127.0.0.1", 9301, "203.0.113.7", 7070, 4)
+        "127.0.0.1",
+        9301,
+        "203.0.113.7",
+        7070,
+        4,
+    )
     assert axon.full_address == "127.0.0.1:9301"
     assert axon.thread_pool.max_workers == 4
     assert axon.started is False and axon.uuid
@@ -215,8 +223,12 @@ def test_readme_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "BT_AXON_PORT": str(free_port()), "AXON_GRPC_HOME": str(tmp_path),
-           "BT_WALLET_PATH": str(tmp_path / "bt")}
+    env = {
+        **os.environ,
+        "BT_AXON_PORT": str(free_port()),
+        "AXON_GRPC_HOME": str(tmp_path),
+        "BT_WALLET_PATH": str(tmp_path / "bt"),
+    }
     example = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
     done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

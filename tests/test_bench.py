@@ -52,8 +52,10 @@ def test_legacy_requests_are_signed_afresh_like_a_10_5_dendrite() -> None:
         assert payload["input"] == 3 and payload["dendrite"]["nonce"] == int(h["bt_header_dendrite_nonce"])
         assert payload["dendrite"]["signature"] == h["bt_header_dendrite_signature"]
         assert h["computed_body_hash"] == field_body_hash(payload, ("input",))
-        message = (f"{h['bt_header_dendrite_nonce']}.{client.ss58_address}.{axon.ss58_address}."
-                   f"{dendrite_uuid}.{h['computed_body_hash']}")
+        message = (
+            f"{h['bt_header_dendrite_nonce']}.{client.ss58_address}.{axon.ss58_address}."
+            f"{dendrite_uuid}.{h['computed_body_hash']}"
+        )
         assert client.verify(message, h["bt_header_dendrite_signature"])
         nonces.append(int(h["bt_header_dendrite_nonce"]))
     assert nonces[1] > nonces[0]
@@ -79,21 +81,33 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def _level(concurrency: int, rps: float, cpu: float, p99: float) -> dict[str, Any]:
-    return {"concurrency": concurrency, "rps": rps, "server_cpu_ms_per_req": cpu, "p99_ms": p99, "p50_ms": p99 / 2,
-            "p90_ms": p99, "server_cpu_cores": 1.0, "generator_cpu_cores": 0.5, "statuses": {"200": 10}, "ok": 10,
-            "notes": []}
+    return {
+        "concurrency": concurrency,
+        "rps": rps,
+        "server_cpu_ms_per_req": cpu,
+        "p99_ms": p99,
+        "p50_ms": p99 / 2,
+        "p90_ms": p99,
+        "server_cpu_cores": 1.0,
+        "generator_cpu_cores": 0.5,
+        "statuses": {"200": 10},
+        "ok": 10,
+        "notes": [],
+    }
 
 
 def test_ratios_follow_the_issue_targets() -> None:
-    results = {"targets": [
-        {"name": "grpc", "label": "g", "levels": [_level(16, 2000, 0.4, 10), _level(64, 2500, 0.4, 30)]},
-        {"name": "grpc-async", "label": "a", "levels": [_level(16, 2000, 0.3, 10), _level(64, 2500, 0.3, 30)]},
-        {"name": "grpc-inline", "label": "i", "levels": [_level(64, 2400, 0.34, 32)]},
-        {"name": "http", "label": "h", "levels": [_level(16, 900, 0.6, 20), _level(64, 1000, 0.6, 80)]},
-        {"name": "echo", "label": "e", "levels": [_level(64, 5000, 0.2, 10)]},
-        {"name": "echo-verified", "label": "v", "levels": [_level(64, 4000, 0.25, 12)]},
-        {"name": "legacy", "label": "l", "levels": [_level(16, 200, 4.5, 100), _level(64, 200, 4.5, 400)]},
-    ]}
+    results = {
+        "targets": [
+            {"name": "grpc", "label": "g", "levels": [_level(16, 2000, 0.4, 10), _level(64, 2500, 0.4, 30)]},
+            {"name": "grpc-async", "label": "a", "levels": [_level(16, 2000, 0.3, 10), _level(64, 2500, 0.3, 30)]},
+            {"name": "grpc-inline", "label": "i", "levels": [_level(64, 2400, 0.34, 32)]},
+            {"name": "http", "label": "h", "levels": [_level(16, 900, 0.6, 20), _level(64, 1000, 0.6, 80)]},
+            {"name": "echo", "label": "e", "levels": [_level(64, 5000, 0.2, 10)]},
+            {"name": "echo-verified", "label": "v", "levels": [_level(64, 4000, 0.25, 12)]},
+            {"name": "legacy", "label": "l", "levels": [_level(16, 200, 4.5, 100), _level(64, 200, 4.5, 400)]},
+        ]
+    }
     rows = {row["name"]: row for row in ratios(results)}
     assert rows["gRPC (async forward) CPU/request vs legacy"]["value"] == pytest.approx(15.0)
     assert rows["gRPC (async forward) CPU/request vs legacy"]["met"] is True
@@ -114,17 +128,48 @@ def test_bench_is_an_axon_grpc_command() -> None:
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--targets", "nginx"])
-    assert set(TARGET_NAMES) == {"grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "envoy", "envoy-http",
-                                 "grpc-1w-redis", "grpc-2w-redis", "http", "echo",
-                                 "echo-verified", "legacy"}
+    assert set(TARGET_NAMES) == {
+        "grpc",
+        "grpc-async",
+        "grpc-async-nometrics",
+        "grpc-inline",
+        "envoy",
+        "envoy-http",
+        "grpc-1w-redis",
+        "grpc-2w-redis",
+        "http",
+        "echo",
+        "echo-verified",
+        "legacy",
+    }
     assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis"}
     assert callable(add_bench_command)
 
 
 def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "--targets", "grpc-async,http,legacy", "--concurrency", "2", "--duration", "0.6",
-                 "--warmup", "0.3", "--generators", "1", "--channels", "1", "--no-chart", "--quiet",
-                 "--legacy-python", str(tmp_path / "missing" / "python"), "--out", str(tmp_path)])
+    code = main(
+        [
+            "bench",
+            "--targets",
+            "grpc-async,http,legacy",
+            "--concurrency",
+            "2",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0.3",
+            "--generators",
+            "1",
+            "--channels",
+            "1",
+            "--no-chart",
+            "--quiet",
+            "--legacy-python",
+            str(tmp_path / "missing" / "python"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr()
     assert "gRPC (async forward) CPU/request vs legacy" in printed.out and "skipped" in printed.err
@@ -143,17 +188,33 @@ def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_scaling_compares_two_workers_with_one_process_level_by_level() -> None:
     two = _level(16, 1500, 1.25, 40)
-    two.update(worker_cpu_cores=[0.6, 0.58], connections_per_worker=[4, 4], redis_cpu_ms_per_req=0.05,
-               generator_cpu_cores=0.5, machine_busy_cores=1.9)
-    results: dict[str, Any] = {"meta": {"machine": {"nproc": 2}}, "targets": [
-        {"name": "grpc", "label": "g", "levels": [_level(16, 1000, 1.0, 30), _level(64, 1100, 1.0, 90)]},
-        {"name": "grpc-1w-redis", "label": "1", "levels": [_level(16, 600, 1.5, 50)]},
-        {"name": "grpc-2w-redis", "label": "w", "levels": [two],
-         "redis_round_trip": {"calls": 100, "redis": {"mean_us": 300.0, "p50_us": 250.0, "p99_us": 900.0,
-                                                      "client_cpu_us": 200.0},
-                              "in_memory": {"mean_us": 2.0, "p50_us": 2.0, "p99_us": 5.0, "client_cpu_us": 3.0},
-                              "added_latency_us": 298.0, "added_client_cpu_us": 197.0, "redis_cpu_us": 50.0}},
-    ]}
+    two.update(
+        worker_cpu_cores=[0.6, 0.58],
+        connections_per_worker=[4, 4],
+        redis_cpu_ms_per_req=0.05,
+        generator_cpu_cores=0.5,
+        machine_busy_cores=1.9,
+    )
+    results: dict[str, Any] = {
+        "meta": {"machine": {"nproc": 2}},
+        "targets": [
+            {"name": "grpc", "label": "g", "levels": [_level(16, 1000, 1.0, 30), _level(64, 1100, 1.0, 90)]},
+            {"name": "grpc-1w-redis", "label": "1", "levels": [_level(16, 600, 1.5, 50)]},
+            {
+                "name": "grpc-2w-redis",
+                "label": "w",
+                "levels": [two],
+                "redis_round_trip": {
+                    "calls": 100,
+                    "redis": {"mean_us": 300.0, "p50_us": 250.0, "p99_us": 900.0, "client_cpu_us": 200.0},
+                    "in_memory": {"mean_us": 2.0, "p50_us": 2.0, "p99_us": 5.0, "client_cpu_us": 3.0},
+                    "added_latency_us": 298.0,
+                    "added_client_cpu_us": 197.0,
+                    "redis_cpu_us": 50.0,
+                },
+            },
+        ],
+    }
     summary = scaling(results)
     assert summary is not None
     (row,) = summary["levels"]
@@ -182,9 +243,29 @@ def test_smoke_run_of_two_workers_with_redis(tmp_path: Path, capsys: pytest.Capt
         if in_ci():
             pytest.fail(REDIS_MISSING)
         pytest.skip(REDIS_MISSING)
-    code = main(["bench", "--targets", "grpc,grpc-2w-redis", "--concurrency", "4", "--duration", "0.6",
-                 "--warmup", "0.3", "--generators", "1", "--channels", "1", "--no-chart", "--quiet",
-                 "--redis-probe-calls", "200", "--out", str(tmp_path)])
+    code = main(
+        [
+            "bench",
+            "--targets",
+            "grpc,grpc-2w-redis",
+            "--concurrency",
+            "4",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0.3",
+            "--generators",
+            "1",
+            "--channels",
+            "1",
+            "--no-chart",
+            "--quiet",
+            "--redis-probe-calls",
+            "200",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr()
     assert "Redis round trip per request" in printed.out and "load generator runs on the same" in printed.out

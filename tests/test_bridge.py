@@ -28,12 +28,26 @@ from .test_bridge_client import Bridged, LegacyClient, serve_bridge
 
 #: The header names of the real 10.5.0 axon's 200 for Dummy (conformance/response_200_success.json).
 LEGACY_200_HEADERS = [
-    "content-length", "content-type", "name", "timeout",
-    "bt_header_axon_status_code", "bt_header_axon_status_message", "bt_header_axon_process_time",
-    "bt_header_axon_ip", "bt_header_axon_port", "bt_header_axon_hotkey",
-    "bt_header_dendrite_ip", "bt_header_dendrite_version", "bt_header_dendrite_nonce",
-    "bt_header_dendrite_uuid", "bt_header_dendrite_hotkey", "bt_header_dendrite_signature",
-    "bt_header_input_obj_input", "header_size", "total_size", "computed_body_hash",
+    "content-length",
+    "content-type",
+    "name",
+    "timeout",
+    "bt_header_axon_status_code",
+    "bt_header_axon_status_message",
+    "bt_header_axon_process_time",
+    "bt_header_axon_ip",
+    "bt_header_axon_port",
+    "bt_header_axon_hotkey",
+    "bt_header_dendrite_ip",
+    "bt_header_dendrite_version",
+    "bt_header_dendrite_nonce",
+    "bt_header_dendrite_uuid",
+    "bt_header_dendrite_hotkey",
+    "bt_header_dendrite_signature",
+    "bt_header_input_obj_input",
+    "header_size",
+    "total_size",
+    "computed_body_hash",
 ]
 
 
@@ -119,7 +133,11 @@ async def test_seed_surface(bridged: Bridged) -> None:
     assert set(axon.app.openapi()["paths"]) >= set(routes)
     assert bridge.log_and_handle_error is log_and_handle_error
     assert set(bridge.__all__) == {
-        "HttpBridge", "AxonMiddleware", "FastAPIThreadedServer", "create_error_response", "log_and_handle_error",
+        "HttpBridge",
+        "AxonMiddleware",
+        "FastAPIThreadedServer",
+        "create_error_response",
+        "log_and_handle_error",
     }
     server = axon.fast_server
     await axon.stop_async(grace=1.0)
@@ -201,7 +219,9 @@ def test_axon_in_its_own_thread_serves_http() -> None:
         client = LegacyClient(int(axon.http_port), axon.wallet.hotkey.ss58_address)  # only to prepare
         headers, body = client.prepare(Dummy(input=21))
         request = urllib.request.Request(
-            f"http://127.0.0.1:{axon.http_port}/Dummy", data=body.encode(), method="POST",
+            f"http://127.0.0.1:{axon.http_port}/Dummy",
+            data=body.encode(),
+            method="POST",
             headers={**headers, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -220,8 +240,9 @@ def test_fastapi_threaded_server_runs_a_toy_app_in_its_own_thread() -> None:
         return {"hello": "world"}
 
     port = free_port()
-    server = FastAPIThreadedServer(config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                                         log_level="warning", lifespan="off"))
+    server = FastAPIThreadedServer(
+        config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="off")
+    )
     assert not server.is_running
     server.start()
     try:
@@ -241,8 +262,18 @@ def test_demo_calls_over_grpc_and_over_the_bridge(tmp_path, monkeypatch) -> None
     from axon_grpc.demo import run_demo
 
     monkeypatch.setenv("AXON_GRPC_HOME", str(tmp_path))  # the demo's development hotkey goes here
-    config = parse_config(["--axon.ip", "127.0.0.1", "--axon.port", str(free_port()),
-                           "--axon.http_port", str(free_port()), "--wallet.path", str(tmp_path / "wallets")])
+    config = parse_config(
+        [
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            str(free_port()),
+            "--axon.http_port",
+            str(free_port()),
+            "--wallet.path",
+            str(tmp_path / "wallets"),
+        ]
+    )
     lines: list[str] = []
     assert run_demo(config, value=21, out=lines.append) == 0
     assert any(line.startswith("grpc   Dummy(input=21) -> output=42 status=200 'Success'") for line in lines)
@@ -252,8 +283,9 @@ def test_demo_calls_over_grpc_and_over_the_bridge(tmp_path, monkeypatch) -> None
 def test_fastapi_threaded_server_run_in_thread_context() -> None:
     app = FastAPI()
     port = free_port()
-    server = FastAPIThreadedServer(config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                                         log_level="warning", lifespan="off"))
+    server = FastAPIThreadedServer(
+        config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="off")
+    )
     with server.run_in_thread():
         assert server.started
         with pytest.raises(urllib.error.HTTPError) as caught:
@@ -294,13 +326,16 @@ async def test_verify_body_integrity() -> None:
     axon = build_axon(dummy_forward, http_port=free_port())
     good = Dummy(input=3).body_hash
     payload = {"input": 3, "output": None}
-    assert await axon.verify_body_integrity(_request("/Dummy", json.dumps(payload).encode(),
-                                                     {"computed_body_hash": good})) == payload
+    assert (
+        await axon.verify_body_integrity(_request("/Dummy", json.dumps(payload).encode(), {"computed_body_hash": good}))
+        == payload
+    )
     with pytest.raises(BodyHashMismatch) as caught:
         await axon.verify_body_integrity(_request("/Dummy", b'{"input": 4}', {"computed_body_hash": good}))
     assert caught.value.status_code == 400
-    assert caught.value.message == (f"Hash mismatch between header body hash {good} and parsed body hash "
-                                    f"{Dummy(input=4).body_hash}")
+    assert caught.value.message == (
+        f"Hash mismatch between header body hash {good} and parsed body hash {Dummy(input=4).body_hash}"
+    )
     with pytest.raises(SynapseParsingError):
         await axon.verify_body_integrity(_request("/Dummy", b"[3]", {"computed_body_hash": good}))
     from fastapi.exceptions import RequestValidationError
@@ -409,4 +444,3 @@ def test_bridge_socket_is_tcp_so_responses_are_not_delayed_by_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP  # asyncio then sets TCP_NODELAY per connection
     finally:
         sock.close()
-

@@ -79,7 +79,10 @@ class LegacyClient:
         nonce = time.time_ns() if nonce is None else nonce
         synapse.timeout = timeout
         synapse.dendrite = TerminalInfo(
-            ip=self.external_ip, version=PROTOCOL_VERSION, nonce=nonce, uuid=self.uuid,
+            ip=self.external_ip,
+            version=PROTOCOL_VERSION,
+            nonce=nonce,
+            uuid=self.uuid,
             hotkey=self.keypair.ss58_address,
         )
         synapse.axon = TerminalInfo(ip=self.host, port=self.http_port, hotkey=self.axon_hotkey)
@@ -111,7 +114,6 @@ class LegacyClient:
             await self._session.close()
 
 
-
 class Slow(Synapse):
     seconds: float = 0.0
 
@@ -119,7 +121,6 @@ class Slow(Synapse):
 def slow_forward(synapse: Slow) -> Slow:
     time.sleep(synapse.seconds)
     return synapse
-
 
 
 #: What the bridge tests attach: the conformance capture's synapses and a few more.
@@ -145,8 +146,9 @@ class Bridged:
     def verifies(self, response: LegacyResponse) -> bool:
         """Whether the axon's signature on an error response verifies (PROTOCOL.md's message)."""
         h = response.headers
-        message = (f"{h['bt_header_axon_nonce']}.{self.client.keypair.ss58_address}.{self.hotkey}."
-                   f"{h['bt_header_axon_uuid']}")
+        message = (
+            f"{h['bt_header_axon_nonce']}.{self.client.keypair.ss58_address}.{self.hotkey}.{h['bt_header_axon_uuid']}"
+        )
         return Keypair.from_ss58(self.hotkey).verify(message, h["bt_header_axon_signature"])
 
     async def assert_still_serving(self) -> None:
@@ -178,15 +180,28 @@ def test_prepare_builds_the_legacy_headers_and_signature() -> None:
     client = LegacyClient(8092, axon_key.ss58_address, client_key, "c1c45280-e9c4-11f1-b13f-02fc00000001")
     headers, body = client.prepare(Dummy(input=3), nonce=1795716669893194313)
     assert list(headers) == [
-        "name", "timeout", "bt_header_axon_ip", "bt_header_axon_port", "bt_header_axon_hotkey",
-        "bt_header_dendrite_ip", "bt_header_dendrite_version", "bt_header_dendrite_nonce",
-        "bt_header_dendrite_uuid", "bt_header_dendrite_hotkey", "bt_header_dendrite_signature",
-        "bt_header_input_obj_input", "header_size", "total_size", "computed_body_hash",
+        "name",
+        "timeout",
+        "bt_header_axon_ip",
+        "bt_header_axon_port",
+        "bt_header_axon_hotkey",
+        "bt_header_dendrite_ip",
+        "bt_header_dendrite_version",
+        "bt_header_dendrite_nonce",
+        "bt_header_dendrite_uuid",
+        "bt_header_dendrite_hotkey",
+        "bt_header_dendrite_signature",
+        "bt_header_input_obj_input",
+        "header_size",
+        "total_size",
+        "computed_body_hash",
     ]
     # PROTOCOL.md's worked example: Dummy(input=3).
     assert headers["computed_body_hash"] == "a17cffcb9dae15bad7684089c1a5e28670408951a2134f0296e8fca3ed4c94a9"
     assert headers["bt_header_input_obj_input"] == "MA=="
-    message = (f"1795716669893194313.{client_key.ss58_address}.{axon_key.ss58_address}."
-               f"c1c45280-e9c4-11f1-b13f-02fc00000001.{headers['computed_body_hash']}")
+    message = (
+        f"1795716669893194313.{client_key.ss58_address}.{axon_key.ss58_address}."
+        f"c1c45280-e9c4-11f1-b13f-02fc00000001.{headers['computed_body_hash']}"
+    )
     assert Keypair.from_ss58(client_key.ss58_address).verify(message, headers["bt_header_dendrite_signature"])
     assert json.loads(body)["input"] == 3 and json.loads(body)["name"] == "Dummy"

@@ -33,21 +33,29 @@ from axon_grpc.synapse import field_body_hash, get_hash
 from .support import CONFORMANCE, Dummy, dummy_blacklist, dummy_forward
 from .test_bridge_client import LegacyClient, serve_bridge
 
-
 #: Transport headers aiohttp adds by itself; not replayed.
 TRANSPORT = {"host", "content-length", "accept", "accept-encoding", "user-agent"}
 #: Response headers that are the HTTP server's, not the protocol's.
 SERVER_HEADERS = {"date", "server", "content-length"}
 #: Values that differ per request (or per run) by nature.
 VARYING = {
-    "bt_header_axon_process_time", "bt_header_axon_nonce", "bt_header_axon_uuid", "bt_header_axon_hotkey",
-    "bt_header_axon_signature", "bt_header_dendrite_port", "bt_header_dendrite_nonce",
-    "bt_header_dendrite_hotkey", "bt_header_dendrite_signature",
+    "bt_header_axon_process_time",
+    "bt_header_axon_nonce",
+    "bt_header_axon_uuid",
+    "bt_header_axon_hotkey",
+    "bt_header_axon_signature",
+    "bt_header_dendrite_port",
+    "bt_header_dendrite_nonce",
+    "bt_header_dendrite_hotkey",
+    "bt_header_dendrite_signature",
     "total_size",  # documented difference: wire size instead of CPython's recursive sizeof
 }
 VARYING_JSON = {
-    ("dendrite", "nonce"), ("dendrite", "hotkey"), ("dendrite", "signature"),
-    ("axon", "hotkey"), ("axon", "process_time"),
+    ("dendrite", "nonce"),
+    ("dendrite", "hotkey"),
+    ("dendrite", "signature"),
+    ("axon", "hotkey"),
+    ("axon", "process_time"),
 }
 if sys.version_info[:2] != (3, 11):  # the capture ran on CPython 3.11: its dict sizes
     VARYING.add("header_size")
@@ -107,8 +115,10 @@ def test_recorded_request_signature_and_body_hash_check_out() -> None:
     exchange = load("request_dummy_input3.json")["request"]
     h = exchange["headers"]
     body_hash = header(h, "computed_body_hash")
-    message = (f"{header(h, 'bt_header_dendrite_nonce')}.{header(h, 'bt_header_dendrite_hotkey')}."
-               f"{keys['axon']['ss58']}.{header(h, 'bt_header_dendrite_uuid')}.{body_hash}")
+    message = (
+        f"{header(h, 'bt_header_dendrite_nonce')}.{header(h, 'bt_header_dendrite_hotkey')}."
+        f"{keys['axon']['ss58']}.{header(h, 'bt_header_dendrite_uuid')}.{body_hash}"
+    )
     assert message == load("signing.json")["worked_example"]["message"]
     dendrite = Keypair.from_ss58(header(h, "bt_header_dendrite_hotkey"))
     assert dendrite.ss58_address == keys["dendrite"]["ss58"]
@@ -129,8 +139,10 @@ def test_only_200s_404_and_422_are_unsigned() -> None:
 def test_recorded_axon_signatures_check_out(name: str) -> None:
     """Every signed error response: ``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}``."""
     response = load(name)["response"]["headers"]
-    message = (f"{header(response, 'bt_header_axon_nonce')}.{header(response, 'bt_header_dendrite_hotkey')}."
-               f"{header(response, 'bt_header_axon_hotkey')}.{header(response, 'bt_header_axon_uuid')}")
+    message = (
+        f"{header(response, 'bt_header_axon_nonce')}.{header(response, 'bt_header_dendrite_hotkey')}."
+        f"{header(response, 'bt_header_axon_hotkey')}.{header(response, 'bt_header_axon_uuid')}"
+    )
     axon = Keypair.from_ss58(header(response, "bt_header_axon_hotkey"))
     assert axon.verify(message, header(response, "bt_header_axon_signature"))
 
@@ -138,14 +150,18 @@ def test_recorded_axon_signatures_check_out(name: str) -> None:
 # -- 2. replay against our bridge -------------------------------------------------------------
 
 
-def resign(request: dict[str, Any], axon_hotkey: str, key: Keypair, *, nonce: int | None = None,
-           signature: str = "sign") -> tuple[dict[str, str], str]:
+def resign(
+    request: dict[str, Any], axon_hotkey: str, key: Keypair, *, nonce: int | None = None, signature: str = "sign"
+) -> tuple[dict[str, str], str]:
     """The recorded request for our axon: fresh nonce, hotkeys and signature; the rest as recorded."""
     nonce = time.time_ns() if nonce is None else nonce
     headers = {k.lower(): v for k, v in request["headers"] if k.lower() not in TRANSPORT}
     uuid = headers["bt_header_dendrite_uuid"]
-    headers.update(bt_header_axon_hotkey=axon_hotkey, bt_header_dendrite_hotkey=key.ss58_address,
-                   bt_header_dendrite_nonce=str(nonce))
+    headers.update(
+        bt_header_axon_hotkey=axon_hotkey,
+        bt_header_dendrite_hotkey=key.ss58_address,
+        bt_header_dendrite_nonce=str(nonce),
+    )
     message = f"{nonce}.{key.ss58_address}.{axon_hotkey}.{uuid}.{headers['computed_body_hash']}"
     signed = key.sign_hex(message)
     if signature == "alter":
@@ -156,8 +172,7 @@ def resign(request: dict[str, Any], axon_hotkey: str, key: Keypair, *, nonce: in
     body = request["body"]
     data = request.get("body_json")
     if isinstance(data, dict):  # the body's own copies of what changed
-        data["dendrite"].update(nonce=nonce, hotkey=key.ss58_address,
-                                signature=None if signature == "omit" else signed)
+        data["dendrite"].update(nonce=nonce, hotkey=key.ss58_address, signature=None if signature == "omit" else signed)
         data["axon"]["hotkey"] = axon_hotkey
         body = json.dumps(data)
     return headers, body
@@ -175,7 +190,7 @@ def leaves(value: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]
     if isinstance(value, dict):
         found: dict[tuple[str, ...], Any] = {}
         for k, v in value.items():
-            found.update(leaves(v, path + (k,)))
+            found.update(leaves(v, (*path, k)))
         return found
     return {path: value}
 
@@ -231,9 +246,17 @@ async def replay(b: Any, name: str, **resign_kwargs: Any) -> tuple[dict[str, Any
     return exchange["response"], response
 
 
-@pytest.mark.parametrize("name", ["response_200_success.json", "response_200_ping.json",
-                                  "response_401_missing_signature.json", "response_403_blacklist.json",
-                                  "response_404_unknown_synapse.json", "response_422_malformed_json.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "response_200_success.json",
+        "response_200_ping.json",
+        "response_401_missing_signature.json",
+        "response_403_blacklist.json",
+        "response_404_unknown_synapse.json",
+        "response_422_malformed_json.json",
+    ],
+)
 async def test_replay_matches_the_recording(capture_axon: Any, name: str) -> None:
     signature = "omit" if "missing_signature" in name else "sign"
     recorded, ours = await replay(capture_axon, name, signature=signature)
@@ -246,7 +269,7 @@ async def test_replay_matches_the_recording(capture_axon: Any, name: str) -> Non
 async def test_replay_of_the_replay_case(capture_axon: Any) -> None:
     key = Keypair.generate()
     nonce = time.time_ns()
-    first_recorded, first = await replay(capture_axon, "response_200_success.json", key=key, nonce=nonce)
+    _first_recorded, first = await replay(capture_axon, "response_200_success.json", key=key, nonce=nonce)
     assert first.status == 200
     recorded, ours = await replay(capture_axon, "response_401_replay.json", key=key, nonce=nonce)
     assert ours.status == recorded["status"] == 401
@@ -257,8 +280,10 @@ async def test_replay_of_the_stale_nonce_case(capture_axon: Any) -> None:
     stale = time.time_ns() - 18 * 10**9
     recorded, ours = await replay(capture_axon, "response_401_stale_nonce.json", nonce=stale)
     assert ours.status == recorded["status"] == 401
-    pattern = (r"Not Verified with error: Nonce is too old: acceptable delta is 16\.00 seconds "
-               r"but request was 18\.\d\d seconds old")
+    pattern = (
+        r"Not Verified with error: Nonce is too old: acceptable delta is 16\.00 seconds "
+        r"but request was 18\.\d\d seconds old"
+    )
     assert_conforms(recorded, ours, messages=(pattern, pattern))
 
 
@@ -273,10 +298,14 @@ async def test_replay_of_the_bad_signature_case_does_not_echo(capture_axon: Any)
     """Deliberate difference: the recorded message quotes the signed message and signature."""
     recorded, ours = await replay(capture_axon, "response_401_bad_signature.json", signature="alter")
     assert ours.status == recorded["status"] == 401
-    assert_conforms(recorded, ours, messages=(
-        r"Not Verified with error: Signature mismatch",
-        r"Not Verified with error: Signature mismatch with \S+ and 0x[0-9a-f]{128}",
-    ))
+    assert_conforms(
+        recorded,
+        ours,
+        messages=(
+            r"Not Verified with error: Signature mismatch",
+            r"Not Verified with error: Signature mismatch with \S+ and 0x[0-9a-f]{128}",
+        ),
+    )
 
 
 async def test_replay_of_the_body_hash_mismatch_case_is_the_documented_400(capture_axon: Any) -> None:
@@ -284,13 +313,16 @@ async def test_replay_of_the_body_hash_mismatch_case_is_the_documented_400(captu
     recorded, ours = await replay(capture_axon, "response_500_body_hash_mismatch.json")
     assert recorded["status"] == 500 and ours.status == 400
     hashed = load("response_500_body_hash_mismatch.json")["request"]["body_json"]
-    expected = (f"Hash mismatch between header body hash {Dummy(input=3).body_hash} "
-                f"and parsed body hash {field_body_hash(hashed, ('input',))}")
+    expected = (
+        f"Hash mismatch between header body hash {Dummy(input=3).body_hash} "
+        f"and parsed body hash {field_body_hash(hashed, ('input',))}"
+    )
     assert ours.json == {"message": expected}
     assert ours.headers["bt_header_axon_status_code"] == "400"
     # Otherwise shaped as the recorded error: same header names and fixed values.
-    recorded = dict(recorded, headers=[[k, "400" if k == "bt_header_axon_status_code" else v]
-                                       for k, v in recorded["headers"]])
+    recorded = dict(
+        recorded, headers=[[k, "400" if k == "bt_header_axon_status_code" else v] for k, v in recorded["headers"]]
+    )
     assert_conforms(recorded, ours, messages=(re.escape(expected), ERROR_ID))
 
 

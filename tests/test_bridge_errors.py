@@ -17,8 +17,7 @@ import pytest
 
 from axon_grpc.synapse import get_hash
 
-from .support import Dummy, RawCaller
-from .support import Boom, Said
+from .support import Boom, Dummy, RawCaller, Said
 from .test_bridge_client import Bridged, LegacyClient, Slow, serve_bridge
 
 HASH = r"[0-9a-f]{64}"
@@ -146,7 +145,8 @@ async def test_stale_nonce_is_401(bridged: Bridged) -> None:
     assert response.status == 401
     assert re.fullmatch(
         r"Not Verified with error: Nonce is too old: acceptable delta is 16\.00 seconds "
-        r"but request was 18\.\d\d seconds old", response.message,
+        r"but request was 18\.\d\d seconds old",
+        response.message,
     )
     await bridged.assert_still_serving()
 
@@ -165,8 +165,9 @@ async def test_body_changed_after_signing_is_the_documented_400(bridged: Bridged
     tampered = body.replace('"input": 3', '"input": 4')
     response = await bridged.client.send("/Dummy", headers, tampered)
     assert response.status == 400
-    match = re.fullmatch(f"Hash mismatch between header body hash ({HASH}) and parsed body hash ({HASH})",
-                         response.message)
+    match = re.fullmatch(
+        f"Hash mismatch between header body hash ({HASH}) and parsed body hash ({HASH})", response.message
+    )
     assert match, response.message
     assert match.group(1) == headers["computed_body_hash"]
     assert match.group(2) == get_hash(get_hash("4"))
@@ -178,10 +179,17 @@ async def test_body_that_is_not_json_is_fastapis_422(bridged: Bridged) -> None:
     headers, _ = bridged.client.prepare(Dummy(input=3))
     response = await bridged.client.send("/Dummy", headers, "this is not json")
     assert response.status == 422
-    assert response.json == {"detail": [{
-        "type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
-        "input": {}, "ctx": {"error": "Expecting value"},
-    }]}
+    assert response.json == {
+        "detail": [
+            {
+                "type": "json_invalid",
+                "loc": ["body", 0],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Expecting value"},
+            }
+        ]
+    }
     assert not [name for name in response.header_names if name.startswith("bt_header_")]
     await bridged.assert_still_serving()
 

@@ -72,8 +72,12 @@ async def endless_forward(synapse: Endless) -> AsyncIterator[str]:
         raise
 
 
-ATTACHED = [{"forward_fn": story_forward, "blacklist_fn": story_blacklist}, points_forward, legacy_forward,
-            endless_forward]
+ATTACHED = [
+    {"forward_fn": story_forward, "blacklist_fn": story_blacklist},
+    points_forward,
+    legacy_forward,
+    endless_forward,
+]
 
 
 async def stream(client, synapse, *, timeout: float = 12.0, headers_update: dict | None = None):
@@ -109,8 +113,9 @@ async def test_model_chunks_are_json_lines_and_token_streamers_pass_through() ->
 
 async def test_refusals_before_the_first_chunk_keep_their_status() -> None:
     async with serve_bridge(*ATTACHED) as b:
-        blacklisted = await stream(b.client, Story(words=13),
-                                   headers_update={"bt_header_input_obj_words": base64.b64encode(b"13").decode()})
+        blacklisted = await stream(
+            b.client, Story(words=13), headers_update={"bt_header_input_obj_words": base64.b64encode(b"13").decode()}
+        )
         assert blacklisted.status == 403
         assert (await blacklisted.json())["message"] == "Forbidden. Key is blacklisted: unlucky."
     async with serve_bridge(*ATTACHED, max_workers=1, max_queue=0) as b:

@@ -34,8 +34,14 @@ def as_metadata(headers: dict[str, str]) -> list[tuple[str, str]]:
 def sdk_reason(headers: dict[str, str], body: bytes, receiver: str) -> str:
     """What the SDK's own verifier says about a request (fresh replay store)."""
     with pytest.raises(http_auth.AuthError) as refused:
-        http_auth.verify(headers, body, method="POST", path=PATH, self_hotkey_ss58=receiver,
-                         nonce_store=http_auth.InMemoryNonceStore())
+        http_auth.verify(
+            headers,
+            body,
+            method="POST",
+            path=PATH,
+            self_hotkey_ss58=receiver,
+            nonce_store=http_auth.InMemoryNonceStore(),
+        )
     return str(refused.value)
 
 
@@ -81,15 +87,28 @@ def _cases(wallet, receiver: str, other: str) -> list[tuple[str, dict[str, str],
     now = time.time_ns()
     good = http_auth.sign(wallet, method="POST", path=PATH, body=BODY, receiver_ss58=receiver)
     cases = [
-        ("stale", http_auth.sign(wallet, method="POST", path=PATH, body=BODY, receiver_ss58=receiver,
-                                 nonce_ns=now - 11 * 10**9), BODY),
-        ("future", http_auth.sign(wallet, method="POST", path=PATH, body=BODY, receiver_ss58=receiver,
-                                  nonce_ns=now + 5 * 10**9), BODY),
+        (
+            "stale",
+            http_auth.sign(
+                wallet, method="POST", path=PATH, body=BODY, receiver_ss58=receiver, nonce_ns=now - 11 * 10**9
+            ),
+            BODY,
+        ),
+        (
+            "future",
+            http_auth.sign(
+                wallet, method="POST", path=PATH, body=BODY, receiver_ss58=receiver, nonce_ns=now + 5 * 10**9
+            ),
+            BODY,
+        ),
         ("wrong receiver", http_auth.sign(wallet, method="POST", path=PATH, body=BODY, receiver_ss58=other), BODY),
         ("no receiver", http_auth.sign(wallet, method="POST", path=PATH, body=BODY), BODY),
         ("body changed", good, schema_for(Dummy).to_bytes({"input": 8})),
-        ("other path", http_auth.sign(wallet, method="POST", path="/axon.v1.Axon/Synapse", body=BODY,
-                                      receiver_ss58=receiver), BODY),
+        (
+            "other path",
+            http_auth.sign(wallet, method="POST", path="/axon.v1.Axon/Synapse", body=BODY, receiver_ss58=receiver),
+            BODY,
+        ),
     ]
     for label, change in [
         ("missing hotkey", {"X-Bittensor-Hotkey": None}),
@@ -129,8 +148,14 @@ async def test_btauth_dendrite_is_served_and_passes_the_sdk_verifier(harness: Ax
     for crypto in ("sr25519", "ed25519"):
         signer = Dendrite(KeypairWallet.generate(crypto), auth="btauth")
         body, metadata = signer.signer.grpc(harness.info, Dummy(input=7), 12.0, schema_for(Dummy))
-        caller = http_auth.verify(dict(metadata), body, method="POST", path=PATH,
-                                  self_hotkey_ss58=harness.info.hotkey, nonce_store=http_auth.InMemoryNonceStore())
+        caller = http_auth.verify(
+            dict(metadata),
+            body,
+            method="POST",
+            path=PATH,
+            self_hotkey_ss58=harness.info.hotkey,
+            nonce_store=http_auth.InMemoryNonceStore(),
+        )
         assert caller.hotkey_ss58 == signer.keypair.ss58_address
         assert http_auth.CRYPTO_TYPE_NAMES[caller.crypto_type] == crypto
 
@@ -175,10 +200,22 @@ async def test_sdk_signed_http_call_answers_user_fields(tmp_path: Path) -> None:
         now = time.time_ns()
         good = http_auth.sign(wallet, method="POST", path="/Dummy", body=body, receiver_ss58=receiver)
         cases = {
-            "stale": (http_auth.sign(wallet, method="POST", path="/Dummy", body=body, receiver_ss58=receiver,
-                                     nonce_ns=now - 11 * 10**9), body),
-            "wrong receiver": (http_auth.sign(wallet, method="POST", path="/Dummy", body=body,
-                                              receiver_ss58=KeypairWallet.generate().hotkey.ss58_address), body),
+            "stale": (
+                http_auth.sign(
+                    wallet, method="POST", path="/Dummy", body=body, receiver_ss58=receiver, nonce_ns=now - 11 * 10**9
+                ),
+                body,
+            ),
+            "wrong receiver": (
+                http_auth.sign(
+                    wallet,
+                    method="POST",
+                    path="/Dummy",
+                    body=body,
+                    receiver_ss58=KeypairWallet.generate().hotkey.ss58_address,
+                ),
+                body,
+            ),
             "body changed": (good, json.dumps({"input": 8}).encode()),
             "bad hex": ({**good, "X-Bittensor-Signature": "0xzz"}, body),
             "unknown crypto": ({**good, "X-Bittensor-Crypto": "rsa"}, body),
@@ -192,6 +229,12 @@ async def test_sdk_signed_http_call_answers_user_fields(tmp_path: Path) -> None:
 
 def _sdk_http_reason(headers: dict[str, str], body: bytes, receiver: str) -> str:
     with pytest.raises(http_auth.AuthError) as refused:
-        http_auth.verify(headers, body, method="POST", path="/Dummy", self_hotkey_ss58=receiver,
-                         nonce_store=http_auth.InMemoryNonceStore())
+        http_auth.verify(
+            headers,
+            body,
+            method="POST",
+            path="/Dummy",
+            self_hotkey_ss58=receiver,
+            nonce_store=http_auth.InMemoryNonceStore(),
+        )
     return str(refused.value)

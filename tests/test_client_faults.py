@@ -108,8 +108,9 @@ async def test_http_header_faults_are_4xx(case: str, caplog: pytest.LogCaptureFi
     async with serve_bridge(texts_forward, dummy_forward) as b:
         headers, body = b.client.prepare(Texts(text="a"))
         headers.update(HTTP_HEADERS[case])
-        response = await b.client.send("/Texts", {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()},
-                                       body)
+        response = await b.client.send(
+            "/Texts", {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}, body
+        )
         _assert_client_status(case, response.status)
         assert len(response.json.get("message", "")) <= MAX_MESSAGE
         await b.assert_still_serving()
@@ -117,6 +118,7 @@ async def test_http_header_faults_are_4xx(case: str, caplog: pytest.LogCaptureFi
 
 
 # -- gRPC ---------------------------------------------------------------------------------------
+
 
 def _nested_message(depth: int) -> bytes:
     """Field 2 (``rows``: repeated message) nested ``depth`` deep: more than any decoder allows."""

@@ -25,8 +25,13 @@ def test_emitted_file_has_service_messages_and_contract(tmp_path: Path) -> None:
     assert "service Axon {" in text
     assert "rpc Rich(axon.v1.Rich) returns (axon.v1.Rich);" in text
     assert "rpc LooseOptIn(axon.v1.LooseOptIn) returns (axon.v1.LooseOptIn);" in text
-    for declaration in ("string prompt = 1;", "int64 count = 2;", "repeated double scores = 3;",
-                        "map<string, int64> labels = 4;", "optional string answer = 7;"):
+    for declaration in (
+        "string prompt = 1;",
+        "int64 count = 2;",
+        "repeated double scores = 3;",
+        "map<string, int64> labels = 4;",
+        "optional string answer = 7;",
+    ):
         assert declaration in text
     assert "// JSON-encoded" in text and "bytes blob = 1;" in text
     assert "bt_header_dendrite_signature" in text and "computed_body_hash" in text
@@ -48,8 +53,18 @@ def test_generated_python_stubs_work(tmp_path: Path) -> None:
     proto = emit(tmp_path / "proto", "tests.fixtures.synapses:Rich")
     out = tmp_path / "gen"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), str(proto), "-I", str(tmp_path / "proto"),
-         "--out", str(out)], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gen_protos.py"),
+            str(proto),
+            "-I",
+            str(tmp_path / "proto"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     sys.path.insert(0, str(out))
@@ -80,13 +95,17 @@ def test_name_clash_with_a_shared_message_is_an_error(tmp_path: Path, capsys: py
     assert "TerminalInfo" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("target, fragment", [
-    ("no_such_module:Thing", "cannot import module"),
-    ("tests.fixtures.synapses:Point", "is not a Synapse subclass"),
-    ("tests.fixtures", "defines no Synapse subclass"),
-])
-def test_bad_targets_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str,
-                                      fragment: str) -> None:
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("no_such_module:Thing", "cannot import module"),
+        ("tests.fixtures.synapses:Point", "is not a Synapse subclass"),
+        ("tests.fixtures", "defines no Synapse subclass"),
+    ],
+)
+def test_bad_targets_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, fragment: str
+) -> None:
     assert main(["proto", target, "-o", str(tmp_path)]) == 2
     assert fragment in capsys.readouterr().err
 
@@ -98,17 +117,21 @@ def test_module_target_takes_every_synapse_it_defines(tmp_path: Path, capsys: py
 
 def test_shared_proto_states_the_same_contract() -> None:
     text = (ROOT / "proto" / "axon" / "v1" / "axon.proto").read_text()
-    comment = "\n".join(line[3:] if line.startswith("// ") else "" for line in text.splitlines() if line.startswith("//"))
+    comment = "\n".join(
+        line[3:] if line.startswith("// ") else "" for line in text.splitlines() if line.startswith("//")
+    )
     assert CONTRACT.strip() in comment
 
 
 def test_codegen_script_prints_other_languages() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--print"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--print"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     assert "protoc" in done.stdout and "go" in done.stdout
-    wrapper = subprocess.run([sys.executable, str(ROOT / "scripts" / "emit_proto.py"), "--help"],
-                             capture_output=True, text=True, timeout=60)
+    wrapper = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "emit_proto.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert wrapper.returncode == 0 and "MODULE[:CLASS]" in wrapper.stdout
 
 
@@ -116,15 +139,35 @@ def test_emitted_file_has_the_ping_method_and_generator_options(tmp_path: Path) 
     text = emit(tmp_path, "tests.fixtures.synapses:Rich").read_text()
     assert "rpc Synapse(axon.v1.Synapse) returns (axon.v1.Synapse);" in text
     assert "message Synapse {}" in text
-    for line in ('option go_package = "axon/v1;axonv1";', 'option java_package = "axon.v1";',
-                 "option java_multiple_files = true;", 'option csharp_namespace = "Axon.V1";'):
+    for line in (
+        'option go_package = "axon/v1;axonv1";',
+        'option java_package = "axon.v1";',
+        "option java_multiple_files = true;",
+        'option csharp_namespace = "Axon.V1";',
+    ):
         assert line in text
 
 
 def test_proto_flags_set_and_drop_options(tmp_path: Path) -> None:
-    assert main(["proto", "tests.fixtures.synapses:Rich", "-o", str(tmp_path), "--go-package",
-                 "example.com/me/client/gen/axon/v1;axonv1", "--option", "objc_class_prefix=",
-                 "--option", "java_multiple_files=false", "--option", "swift_prefix=AX"]) == 0
+    assert (
+        main(
+            [
+                "proto",
+                "tests.fixtures.synapses:Rich",
+                "-o",
+                str(tmp_path),
+                "--go-package",
+                "example.com/me/client/gen/axon/v1;axonv1",
+                "--option",
+                "objc_class_prefix=",
+                "--option",
+                "java_multiple_files=false",
+                "--option",
+                "swift_prefix=AX",
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "axon" / "v1" / "axon_service.proto").read_text()
     assert 'option go_package = "example.com/me/client/gen/axon/v1;axonv1";' in text
     assert "objc_class_prefix" not in text and "option java_multiple_files = false;" in text

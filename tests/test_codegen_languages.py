@@ -25,16 +25,22 @@ def printed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     """A folder holding out/axon/v1/axon_service.proto (with a streaming synapse) and the commands."""
     folder = tmp_path_factory.mktemp("clients")
     assert main(["proto", "tests.fixtures.synapses:Rich", "tests.test_streaming:Story", "-o", str(folder / "out")]) == 0
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--print"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--print"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     commands = dict(line.split(None, 1) for line in done.stdout.splitlines())
     assert set(commands) == {"go", "node", "rust", "cpp", "python"}
     return folder, commands
 
 
 def run(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -47,7 +53,9 @@ def needs(*tools: str) -> None:
 
 def test_python_command(printed) -> None:
     folder, commands = printed
-    command = commands["python"].replace("python scripts/gen_protos.py", f"{sys.executable} {ROOT}/scripts/gen_protos.py")
+    command = commands["python"].replace(
+        "python scripts/gen_protos.py", f"{sys.executable} {ROOT}/scripts/gen_protos.py"
+    )
     run(command, folder)
     assert (folder / "gen" / "python" / "axon" / "v1" / "axon_service_pb2_grpc.py").is_file()
 
@@ -60,8 +68,11 @@ def test_cpp_command_generates_code_that_compiles(printed) -> None:
     assert {p.name for p in generated.iterdir()} >= {"axon_service.pb.cc", "axon_service.grpc.pb.cc"}
     if subprocess.run(["pkg-config", "--exists", "grpc++", "protobuf"]).returncode != 0:
         pytest.skip("the grpc++/protobuf development files are not installed (libgrpc++-dev)")
-    run("g++ -std=c++17 -fsyntax-only -I gen/cpp $(pkg-config --cflags grpc++ protobuf) "
-        "gen/cpp/axon/v1/axon_service.pb.cc gen/cpp/axon/v1/axon_service.grpc.pb.cc", folder)
+    run(
+        "g++ -std=c++17 -fsyntax-only -I gen/cpp $(pkg-config --cflags grpc++ protobuf) "
+        "gen/cpp/axon/v1/axon_service.pb.cc gen/cpp/axon/v1/axon_service.grpc.pb.cc",
+        folder,
+    )
 
 
 def test_node_command_loads_the_file(printed) -> None:

@@ -49,9 +49,13 @@ async def test_the_hotkey_is_learnt_from_an_unsigned_ping(axon) -> None:
 
 @pytest.mark.parametrize(
     ("key", "reason"),
-    [("bt_header_dendrite_hotkey", "Hotkey"), ("bt_header_dendrite_nonce", "Nonce"),
-     ("bt_header_dendrite_uuid", "Uuid"), ("bt_header_dendrite_signature", "Signature"),
-     ("computed_body_hash", "Body Hash")],
+    [
+        ("bt_header_dendrite_hotkey", "Hotkey"),
+        ("bt_header_dendrite_nonce", "Nonce"),
+        ("bt_header_dendrite_uuid", "Uuid"),
+        ("bt_header_dendrite_signature", "Signature"),
+        ("computed_body_hash", "Body Hash"),
+    ],
 )
 async def test_a_missing_required_key_is_reported_as_missing(axon, key: str, reason: str) -> None:
     _, caller = axon
@@ -72,12 +76,13 @@ async def test_signature_hex_may_be_upper_case_and_unprefixed(axon) -> None:
 async def test_body_hash_must_be_lower_case_hex_without_prefix(axon) -> None:
     _, caller = axon
     digest = hashlib.sha3_256(b"/axon.v1.Axon/Dummy\n" + DUMMY_7).hexdigest()
-    expected = {digest.upper(): "Hash mismatch", "0x" + digest: "Improperly formatted request. computed_body_hash is longer"}
+    expected = {
+        digest.upper(): "Hash mismatch",
+        "0x" + digest: "Improperly formatted request. computed_body_hash is longer",
+    }
     for claimed, refusal in expected.items():
         # signed over the claimed form, so only the body hash rules can refuse it
-        status, _, details, _ = await caller.call(
-            "Dummy", DUMMY_7, _signed(caller, DUMMY_7, claimed)
-        )
+        status, _, details, _ = await caller.call("Dummy", DUMMY_7, _signed(caller, DUMMY_7, claimed))
         assert status is grpc.StatusCode.INVALID_ARGUMENT and details.startswith(refusal), details
 
 
@@ -108,8 +113,9 @@ async def test_concurrent_calls_may_share_a_uuid_and_each_nonce_counts_once(axon
     callers = [RawCaller(h.info.ip_str(), h.info.hotkey, caller.keypair) for _ in range(4)]
     try:
         prepared = [c.metadata(DUMMY_7) for c in callers]
-        results = await asyncio.gather(*(c.call("Dummy", DUMMY_7, m) for c, m in zip(reversed(callers),
-                                                                                      reversed(prepared))))
+        results = await asyncio.gather(
+            *(c.call("Dummy", DUMMY_7, m) for c, m in zip(reversed(callers), reversed(prepared)))
+        )
     finally:
         await asyncio.gather(*(c.close() for c in callers))
     assert [r[0] for r in results] == [grpc.StatusCode.OK] * 4

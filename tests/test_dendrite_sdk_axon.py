@@ -32,11 +32,17 @@ class Unknown(Dummy):
 @pytest.fixture(scope="module")
 def sdk_axon() -> Iterator[AxonInfo]:
     if not LEGACY_PYTHON.exists():
-        pytest.skip(f"no Python with bittensor==10.5.0 at {LEGACY_PYTHON} (make bench builds .venv/legacy, "
-                    "or set AXON_GRPC_LEGACY_PYTHON)")
+        pytest.skip(
+            f"no Python with bittensor==10.5.0 at {LEGACY_PYTHON} (make bench builds .venv/legacy, "
+            "or set AXON_GRPC_LEGACY_PYTHON)"
+        )
     port = free_port()
-    process = subprocess.Popen([str(LEGACY_PYTHON), str(SERVER), "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [str(LEGACY_PYTHON), str(SERVER), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -44,8 +50,9 @@ def sdk_axon() -> Iterator[AxonInfo]:
             pytest.fail(f"the SDK 10.5.0 axon did not start (exit status {process.poll()})")
         ready = json.loads(line.split(" ", 1)[1])
         assert ready["bittensor"] == "10.5.0"
-        yield AxonInfo(version=10005000, ip="127.0.0.1", port=port, ip_type=4, hotkey=ready["hotkey"],
-                       coldkey=ready["hotkey"])
+        yield AxonInfo(
+            version=10005000, ip="127.0.0.1", port=port, ip_type=4, hotkey=ready["hotkey"], coldkey=ready["hotkey"]
+        )
     finally:
         process.terminate()
         try:
@@ -89,13 +96,17 @@ async def test_sdk_axon_answer_fails_verify_response(sdk_axon: AxonInfo) -> None
 async def test_sdk_axon_refuses_a_changed_signature(sdk_axon: AxonInfo) -> None:
     """The request really is checked by the SDK: a signature for another axon is 401."""
     dendrite = Dendrite(KeypairWallet.generate(), transport="http")
-    wrong = AxonInfo(version=0, ip=sdk_axon.ip, port=sdk_axon.port, ip_type=4,
-                     hotkey=KeypairWallet.generate().hotkey.ss58_address, coldkey="")
+    wrong = AxonInfo(
+        version=0,
+        ip=sdk_axon.ip,
+        port=sdk_axon.port,
+        ip_type=4,
+        hotkey=KeypairWallet.generate().hotkey.ss58_address,
+        coldkey="",
+    )
     try:
         result = await dendrite.call(wrong, Dummy(input=1), timeout=10.0, deserialize=False)
     finally:
         await dendrite.aclose()
     assert result.dendrite.status_code == 401, result.dendrite.status_message
     assert result.dendrite.status_message.startswith("Not Verified with error: Signature mismatch")
-
-

@@ -43,8 +43,9 @@ async def test_http_and_grpc_give_the_same_synapse_and_status() -> None:
         targets = [(by_http, http_info(info, int(bridged.axon.http_port))), (by_grpc, info)]
         try:
             for request, status, message, output in CASES:
-                results = [await d.call(t, request.model_copy(deep=True), timeout=5.0, deserialize=False)
-                           for d, t in targets]
+                results = [
+                    await d.call(t, request.model_copy(deep=True), timeout=5.0, deserialize=False) for d, t in targets
+                ]
                 for result in results:
                     assert result.dendrite.status_code == status, result.dendrite.status_message
                     assert result.dendrite.status_message.startswith(message)
@@ -80,8 +81,9 @@ async def test_auto_learns_each_axons_protocol_and_remembers_it() -> None:
         dendrite = Dendrite(KeypairWallet.generate(), transport="auto")
         try:
             assert dendrite.transport_for(grpc_info) == dendrite.transport_for(legacy_info) == "auto"
-            results = await dendrite.forward([grpc_info, legacy_info] * 4, Dummy(input=5), timeout=5.0,
-                                             deserialize=False)
+            results = await dendrite.forward(
+                [grpc_info, legacy_info] * 4, Dummy(input=5), timeout=5.0, deserialize=False
+            )
             assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 10)] * 8
             assert dendrite.transport_for(grpc_info) == "grpc"
             assert dendrite.transport_for(legacy_info) == "http"
@@ -96,8 +98,14 @@ async def test_auto_learns_each_axons_protocol_and_remembers_it() -> None:
 
 async def test_auto_to_nothing_listening_is_503_and_nothing_learned() -> None:
     dendrite = Dendrite(KeypairWallet.generate(), transport="auto")
-    target = AxonInfo(version=0, ip="127.0.0.1", port=free_port(), ip_type=4,
-                      hotkey=KeypairWallet.generate().hotkey.ss58_address, coldkey="")
+    target = AxonInfo(
+        version=0,
+        ip="127.0.0.1",
+        port=free_port(),
+        ip_type=4,
+        hotkey=KeypairWallet.generate().hotkey.ss58_address,
+        coldkey="",
+    )
     try:
         result = await dendrite.call(target, Dummy(input=1), timeout=3.0, deserialize=False)
         assert result.dendrite.status_code == 503
@@ -116,8 +124,9 @@ async def test_http_timeout_is_408() -> None:
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    target = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4,
-                      hotkey=KeypairWallet.generate().hotkey.ss58_address, coldkey="")
+    target = AxonInfo(
+        version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=KeypairWallet.generate().hotkey.ss58_address, coldkey=""
+    )
     dendrite = Dendrite(KeypairWallet.generate(), transport="http")
     try:
         result = await dendrite.call(target, Dummy(input=1), timeout=0.5, deserialize=False)

@@ -32,7 +32,10 @@ async def test_reflection_lists_services_and_describes_each_method() -> None:
         assert services == ["axon.v1.Axon", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
         service = pool.FindServiceByName("axon.v1.Axon")
         methods = {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods}
-        assert methods == {"Synapse": ("axon.v1.Synapse", "axon.v1.Synapse"), "Dummy": ("axon.v1.Dummy", "axon.v1.Dummy")}
+        assert methods == {
+            "Synapse": ("axon.v1.Synapse", "axon.v1.Synapse"),
+            "Dummy": ("axon.v1.Dummy", "axon.v1.Dummy"),
+        }
         fields = {f.name: f.number for f in pool.FindMessageTypeByName("axon.v1.Dummy").fields}
         assert fields == {"input": 1, "output": 2}
 

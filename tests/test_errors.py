@@ -38,8 +38,16 @@ def test_each_sdk_exception_name_is_exported_with_its_status(name: str, status: 
 
 
 def test_the_sdk_subclasses_of_synapse_exception_are_caught_as_one() -> None:
-    for name in ("UnknownSynapseError", "NotVerifiedException", "BlacklistedException", "PriorityException",
-                 "PostProcessException", "RunException", "InternalServerError", "SynapseDendriteNoneException"):
+    for name in (
+        "UnknownSynapseError",
+        "NotVerifiedException",
+        "BlacklistedException",
+        "PriorityException",
+        "PostProcessException",
+        "RunException",
+        "InternalServerError",
+        "SynapseDendriteNoneException",
+    ):
         assert issubclass(getattr(axon_grpc, name), axon_grpc.SynapseException), name
 
 

@@ -34,15 +34,22 @@ from .support import Dummy, dummy_forward
 
 EXAMPLES = int(os.environ.get("AXON_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 60,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 60,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 #: What a client fault may be answered with over gRPC (UNAVAILABLE only with the axon's 503).
 CLIENT_CODES = {
-    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -114,39 +121,71 @@ PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_s
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 SS58ISH = st.one_of(st.text(st.sampled_from(B58), max_size=60), PRINTABLE)
 HEXISH = st.one_of(
-    st.binary(max_size=70).map(lambda b: "0x" + b.hex()), st.text(st.sampled_from(string.hexdigits + "xX"), max_size=140),
+    st.binary(max_size=70).map(lambda b: "0x" + b.hex()),
+    st.text(st.sampled_from(string.hexdigits + "xX"), max_size=140),
     PRINTABLE,
 )
 NUMBERISH = st.one_of(
-    st.integers(min_value=-(10**40), max_value=10**40).map(str), st.just("-1" + "0" * 400), st.just("9" * 5000),
-    st.floats(allow_nan=True, allow_infinity=True).map(repr), PRINTABLE,
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.just("-1" + "0" * 400),
+    st.just("9" * 5000),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    PRINTABLE,
 )
 UUIDISH = st.one_of(st.uuids().map(str), PRINTABLE, st.text(st.sampled_from("ab-"), min_size=60, max_size=200))
 LEGACY_KEYS = {
-    "bt_header_dendrite_hotkey": SS58ISH, "bt_header_dendrite_nonce": NUMBERISH,
-    "bt_header_dendrite_uuid": UUIDISH, "bt_header_dendrite_signature": HEXISH,
-    "bt_header_dendrite_version": NUMBERISH, "bt_header_dendrite_crypto": st.sampled_from(["sr25519", "ed25519", "x", ""]),
-    "computed_body_hash": HEXISH, "timeout": NUMBERISH, "name": st.sampled_from(["Fuzzed", "Dummy", "", "x" * 300]),
-    "bt_header_input_obj_text": PRINTABLE, "bt_header_axon_ip": PRINTABLE,
-    btauth.HEADER_VERSION: st.sampled_from(["1", "2", ""]), btauth.HEADER_HOTKEY: SS58ISH,
-    btauth.HEADER_NONCE: NUMBERISH, btauth.HEADER_SIGNATURE: HEXISH, btauth.HEADER_RECEIVER: SS58ISH,
+    "bt_header_dendrite_hotkey": SS58ISH,
+    "bt_header_dendrite_nonce": NUMBERISH,
+    "bt_header_dendrite_uuid": UUIDISH,
+    "bt_header_dendrite_signature": HEXISH,
+    "bt_header_dendrite_version": NUMBERISH,
+    "bt_header_dendrite_crypto": st.sampled_from(["sr25519", "ed25519", "x", ""]),
+    "computed_body_hash": HEXISH,
+    "timeout": NUMBERISH,
+    "name": st.sampled_from(["Fuzzed", "Dummy", "", "x" * 300]),
+    "bt_header_input_obj_text": PRINTABLE,
+    "bt_header_axon_ip": PRINTABLE,
+    btauth.HEADER_VERSION: st.sampled_from(["1", "2", ""]),
+    btauth.HEADER_HOTKEY: SS58ISH,
+    btauth.HEADER_NONCE: NUMBERISH,
+    btauth.HEADER_SIGNATURE: HEXISH,
+    btauth.HEADER_RECEIVER: SS58ISH,
 }
 HEADERS = st.dictionaries(
-    st.one_of(st.sampled_from(sorted(LEGACY_KEYS)), st.text(st.sampled_from(string.ascii_lowercase + "_-"), min_size=1, max_size=20)),
-    PRINTABLE, max_size=12,
-).flatmap(lambda base: st.fixed_dictionaries({}, optional={k: LEGACY_KEYS[k] for k in LEGACY_KEYS}).map(
-    lambda chosen: {**base, **chosen}))
+    st.one_of(
+        st.sampled_from(sorted(LEGACY_KEYS)),
+        st.text(st.sampled_from(string.ascii_lowercase + "_-"), min_size=1, max_size=20),
+    ),
+    PRINTABLE,
+    max_size=12,
+).flatmap(
+    lambda base: st.fixed_dictionaries({}, optional={k: LEGACY_KEYS[k] for k in LEGACY_KEYS}).map(
+        lambda chosen: {**base, **chosen}
+    )
+)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 JSON_BODIES = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "text": JSON_VALUES, "count": JSON_VALUES, "ratio": JSON_VALUES, "flag": JSON_VALUES, "blob": JSON_VALUES,
-        "items": JSON_VALUES, "tags": JSON_VALUES, "maybe": JSON_VALUES, "dendrite": JSON_VALUES, "axon": JSON_VALUES,
-        "timeout": JSON_VALUES, "name": JSON_VALUES,
-    }).map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "text": JSON_VALUES,
+            "count": JSON_VALUES,
+            "ratio": JSON_VALUES,
+            "flag": JSON_VALUES,
+            "blob": JSON_VALUES,
+            "items": JSON_VALUES,
+            "tags": JSON_VALUES,
+            "maybe": JSON_VALUES,
+            "dendrite": JSON_VALUES,
+            "axon": JSON_VALUES,
+            "timeout": JSON_VALUES,
+            "name": JSON_VALUES,
+        },
+    ).map(lambda d: json.dumps(d).encode()),
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=200),
     st.sampled_from([b"[" * 5000, b'{"text": "\\ud800"}', b'{"count": ' + b"9" * 5000 + b"}", b'{"count": 1e999}']),
@@ -176,9 +215,13 @@ def _signed_grpc(axon: Axon, method: str, body: bytes) -> dict[str, str]:
     body_hash = grpc_body_hash(f"/axon.v1.Axon/{method}", body)
     message = f"{nonce}.{key.ss58_address}.{axon.wallet.hotkey.ss58_address}.{uid}.{body_hash}"
     return {
-        "bt_header_dendrite_hotkey": key.ss58_address, "bt_header_dendrite_nonce": str(nonce),
-        "bt_header_dendrite_uuid": uid, "bt_header_dendrite_version": str(PROTOCOL_VERSION),
-        "bt_header_dendrite_signature": key.sign_hex(message), "computed_body_hash": body_hash, "timeout": "5",
+        "bt_header_dendrite_hotkey": key.ss58_address,
+        "bt_header_dendrite_nonce": str(nonce),
+        "bt_header_dendrite_uuid": uid,
+        "bt_header_dendrite_version": str(PROTOCOL_VERSION),
+        "bt_header_dendrite_signature": key.sign_hex(message),
+        "computed_body_hash": body_hash,
+        "timeout": "5",
     }
 
 
@@ -188,7 +231,10 @@ def _http(axon: Axon, path: str, headers: dict[str, str], body: bytes) -> None:
         connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()  # raises if the connection was dropped
         payload = response.read()
-        assert response.status < 500 or (response.status == 503 and b"overloaded" in payload), (response.status, payload[:200])
+        assert response.status < 500 or (response.status == 503 and b"overloaded" in payload), (
+            response.status,
+            payload[:200],
+        )
     finally:
         connection.close()
 
@@ -208,8 +254,12 @@ def test_grpc_unsigned_metadata(check, headers: dict[str, str], body: bytes, met
 
 
 @FUZZ
-@given(body=st.binary(max_size=300), mutate=st.one_of(st.none(), st.sampled_from(sorted(LEGACY_KEYS)).flatmap(
-    lambda k: st.tuples(st.just(k), LEGACY_KEYS[k]))))
+@given(
+    body=st.binary(max_size=300),
+    mutate=st.one_of(
+        st.none(), st.sampled_from(sorted(LEGACY_KEYS)).flatmap(lambda k: st.tuples(st.just(k), LEGACY_KEYS[k]))
+    ),
+)
 def test_grpc_signed_protobuf_bodies(check, body: bytes, mutate: tuple[str, str] | None) -> None:
     axon, channel = check
     metadata = _signed_grpc(axon, "Fuzzed", body)
@@ -230,8 +280,9 @@ def test_http_unsigned_headers_and_bodies(check, headers: dict[str, str], body: 
 def test_http_signed_json_bodies(check, body: bytes) -> None:
     axon, _ = check
     key = Keypair.generate()
-    headers = btauth.sign_headers(key, method="POST", path="/Fuzzed", body=body,
-                                  receiver=axon.wallet.hotkey.ss58_address)
+    headers = btauth.sign_headers(
+        key, method="POST", path="/Fuzzed", body=body, receiver=axon.wallet.hotkey.ss58_address
+    )
     _http(axon, "/Fuzzed", {**headers, "content-type": "application/json"}, body)
 
 
@@ -241,8 +292,10 @@ def test_both_transports_with_fuzzed_credentials(check, hotkey: str, signature: 
     axon, channel = check
     body = b"\x08\x03"
     fields = {
-        "bt_header_dendrite_hotkey": hotkey, "bt_header_dendrite_signature": signature,
-        "bt_header_dendrite_nonce": nonce, "bt_header_dendrite_uuid": uid,
+        "bt_header_dendrite_hotkey": hotkey,
+        "bt_header_dendrite_signature": signature,
+        "bt_header_dendrite_nonce": nonce,
+        "bt_header_dendrite_uuid": uid,
         "computed_body_hash": grpc_body_hash("/axon.v1.Axon/Dummy", body),
     }
     fields = {k: v for k, v in fields.items() if v == v.strip()}

@@ -19,7 +19,6 @@ from axon_grpc.testing import AxonHarness, serve_axon
 from .support import Boom, Dummy, RawCaller, Said, boom_forward, dummy_blacklist, dummy_forward, said_forward
 
 
-
 class Slow(Synapse):
     seconds: float = 0.0
 
@@ -27,7 +26,6 @@ class Slow(Synapse):
 async def slow_forward(synapse: Slow) -> Slow:
     await asyncio.sleep(synapse.seconds)
     return synapse
-
 
 
 @pytest.fixture
@@ -138,7 +136,10 @@ async def test_ed25519_client_is_accepted() -> None:
 async def test_unknown_synapse_is_unimplemented_404(harness: AxonHarness, raw: RawCaller) -> None:
     status, _, details, trailing = await raw.call("NotAttached", b"")
     assert status == grpc.StatusCode.UNIMPLEMENTED
-    assert details == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said']"
+    assert (
+        details
+        == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said']"
+    )
     assert trailing["bt_header_axon_status_code"] == "404"
 
     class NotAttached(Synapse):
@@ -152,28 +153,62 @@ async def test_unknown_synapse_is_unimplemented_404(harness: AxonHarness, raw: R
 @pytest.mark.parametrize(
     "overrides, code, fragment",
     [
-        ({"bt_header_dendrite_hotkey": None}, grpc.StatusCode.UNAUTHENTICATED, "Not Verified with error: Missing Hotkey"),
+        (
+            {"bt_header_dendrite_hotkey": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing Hotkey",
+        ),
         ({"bt_header_dendrite_nonce": None}, grpc.StatusCode.UNAUTHENTICATED, "Not Verified with error: Missing Nonce"),
-        ({"bt_header_dendrite_signature": None}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Missing Signature"),
-        ({"bt_header_dendrite_nonce": "soon"}, grpc.StatusCode.INVALID_ARGUMENT,
-         "Improperly formatted request. bt_header_dendrite_nonce must be a non-negative decimal integer"),
-        ({"timeout": "twelve"}, grpc.StatusCode.INVALID_ARGUMENT,
-         "Improperly formatted request. timeout must be a number of seconds"),
-        ({"bt_header_dendrite_hotkey": "5CcfgLpA3ZfFZpHVsMjmhxuake347N5RciPndJ7RW48hQxV2"},
-         grpc.StatusCode.UNAUTHENTICATED, "Not Verified with error: Invalid hotkey: invalid SS58 address: checksum mismatch"),
-        ({"bt_header_dendrite_hotkey": "not-an-address"}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Invalid hotkey: invalid SS58 address"),
-        ({"bt_header_dendrite_signature": "0xzz"}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Malformed signature: signature is not hex"),
-        ({"bt_header_dendrite_signature": "0x" + "ab" * 10}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Malformed signature: signature must be 64 bytes"),
-        ({"bt_header_dendrite_signature": "0x" + "ab" * 64}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Signature mismatch"),
-        ({"bt_header_dendrite_crypto": "rsa"}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Unsupported crypto"),
-        ({"bt_header_dendrite_version": "7001000"}, grpc.StatusCode.UNAUTHENTICATED,
-         "Not Verified with error: Dendrite version predates 7.2.0"),
+        (
+            {"bt_header_dendrite_signature": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing Signature",
+        ),
+        (
+            {"bt_header_dendrite_nonce": "soon"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. bt_header_dendrite_nonce must be a non-negative decimal integer",
+        ),
+        (
+            {"timeout": "twelve"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. timeout must be a number of seconds",
+        ),
+        (
+            {"bt_header_dendrite_hotkey": "5CcfgLpA3ZfFZpHVsMjmhxuake347N5RciPndJ7RW48hQxV2"},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Invalid hotkey: invalid SS58 address: checksum mismatch",
+        ),
+        (
+            {"bt_header_dendrite_hotkey": "not-an-address"},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Invalid hotkey: invalid SS58 address",
+        ),
+        (
+            {"bt_header_dendrite_signature": "0xzz"},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Malformed signature: signature is not hex",
+        ),
+        (
+            {"bt_header_dendrite_signature": "0x" + "ab" * 10},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Malformed signature: signature must be 64 bytes",
+        ),
+        (
+            {"bt_header_dendrite_signature": "0x" + "ab" * 64},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Signature mismatch",
+        ),
+        (
+            {"bt_header_dendrite_crypto": "rsa"},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Unsupported crypto",
+        ),
+        (
+            {"bt_header_dendrite_version": "7001000"},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Dendrite version predates 7.2.0",
+        ),
     ],
 )
 async def test_bad_metadata_is_refused_with_a_clear_message(
@@ -184,8 +219,9 @@ async def test_bad_metadata_is_refused_with_a_clear_message(
     assert status == code
     assert response is None
     assert details.startswith(fragment) or fragment in details
-    assert trailing["bt_header_axon_status_code"] == str({grpc.StatusCode.UNAUTHENTICATED: 401,
-                                                          grpc.StatusCode.INVALID_ARGUMENT: 400}[code])
+    assert trailing["bt_header_axon_status_code"] == str(
+        {grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.INVALID_ARGUMENT: 400}[code]
+    )
     await assert_still_serving(harness)
 
 
@@ -201,7 +237,9 @@ async def test_body_changed_after_signing_is_a_hash_mismatch(harness: AxonHarnes
     metadata = raw.metadata(b"\x08\x03")
     status, _, details, trailing = await raw.call("Dummy", b"\x08\x04", metadata)
     assert status == grpc.StatusCode.INVALID_ARGUMENT
-    assert re.fullmatch(r"Hash mismatch between header body hash [0-9a-f]{64} and parsed body hash [0-9a-f]{64}", details)
+    assert re.fullmatch(
+        r"Hash mismatch between header body hash [0-9a-f]{64} and parsed body hash [0-9a-f]{64}", details
+    )
     assert trailing["bt_header_axon_status_code"] == "400"
 
 
@@ -223,7 +261,8 @@ async def test_stale_and_future_nonces_are_refused(harness: AxonHarness, raw: Ra
     assert status == grpc.StatusCode.UNAUTHENTICATED
     assert re.fullmatch(
         r"Not Verified with error: Nonce is too old: acceptable delta is 16\.00 seconds "
-        r"but request was 18\.\d\d seconds old", details
+        r"but request was 18\.\d\d seconds old",
+        details,
     )
     future = time.time_ns() + 120 * 10**9
     status, _, details, _ = await raw.call("Dummy", body, raw.metadata(body, nonce=future))
@@ -250,9 +289,7 @@ async def test_signature_for_another_axon_is_refused(harness: AxonHarness) -> No
     assert details == "Not Verified with error: Signature mismatch"
 
 
-async def test_blacklist_sees_the_signed_body_never_the_input_obj_header(
-    harness: AxonHarness, raw: RawCaller
-) -> None:
+async def test_blacklist_sees_the_signed_body_never_the_input_obj_header(harness: AxonHarness, raw: RawCaller) -> None:
     """The fixture's blacklist refuses ``input == 13``: it must see the signed body's value."""
     body = b"\x08\x03"
     forged = raw.metadata(body, bt_header_input_obj_input=base64.b64encode(b"13").decode())  # unsigned
@@ -296,7 +333,9 @@ async def test_slow_forward_times_out_at_the_client(harness: AxonHarness) -> Non
 
 async def test_server_enforces_synapse_timeout(harness: AxonHarness, raw: RawCaller) -> None:
     body = schema_for(Slow).to_bytes({"seconds": 2.0})
-    status, _, details, trailing = await raw.call("Slow", body, raw.metadata(body, method="Slow", timeout="0.3"), timeout=10)
+    status, _, details, trailing = await raw.call(
+        "Slow", body, raw.metadata(body, method="Slow", timeout="0.3"), timeout=10
+    )
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED
     assert details == "Response timeout after: 0.3s"
     assert trailing["bt_header_axon_status_code"] == "408"
@@ -311,7 +350,9 @@ async def test_custom_verify_runs_after_the_signature_check() -> None:
             raise ValueError("not on the allow list")
 
     allowed = Keypair.generate()
-    async with serve_axon({"forward_fn": dummy_forward, "verify_fn": verify}, client_wallet=KeypairWallet(allowed)) as h:
+    async with serve_axon(
+        {"forward_fn": dummy_forward, "verify_fn": verify}, client_wallet=KeypairWallet(allowed)
+    ) as h:
         ok = await h.call(Dummy(input=1))
         assert ok.dendrite.status_code == 200
         other = await h.dendrite.__class__(KeypairWallet.generate()).call(h.info, Dummy(input=1), deserialize=False)

@@ -68,7 +68,9 @@ async def test_grpc_status_survives_a_non_ascii_and_multiline_message() -> None:
             assert status is grpc.StatusCode.PERMISSION_DENIED
             assert details == "Forbidden. Key is blacklisted: 1000 τ\nthen more."
             assert trailing["bt_header_axon_status_code"] == "403"
-            assert trailing["bt_header_axon_status_message"] == "Forbidden. Key is blacklisted: 1000 %CF%84%0Athen more."
+            assert (
+                trailing["bt_header_axon_status_message"] == "Forbidden. Key is blacklisted: 1000 %CF%84%0Athen more."
+            )
             assert trailing["bt_header_axon_signature"].startswith("0x")
         finally:
             await raw.close()
@@ -104,7 +106,9 @@ async def test_verify_fn_text_is_never_sent_on_either_transport() -> None:
         assert response.message.startswith("Not Verified #")
         raw = RawCaller(f"127.0.0.1:{b.axon.port}", b.hotkey)
         try:
-            status, _, details, trailing = await raw.call("Guarded", b"\x08\x01", raw.metadata(b"\x08\x01", method="Guarded"))
+            status, _, details, trailing = await raw.call(
+                "Guarded", b"\x08\x01", raw.metadata(b"\x08\x01", method="Guarded")
+            )
             assert status is grpc.StatusCode.UNAUTHENTICATED and details.startswith("Not Verified #")
             assert "secret" not in details and not any("secret" in v for v in trailing.values())
         finally:

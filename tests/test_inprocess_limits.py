@@ -16,9 +16,9 @@ import grpc
 import pytest
 
 from axon_grpc import Synapse
+from axon_grpc.dendrite import Dendrite
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import AxonHarness, build_axon
-from axon_grpc.dendrite import Dendrite
 
 from .support import RawCaller
 from .test_bridge_client import serve_bridge
@@ -75,7 +75,7 @@ async def test_metadata_past_the_bound_is_always_refused() -> None:
             body = schema_for(Nap).to_bytes({"seconds": 0.0})
             statuses = []
             for _ in range(20):
-                metadata = caller.metadata(body, method="Nap") + [("x-padding", "p" * (17 * 1024))]
+                metadata = [*caller.metadata(body, method="Nap"), ("x-padding", "p" * (17 * 1024))]
                 statuses.append((await caller.call("Nap", body, metadata, timeout=5))[0])
             assert grpc.StatusCode.OK not in statuses, statuses
             assert await _nap(caller, 0.0) is grpc.StatusCode.OK  # still serving
@@ -139,10 +139,15 @@ async def test_connections_have_a_maximum_age() -> None:
 
 async def test_keepalive_pings_are_enforced() -> None:
     async with limited(min_ping_interval_s=10.0, max_ping_strikes=1) as h:
-        caller = _caller(h, **{
-            "grpc.keepalive_time_ms": 100, "grpc.keepalive_permit_without_calls": 1,
-            "grpc.http2.max_pings_without_data": 0, "grpc.http2.min_time_between_pings_ms": 100,
-        })
+        caller = _caller(
+            h,
+            **{
+                "grpc.keepalive_time_ms": 100,
+                "grpc.keepalive_permit_without_calls": 1,
+                "grpc.http2.max_pings_without_data": 0,
+                "grpc.http2.min_time_between_pings_ms": 100,
+            },
+        )
         try:
             assert await _nap(caller, 8.0, timeout=15.0) is grpc.StatusCode.UNAVAILABLE  # GOAWAY too_many_pings
         finally:
@@ -163,7 +168,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
             data = sock.recv(4096)
             if not data:
                 return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     except OSError:
         return True

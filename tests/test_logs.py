@@ -59,9 +59,15 @@ async def test_json_lines_carry_the_call_fields_and_no_request_data(json_lines) 
     assert any(e.get("exception") == "RuntimeError" and error_id in e["message"] for e in entries)
     # never the body, a header value or a signature
     signed = dict(metadata)
-    for secret in (str(SECRET_INPUT), "body text", signed["bt_header_dendrite_signature"],
-                   signed["bt_header_dendrite_signature"][2:], "ab" * 64, signed["computed_body_hash"],
-                   signed["bt_header_dendrite_nonce"]):
+    for secret in (
+        str(SECRET_INPUT),
+        "body text",
+        signed["bt_header_dendrite_signature"],
+        signed["bt_header_dendrite_signature"][2:],
+        "ab" * 64,
+        signed["computed_body_hash"],
+        signed["bt_header_dendrite_nonce"],
+    ):
         assert secret not in text
 
 

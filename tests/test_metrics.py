@@ -75,11 +75,13 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
     gate.clear()
     attachments = [
         {"forward_fn": dummy_forward, "blacklist_fn": dummy_blacklist, "verify_fn": dummy_verify},
-        gate_forward, words_forward,
+        gate_forward,
+        words_forward,
     ]
     metrics_port = free_port()
-    async with serve_axon(*attachments, http_port=free_port(), metrics_port=metrics_port, max_workers=1,
-                          max_queue=0, metrics_hotkeys=2) as h:
+    async with serve_axon(
+        *attachments, http_port=free_port(), metrics_port=metrics_port, max_workers=1, max_queue=0, metrics_hotkeys=2
+    ) as h:
         axon = h.axon
         raw = RawCaller(f"127.0.0.1:{axon.port}", axon.wallet.hotkey.ss58_address)
         ok = grpc.StatusCode.OK
@@ -115,8 +117,12 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
         items = [item async for item in h.dendrite.call_stream(h.info, Words(words=3), deserialize=False)]
         assert items[:3] == ["w0", "w1", "w2"] and items[3].dendrite.status_code == 200
         # size: over the HTTP bridge's bound, refused before the pipeline
-        request = urllib.request.Request(f"http://127.0.0.1:{axon.http_port}/Dummy", data=b"x" * 16, method="POST",
-                                         headers={"Content-Length": str(axon.http.max_request_bytes + 1)})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{axon.http_port}/Dummy",
+            data=b"x" * 16,
+            method="POST",
+            headers={"Content-Length": str(axon.http.max_request_bytes + 1)},
+        )
         with pytest.raises(urllib.error.HTTPError) as too_large:
             await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
         assert too_large.value.code == 413
@@ -136,14 +142,21 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
         assert value(samples, requests, synapse="_unknown", transport="grpc", scheme="none", status_class="4xx") == 1
         assert value(samples, requests, synapse="Dummy", transport="http", scheme="none", status_class="4xx") == 1
         refusals = {
-            ("Dummy", "grpc", "nonce"): 1, ("Dummy", "grpc", "signature"): 1, ("Dummy", "grpc", "blacklist"): 1,
-            ("Dummy", "grpc", "error"): 1, ("Dummy", "grpc", "verify"): 1, ("Dummy", "grpc", "invalid"): 1,
-            ("Dummy", "grpc", "shed"): 1, ("Gate", "grpc", "deadline"): 1, ("_unknown", "grpc", "not_found"): 1,
+            ("Dummy", "grpc", "nonce"): 1,
+            ("Dummy", "grpc", "signature"): 1,
+            ("Dummy", "grpc", "blacklist"): 1,
+            ("Dummy", "grpc", "error"): 1,
+            ("Dummy", "grpc", "verify"): 1,
+            ("Dummy", "grpc", "invalid"): 1,
+            ("Dummy", "grpc", "shed"): 1,
+            ("Gate", "grpc", "deadline"): 1,
+            ("_unknown", "grpc", "not_found"): 1,
             ("Dummy", "http", "size"): 1,
         }
         counted = {
             (dict(labels)["synapse"], dict(labels)["transport"], dict(labels)["reason"]): v
-            for (name, labels), v in samples.items() if name == "axon_refusals_total" and v
+            for (name, labels), v in samples.items()
+            if name == "axon_refusals_total" and v
         }
         assert counted == refusals
         # histograms moved: every answered Dummy call timed; forwards and queue waits of admitted ones
@@ -167,8 +180,9 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
         assert value(samples, "axon_stream_chunks_total", synapse="Words") == 3
         assert value(samples, "axon_streams_open", synapse="Words") == 0
         assert value(samples, "axon_streams_cancelled_total", synapse="Words") == 0
-        callers = {dict(labels)["hotkey"]: v for (name, labels), v in samples.items()
-                   if name == "axon_caller_requests_total"}
+        callers = {
+            dict(labels)["hotkey"]: v for (name, labels), v in samples.items() if name == "axon_caller_requests_total"
+        }
         assert callers == {raw.keypair.ss58_address: 8, h.dendrite.keypair.ss58_address: 1}
         assert value(samples, "process_cpu_seconds_total") > 0
         builds = [dict(labels) for (name, labels), v in samples.items() if name == "axon_build_info" and v == 1]

@@ -56,8 +56,9 @@ class Signer:
         async def read() -> bytes:
             return body
 
-        return Call(type(synapse).__name__, self.headers(synapse.body_hash, **overrides), HTTP, None, read,
-                    "127.0.0.1", 4000)
+        return Call(
+            type(synapse).__name__, self.headers(synapse.body_hash, **overrides), HTTP, None, read, "127.0.0.1", 4000
+        )
 
 
 def axon_with(*attachments: Any, **kwargs: Any) -> tuple[Any, Signer]:
@@ -92,8 +93,7 @@ async def test_refusals_are_outcomes_never_exceptions() -> None:
     again = await handle(Call(replayed.name, replayed.headers, GRPC, replayed.body, path=METHOD))
     assert again.status == 401 and "newer one" in again.message
     call = signer.grpc(Dummy(input=1))
-    tampered = await handle(Call("Dummy", call.headers, GRPC, schema_for(Dummy).to_bytes(Dummy(input=2)),
-                                 path=METHOD))
+    tampered = await handle(Call("Dummy", call.headers, GRPC, schema_for(Dummy).to_bytes(Dummy(input=2)), path=METHOD))
     assert tampered.status == 400 and tampered.message.startswith("Hash mismatch")
 
 
@@ -268,8 +268,10 @@ def conflicting_by_exception(synapse: Dummy) -> Dummy:
 
 @pytest.mark.parametrize("transport", [GRPC, HTTP])
 async def test_a_forwards_own_status_survives(transport: str) -> None:
-    for forward, status, message in ((conflicting, 409, "already answered this round"),
-                                     (conflicting_by_exception, 429, "slow down")):
+    for forward, status, message in (
+        (conflicting, 409, "already answered this round"),
+        (conflicting_by_exception, 429, "slow down"),
+    ):
         axon, signer = axon_with(forward)
         build = signer.grpc if transport == GRPC else signer.http
         outcome = await axon.pipeline.handle(build(Dummy(input=1)))

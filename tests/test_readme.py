@@ -47,7 +47,9 @@ def _stands_in(program: list[str], parts: list[list[str]]) -> bool:
     """Each part contiguous in ``program``, the parts in order."""
     start = 0
     for part in parts:
-        found = next((i for i in range(start, len(program) - len(part) + 1) if program[i:i + len(part)] == part), None)
+        found = next(
+            (i for i in range(start, len(program) - len(part) + 1) if program[i : i + len(part)] == part), None
+        )
         if found is None:
             return False
         start = found + len(part)
@@ -67,10 +69,17 @@ def test_every_readme_block_stands_in_an_example_program() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_program_runs(name: str, tmp_path: Path) -> None:
-    env = {**os.environ, "BT_AXON_IP": "127.0.0.1", "BT_AXON_PORT": str(free_port()),
-           "EXAMPLE_HTTP_PORT": str(free_port()), "AXON_GRPC_HOME": str(tmp_path),
-           "AXON_GRPC_REGISTRY": str(tmp_path / "registry.sqlite"), "BT_WALLET_PATH": str(tmp_path / "bt")}
-    done = subprocess.run([sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True,
-                          timeout=90, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "BT_AXON_IP": "127.0.0.1",
+        "BT_AXON_PORT": str(free_port()),
+        "EXAMPLE_HTTP_PORT": str(free_port()),
+        "AXON_GRPC_HOME": str(tmp_path),
+        "AXON_GRPC_REGISTRY": str(tmp_path / "registry.sqlite"),
+        "BT_WALLET_PATH": str(tmp_path / "bt"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True, timeout=90, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].endswith(EXPECTED[name]), done.stdout[-2000:]

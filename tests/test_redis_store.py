@@ -97,8 +97,13 @@ async def test_the_window_is_exact_around_1_8e18(store: RedisNonceStore) -> None
 
 @pytest.mark.parametrize("window, span", [(0, 100), (3, 100), (8, 25), (64, 60 * 10**9)])
 async def test_same_verdicts_as_the_in_memory_store(redis_server: RedisServer, window: int, span: int) -> None:
-    store = RedisNonceStore(redis_server.url, retention_ns=RETENTION, namespace=f"same-{window}-{time.time_ns()}",
-                            replay_window=window, replay_span_ns=span)
+    store = RedisNonceStore(
+        redis_server.url,
+        retention_ns=RETENTION,
+        namespace=f"same-{window}-{time.time_ns()}",
+        replay_window=window,
+        replay_span_ns=span,
+    )
     reference = InMemoryNonceStore(RETENTION, replay_window=window, replay_span_ns=span)
     rng = random.Random(8 + window)
     base = time.time_ns()
@@ -242,8 +247,13 @@ async def test_a_replay_to_the_other_worker_is_refused(two_axons) -> None:
 
 async def test_a_btauth_replay_to_the_other_worker_is_refused(two_axons) -> None:
     axons, first, second = two_axons
-    headers = sign_headers(first.keypair, method="POST", path="/axon.v1.Axon/Dummy", body=BODY,
-                           receiver=axons[0].wallet.hotkey.ss58_address)
+    headers = sign_headers(
+        first.keypair,
+        method="POST",
+        path="/axon.v1.Axon/Dummy",
+        body=BODY,
+        receiver=axons[0].wallet.hotkey.ss58_address,
+    )
     metadata = [("name", "Dummy"), ("timeout", "12.0"), *headers.items()]
     assert (await first.call("Dummy", BODY, metadata))[0] == grpc.StatusCode.OK
     status, _, details, _ = await second.call("Dummy", BODY, metadata)

@@ -75,8 +75,7 @@ def test_the_cli_lists_and_calls(home: Path, capsys: pytest.CaptureFixture[str])
     axon = build_axon(dummy_forward, wallet=KeypairWallet.generate()).start()
     try:
         axon.serve(netuid=3)
-        LocalRegistry().register(4, AxonInfo(version=1, ip="127.0.0.1", port=1, ip_type=4, hotkey="5Other",
-                                             coldkey=""))
+        LocalRegistry().register(4, AxonInfo(version=1, ip="127.0.0.1", port=1, ip_type=4, hotkey="5Other", coldkey=""))
         hotkey = axon.wallet.hotkey.ss58_address
 
         assert main(["registry", "list", "--netuid", "3"]) == 0
@@ -88,17 +87,45 @@ def test_the_cli_lists_and_calls(home: Path, capsys: pytest.CaptureFixture[str])
 
         env = {**os.environ, "AXON_GRPC_HOME": str(home)}
         done = subprocess.run(
-            [sys.executable, "-m", "axon_grpc", "call", "--netuid", "3", "tests.support:Dummy",
-             "--fields", '{"input": 3}'],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "axon_grpc",
+                "call",
+                "--netuid",
+                "3",
+                "tests.support:Dummy",
+                "--fields",
+                '{"input": 3}',
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{hotkey} 127.0.0.1:{axon.port} 200 'Success' " + '{"input": 3, "output": 6}'
 
         unreachable = subprocess.run(
-            [sys.executable, "-m", "axon_grpc", "call", "--netuid", "4", "tests.support:Dummy", "--fields",
-             '{"input": 3}', "--timeout", "2"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "axon_grpc",
+                "call",
+                "--netuid",
+                "4",
+                "tests.support:Dummy",
+                "--fields",
+                '{"input": 3}',
+                "--timeout",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert unreachable.returncode == 1 and " 503 " in unreachable.stdout
     finally:

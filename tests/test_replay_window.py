@@ -37,8 +37,9 @@ async def test_one_dendrite_many_concurrent_calls_none_refused(nonce_store: Any)
         dendrite = Dendrite(KeypairWallet.generate())
         try:
             for _ in range(ROUNDS):
-                results = await dendrite.forward([h.info] * CONCURRENCY, Dummy(input=3), timeout=12.0,
-                                                 deserialize=False)
+                results = await dendrite.forward(
+                    [h.info] * CONCURRENCY, Dummy(input=3), timeout=12.0, deserialize=False
+                )
                 codes = [r.dendrite.status_code for r in results]
                 assert codes == [200] * CONCURRENCY, {r.dendrite.status_message for r in results}
         finally:
@@ -64,8 +65,9 @@ async def test_grpc_calls_sent_in_reverse_are_served_and_replays_refused(grpc_ca
         assert [r[0] for r in results] == [grpc.StatusCode.OK] * CONCURRENCY, {r[2] for r in results}
         sent += batch
         replays = rng.sample(sent, 6) + sent[:2]  # inside the window and far below it
-        for status, response, details, _ in await asyncio.gather(*(grpc_caller.call("Dummy", BODY, m)
-                                                                   for m in replays)):
+        for status, response, details, _ in await asyncio.gather(
+            *(grpc_caller.call("Dummy", BODY, m) for m in replays)
+        ):
             assert status == grpc.StatusCode.UNAUTHENTICATED and response is None
             assert details == "Not Verified with error: Nonce is too old, a newer one was last processed"
 

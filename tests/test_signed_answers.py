@@ -90,8 +90,9 @@ def _tamper(h: Any, how: str) -> None:
     terminal.sign_answer = changed if how == "changed" else (lambda *args: None)
 
 
-@pytest.mark.parametrize("how,reason", [("changed", "answer signature mismatch"),
-                                        ("unsigned", "the axon did not sign its answer")])
+@pytest.mark.parametrize(
+    "how,reason", [("changed", "answer signature mismatch"), ("unsigned", "the axon did not sign its answer")]
+)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_answer_failing_the_check_is_refused(signing_axon: Any, transport: str, how: str, reason: str) -> None:
     _tamper(signing_axon, how)

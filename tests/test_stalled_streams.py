@@ -112,4 +112,3 @@ async def test_grpc_stream_read_to_the_deadline_ends_408() -> None:
             assert await call.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         finally:
             await raw.close()
-

@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from axon_grpc import Dendrite, KeypairWallet
-from axon_grpc.streaming import StreamingSynapse, chunk_schema, frame, unframe, CHUNK_TAG, FINAL_TAG
 from axon_grpc.schema import schema_for
+from axon_grpc.streaming import CHUNK_TAG, FINAL_TAG, StreamingSynapse, chunk_schema, frame, unframe
 from axon_grpc.testing import serve_axon
 
 from .support import RawCaller
@@ -104,7 +104,10 @@ async def bad_forward(synapse: Bad) -> AsyncIterator[Any]:
 
 ATTACHED = [
     {"forward_fn": story_forward, "blacklist_fn": story_blacklist},
-    tokens_forward, legacy_forward, endless_forward, bad_forward,
+    tokens_forward,
+    legacy_forward,
+    endless_forward,
+    bad_forward,
 ]
 
 
@@ -120,8 +123,9 @@ async def collect(stream: AsyncIterator[Any]) -> list[Any]:
 
 
 async def test_chunks_then_the_final_synapse(harness) -> None:
-    items = await collect(await harness.dendrite.forward(harness.info, Story(words=3), streaming=True,
-                                                         deserialize=False))
+    items = await collect(
+        await harness.dendrite.forward(harness.info, Story(words=3), streaming=True, deserialize=False)
+    )
     assert items[:3] == ["w0", "w1", "w2"]
     final = items[3]
     assert isinstance(final, Story) and final.completion == "w0 w1 w2"
@@ -221,8 +225,9 @@ async def test_streams_share_the_admission_slots() -> None:
         first = h.dendrite.call_stream(h.info, Endless(), timeout=5)
         assert await first.__anext__() == "tick"
         assert h.axon.admission.running == 1
-        second = asyncio.create_task(collect(Dendrite(KeypairWallet.generate()).call_stream(h.info, Endless(),
-                                                                                           timeout=0.3)))
+        second = asyncio.create_task(
+            collect(Dendrite(KeypairWallet.generate()).call_stream(h.info, Endless(), timeout=0.3))
+        )
         result = await second
         assert result[-1].dendrite.status_code == 408  # waited for the slot, never ran
         assert h.axon.admission.stats.admitted == 1  # only the first stream ever ran

@@ -15,7 +15,6 @@ from axon_grpc.synapse import EMPTY_HASH, get_hash
 from .support import CONFORMANCE, Dummy
 
 
-
 class Listy(Synapse):
     items: list[int]
     meta: dict[str, int] = {}

@@ -193,9 +193,7 @@ def test_not_an_object(tmp_path: Path, content: bytes) -> None:
     ],
 )
 def test_encrypted(tmp_path: Path, content: bytes) -> None:
-    with pytest.raises(
-        KeyfileError, match="encrypted hotkey files are not supported; use an unencrypted hotkey"
-    ):
+    with pytest.raises(KeyfileError, match="encrypted hotkey files are not supported; use an unencrypted hotkey"):
         _ = _wallet_with(tmp_path, content).hotkey
 
 
@@ -253,9 +251,7 @@ def test_crypto_type_field_also_accepted(tmp_path: Path) -> None:
     assert wallet.hotkey.ss58_address == ed.ss58_address
 
 
-def test_create_if_missing_loses_race_without_overwriting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_create_if_missing_loses_race_without_overwriting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wallet = Wallet("w", "h", str(tmp_path)).create_if_missing()
     before = Path(wallet.hotkey_file).read_bytes()
     # Simulate another process creating the file after the existence check.

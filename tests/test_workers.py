@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from axon_grpc import AxonInfo, Dendrite, PROTOCOL_VERSION
+from axon_grpc import PROTOCOL_VERSION, AxonInfo, Dendrite
 from axon_grpc.testing import free_port
 from axon_grpc.workers import SharedStoreRequired, WorkerGroup, load_factory
 
@@ -34,15 +34,35 @@ def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def start_serve(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "axon_grpc", "serve", APP, "--server", "grpcio", "--axon.ip", "127.0.0.1",
-               "--axon.port", str(port), *args]  # the in-process workers (tests/edge covers --server envoy)
-    return subprocess.Popen(command, cwd=ROOT, env=worker_env(tmp_path, **env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "axon_grpc",
+        "serve",
+        APP,
+        "--server",
+        "grpcio",
+        "--axon.ip",
+        "127.0.0.1",
+        "--axon.port",
+        str(port),
+        *args,
+    ]  # the in-process workers (tests/edge covers --server envoy)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=worker_env(tmp_path, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def info(port: int) -> AxonInfo:
-    return AxonInfo(version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey().ss58_address,
-                    coldkey="")
+    return AxonInfo(
+        version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey().ss58_address, coldkey=""
+    )
 
 
 async def call_fresh(port: int, value: int = 7) -> WhoAmI:
@@ -177,8 +197,9 @@ def _http_axon_uuid(port: int) -> str | None:
 
 async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: RedisServer) -> None:
     port, http_port = free_port(), free_port()
-    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url,
-                          "--axon.http_port", str(http_port))
+    process = start_serve(
+        tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url, "--axon.http_port", str(http_port)
+    )
     try:
         await wait_serving(process, port)
         uuids = {await asyncio.to_thread(_http_axon_uuid, http_port) for _ in range(30)}
@@ -190,8 +211,9 @@ async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: 
 
 async def test_serve_prints_hotkey_ports_and_protocols_and_a_client_calls_with_them(tmp_path: Path) -> None:
     port, http_port = free_port(), free_port()
-    process = start_serve(tmp_path, port, "--workers", "1", "--axon.http_port", str(http_port),
-                          "--axon.external_ip", "127.0.0.1")
+    process = start_serve(
+        tmp_path, port, "--workers", "1", "--axon.http_port", str(http_port), "--axon.external_ip", "127.0.0.1"
+    )
     lines: list[str] = []
     try:
         assert process.stderr is not None
@@ -207,8 +229,9 @@ async def test_serve_prints_hotkey_ports_and_protocols_and_a_client_calls_with_t
         assert f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on 127.0.0.1:{http_port}" in printed
         assert f"advertises 127.0.0.1:{port}" in printed
         # a client that knows only what was printed
-        target = AxonInfo(version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=printed_hotkey,
-                          coldkey="")
+        target = AxonInfo(
+            version=PROTOCOL_VERSION, ip="127.0.0.1", port=port, ip_type=4, hotkey=printed_hotkey, coldkey=""
+        )
         async with Dendrite() as dendrite:
             result = await dendrite.call(target, WhoAmI(input=3), timeout=5.0, deserialize=False)
         assert result.dendrite.status_code == 200, result.dendrite.status_message

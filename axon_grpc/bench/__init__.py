@@ -17,8 +17,18 @@ from __future__ import annotations
 
 #: Every target the suite knows, in report order.
 TARGET_NAMES = (
-    "grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "envoy", "envoy-http", "grpc-1w-redis",
-    "grpc-2w-redis", "http", "echo", "echo-verified", "legacy",
+    "grpc",
+    "grpc-async",
+    "grpc-async-nometrics",
+    "grpc-inline",
+    "envoy",
+    "envoy-http",
+    "grpc-1w-redis",
+    "grpc-2w-redis",
+    "http",
+    "echo",
+    "echo-verified",
+    "legacy",
 )
 #: What ``axon-grpc bench`` (and ``make bench``) runs without ``--targets``: all but the
 #: one-worker Redis run, which only splits the two-worker figure (the store's cost alone).

@@ -51,53 +51,104 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         "bench.json and "
         "bench.png (latency vs load; needs matplotlib: pip install 'axon-grpc[bench]').",
     )
-    bench.add_argument("--targets", type=_targets, default=list(DEFAULT_TARGETS),
-                       help=f"comma-separated targets, some of {','.join(TARGET_NAMES)} "
-                       f"(default: {','.join(DEFAULT_TARGETS)})")
-    bench.add_argument("--concurrency", type=_levels, default=[1, 16, 64],
-                       help="comma-separated levels: requests in flight (default 1,16,64)")
+    bench.add_argument(
+        "--targets",
+        type=_targets,
+        default=list(DEFAULT_TARGETS),
+        help=f"comma-separated targets, some of {','.join(TARGET_NAMES)} (default: {','.join(DEFAULT_TARGETS)})",
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=_levels,
+        default=[1, 16, 64],
+        help="comma-separated levels: requests in flight (default 1,16,64)",
+    )
     bench.add_argument("--duration", type=float, default=5.0, help="measured seconds per level (default 5)")
     bench.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level (default 1)")
-    bench.add_argument("--generators", type=int, default=2,
-                       help="load generator processes per level, at most one per request in flight (default 2)")
-    bench.add_argument("--channels", type=int, default=4,
-                       help="gRPC channels (connections) per generator process (default 4); HTTP uses one "
-                       "keep-alive connection per request in flight")
+    bench.add_argument(
+        "--generators",
+        type=int,
+        default=2,
+        help="load generator processes per level, at most one per request in flight (default 2)",
+    )
+    bench.add_argument(
+        "--channels",
+        type=int,
+        default=4,
+        help="gRPC channels (connections) per generator process (default 4); HTTP uses one "
+        "keep-alive connection per request in flight",
+    )
     bench.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds (default 10)")
-    bench.add_argument("--out", default=DEFAULT_OUT, help=f"folder for bench.json, bench.png and logs (default {DEFAULT_OUT})")
+    bench.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"folder for bench.json, bench.png and logs (default {DEFAULT_OUT})"
+    )
     bench.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
-    bench.add_argument("--legacy-python", type=Path,
-                       help="a Python with bittensor==10.5.0 for the legacy target (default: $AXON_GRPC_LEGACY_PYTHON, "
-                       "else .venv/legacy/bin/python as `make bench` builds it)")
-    bench.add_argument("--address", help="measure a running server instead: [grpc://|http://]HOST:PORT (the Dummy synapse)")
-    bench.add_argument("--axon-hotkey", help="with --address: the server's hotkey (default: learnt from an unsigned call)")
+    bench.add_argument(
+        "--legacy-python",
+        type=Path,
+        help="a Python with bittensor==10.5.0 for the legacy target (default: $AXON_GRPC_LEGACY_PYTHON, "
+        "else .venv/legacy/bin/python as `make bench` builds it)",
+    )
+    bench.add_argument(
+        "--address", help="measure a running server instead: [grpc://|http://]HOST:PORT (the Dummy synapse)"
+    )
+    bench.add_argument(
+        "--axon-hotkey", help="with --address: the server's hotkey (default: learnt from an unsigned call)"
+    )
     bench.add_argument("--server-pid", type=int, help="with --address: the server's pid, to read its CPU time")
-    bench.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"),
-                       help="after the measurements, run the grpc target once more at the highest level under a "
-                       "profiler and print its top costs: cprofile (default; the serving loop's thread, "
-                       "profile-grpc.prof in --out) or py-spy (sampling every thread, without pausing the server; "
-                       "profile-grpc.txt). The profiled level's figures are not the measurement's.")
-    bench.add_argument("--in-process", action="store_true",
-                       help="the pipeline's own cost per call, no network (Pipeline.handle beside the verified "
-                       "echo's work), then exit")
-    bench.add_argument("--memory", action="store_true",
-                       help="instead of the load levels: drive 1,000,000 requests' worth of nonce-store work from "
-                       "100,000 dendrite uuids in-process and report the resident memory growth")
+    bench.add_argument(
+        "--profile",
+        nargs="?",
+        const="cprofile",
+        choices=("cprofile", "py-spy"),
+        help="after the measurements, run the grpc target once more at the highest level under a "
+        "profiler and print its top costs: cprofile (default; the serving loop's thread, "
+        "profile-grpc.prof in --out) or py-spy (sampling every thread, without pausing the server; "
+        "profile-grpc.txt). The profiled level's figures are not the measurement's.",
+    )
+    bench.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the pipeline's own cost per call, no network (Pipeline.handle beside the verified "
+        "echo's work), then exit",
+    )
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead of the load levels: drive 1,000,000 requests' worth of nonce-store work from "
+        "100,000 dendrite uuids in-process and report the resident memory growth",
+    )
     bench.add_argument("--memory-requests", type=int, default=1_000_000, help=argparse.SUPPRESS)
     bench.add_argument("--memory-uuids", type=int, default=100_000, help=argparse.SUPPRESS)
-    bench.add_argument("--memory-verified", type=int, default=100_000,
-                       help="with --memory: how many of the requests go through the full verify path (default 100000)")
+    bench.add_argument(
+        "--memory-verified",
+        type=int,
+        default=100_000,
+        help="with --memory: how many of the requests go through the full verify path (default 100000)",
+    )
     bench.add_argument("--redis-probe-calls", type=int, default=None, help=argparse.SUPPRESS)
-    bench.add_argument("--dendrite", action="store_true",
-                       help="a validator's fan-out instead: this Dendrite (gRPC, HTTP) against the SDK 10.5.0 one "
-                            "over many axons on loopback, some never answering")
+    bench.add_argument(
+        "--dendrite",
+        action="store_true",
+        help="a validator's fan-out instead: this Dendrite (gRPC, HTTP) against the SDK 10.5.0 one "
+        "over many axons on loopback, some never answering",
+    )
     bench.add_argument("--axons", type=int, default=256, help="with --dendrite: axons per step (default 256)")
-    bench.add_argument("--dead-fraction", type=float, default=0.1,
-                       help="with --dendrite: share of the axons that never answer (default 0.1)")
-    bench.add_argument("--fanout-timeout", type=float, default=12.0,
-                       help="with --dendrite: the step's timeout in seconds (default 12)")
-    bench.add_argument("--fanout-steps", type=int, default=6,
-                       help="with --dendrite: steps to the answering axons, the first unmeasured (default 6)")
+    bench.add_argument(
+        "--dead-fraction",
+        type=float,
+        default=0.1,
+        help="with --dendrite: share of the axons that never answer (default 0.1)",
+    )
+    bench.add_argument(
+        "--fanout-timeout", type=float, default=12.0, help="with --dendrite: the step's timeout in seconds (default 12)"
+    )
+    bench.add_argument(
+        "--fanout-steps",
+        type=int,
+        default=6,
+        help="with --dendrite: steps to the answering axons, the first unmeasured (default 6)",
+    )
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=run_bench)
     return bench
@@ -110,7 +161,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if argv is None:
-        argv = sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv else []
+        argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     command = "axon-grpc bench " + " ".join(shlex.quote(a) for a in argv)
     results: dict[str, Any] = {
         "meta": {
@@ -143,8 +194,11 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.memory:
         from .memory import measure_memory, memory_text
 
-        print(f"memory: {args.memory_requests:,} requests from {args.memory_uuids:,} uuids "
-              f"({args.memory_verified:,} through the verify path) ...", file=sys.stderr)
+        print(
+            f"memory: {args.memory_requests:,} requests from {args.memory_uuids:,} uuids "
+            f"({args.memory_verified:,} through the verify path) ...",
+            file=sys.stderr,
+        )
         memory = measure_memory(args.memory_requests, args.memory_uuids, args.memory_verified)
         results["memory"] = memory
         print(memory_text(memory))
@@ -161,12 +215,22 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
     from .runner import Options, Progress, run_level
     from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
 
-    options = Options(concurrency=args.concurrency, duration=args.duration, warmup=args.warmup,
-                      generators=max(1, args.generators), channels=max(1, args.channels), request_timeout=args.timeout)
+    options = Options(
+        concurrency=args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        generators=max(1, args.generators),
+        channels=max(1, args.channels),
+        request_timeout=args.timeout,
+    )
     results["meta"]["options"] = {
-        "targets": ["external"] if args.address else args.targets, "concurrency": options.concurrency,
-        "duration": options.duration, "warmup": options.warmup, "generators": options.generators,
-        "channels": options.channels, "request_timeout": options.request_timeout,
+        "targets": ["external"] if args.address else args.targets,
+        "concurrency": options.concurrency,
+        "duration": options.duration,
+        "warmup": options.warmup,
+        "generators": options.generators,
+        "channels": options.channels,
+        "request_timeout": options.request_timeout,
         "request": "Dummy(input=3), sr25519-signed, fresh time.time_ns() nonce, one dendrite uuid per client loop",
     }
     progress = Progress(enabled=not args.quiet)
@@ -186,9 +250,14 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
             targets_out.append({"name": name, "label": _label(name), "skipped": str(e), "levels": []})
             continue
         entry: dict[str, Any] = {
-            "name": target.name, "label": target.label, "description": target.description,
-            "transport": target.transport, "address": f"{target.host}:{target.port}", "server_pid": target.pid,
-            **({"server": target.extra} if target.extra else {}), "levels": [],
+            "name": target.name,
+            "label": target.label,
+            "description": target.description,
+            "transport": target.transport,
+            "address": f"{target.host}:{target.port}",
+            "server_pid": target.pid,
+            **({"server": target.extra} if target.extra else {}),
+            "levels": [],
         }
         targets_out.append(entry)
         try:
@@ -237,10 +306,13 @@ def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> d
     progress.update(label, 0, 1, 0)
     try:
         probe = round_trip(target.extra["nonce_store"], target.aux_pids["redis"], calls)
-    except Exception as e:  # noqa: BLE001 - a failed probe is reported, the levels stand
+    except Exception as e:
         raise RuntimeError(f"Redis round-trip probe failed: {type(e).__name__}: {e}") from e
-    progress.finish(label, f"{probe['redis']['mean_us']:>6.0f} us mean ({calls:,} calls), "
-                           f"client CPU {probe['redis']['client_cpu_us']:.0f} us/call")
+    progress.finish(
+        label,
+        f"{probe['redis']['mean_us']:>6.0f} us mean ({calls:,} calls), "
+        f"client CPU {probe['redis']['client_cpu_us']:.0f} us/call",
+    )
     return probe
 
 

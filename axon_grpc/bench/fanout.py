@@ -29,8 +29,12 @@ def _env() -> dict[str, str]:
 
 
 def start_fleet(live: int, dead: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    process = subprocess.Popen([sys.executable, "-m", "axon_grpc.bench.fleet", "--live", str(live), "--dead", str(dead)],
-                               stdout=subprocess.PIPE, text=True, env=_env())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "axon_grpc.bench.fleet", "--live", str(live), "--dead", str(dead)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("BENCH-READY "):
@@ -39,11 +43,28 @@ def start_fleet(live: int, dead: int) -> tuple[subprocess.Popen[str], dict[str, 
     return process, json.loads(line.split(" ", 1)[1])
 
 
-def run_client(python: str, client: str, transport: str, fleet: dict[str, Any], *, steps: int, timeout: float) -> dict[str, Any]:
+def run_client(
+    python: str, client: str, transport: str, fleet: dict[str, Any], *, steps: int, timeout: float
+) -> dict[str, Any]:
     ports = fleet["grpc"] if transport == "grpc" else fleet["http"]
-    command = [python, str(HERE / "fanout_client.py"), "--client", client, "--transport", transport,
-               "--hotkey", fleet["hotkey"], "--live", ",".join(map(str, ports)),
-               "--dead", ",".join(map(str, fleet["dead"])), "--steps", str(steps), "--timeout", str(timeout)]
+    command = [
+        python,
+        str(HERE / "fanout_client.py"),
+        "--client",
+        client,
+        "--transport",
+        transport,
+        "--hotkey",
+        fleet["hotkey"],
+        "--live",
+        ",".join(map(str, ports)),
+        "--dead",
+        ",".join(map(str, fleet["dead"])),
+        "--steps",
+        str(steps),
+        "--timeout",
+        str(timeout),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
     if done.returncode != 0:
         return {"client": client, "transport": transport, "error": done.stderr.strip().splitlines()[-1:]}
@@ -51,7 +72,9 @@ def run_client(python: str, client: str, transport: str, fleet: dict[str, Any], 
     return result
 
 
-def measure_fanout(axons: int, dead_fraction: float, timeout: float, steps: int, legacy_python: Path | None) -> dict[str, Any]:
+def measure_fanout(
+    axons: int, dead_fraction: float, timeout: float, steps: int, legacy_python: Path | None
+) -> dict[str, Any]:
     dead = round(axons * dead_fraction)
     process, fleet = start_fleet(axons - dead, dead)
     try:
@@ -59,7 +82,9 @@ def measure_fanout(axons: int, dead_fraction: float, timeout: float, steps: int,
         if legacy_python is not None and legacy_python.exists():
             runs.append(run_client(str(legacy_python), "sdk", "http", fleet, steps=steps, timeout=timeout))
         else:
-            runs.append({"client": "sdk", "transport": "http", "error": f"no bittensor==10.5.0 Python at {legacy_python}"})
+            runs.append(
+                {"client": "sdk", "transport": "http", "error": f"no bittensor==10.5.0 Python at {legacy_python}"}
+            )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -90,6 +115,8 @@ def fanout_text(figures: dict[str, Any]) -> str:
     if sdk is not None:
         for r in figures["runs"]:
             if r["client"] == "ours" and "error" not in r:
-                lines.append(f"CPU per call, SDK 10.5.0 / this Dendrite over {r['transport']}: "
-                             f"{sdk['cpu_ms_per_call'] / r['cpu_ms_per_call']:.1f}x (goal >= 10x)")
+                lines.append(
+                    f"CPU per call, SDK 10.5.0 / this Dendrite over {r['transport']}: "
+                    f"{sdk['cpu_ms_per_call'] / r['cpu_ms_per_call']:.1f}x (goal >= 10x)"
+                )
     return "\n".join(lines)

@@ -76,8 +76,10 @@ async def run(args: argparse.Namespace) -> dict:
     dendrite, dummy, axon_info, close = build(args.client, args.transport)
 
     def axons(ports: List[int]) -> list:
-        return [axon_info(version=10005000, ip="127.0.0.1", port=p, ip_type=4, hotkey=args.hotkey, coldkey=args.hotkey)
-                for p in ports]
+        return [
+            axon_info(version=10005000, ip="127.0.0.1", port=p, ip_type=4, hotkey=args.hotkey, coldkey=args.hotkey)
+            for p in ports
+        ]
 
     live = axons([int(p) for p in args.live.split(",")])
     dead = axons([int(p) for p in args.dead.split(",")]) if args.dead else []
@@ -108,12 +110,20 @@ async def run(args: argparse.Namespace) -> dict:
         pass
     warm = cpu[1:] or cpu
     return {
-        "client": args.client, "transport": args.transport, "axons_live": len(live), "axons_dead": len(dead),
-        "steps": args.steps, "ok": ok, "calls": args.steps * len(live),
+        "client": args.client,
+        "transport": args.transport,
+        "axons_live": len(live),
+        "axons_dead": len(dead),
+        "steps": args.steps,
+        "ok": ok,
+        "calls": args.steps * len(live),
         "cpu_ms_per_call_first_step": cpu[0] * 1e3 / len(live),
         "cpu_ms_per_call": sum(warm) * 1e3 / (len(warm) * len(live)),
-        "sockets_after_first_step": sockets_first, "sockets_after_last_step": sockets_last,
-        "timeout_s": args.timeout, "fanout_wall_s": walls, "fanout_statuses": statuses,
+        "sockets_after_first_step": sockets_first,
+        "sockets_after_last_step": sockets_last,
+        "timeout_s": args.timeout,
+        "fanout_wall_s": walls,
+        "fanout_statuses": statuses,
         "rss_kib_per_axon": (rss_after - rss_before) / (len(live) + len(dead)),
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }

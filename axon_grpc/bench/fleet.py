@@ -47,8 +47,16 @@ async def serve(live: int, dead: int) -> None:
     from bridge.server import bind_socket, make_config
 
     store = InMemoryNonceStore(VerifyPolicy().retention_ns, replay_window=4096)
-    axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=free_port(),
-                http_port=free_port(), max_workers=max(live, 10), max_queue=4 * max(live, 10), nonce_store=store)
+    axon = Axon(
+        wallet=KeypairWallet.generate(),
+        ip="127.0.0.1",
+        external_ip="127.0.0.1",
+        port=free_port(),
+        http_port=free_port(),
+        max_workers=max(live, 10),
+        max_queue=4 * max(live, 10),
+        nonce_store=store,
+    )
     axon.attach(forward_fn=forward)
     await axon.start_async()
     server = grpc.aio.server()
@@ -66,10 +74,19 @@ async def serve(live: int, dead: int) -> None:
         held.append(writer)  # never read, never answered, kept open
 
     holes = [await asyncio.start_server(hold, "127.0.0.1", 0) for _ in range(dead)]
-    print("BENCH-READY " + json.dumps({
-        "pid": os.getpid(), "hotkey": axon.wallet.hotkey.ss58_address, "grpc": grpc_ports,
-        "http": [s.getsockname()[1] for s in sockets], "dead": [h.sockets[0].getsockname()[1] for h in holes],
-    }), flush=True)
+    print(
+        "BENCH-READY "
+        + json.dumps(
+            {
+                "pid": os.getpid(),
+                "hotkey": axon.wallet.hotkey.ss58_address,
+                "grpc": grpc_ports,
+                "http": [s.getsockname()[1] for s in sockets],
+                "dead": [h.sockets[0].getsockname()[1] for h in holes],
+            }
+        ),
+        flush=True,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -43,8 +43,9 @@ def _signed_calls(axon_hotkey: str, count: int) -> list[tuple[tuple[str, str], .
     return [signer.metadata(new_uuid(), time.time_ns() + i) for i in range(count)]
 
 
-async def _time_pipeline(forward: Callable[..., Any], inline: bool, calls: int, rounds: int,
-                         metrics: bool = True) -> float:
+async def _time_pipeline(
+    forward: Callable[..., Any], inline: bool, calls: int, rounds: int, metrics: bool = True
+) -> float:
     axon = build_axon(metrics=metrics)
     axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority, inline=inline)
     handle = axon.pipeline.handle
@@ -56,8 +57,9 @@ async def _time_pipeline(forward: Callable[..., Any], inline: bool, calls: int, 
         started = time.perf_counter()
         for headers in batch:
             deadline = time.monotonic() + 12.0  # the Dendrite's grpc-timeout, which grpc.aio enforces
-            outcome = await handle(Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000, deadline, True,
-                                        "POST", GRPC_METHOD))
+            outcome = await handle(
+                Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000, deadline, True, "POST", GRPC_METHOD)
+            )
             if not outcome.ok:
                 raise RuntimeError(f"the bench call was refused: {outcome.status} {outcome.message}")
             reply_message(outcome), trailing_metadata(outcome)  # the answer as the gRPC transport sends it
@@ -77,8 +79,11 @@ def _time_verified_echo(calls: int, rounds: int) -> float:
         started = time.perf_counter()
         for headers in batch:
             body_hash = grpc_body_hash(GRPC_METHOD, body)
-            hotkey, nonce, uuid = (headers["bt_header_dendrite_hotkey"], int(headers["bt_header_dendrite_nonce"]),
-                                   headers["bt_header_dendrite_uuid"])
+            hotkey, nonce, uuid = (
+                headers["bt_header_dendrite_hotkey"],
+                int(headers["bt_header_dendrite_nonce"]),
+                headers["bt_header_dendrite_uuid"],
+            )
             message = f"{nonce}.{hotkey}.{axon_key.ss58_address}.{uuid}.{body_hash}".encode()
             if not verify_signature(hotkey, message, parse_signature(headers["bt_header_dendrite_signature"])):
                 raise RuntimeError("the bench signature did not verify")
@@ -114,6 +119,8 @@ def in_process_text(results: dict[str, float]) -> str:
         lines.append(f"| {label} | {micros:.0f} | {micros / base:.2f} |")
     on, off = results.get("pipeline, async forward"), results.get(METRICS_OFF)
     if on and off:
-        lines.append(f"\nmetrics cost in process: {on:.0f} us with metrics vs {off:.0f} us without "
-                     f"({(on / off - 1) * 100:+.1f}%)")
+        lines.append(
+            f"\nmetrics cost in process: {on:.0f} us with metrics vs {off:.0f} us without "
+            f"({(on / off - 1) * 100:+.1f}%)"
+        )
     return "\n".join(lines)

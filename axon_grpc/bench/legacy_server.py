@@ -71,10 +71,18 @@ def main() -> int:
             break
         except OSError:
             time.sleep(0.05)
-    print("BENCH-READY " + json.dumps({
-        "pid": os.getpid(), "port": args.port, "hotkey": wallet.hotkey.ss58_address,
-        "bittensor": bittensor.__version__,
-    }), flush=True)
+    print(
+        "BENCH-READY "
+        + json.dumps(
+            {
+                "pid": os.getpid(),
+                "port": args.port,
+                "hotkey": wallet.hotkey.ss58_address,
+                "bittensor": bittensor.__version__,
+            }
+        ),
+        flush=True,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -77,6 +77,7 @@ class _Recorder:
 
 # -- gRPC ---------------------------------------------------------------------------------
 
+
 def _grpc_status(error: Any) -> str:
     for key, value in error.trailing_metadata() or ():
         if key == "bt_header_axon_status_code":
@@ -124,7 +125,7 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
                 status = "200"
             except AioRpcError as e:
                 status = _grpc_status(e)
-            except Exception:  # noqa: BLE001 - any client-side failure is counted, never fatal
+            except Exception:
                 status = CONNECTION_ERROR
             rec.record(began, now(), status)
 
@@ -136,8 +137,9 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     return rec
 
 
-async def _balanced_channels(spec: GeneratorSpec, signer: Any, options: list[tuple[str, Any]],
-                             wanted: int) -> tuple[list[Any], dict[str, int]]:
+async def _balanced_channels(
+    spec: GeneratorSpec, signer: Any, options: list[tuple[str, Any]], wanted: int
+) -> tuple[list[Any], dict[str, int]]:
     """``wanted`` channels (at least one per worker) spread evenly over the workers, interleaved.
 
     Each new channel makes one signed call (before the measured window) and reads which
@@ -158,8 +160,9 @@ async def _balanced_channels(spec: GeneratorSpec, signer: Any, options: list[tup
         attempts += 1
         channel = grpc.aio.insecure_channel(f"{spec.host}:{spec.port}", options=options)
         await asyncio.wait_for(channel.channel_ready(), 15)
-        call = channel.unary_unary(GRPC_METHOD)(signer.body, metadata=signer.metadata(probe_uuid, clock()),
-                                                timeout=spec.request_timeout)
+        call = channel.unary_unary(GRPC_METHOD)(
+            signer.body, metadata=signer.metadata(probe_uuid, clock()), timeout=spec.request_timeout
+        )
         try:
             await call
         except grpc.aio.AioRpcError:
@@ -182,6 +185,7 @@ async def _balanced_channels(spec: GeneratorSpec, signer: Any, options: list[tup
 
 # -- HTTP ---------------------------------------------------------------------------------
 
+
 class _HttpConnection:
     """One keep-alive HTTP/1.1 connection; answers the status of each request."""
 
@@ -201,7 +205,7 @@ class _HttpConnection:
         lower = head.lower()
         i = lower.find(b"\r\ncontent-length:")
         if i >= 0:
-            await reader.readexactly(int(lower[i + 17:lower.index(b"\r\n", i + 2)]))
+            await reader.readexactly(int(lower[i + 17 : lower.index(b"\r\n", i + 2)]))
         elif b"\r\ntransfer-encoding: chunked" in lower:
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -223,8 +227,9 @@ async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     from .wire import LegacyHttpRequest, new_uuid
 
     keypair = Keypair.generate()
-    requests = [LegacyHttpRequest(keypair, spec.axon_hotkey, spec.host, spec.port, new_uuid())
-                for _ in range(spec.loops)]
+    requests = [
+        LegacyHttpRequest(keypair, spec.axon_hotkey, spec.host, spec.port, new_uuid()) for _ in range(spec.loops)
+    ]
     start, rec = await wait_go()
     stop_at = start + spec.warmup + spec.duration
     now = time.monotonic
@@ -256,6 +261,7 @@ async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
 
 # -- process entry ----------------------------------------------------------------------------
 
+
 async def _run(spec: GeneratorSpec, ready: Any, go: Any, t0: Any, counter: Any) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
 
@@ -282,7 +288,7 @@ def generator_main(spec: dict[str, Any], ready: Any, go: Any, t0: Any, counter: 
     s = GeneratorSpec(**spec)
     try:
         out = asyncio.run(_run(s, ready, go, t0, counter))
-    except BaseException as e:  # noqa: BLE001 - report, never hang the runner
+    except BaseException as e:
         out = {"index": s.index, "error": f"{type(e).__name__}: {e}"}
         ready.put(s.index)
     results.put(out)

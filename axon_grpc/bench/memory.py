@@ -23,11 +23,10 @@ uuids have called.
 
 from __future__ import annotations
 
-from collections.abc import Sized
-
 import asyncio
 import gc
 import time
+from collections.abc import Sized
 from typing import Any, Callable
 
 from .procstat import rss_bytes
@@ -35,8 +34,9 @@ from .procstat import rss_bytes
 LIMIT_MB = 50.0
 
 
-async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
-                   progress: Callable[[str, int, int], None]) -> dict[str, Any]:
+async def _measure(
+    requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
+) -> dict[str, Any]:
     from ..call import GRPC, Call
     from ..demo import Dummy, blacklist, forward, priority
     from ..keys import Keypair
@@ -110,7 +110,8 @@ async def _measure(requests: int, uuids: int, verified: int, hotkeys: int,
         "limit_mb": LIMIT_MB,
         "met": growth_mb < LIMIT_MB,
         "driven": (
-            f"{verified:,} requests through Pipeline.handle (metadata -> credentials, signature and nonce, body -> synapse, blacklist, "
+            f"{verified:,} requests through Pipeline.handle (metadata -> credentials, signature and nonce, "
+            "body -> synapse, blacklist, "
             f"sr25519 verify + nonce check-and-store, priority), then {rest:,} check_and_store calls on the axon's "
             f"{type(store).__name__}; {uuids:,} distinct {{hotkey}}:{{uuid}} keys from {hotkeys} hotkeys, "
             "fresh time.time_ns() nonces, in one process"
@@ -128,15 +129,16 @@ def _child(requests: int, uuids: int, verified: int, hotkeys: int, results: Any)
 
     try:
         out = asyncio.run(_measure(requests, uuids, verified, hotkeys, progress))
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         out = {"error": f"{type(e).__name__}: {e}"}
     if sys.stderr.isatty():
         sys.stderr.write("\r" + " " * 60 + "\r")
     results.put(out)
 
 
-def measure_memory(requests: int = 1_000_000, uuids: int = 100_000, verified: int = 100_000,
-                   hotkeys: int = 100) -> dict[str, Any]:
+def measure_memory(
+    requests: int = 1_000_000, uuids: int = 100_000, verified: int = 100_000, hotkeys: int = 100
+) -> dict[str, Any]:
     """Run the measurement in a fresh spawned process (a clean baseline); its figures."""
     import multiprocessing
 

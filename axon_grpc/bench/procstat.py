@@ -17,7 +17,7 @@ def process_cpu_seconds(pid: int) -> float | None:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rindex(b")") + 2:].split()
+    fields = data[data.rindex(b")") + 2 :].split()
     # After "pid (comm) ": state is field 3, utime 14 and stime 15 (1-based).
     return (int(fields[11]) + int(fields[12])) / _TICKS
 

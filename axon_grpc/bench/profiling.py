@@ -7,14 +7,22 @@ from pathlib import Path
 from typing import Any
 
 #: Functions where the loop thread waits for work (not CPU spent on requests).
-IDLE = ("method 'poll' of 'select.epoll'", "method 'select' of 'select.", "built-in method select.",
-        "_poll_wrapper", "method 'control' of 'select.kqueue'")
+IDLE = (
+    "method 'poll' of 'select.epoll'",
+    "method 'select' of 'select.",
+    "built-in method select.",
+    "_poll_wrapper",
+    "method 'control' of 'select.kqueue'",
+)
 
 #: Buckets for a coarse "where does the time go", by file path or function name fragment.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("sr25519 sign+verify", ("sr25519", "nacl")),
     ("pydantic validation/serialization", ("pydantic", "model_validate", "__pydantic", "validate_assignment")),
-    ("protobuf (de)serialization", ("google/protobuf", "_convert.py", "SerializeToString", "FromString", "ParseFromString")),
+    (
+        "protobuf (de)serialization",
+        ("google/protobuf", "_convert.py", "SerializeToString", "FromString", "ParseFromString"),
+    ),
     ("grpc.aio Cython/C-core (per call)", ("grpc/_cython", "cygrpc", "grpc/aio", "grpc/_", "grpc\\")),
     ("asyncio machinery", ("asyncio/", "_asyncio", "contextvars")),
     ("thread pool hop (sync forward)", ("concurrent/futures", "threading.py", "scheduler.py", "queue.py")),
@@ -45,7 +53,7 @@ def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15) ->
     rows = []
     idle = 0.0
     total = 0.0
-    for func, (cc, nc, tt, ct, callers) in raw.items():
+    for func, (_cc, nc, tt, ct, _callers) in raw.items():
         label = _name(func)
         if _is_idle(label):
             idle += tt
@@ -69,10 +77,11 @@ def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15) ->
         "idle_s": round(idle, 3),
         "requests": requests,
         "busy_us_per_request": round(total * 1e6 / requests, 1) if requests else None,
-        "top_own": [{"function": l, "calls": n, "own_s": round(t, 4), "own_pct": pct(t)} for l, n, t, _ in by_own],
+        "top_own": [{"function": f, "calls": n, "own_s": round(t, 4), "own_pct": pct(t)} for f, n, t, _ in by_own],
         "top_cumulative": [
-            {"function": l, "calls": n, "cum_s": round(c, 4), "cum_pct": pct(c)}
-            for l, n, _, c in by_cum if not l.startswith("<") and "run_forever" not in l and "_run_once" not in l
+            {"function": f, "calls": n, "cum_s": round(c, 4), "cum_pct": pct(c)}
+            for f, n, _, c in by_cum
+            if not f.startswith("<") and "run_forever" not in f and "_run_once" not in f
         ][:top],
         "buckets": [{"bucket": b, "own_pct": pct(t)} for b, t in sorted(buckets.items(), key=lambda kv: -kv[1])],
     }
@@ -96,6 +105,7 @@ def summary_text(p: dict[str, Any]) -> str:
 
 # -- py-spy (sampling, every thread of the server process) ------------------------------------
 
+
 def py_spy_binary() -> str | None:
     """The ``py-spy`` executable beside this Python, else on PATH (the ``bench`` extra installs it)."""
     import shutil
@@ -109,19 +119,43 @@ def py_spy_binary() -> str | None:
 
 def py_spy_command(binary: str, pid: int, seconds: float, out: Path, rate: int = 200) -> list[str]:
     """Sample ``pid`` without pausing it (``--nonblocking``), every thread, as collapsed stacks."""
-    return [binary, "record", "--pid", str(pid), "--duration", str(max(1, int(round(seconds)))), "--rate", str(rate),
-            "--format", "raw", "--threads", "--nonblocking", "-o", str(out)]
+    return [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--threads",
+        "--nonblocking",
+        "-o",
+        str(out),
+    ]
 
 
 #: Leaf frames that stand for time in C called from them: the grpc.aio Cython/C-core work run by
 #: event-loop callbacks, and C code run by a thread's target.
-C_FROM_PYTHON = {"Handle._run": "C called from loop callbacks (grpc.aio Cython/C-core, coroutine steps)",
-                 "Thread.run": "C run by a thread's target (grpc.aio poller)"}
+C_FROM_PYTHON = {
+    "Handle._run": "C called from loop callbacks (grpc.aio Cython/C-core, coroutine steps)",
+    "Thread.run": "C run by a thread's target (grpc.aio poller)",
+}
 
 
 #: Leaf functions where a thread waits (py-spy's --nonblocking sampling can count them as active).
-PY_SPY_IDLE = {"Condition.wait", "EpollSelector.select", "Event.wait", "Queue.get", "SimpleQueue.get",
-               "select", "_worker", "Lock.acquire"}
+PY_SPY_IDLE = {
+    "Condition.wait",
+    "EpollSelector.select",
+    "Event.wait",
+    "Queue.get",
+    "SimpleQueue.get",
+    "select",
+    "_worker",
+    "Lock.acquire",
+}
 
 
 def _function(frame: str) -> str:
@@ -157,15 +191,28 @@ def summarize_py_spy(path: Path, level: dict[str, Any] | None = None, top: int =
             inclusive[function] = inclusive.get(function, 0) + count
         leaf_function = _function(leaf)
         bucket = C_FROM_PYTHON.get(leaf_function) or next(
-            (b for b, fragments in BUCKETS if any(fr in leaf for fr in fragments)), "other")
+            (b for b, fragments in BUCKETS if any(fr in leaf for fr in fragments)), "other"
+        )
         buckets[bucket] = buckets.get(bucket, 0) + count
 
     def pct(value: int) -> float:
         return round(100.0 * value / total, 1) if total else 0.0
 
-    boring = ("_run_module_as_main", "_run_code", "<module>", "main", "run", "Runner.run", "Handle._run",
-              "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop._run_once",
-              "Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run")
+    boring = (
+        "_run_module_as_main",
+        "_run_code",
+        "<module>",
+        "main",
+        "run",
+        "Runner.run",
+        "Handle._run",
+        "BaseEventLoop.run_until_complete",
+        "BaseEventLoop.run_forever",
+        "BaseEventLoop._run_once",
+        "Thread._bootstrap",
+        "Thread._bootstrap_inner",
+        "Thread.run",
+    )
     out: dict[str, Any] = {
         "tool": "py-spy",
         "samples": total,
@@ -176,7 +223,8 @@ def summarize_py_spy(path: Path, level: dict[str, Any] | None = None, top: int =
         "top_own": [{"function": f, "own_pct": pct(n)} for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]],
         "top_cumulative": [
             {"function": f, "cum_pct": pct(n)}
-            for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1]) if f not in boring
+            for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
+            if f not in boring
         ][:top],
     }
     out["text"] = py_spy_text(out)

@@ -28,7 +28,7 @@ from .procstat import process_cpu_seconds
 #: Calls per store in the round-trip probe (about a second in all on a 2-core machine).
 PROBE_CALLS = 4000
 
-MISSING = ("redis-server not found (apt-get install redis-server; `make bench` installs it when run as root)")
+MISSING = "redis-server not found (apt-get install redis-server; `make bench` installs it when run as root)"
 
 
 def redis_binary() -> str | None:
@@ -45,8 +45,9 @@ class LocalRedis(RedisServer):
 
     def version(self) -> str | None:
         try:
-            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=10,
-                                 check=False).stdout
+            out = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return None
         for part in out.split():
@@ -100,7 +101,7 @@ async def _round_trip(url: str, redis_pid: int | None, calls: int) -> dict[str, 
         await redis_store.close()
     return {
         "method": "sequential RedisNonceStore.check_and_store calls from the bench process against the target's "
-                  "redis-server, beside the in-memory store (scripts/bench_nonce_store.py's measurement)",
+        "redis-server, beside the in-memory store (scripts/bench_nonce_store.py's measurement)",
         "calls": calls,
         "redis": on_redis,
         "in_memory": in_memory,

@@ -16,8 +16,10 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The per-target, per-level table (Markdown, readable in a terminal)."""
-    header = ("| target | conc | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | server cores "
-              "| gen cores | statuses | notes |")
+    header = (
+        "| target | conc | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | server cores "
+        "| gen cores | statuses | notes |"
+    )
     lines = [header, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"]
     for target in results["targets"]:
         if target.get("skipped"):
@@ -57,7 +59,7 @@ def _level(target: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
 
 
 def _common_level(a: dict[str, Any], b: dict[str, Any], prefer: int | None = None) -> int | None:
-    common = sorted({l["concurrency"] for l in a["levels"]} & {l["concurrency"] for l in b["levels"]})
+    common = sorted({lv["concurrency"] for lv in a["levels"]} & {lv["concurrency"] for lv in b["levels"]})
     if not common:
         return None
     return prefer if prefer in common else common[-1]
@@ -76,13 +78,24 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets = _by_name(results)
     rows: list[dict[str, Any]] = []
 
-    def add(name: str, goal: str, value: Optional[float], ok: Optional[Callable[[float], bool]], detail: str,
-            caveat: str = "") -> None:
-        rows.append({
-            "name": name, "goal": goal, "value": value,
-            "met": None if value is None or ok is None else bool(ok(value)),
-            "detail": detail, "caveat": caveat,
-        })
+    def add(
+        name: str,
+        goal: str,
+        value: Optional[float],
+        ok: Optional[Callable[[float], bool]],
+        detail: str,
+        caveat: str = "",
+    ) -> None:
+        rows.append(
+            {
+                "name": name,
+                "goal": goal,
+                "value": value,
+                "met": None if value is None or ok is None else bool(ok(value)),
+                "detail": detail,
+                "caveat": caveat,
+            }
+        )
 
     def cpu_ratio(numerator: str, denominator: str) -> tuple[float | None, str]:
         a, b = targets.get(numerator), targets.get(denominator)
@@ -92,9 +105,11 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         la, lb = _level(a, level), _level(b, level)  # type: ignore[arg-type]
         if not la or not lb or not la["server_cpu_ms_per_req"] or not lb["server_cpu_ms_per_req"]:
             return None, "no CPU figures"
-        return (la["server_cpu_ms_per_req"] / lb["server_cpu_ms_per_req"],
-                f"{numerator} {la['server_cpu_ms_per_req']:.3f} ms vs {denominator} "
-                f"{lb['server_cpu_ms_per_req']:.3f} ms at c={level}")
+        return (
+            la["server_cpu_ms_per_req"] / lb["server_cpu_ms_per_req"],
+            f"{numerator} {la['server_cpu_ms_per_req']:.3f} ms vs {denominator} "
+            f"{lb['server_cpu_ms_per_req']:.3f} ms at c={level}",
+        )
 
     def throughput_ratio(numerator: str, denominator: str) -> tuple[float | None, str, str]:
         a, b = targets.get(numerator), targets.get(denominator)
@@ -106,9 +121,12 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         caveat = ""
         if ba.get("generator_saturated") or ba.get("machine_saturated"):
             caveat = f"{numerator} at c={ba['concurrency']}: " + "; ".join(ba.get("notes") or [])
-        return (ba["rps"] / bb["rps"],
-                f"{numerator} {ba['rps']:.0f} req/s (c={ba['concurrency']}) vs {denominator} "
-                f"{bb['rps']:.0f} req/s (c={bb['concurrency']})", caveat)
+        return (
+            ba["rps"] / bb["rps"],
+            f"{numerator} {ba['rps']:.0f} req/s (c={ba['concurrency']}) vs {denominator} "
+            f"{bb['rps']:.0f} req/s (c={bb['concurrency']})",
+            caveat,
+        )
 
     def p99_ratio(numerator: str, denominator: str) -> tuple[float | None, str]:
         a, b = targets.get(numerator), targets.get(denominator)
@@ -118,26 +136,48 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         la, lb = _level(a, level), _level(b, level)  # type: ignore[arg-type]
         if not la or not lb or not la["p99_ms"] or not lb["p99_ms"]:
             return None, "no latency figures"
-        return la["p99_ms"] / lb["p99_ms"], f"{numerator} {la['p99_ms']:.1f} ms vs {denominator} {lb['p99_ms']:.1f} ms at c={level}"
+        return la["p99_ms"] / lb[
+            "p99_ms"
+        ], f"{numerator} {la['p99_ms']:.1f} ms vs {denominator} {lb['p99_ms']:.1f} ms at c={level}"
 
     value, detail = cpu_ratio("grpc-async", "echo-verified")
-    add("gRPC (async forward) CPU/request vs bare verified echo", "grpc-async/echo-verified <= 1.15", value,
-        lambda v: v <= 1.15, detail)
+    add(
+        "gRPC (async forward) CPU/request vs bare verified echo",
+        "grpc-async/echo-verified <= 1.15",
+        value,
+        lambda v: v <= 1.15,
+        detail,
+    )
     value, detail = cpu_ratio("legacy", "grpc-async")
     add("gRPC (async forward) CPU/request vs legacy", "legacy/grpc-async >= 10", value, lambda v: v >= 10, detail)
     value, detail = cpu_ratio("grpc-async", "grpc-async-nometrics")
-    add("Metrics on vs off, gRPC (async forward) CPU/request", "grpc-async/grpc-async-nometrics <= 1.05", value,
-        lambda v: v <= 1.05, detail)
+    add(
+        "Metrics on vs off, gRPC (async forward) CPU/request",
+        "grpc-async/grpc-async-nometrics <= 1.05",
+        value,
+        lambda v: v <= 1.05,
+        detail,
+    )
     value, detail = cpu_ratio("grpc-inline", "grpc-async")
-    add("gRPC inline sync forward vs async forward, CPU/request", "grpc-inline/grpc-async <= 1.10", value,
-        lambda v: v <= 1.10, detail)
+    add(
+        "gRPC inline sync forward vs async forward, CPU/request",
+        "grpc-inline/grpc-async <= 1.10",
+        value,
+        lambda v: v <= 1.10,
+        detail,
+    )
     value, detail = cpu_ratio("legacy", "http")
     add("HTTP bridge CPU/request vs legacy", "legacy/http >= 12", value, lambda v: v >= 12, detail)
     value, detail = cpu_ratio("legacy", "envoy")
     add("Envoy gRPC CPU/request vs legacy", "legacy/envoy >= 20", value, lambda v: v >= 20, detail)
     value, detail = cpu_ratio("envoy", "echo-verified")
-    add("Envoy gRPC CPU/request vs grpc.aio's bare verified echo", "envoy/echo-verified <= 0.6", value,
-        lambda v: v <= 0.6, detail)
+    add(
+        "Envoy gRPC CPU/request vs grpc.aio's bare verified echo",
+        "envoy/echo-verified <= 0.6",
+        value,
+        lambda v: v <= 0.6,
+        detail,
+    )
     value, detail = cpu_ratio("legacy", "envoy-http")
     add("Envoy legacy HTTP CPU/request vs legacy", "legacy/envoy-http >= 15", value, lambda v: v >= 15, detail)
     value, detail = p99_ratio("envoy", "legacy")
@@ -153,8 +193,14 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     value, detail, caveat = throughput_ratio("http", "legacy")
     add("HTTP bridge throughput vs legacy", "informative", value, None, detail, caveat)
     value, detail, caveat = throughput_ratio(SCALED, SINGLE)
-    add("Two workers + Redis throughput vs one process", "informative (scaling factor; see below)", value, None,
-        detail, caveat)
+    add(
+        "Two workers + Redis throughput vs one process",
+        "informative (scaling factor; see below)",
+        value,
+        None,
+        detail,
+        caveat,
+    )
     value, detail = cpu_ratio(SCALED, SINGLE)
     add("Two workers + Redis CPU/request vs one process", "informative", value, None, detail)
     value, detail, caveat = throughput_ratio(SCALED, ONE_WORKER)
@@ -191,25 +237,32 @@ def scaling(results: dict[str, Any]) -> dict[str, Any] | None:
         added = None
         if base and base.get("server_cpu_ms_per_req") is not None and level.get("server_cpu_ms_per_req") is not None:
             added = level["server_cpu_ms_per_req"] - base["server_cpu_ms_per_req"]
-        rows.append({
-            "concurrency": level["concurrency"],
-            "single_rps": base["rps"] if base else None,
-            "workers_rps": level["rps"],
-            "factor": level["rps"] / base["rps"] if base and base["rps"] else None,
-            "single_cpu_ms_per_req": base.get("server_cpu_ms_per_req") if base else None,
-            "workers_cpu_ms_per_req": level.get("server_cpu_ms_per_req"),
-            "added_cpu_ms_per_req": added,
-            "redis_cpu_ms_per_req": level.get("redis_cpu_ms_per_req"),
-            "worker_cpu_cores": level.get("worker_cpu_cores"),
-            "connections_per_worker": level.get("connections_per_worker"),
-            "generator_cpu_cores": level.get("generator_cpu_cores"),
-            "machine_busy_cores": level.get("machine_busy_cores"),
-            "one_worker_rps": one_level["rps"] if one_level else None,
-            "one_worker_cpu_ms_per_req": one_level.get("server_cpu_ms_per_req") if one_level else None,
-            "factor_vs_one_worker": level["rps"] / one_level["rps"] if one_level and one_level["rps"] else None,
-        })
-    return {"cores": cores, "levels": rows, "round_trip": scaled.get("redis_round_trip"),
-            "compared_with": SINGLE if single else None, "one_worker": ONE_WORKER if one else None}
+        rows.append(
+            {
+                "concurrency": level["concurrency"],
+                "single_rps": base["rps"] if base else None,
+                "workers_rps": level["rps"],
+                "factor": level["rps"] / base["rps"] if base and base["rps"] else None,
+                "single_cpu_ms_per_req": base.get("server_cpu_ms_per_req") if base else None,
+                "workers_cpu_ms_per_req": level.get("server_cpu_ms_per_req"),
+                "added_cpu_ms_per_req": added,
+                "redis_cpu_ms_per_req": level.get("redis_cpu_ms_per_req"),
+                "worker_cpu_cores": level.get("worker_cpu_cores"),
+                "connections_per_worker": level.get("connections_per_worker"),
+                "generator_cpu_cores": level.get("generator_cpu_cores"),
+                "machine_busy_cores": level.get("machine_busy_cores"),
+                "one_worker_rps": one_level["rps"] if one_level else None,
+                "one_worker_cpu_ms_per_req": one_level.get("server_cpu_ms_per_req") if one_level else None,
+                "factor_vs_one_worker": level["rps"] / one_level["rps"] if one_level and one_level["rps"] else None,
+            }
+        )
+    return {
+        "cores": cores,
+        "levels": rows,
+        "round_trip": scaled.get("redis_round_trip"),
+        "compared_with": SINGLE if single else None,
+        "one_worker": ONE_WORKER if one else None,
+    }
 
 
 def scaling_text(summary: dict[str, Any] | None) -> str:
@@ -217,15 +270,21 @@ def scaling_text(summary: dict[str, Any] | None) -> str:
         return ""
     cores = summary.get("cores") or "?"
     lines = [
-        (f"Two workers + Redis ({SCALED}) beside one process ({SINGLE}); scaling = {SCALED} req/s / {SINGLE} "
-         "req/s at the same concurrency."),
-        (f"The load generator runs on the same {cores} cores as the servers (its processes' CPU is the gen cores "
-         "column of the two-worker level), so the factor is what this machine gives, not what free cores would."),
+        (
+            f"Two workers + Redis ({SCALED}) beside one process ({SINGLE}); scaling = {SCALED} req/s / {SINGLE} "
+            "req/s at the same concurrency."
+        ),
+        (
+            f"The load generator runs on the same {cores} cores as the servers (its processes' CPU is the gen cores "
+            "column of the two-worker level), so the factor is what this machine gives, not what free cores would."
+        ),
         "At c=1 one connection reaches one worker only.",
         "",
-        (f"| conc | {SINGLE} req/s | {SCALED} req/s | scaling | {SINGLE} CPU ms/req | {SCALED} CPU ms/req "
-         "(all workers) | added ms/req | redis-server CPU ms/req | worker cores | connections per worker "
-         "| gen cores | machine busy |"),
+        (
+            f"| conc | {SINGLE} req/s | {SCALED} req/s | scaling | {SINGLE} CPU ms/req | {SCALED} CPU ms/req "
+            "(all workers) | added ms/req | redis-server CPU ms/req | worker cores | connections per worker "
+            "| gen cores | machine busy |"
+        ),
         "|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|--:|",
     ]
     for row in summary["levels"]:
@@ -243,11 +302,15 @@ def scaling_text(summary: dict[str, Any] | None) -> str:
     if summary.get("one_worker"):
         lines += [
             "",
-            (f"The same Redis store in one worker ({ONE_WORKER}) splits the figure: the store's cost alone, "
-             "then what the second worker adds."),
+            (
+                f"The same Redis store in one worker ({ONE_WORKER}) splits the figure: the store's cost alone, "
+                "then what the second worker adds."
+            ),
             "",
-            (f"| conc | {ONE_WORKER} req/s | {ONE_WORKER} CPU ms/req | {SCALED} / {ONE_WORKER} | "
-             f"{ONE_WORKER} CPU ms/req - {SINGLE} |"),
+            (
+                f"| conc | {ONE_WORKER} req/s | {ONE_WORKER} CPU ms/req | {SCALED} / {ONE_WORKER} | "
+                f"{ONE_WORKER} CPU ms/req - {SINGLE} |"
+            ),
             "|--:|--:|--:|--:|--:|",
         ]
         for row in summary["levels"]:
@@ -256,22 +319,30 @@ def scaling_text(summary: dict[str, Any] | None) -> str:
             store = None
             if row["one_worker_cpu_ms_per_req"] is not None and row["single_cpu_ms_per_req"] is not None:
                 store = row["one_worker_cpu_ms_per_req"] - row["single_cpu_ms_per_req"]
-            lines.append(f"| {row['concurrency']} | {row['one_worker_rps']:.0f} | "
-                         f"{_f(row['one_worker_cpu_ms_per_req'], 3)} | {_f(row['factor_vs_one_worker'])}x | "
-                         f"{_f(store, 3)} |")
+            lines.append(
+                f"| {row['concurrency']} | {row['one_worker_rps']:.0f} | "
+                f"{_f(row['one_worker_cpu_ms_per_req'], 3)} | {_f(row['factor_vs_one_worker'])}x | "
+                f"{_f(store, 3)} |"
+            )
     probe = summary.get("round_trip")
     lines.append("")
     if probe:
         r, m = probe["redis"], probe["in_memory"]
         redis_cpu = "-" if probe.get("redis_cpu_us") is None else f"{probe['redis_cpu_us']:.0f} us"
         lines += [
-            (f"Redis round trip per request (measured after the levels: {probe['calls']:,} sequential "
-             "check-and-store calls from the bench process to the target's redis-server, one EVALSHA each, beside "
-             "the in-memory store; scripts/bench_nonce_store.py's measurement):"),
-            (f"- latency: mean {r['mean_us']:.0f} us, p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us "
-             f"(in-memory: mean {m['mean_us']:.1f} us): +{probe['added_latency_us']:.0f} us per request"),
-            (f"- client CPU: {r['client_cpu_us']:.0f} us per call (in-memory {m['client_cpu_us']:.1f} us): "
-             f"+{probe['added_client_cpu_us']:.0f} us per request in the worker, when calls do not overlap"),
+            (
+                f"Redis round trip per request (measured after the levels: {probe['calls']:,} sequential "
+                "check-and-store calls from the bench process to the target's redis-server, one EVALSHA each, beside "
+                "the in-memory store; scripts/bench_nonce_store.py's measurement):"
+            ),
+            (
+                f"- latency: mean {r['mean_us']:.0f} us, p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us "
+                f"(in-memory: mean {m['mean_us']:.1f} us): +{probe['added_latency_us']:.0f} us per request"
+            ),
+            (
+                f"- client CPU: {r['client_cpu_us']:.0f} us per call (in-memory {m['client_cpu_us']:.1f} us): "
+                f"+{probe['added_client_cpu_us']:.0f} us per request in the worker, when calls do not overlap"
+            ),
             f"- redis-server CPU: {redis_cpu} per call",
         ]
     else:
@@ -279,12 +350,16 @@ def scaling_text(summary: dict[str, Any] | None) -> str:
     loaded = [row for row in summary["levels"] if row["added_cpu_ms_per_req"] is not None and row["concurrency"] > 1]
     if loaded:
         row = loaded[-1]
-        text = (f"- under load (c={row['concurrency']}): the two workers spend {row['added_cpu_ms_per_req']:+.3f} ms "
-                f"of CPU per request more than the single process (Redis client, several processes), and "
-                f"redis-server {_f(row['redis_cpu_ms_per_req'], 3)} ms")
+        text = (
+            f"- under load (c={row['concurrency']}): the two workers spend {row['added_cpu_ms_per_req']:+.3f} ms "
+            f"of CPU per request more than the single process (Redis client, several processes), and "
+            f"redis-server {_f(row['redis_cpu_ms_per_req'], 3)} ms"
+        )
         if row["one_worker_cpu_ms_per_req"] is not None and row["single_cpu_ms_per_req"] is not None:
-            text += (f"; one worker with the same store spends "
-                     f"{row['one_worker_cpu_ms_per_req'] - row['single_cpu_ms_per_req']:+.3f} ms")
+            text += (
+                f"; one worker with the same store spends "
+                f"{row['one_worker_cpu_ms_per_req'] - row['single_cpu_ms_per_req']:+.3f} ms"
+            )
         lines.append(text)
     return "\n".join(lines)
 

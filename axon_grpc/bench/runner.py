@@ -76,8 +76,9 @@ def _split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def run_level(target: Target, concurrency: int, options: Options, progress: Progress,
-              on_window: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def run_level(
+    target: Target, concurrency: int, options: Options, progress: Progress, on_window: tuple[Any, Any] | None = None
+) -> dict[str, Any]:
     """Drive ``target`` at ``concurrency`` requests in flight; the figures of the window.
 
     ``on_window`` = (callable at window start, callable at window end), e.g. to start and
@@ -92,13 +93,24 @@ def run_level(target: Target, concurrency: int, options: Options, progress: Prog
     procs = []
     for index, loops in enumerate(_split(concurrency, processes)):
         spec = GeneratorSpec(
-            index=index, transport=target.transport, host=target.host, port=target.port,
-            axon_hotkey=target.hotkey, loops=loops, channels=max(options.channels, target.workers),
-            warmup=options.warmup, duration=options.duration, request_timeout=options.request_timeout,
+            index=index,
+            transport=target.transport,
+            host=target.host,
+            port=target.port,
+            axon_hotkey=target.hotkey,
+            loops=loops,
+            channels=max(options.channels, target.workers),
+            warmup=options.warmup,
+            duration=options.duration,
+            request_timeout=options.request_timeout,
             workers=target.workers,
         )
-        proc = ctx.Process(target=generator_main, args=(spec.to_dict(), ready, go, t0, counters[index], results),
-                           name=f"bench-gen-{index}", daemon=True)
+        proc = ctx.Process(
+            target=generator_main,
+            args=(spec.to_dict(), ready, go, t0, counters[index], results),
+            name=f"bench-gen-{index}",
+            daemon=True,
+        )
         proc.start()
         procs.append(proc)
     label = f"{target.name} c={concurrency}"
@@ -148,8 +160,11 @@ def run_level(target: Target, concurrency: int, options: Options, progress: Prog
     if errors:
         raise RuntimeError(f"load generator failed for {label}: {errors[0]}")
     figures = _figures(target, concurrency, processes, options, outs, before, after)
-    progress.finish(label, f"{figures['rps']:>8.0f} req/s  p99 {_ms(figures['p99_ms'])}  "
-                           f"server {_ms(figures['server_cpu_ms_per_req'])}/req")
+    progress.finish(
+        label,
+        f"{figures['rps']:>8.0f} req/s  p99 {_ms(figures['p99_ms'])}  "
+        f"server {_ms(figures['server_cpu_ms_per_req'])}/req",
+    )
     return figures
 
 
@@ -174,8 +189,15 @@ def _delta_cores(before: float | None, after: float | None, window: float) -> fl
     return (after - before) / window if before is not None and after is not None and window > 0 else None
 
 
-def _figures(target: Target, concurrency: int, processes: int, options: Options, outs: list[dict[str, Any]],
-             before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def _figures(
+    target: Target,
+    concurrency: int,
+    processes: int,
+    options: Options,
+    outs: list[dict[str, Any]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
     latencies = array.array("d")
     statuses: dict[str, int] = {}
     for out in outs:
@@ -255,8 +277,9 @@ def _figures(target: Target, concurrency: int, processes: int, options: Options,
     shares = [c for c in figures.get("worker_cpu_cores") or [] if c is not None]
     if len(shares) > 1 and sum(shares) > 0 and min(shares) < 0.35 * sum(shares) and concurrency >= 2 * len(shares):
         connections = " + ".join(str(c) for c in figures.get("connections_per_worker") or []) or "?"
-        notes.append("worker CPU uneven (" + " + ".join(f"{c:.2f}" for c in shares) + f" cores; connections "
-                     f"{connections})")
+        notes.append(
+            "worker CPU uneven (" + " + ".join(f"{c:.2f}" for c in shares) + f" cores; connections {connections})"
+        )
     figures["generator_saturated"] = bool(known and max(known) >= SATURATION)
     figures["machine_saturated"] = bool(machine is not None and machine >= SATURATION * cores)
     figures["notes"] = notes

@@ -41,8 +41,18 @@ from typing import Any
 import grpc
 
 READY_PREFIX = "BENCH-READY "
-KINDS = ("grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "envoy", "http", "echo", "echo-verified",
-         "grpc-1w-redis", "grpc-2w-redis")
+KINDS = (
+    "grpc",
+    "grpc-async",
+    "grpc-async-nometrics",
+    "grpc-inline",
+    "envoy",
+    "http",
+    "echo",
+    "echo-verified",
+    "grpc-1w-redis",
+    "grpc-2w-redis",
+)
 
 
 def announce(**fields: Any) -> None:
@@ -148,8 +158,15 @@ async def serve_echo(port: int, verified: bool) -> None:
     await server.stop(None)
 
 
-def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = False, seed: str | None = None,
-                     nonce_store: str | None = None, inline: bool = False, metrics: bool = True) -> Any:
+def build_dummy_axon(
+    port: int,
+    http_port: int | None = None,
+    run_async: bool = False,
+    seed: str | None = None,
+    nonce_store: str | None = None,
+    inline: bool = False,
+    metrics: bool = True,
+) -> Any:
     """The measured axon, unstarted: Dummy, blacklist + priority, default verify; the sync
     forward on the pool, or on the loop with ``inline``, or the async one with ``run_async``.
 
@@ -165,15 +182,24 @@ def build_dummy_axon(port: int, http_port: int | None = None, run_async: bool = 
         return forward(synapse)
 
     wallet = KeypairWallet(Keypair.create_from_seed(seed)) if seed else KeypairWallet.generate()
-    axon = Axon(wallet=wallet, ip="127.0.0.1", external_ip="127.0.0.1", port=port, http_port=http_port,
-                nonce_store=nonce_store, metrics=metrics)
-    axon.attach(forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority,
-                inline=inline)
+    axon = Axon(
+        wallet=wallet,
+        ip="127.0.0.1",
+        external_ip="127.0.0.1",
+        port=port,
+        http_port=http_port,
+        nonce_store=nonce_store,
+        metrics=metrics,
+    )
+    axon.attach(
+        forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority, inline=inline
+    )
     return axon
 
 
-async def serve_axon(port: int, http_port: int | None, run_async: bool = False, inline: bool = False,
-                     metrics: bool = True) -> None:
+async def serve_axon(
+    port: int, http_port: int | None, run_async: bool = False, inline: bool = False, metrics: bool = True
+) -> None:
     axon = build_dummy_axon(port, http_port, run_async, inline=inline, metrics=metrics)
     await axon.start_async()
     announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
@@ -200,8 +226,12 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     group = WorkerGroup(factory, workers, grace=None, start_timeout=60)
     group.start()
     try:
-        announce(port=group.port, hotkey=Keypair.create_from_seed(seed).ss58_address, worker_pids=group.pids,
-                 nonce_store=nonce_store)
+        announce(
+            port=group.port,
+            hotkey=Keypair.create_from_seed(seed).ss58_address,
+            worker_pids=group.pids,
+            nonce_store=nonce_store,
+        )
         dead = group.wait(stop)
         if dead is not None:
             print(f"worker {dead.pid} exited with status {dead.exitcode}", file=sys.stderr, flush=True)
@@ -234,8 +264,11 @@ def serve_edge(port: int) -> int:
     servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port)
 
     def ready(started: list[Any]) -> None:
-        announce(port=started[0].listener_port, hotkey=Keypair.create_from_seed(seed).ss58_address,
-                 worker_pids=[server._process.pid for server in started])
+        announce(
+            port=started[0].listener_port,
+            hotkey=Keypair.create_from_seed(seed).ss58_address,
+            worker_pids=[server._process.pid for server in started],
+        )
 
     return asyncio.run(run(servers, grace=1.0, drain_file=None, ready=ready))
 
@@ -247,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int)
     parser.add_argument("--workers", type=int, help="grpc-Nw-redis: worker processes (default N)")
     parser.add_argument("--nonce-store", help="grpc-Nw-redis: the shared store, redis://HOST:PORT/DB")
-    parser.add_argument("--cprofile", help="profile the serving loop with cProfile between SIGUSR1 and SIGUSR2; "
-                        "write the stats here at exit")
+    parser.add_argument(
+        "--cprofile",
+        help="profile the serving loop with cProfile between SIGUSR1 and SIGUSR2; write the stats here at exit",
+    )
     args = parser.parse_args(argv)
     if args.kind.endswith("-redis"):
         if not args.nonce_store:
@@ -263,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.kind == "http" and not args.http_port:
             parser.error("http needs --http-port")
-        coro = serve_axon(args.port, args.http_port if args.kind == "http" else None,
-                          args.kind.startswith("grpc-async"), args.kind == "grpc-inline",
-                          not args.kind.endswith("-nometrics"))
+        coro = serve_axon(
+            args.port,
+            args.http_port if args.kind == "http" else None,
+            args.kind.startswith("grpc-async"),
+            args.kind == "grpc-inline",
+            not args.kind.endswith("-nometrics"),
+        )
     if not args.cprofile:
         asyncio.run(coro)
         return 0

@@ -18,31 +18,66 @@ from .servers import READY_PREFIX
 
 #: Label and one-line description of each target, in report order.
 TARGETS: dict[str, tuple[str, str]] = {
-    "grpc": ("axon-grpc gRPC", "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify"),
-    "grpc-async": ("axon-grpc gRPC, async forward",
-                   "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread"),
-    "grpc-async-nometrics": ("axon-grpc gRPC, async forward, metrics off",
-                             "grpc-async built with Axon(metrics=False): what the Prometheus metrics cost"),
-    "grpc-inline": ("axon-grpc gRPC, inline sync forward",
-                    "the sync forward attached with inline=True: it runs on the loop, no thread hop"),
-    "grpc-1w-redis": ("axon-grpc gRPC, 1 worker + Redis",
-                      ("the same run as grpc-2w-redis with one worker: the Redis store's cost without a second "
-                       "process (not in the default run)")),
-    "grpc-2w-redis": ("axon-grpc gRPC, 2 workers + Redis",
-                      ("the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
-                       "nonces in a private redis-server")),
-    "envoy": ("axon-grpc on Envoy, gRPC",
-              "the grpc-async target's axon under axon-grpc serve (Envoy through pyvoy); CPU of the process tree"),
-    "envoy-http": ("axon-grpc on Envoy, legacy HTTP",
-                   "legacy 10.5 requests to the same axon-grpc serve port (Envoy's HTTP/1.1)"),
+    "grpc": (
+        "axon-grpc gRPC",
+        "the project's Axon over gRPC: Dummy, sync forward, blacklist + priority, default verify",
+    ),
+    "grpc-async": (
+        "axon-grpc gRPC, async forward",
+        "the same with the forward declared async: it runs on the loop, no hand-off to a worker thread",
+    ),
+    "grpc-async-nometrics": (
+        "axon-grpc gRPC, async forward, metrics off",
+        "grpc-async built with Axon(metrics=False): what the Prometheus metrics cost",
+    ),
+    "grpc-inline": (
+        "axon-grpc gRPC, inline sync forward",
+        "the sync forward attached with inline=True: it runs on the loop, no thread hop",
+    ),
+    "grpc-1w-redis": (
+        "axon-grpc gRPC, 1 worker + Redis",
+        (
+            "the same run as grpc-2w-redis with one worker: the Redis store's cost without a second "
+            "process (not in the default run)"
+        ),
+    ),
+    "grpc-2w-redis": (
+        "axon-grpc gRPC, 2 workers + Redis",
+        (
+            "the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
+            "nonces in a private redis-server"
+        ),
+    ),
+    "envoy": (
+        "axon-grpc on Envoy, gRPC",
+        "the grpc-async target's axon under axon-grpc serve (Envoy through pyvoy); CPU of the process tree",
+    ),
+    "envoy-http": (
+        "axon-grpc on Envoy, legacy HTTP",
+        "legacy 10.5 requests to the same axon-grpc serve port (Envoy's HTTP/1.1)",
+    ),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
-    "echo-verified": ("bare verified echo", "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check"),
+    "echo-verified": (
+        "bare verified echo",
+        "the echo + one SHA3-256 of the body, one sr25519 verify, one dict nonce check",
+    ),
     "legacy": ("legacy SDK 10.5.0 axon", "bittensor==10.5.0 Axon (FastAPI, uvicorn h11) serving the same Dummy"),
 }
-TRANSPORTS = {"grpc": "grpc", "grpc-async": "grpc", "grpc-async-nometrics": "grpc", "grpc-inline": "grpc",
-              "envoy": "grpc", "envoy-http": "http", "grpc-1w-redis": "grpc", "grpc-2w-redis": "grpc", "http": "http",
-              "echo": "grpc", "echo-verified": "grpc", "legacy": "http"}
+TRANSPORTS = {
+    "grpc": "grpc",
+    "grpc-async": "grpc",
+    "grpc-async-nometrics": "grpc",
+    "grpc-inline": "grpc",
+    "envoy": "grpc",
+    "envoy-http": "http",
+    "grpc-1w-redis": "grpc",
+    "grpc-2w-redis": "grpc",
+    "http": "http",
+    "echo": "grpc",
+    "echo-verified": "grpc",
+    "legacy": "http",
+}
 #: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
@@ -123,7 +158,7 @@ def _read_ready(process: subprocess.Popen[str], log_path: Path, timeout: float) 
         if readable:
             line = process.stdout.readline()
             if line.startswith(READY_PREFIX):
-                return dict(json.loads(line[len(READY_PREFIX):]))
+                return dict(json.loads(line[len(READY_PREFIX) :]))
             if not line and process.poll() is not None:
                 break
     if process.poll() is None:
@@ -142,12 +177,15 @@ def _read_ready(process: subprocess.Popen[str], log_path: Path, timeout: float) 
     raise TargetUnavailable(f"server {reason}{tail} (log: {log_path})")
 
 
-def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def _spawn(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[str] = open(log_path, "w")
     try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                                   env=env)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env
+        )
     finally:
         log.close()
     return process, _read_ready(process, log_path, START_TIMEOUT_S)
@@ -181,16 +219,39 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         process, ready = _spawn([str(legacy_python), str(script), "--port", str(port)], log_path, env)
         extra = {"bittensor": ready.get("bittensor"), "python": str(legacy_python)}
-        return Target(name, "http", "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]),
-                      label, description, extra, process, log_path)
+        return Target(
+            name,
+            "http",
+            "127.0.0.1",
+            int(ready["port"]),
+            ready["hotkey"],
+            int(ready["pid"]),
+            label,
+            description,
+            extra,
+            process,
+            log_path,
+        )
     if name in WORKER_TARGETS:
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
     if name in ("envoy", "envoy-http"):
-        process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", "envoy", "--port", str(port)],
-                                log_path)
-        return Target(name, TRANSPORTS[name], "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]),
-                      label, description, {"envoy_pids": ready["worker_pids"]}, process, log_path,
-                      worker_pids=[int(p) for p in ready["worker_pids"]])
+        process, ready = _spawn(
+            [sys.executable, "-m", "axon_grpc.bench.servers", "envoy", "--port", str(port)], log_path
+        )
+        return Target(
+            name,
+            TRANSPORTS[name],
+            "127.0.0.1",
+            int(ready["port"]),
+            ready["hotkey"],
+            int(ready["pid"]),
+            label,
+            description,
+            {"envoy_pids": ready["worker_pids"]},
+            process,
+            log_path,
+            worker_pids=[int(p) for p in ready["worker_pids"]],
+        )
     command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
     http_port = None
     if name == "http":
@@ -200,8 +261,19 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         command += ["--cprofile", str(cprofile)]
     process, ready = _spawn(command, log_path)
     listen = int(ready["http_port"]) if name == "http" else int(ready["port"])
-    return Target(name, TRANSPORTS[name], "127.0.0.1", listen, ready["hotkey"], int(ready["pid"]),
-                  label, description, {}, process, log_path)
+    return Target(
+        name,
+        TRANSPORTS[name],
+        "127.0.0.1",
+        listen,
+        ready["hotkey"],
+        int(ready["pid"]),
+        label,
+        description,
+        {},
+        process,
+        log_path,
+    )
 
 
 def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:
@@ -219,18 +291,46 @@ def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, 
     except RuntimeError as e:
         raise TargetUnavailable(str(e)) from None
     try:
-        command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port),
-                   "--workers", str(workers), "--nonce-store", redis.url]
+        command = [
+            sys.executable,
+            "-m",
+            "axon_grpc.bench.servers",
+            name,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--nonce-store",
+            redis.url,
+        ]
         process, ready = _spawn(command, log_path)
     except BaseException:
         redis.stop()
         raise
     assert redis.pid is not None
-    extra = {"workers": workers, "worker_pids": ready["worker_pids"], "nonce_store": redis.url,
-             "redis_pid": redis.pid, "redis_version": redis.version()}
-    return Target(name, "grpc", "127.0.0.1", int(ready["port"]), ready["hotkey"], int(ready["pid"]), label,
-                  description, extra, process, log_path, worker_pids=[int(p) for p in ready["worker_pids"]],
-                  aux_pids={"redis": redis.pid}, cleanups=[redis.stop])
+    extra = {
+        "workers": workers,
+        "worker_pids": ready["worker_pids"],
+        "nonce_store": redis.url,
+        "redis_pid": redis.pid,
+        "redis_version": redis.version(),
+    }
+    return Target(
+        name,
+        "grpc",
+        "127.0.0.1",
+        int(ready["port"]),
+        ready["hotkey"],
+        int(ready["pid"]),
+        label,
+        description,
+        extra,
+        process,
+        log_path,
+        worker_pids=[int(p) for p in ready["worker_pids"]],
+        aux_pids={"redis": redis.pid},
+        cleanups=[redis.stop],
+    )
 
 
 def discover_hotkey(transport: str, host: str, port: int) -> str | None:
@@ -273,5 +373,13 @@ def external_target(address: str, hotkey: str | None, pid: int | None) -> Target
     hotkey = hotkey or discover_hotkey(transport, host, int(port_text))
     if not hotkey:
         raise ValueError("could not learn the axon's hotkey from an unsigned call: pass --axon-hotkey")
-    return Target("external", transport, host, int(port_text), hotkey, pid, f"{transport}://{host}:{port_text}",
-                  "a server given by --address")
+    return Target(
+        "external",
+        transport,
+        host,
+        int(port_text),
+        hotkey,
+        pid,
+        f"{transport}://{host}:{port_text}",
+        "a server given by --address",
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid as uuid_lib
+
 from ..auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
 from ..demo import Dummy
 from ..keys import Keypair
@@ -67,8 +68,16 @@ def grpc_body() -> bytes:
 class GrpcSigner:
     """Signs gRPC calls for one client hotkey against one axon hotkey (the Dendrite's metadata)."""
 
-    def __init__(self, keypair: Keypair, axon_hotkey: str, body: bytes, *, timeout: float = 12.0,
-                 external_ip: str = "127.0.0.1", method: str = GRPC_METHOD) -> None:
+    def __init__(
+        self,
+        keypair: Keypair,
+        axon_hotkey: str,
+        body: bytes,
+        *,
+        timeout: float = 12.0,
+        external_ip: str = "127.0.0.1",
+        method: str = GRPC_METHOD,
+    ) -> None:
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
         self.axon_hotkey = axon_hotkey
@@ -97,31 +106,56 @@ class GrpcSigner:
 
 
 def legacy_request_parts(
-    keypair: Keypair, axon_hotkey: str, host: str, port: int, dendrite_uuid: str, nonce: int,
-    *, timeout: float = 12.0, external_ip: str = "127.0.0.2",
+    keypair: Keypair,
+    axon_hotkey: str,
+    host: str,
+    port: int,
+    dendrite_uuid: str,
+    nonce: int,
+    *,
+    timeout: float = 12.0,
+    external_ip: str = "127.0.0.2",
 ) -> tuple[list[tuple[str, str]], bytes, str]:
     """Headers (in wire order, transport headers included), JSON body and body hash of one
     signed legacy request for ``Dummy(input=3)``, built the way a 10.5 dendrite builds it."""
     synapse = Dummy(input=REQUEST_INPUT)
     synapse.timeout = timeout
     synapse.dendrite = TerminalInfo(
-        ip=external_ip, version=PROTOCOL_VERSION, nonce=nonce, uuid=dendrite_uuid, hotkey=keypair.ss58_address,
+        ip=external_ip,
+        version=PROTOCOL_VERSION,
+        nonce=nonce,
+        uuid=dendrite_uuid,
+        hotkey=keypair.ss58_address,
     )
     synapse.axon = TerminalInfo(ip=host, port=port, hotkey=axon_hotkey)
     body_hash = synapse.body_hash
     message = f"{nonce}.{keypair.ss58_address}.{axon_hotkey}.{dendrite_uuid}.{body_hash}"
     synapse.dendrite.signature = "0x" + bytes(keypair.sign(message)).hex()
     body = json.dumps(synapse.model_dump()).encode()
-    headers = [("Host", f"{host}:{port}"), *synapse.to_headers().items(), *_AIOHTTP_TAIL,
-               ("Content-Length", str(len(body))), ("Content-Type", "application/json")]
+    headers = [
+        ("Host", f"{host}:{port}"),
+        *synapse.to_headers().items(),
+        *_AIOHTTP_TAIL,
+        ("Content-Length", str(len(body))),
+        ("Content-Type", "application/json"),
+    ]
     return headers, body, body_hash
 
 
 class LegacyHttpRequest:
     """Raw HTTP/1.1 bytes of legacy requests from one dendrite uuid, re-signed per request."""
 
-    def __init__(self, keypair: Keypair, axon_hotkey: str, host: str, port: int, dendrite_uuid: str,
-                 clock: NonceClock | None = None, *, timeout: float = 12.0) -> None:
+    def __init__(
+        self,
+        keypair: Keypair,
+        axon_hotkey: str,
+        host: str,
+        port: int,
+        dendrite_uuid: str,
+        clock: NonceClock | None = None,
+        *,
+        timeout: float = 12.0,
+    ) -> None:
         self.keypair = keypair
         self.clock = clock or NonceClock()
         self.prefix = f"{keypair.ss58_address}.{axon_hotkey}.{dendrite_uuid}."
@@ -148,11 +182,11 @@ class LegacyHttpRequest:
             if j < 0 or (0 <= i < j):
                 self._parts.append(rest[:i])
                 self._slots.append(0)
-                rest = rest[i + len(nonce_text):]
+                rest = rest[i + len(nonce_text) :]
             else:
                 self._parts.append(rest[:j])
                 self._slots.append(1)
-                rest = rest[j + len(signature):]
+                rest = rest[j + len(signature) :]
 
     def render(self) -> bytes:
         """The next request: a fresh nonce, signed."""

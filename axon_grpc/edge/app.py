@@ -107,7 +107,8 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
     source = DescriptorSource(axon.endpoints)
     reflection = Reflection(source, (SERVICE_NAME, "grpc.health.v1.Health", REFLECTION_SERVICES[0]))
     grpc = GrpcAsgi(
-        axon.pipeline, codec,
+        axon.pipeline,
+        codec,
         max_message_bytes=int(getattr(axon, "max_request_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         services={**health.methods(), **reflection.methods()},  # type: ignore[dict-item]
     )
@@ -126,8 +127,9 @@ class LazyEdgeApp:
 
             level = os.environ.get(LOG_LEVEL_ENV)
             if level:
-                logging.basicConfig(level=level.upper(),
-                                    format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+                logging.basicConfig(
+                    level=level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+                )
             app_dir = os.environ.get(APP_DIR_ENV)
             if app_dir and app_dir not in sys.path:
                 sys.path.insert(0, app_dir)

@@ -154,10 +154,14 @@ def _overload_manager(limits: EdgeLimits) -> dict[str, Any]:
             },
         ],
         "actions": [
-            {"name": "envoy.overload_actions.shrink_heap",
-             "triggers": [{"name": f"{monitors}.fixed_heap", "threshold": {"value": 0.95}}]},
-            {"name": "envoy.overload_actions.stop_accepting_requests",
-             "triggers": [{"name": f"{monitors}.fixed_heap", "threshold": {"value": 0.98}}]},
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [{"name": f"{monitors}.fixed_heap", "threshold": {"value": 0.95}}],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": f"{monitors}.fixed_heap", "threshold": {"value": 0.98}}],
+            },
         ],
     }
 
@@ -181,10 +185,19 @@ def apply_limits(config: dict[str, Any], limits: EdgeLimits) -> dict[str, Any]:
                         else:
                             typed[key] = value
     config["overload_manager"] = _overload_manager(limits)
-    config["layered_runtime"] = {"layers": [{"name": "edge_limits", "static_layer": {
-        "overload.premature_reset_total_stream_count": limits.premature_reset_total_stream_count,
-        "overload.premature_reset_min_stream_lifetime_seconds": limits.premature_reset_min_stream_lifetime_s,
-    }}]}
+    config["layered_runtime"] = {
+        "layers": [
+            {
+                "name": "edge_limits",
+                "static_layer": {
+                    "overload.premature_reset_total_stream_count": limits.premature_reset_total_stream_count,
+                    "overload.premature_reset_min_stream_lifetime_seconds": (
+                        limits.premature_reset_min_stream_lifetime_s
+                    ),
+                },
+            }
+        ]
+    }
     return config
 
 
@@ -216,8 +229,13 @@ def add_edge_args(parser: argparse.ArgumentParser) -> None:
     defaults = EdgeLimits()
     for field in fields(EdgeLimits):
         kind = float if field.type in ("float", float) else int
-        group.add_argument(f"--edge.{field.name}", dest=f"edge.{field.name}", type=kind, default=None,
-                           help=f"default {getattr(defaults, field.name)}")
+        group.add_argument(
+            f"--edge.{field.name}",
+            dest=f"edge.{field.name}",
+            type=kind,
+            default=None,
+            help=f"default {getattr(defaults, field.name)}",
+        )
 
 
 def limits_from_args(args: argparse.Namespace) -> EdgeLimits:

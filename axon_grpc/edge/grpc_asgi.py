@@ -91,8 +91,9 @@ class GrpcStream:
 
     async def start(self) -> None:
         self.started = True
-        await self.send({"type": "http.response.start", "status": 200,
-                         "headers": [CONTENT_TYPE, ACCEPT_ENCODING], "trailers": True})
+        await self.send(
+            {"type": "http.response.start", "status": 200, "headers": [CONTENT_TYPE, ACCEPT_ENCODING], "trailers": True}
+        )
 
     async def message(self, message: bytes) -> None:
         if not self.started:
@@ -103,11 +104,13 @@ class GrpcStream:
         """A unary call's whole successful answer: the message, then OK with ``trailers``."""
         self.started = True
         send = self.send
-        await send({"type": "http.response.start", "status": 200, "headers": [CONTENT_TYPE, ACCEPT_ENCODING],
-                    "trailers": True})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [CONTENT_TYPE, ACCEPT_ENCODING], "trailers": True}
+        )
         await send({"type": "http.response.body", "body": frame(message), "more_body": False})
-        await send({"type": "http.response.trailers", "headers": _status_headers(OK, "", trailers),
-                    "more_trailers": False})
+        await send(
+            {"type": "http.response.trailers", "headers": _status_headers(OK, "", trailers), "more_trailers": False}
+        )
 
     async def finish(self, code: int, message: str = "", trailers: RawHeaders | None = None) -> None:
         """End the call: trailers after a started response, else a trailers-only response."""
@@ -117,8 +120,14 @@ class GrpcStream:
             await self.send({"type": "http.response.trailers", "headers": status, "more_trailers": False})
             return
         self.started = True
-        await self.send({"type": "http.response.start", "status": 200,
-                         "headers": [CONTENT_TYPE, ACCEPT_ENCODING, *status], "trailers": False})
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [CONTENT_TYPE, ACCEPT_ENCODING, *status],
+                "trailers": False,
+            }
+        )
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -217,8 +226,14 @@ class GrpcAsgi:
             logger.debug("could not send the gRPC status", exc_info=True)
 
     async def _axon_call(
-        self, scope: Scope, path: str, headers: dict[str, str], deadline: float | None,
-        reader: MessageReader, stream: GrpcStream, receive: Receive,
+        self,
+        scope: Scope,
+        path: str,
+        headers: dict[str, str],
+        deadline: float | None,
+        reader: MessageReader,
+        stream: GrpcStream,
+        receive: Receive,
     ) -> None:
         length = await reader.length()  # size and compression are refused before the pipeline
         if length is None:
@@ -226,12 +241,19 @@ class GrpcAsgi:
         body = reader.complete(length)
         client = scope.get("client") or (None, None)
         call = Call(
-            name=path[len(AXON_METHOD_PREFIX):], headers=headers, transport=GRPC, body=body,
+            name=path[len(AXON_METHOD_PREFIX) :],
+            headers=headers,
+            transport=GRPC,
+            body=body,
             # Not all here yet: read once the pipeline has checked what needs no body (a
             # stranger's half-sent message is refused without being held).
             read_body=None if body is not None else _body_reader(reader, length),
-            peer_ip=client[0], peer_port=client[1], deadline=deadline,
-            deadline_enforced=deadline is not None, method="POST", path=path,
+            peer_ip=client[0],
+            peer_port=client[1],
+            deadline=deadline,
+            deadline_enforced=deadline is not None,
+            method="POST",
+            path=path,
         )
         codec = self.codec
         outcome = await self.pipeline.handle(call)
@@ -240,7 +262,8 @@ class GrpcAsgi:
                 await stream.reply(codec.reply_message(outcome), codec.trailer_headers(outcome))
                 return
             await stream.finish(
-                _status_number(codec.status_code(outcome)), "" if outcome.ok else outcome.message,
+                _status_number(codec.status_code(outcome)),
+                "" if outcome.ok else outcome.message,
                 codec.trailer_headers(outcome),
             )
             return
@@ -271,7 +294,8 @@ class GrpcAsgi:
             return
         pumping.result()  # a failure inside the codec or the stream: INTERNAL, logged
         await stream.finish(
-            _status_number(codec.status_code(outcome)), "" if outcome.ok else outcome.message,
+            _status_number(codec.status_code(outcome)),
+            "" if outcome.ok else outcome.message,
             codec.trailer_headers(outcome),
         )
         await watching  # receive() answers http.disconnect once the response is complete

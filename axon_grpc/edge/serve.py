@@ -63,9 +63,18 @@ def _edge_server_class() -> type:
 
 
 def build_servers(
-    factory: str, *, address: str, port: int, workers: int = 1, tls: TlsFiles | None = None,
-    limits: EdgeLimits | None = None, app_dir: str | None = None, drain_file: str | None = None,
-    log_level: str | None = None, envoy_log_level: str = "error", app: str = APP,
+    factory: str,
+    *,
+    address: str,
+    port: int,
+    workers: int = 1,
+    tls: TlsFiles | None = None,
+    limits: EdgeLimits | None = None,
+    app_dir: str | None = None,
+    drain_file: str | None = None,
+    log_level: str | None = None,
+    envoy_log_level: str = "error",
+    app: str = APP,
 ) -> list[Any]:
     """One pyvoy server per worker, configured but not started."""
     server_class = _edge_server_class()
@@ -82,11 +91,21 @@ def build_servers(
         env[LOG_LEVEL_ENV] = log_level
     return [
         server_class(
-            app, address=address, port=port, limits=limits, env=env,
-            tls_key=Path(tls.key) if tls.key else None, tls_cert=Path(tls.cert) if tls.cert else None,
-            tls_ca_cert=Path(tls.ca_cert) if tls.ca_cert else None, tls_enable_http3=False,
-            tls_require_client_certificate=True, log_level=envoy_log_level, lifespan=True,
-            stdout=None, stderr=None, additional_envoy_args=["--concurrency", str(limits.threads)],
+            app,
+            address=address,
+            port=port,
+            limits=limits,
+            env=env,
+            tls_key=Path(tls.key) if tls.key else None,
+            tls_cert=Path(tls.cert) if tls.cert else None,
+            tls_ca_cert=Path(tls.ca_cert) if tls.ca_cert else None,
+            tls_enable_http3=False,
+            tls_require_client_certificate=True,
+            log_level=envoy_log_level,
+            lifespan=True,
+            stdout=None,
+            stderr=None,
+            additional_envoy_args=["--concurrency", str(limits.threads)],
         )
         for _ in range(workers)
     ]
@@ -128,8 +147,9 @@ async def drain(servers: list[Any], drain_file: str | None, grace: float) -> Non
     await asyncio.gather(*(server.stop() for server in servers))
 
 
-async def run(servers: list[Any], *, grace: float, drain_file: str | None,
-              ready: Callable[[list[Any]], None] | None = None) -> int:
+async def run(
+    servers: list[Any], *, grace: float, drain_file: str | None, ready: Callable[[list[Any]], None] | None = None
+) -> int:
     """Start ``servers``, serve until SIGTERM/SIGINT or until one exits, drain; the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -159,9 +179,18 @@ async def run(servers: list[Any], *, grace: float, drain_file: str | None,
 
 
 def serve(
-    factory: str, *, address: str, port: int, workers: int = 1, grace: float = 5.0,
-    tls: TlsFiles | None = None, limits: EdgeLimits | None = None, app_dir: str | None = None,
-    log_level: str | None = None, print_config: bool = False, out: Callable[[str], Any] | None = None,
+    factory: str,
+    *,
+    address: str,
+    port: int,
+    workers: int = 1,
+    grace: float = 5.0,
+    tls: TlsFiles | None = None,
+    limits: EdgeLimits | None = None,
+    app_dir: str | None = None,
+    log_level: str | None = None,
+    print_config: bool = False,
+    out: Callable[[str], Any] | None = None,
     app: str = APP,
 ) -> int:
     """Serve ``factory``'s axon on Envoy until SIGTERM/SIGINT; returns the exit status."""
@@ -175,8 +204,18 @@ def serve(
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="axon-grpc-edge-") as folder:
         drain_file = os.path.join(folder, "draining")
-        servers = build_servers(factory, address=address, port=port, workers=workers, tls=tls, limits=limits,
-                                app_dir=app_dir, drain_file=drain_file, log_level=log_level, app=app)
+        servers = build_servers(
+            factory,
+            address=address,
+            port=port,
+            workers=workers,
+            tls=tls,
+            limits=limits,
+            app_dir=app_dir,
+            drain_file=drain_file,
+            log_level=log_level,
+            app=app,
+        )
         if print_config:
             print(json.dumps(servers[0].get_envoy_config(), indent=2))
             return 0
@@ -184,7 +223,9 @@ def serve(
         def ready(started: list[Any]) -> None:
             first = started[0]
             scheme = "TLS" + (" + client certificates" if tls.ca_cert else "") if tls.enabled else "cleartext"
-            say(f"axon-grpc: Envoy serving gRPC and legacy HTTP on {first.listener_address}:{first.listener_port} "
-                f"({scheme}; {len(started)} process{'es' if len(started) > 1 else ''}, pid {os.getpid()})")
+            say(
+                f"axon-grpc: Envoy serving gRPC and legacy HTTP on {first.listener_address}:{first.listener_port} "
+                f"({scheme}; {len(started)} process{'es' if len(started) > 1 else ''}, pid {os.getpid()})"
+            )
 
         return asyncio.run(run(servers, grace=grace, drain_file=drain_file, ready=ready))

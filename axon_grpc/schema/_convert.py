@@ -81,8 +81,7 @@ class _Codec:
             get = values.get
             return get
         raise TypeError(
-            f"{self.name}: expected a pydantic model or a mapping of field values, "
-            f"got {type(values).__name__}"
+            f"{self.name}: expected a pydantic model or a mapping of field values, got {type(values).__name__}"
         )
 
     def encode(self, values: Any) -> Message:
@@ -133,14 +132,10 @@ class _CodecBuilder:
         self.root_desc = root_desc
         nested = root_desc.nested_types_by_name
         self.codecs: dict[type, _Codec] = {
-            analysis.root: _Codec(
-                analysis.root, analysis.root_name, message_factory.GetMessageClass(root_desc)
-            )
+            analysis.root: _Codec(analysis.root, analysis.root_name, message_factory.GetMessageClass(root_desc))
         }
         for model, spec in analysis.models.items():
-            self.codecs[model] = _Codec(
-                model, spec.name, message_factory.GetMessageClass(nested[spec.name])
-            )
+            self.codecs[model] = _Codec(model, spec.name, message_factory.GetMessageClass(nested[spec.name]))
         self.wrapper_cls: dict[str, type[Message]] = {
             w: message_factory.GetMessageClass(nested[w]) for w in analysis.wrappers
         }
@@ -318,8 +313,5 @@ class _CodecBuilder:
         codec.zero_plan = tuple(zero_plan)
         if all(enc is None and not keep for _, enc, keep in enc_plan):
             codec.flat_names = tuple(n for n, _, _ in enc_plan)
-        if all(
-            f.shape in (_SINGLE, _OPTIONAL) and f.elem is not None and f.elem.kind == _SCALAR
-            for f in spec.fields
-        ):
+        if all(f.shape in (_SINGLE, _OPTIONAL) and f.elem is not None and f.elem.kind == _SCALAR for f in spec.fields):
             codec.flat_pairs = tuple((f.name, f.shape == _OPTIONAL) for f in spec.fields)

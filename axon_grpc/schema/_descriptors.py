@@ -111,15 +111,11 @@ class _DescriptorWriter:
                 fp.oneof_index = len(mp.oneof_decl)
                 mp.oneof_decl.add(name=f"_{name}")
 
-    def _fill(
-        self, mp: descriptor_pb2.DescriptorProto, full: str, spec: _ModelSpec, base: list[int]
-    ) -> None:
+    def _fill(self, mp: descriptor_pb2.DescriptorProto, full: str, spec: _ModelSpec, base: list[int]) -> None:
         for i, f in enumerate(spec.fields):
             self._add_field(mp, full, f.name, f.number, f.shape, f.elem, f.wrapper)
             if f.shape == _JSON:
-                self.comments.append(
-                    (base + [_MSG_FIELD, i], f" JSON-encoded {_type_repr(f.annotation)}\n")
-                )
+                self.comments.append(([*base, _MSG_FIELD, i], f" JSON-encoded {_type_repr(f.annotation)}\n"))
 
     def message(self) -> descriptor_pb2.DescriptorProto:
         a = self.a
@@ -158,8 +154,7 @@ def _check_scope(mp: descriptor_pb2.DescriptorProto, where: str, owner: str) -> 
         prior = seen.get(name)
         if prior is not None:
             raise SchemaError(
-                f"{owner}: {name!r} is both a {prior} and a {kind} in message {where}; "
-                f"rename one of them"
+                f"{owner}: {name!r} is both a {prior} and a {kind} in message {where}; rename one of them"
             )
         seen[name] = kind
     for n in mp.nested_type:
@@ -170,9 +165,7 @@ def _new_file(name: str, package: str) -> descriptor_pb2.FileDescriptorProto:
     return descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
 
 
-def _add_comments(
-    fdp: descriptor_pb2.FileDescriptorProto, index: int, comments: list[tuple[list[int], str]]
-) -> None:
+def _add_comments(fdp: descriptor_pb2.FileDescriptorProto, index: int, comments: list[tuple[list[int], str]]) -> None:
     for path, text in comments:
         loc = fdp.source_code_info.location.add()
         loc.path.extend([_FILE_MESSAGE_TYPE, index, *path])
@@ -180,9 +173,7 @@ def _add_comments(
         loc.leading_comments = text
 
 
-def _pool_with(
-    fdp: descriptor_pb2.FileDescriptorProto, what: str
-) -> descriptor_pool.DescriptorPool:
+def _pool_with(fdp: descriptor_pb2.FileDescriptorProto, what: str) -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     try:
         pool.Add(fdp)
@@ -225,10 +216,7 @@ def build_service_file(
     for s in [*schemas, *streaming.values()]:
         prior = seen.get(s.name)
         if prior is not None and prior is not s:
-            raise SchemaError(
-                f"duplicate message name {s.name!r}: {_type_repr(prior.cls)} and "
-                f"{_type_repr(s.cls)}"
-            )
+            raise SchemaError(f"duplicate message name {s.name!r}: {_type_repr(prior.cls)} and {_type_repr(s.cls)}")
         seen[s.name] = s
     unknown = sorted(set(streaming) - {s.name for s in schemas})
     if unknown:
@@ -252,8 +240,11 @@ def build_service_file(
             frame = fdp.message_type.add(name=output)
             for number, (field, type_name) in enumerate((("chunk", chunk.name), ("final", s.name)), 1):
                 frame.field.add(
-                    name=field, number=number, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-                    type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, type_name=f"{prefix}{type_name}",
+                    name=field,
+                    number=number,
+                    label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                    type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                    type_name=f"{prefix}{type_name}",
                 )
         method = svc.method.add(name=s.name, input_type=f"{prefix}{s.name}", output_type=f"{prefix}{output}")
         if chunk is not None:

@@ -42,9 +42,7 @@ class _Renderer:
         self.fdp = fdp
         self.prefix = f".{fdp.package}." if fdp.package else "."
         self.comments = {
-            tuple(loc.path): loc.leading_comments
-            for loc in fdp.source_code_info.location
-            if loc.leading_comments
+            tuple(loc.path): loc.leading_comments for loc in fdp.source_code_info.location if loc.leading_comments
         }
         self.lines: list[str] = []
         self.top_level = {
@@ -94,15 +92,15 @@ class _Renderer:
         body_start = len(self.lines)
         for i, n in enumerate(m.nested_type):
             if not n.options.map_entry:
-                self._message(n, f"{full}.{n.name}", path + (_MSG_NESTED_TYPE, i), inner)
+                self._message(n, f"{full}.{n.name}", (*path, _MSG_NESTED_TYPE, i), inner)
         for i, e in enumerate(m.enum_type):
-            self._comment(path + (4, i), inner)
+            self._comment((*path, 4, i), inner)
             self.lines.append(f"{inner}enum {e.name} {{")
             for v in e.value:
                 self.lines.append(f"{inner}  {v.name} = {v.number};")
             self.lines.append(f"{inner}}}")
         for i, f in enumerate(m.field):
-            self._comment(path + (_MSG_FIELD, i), inner)
+            self._comment((*path, _MSG_FIELD, i), inner)
             entry = entries.get(f.type_name) if f.label == _LABEL_REPEATED else None
             if entry is not None:
                 key, value = entry.field[0], entry.field[1]
@@ -144,9 +142,7 @@ class _Renderer:
             out.append(f"service {svc.name} {{")
             for meth in svc.method:
                 req = ("stream " if meth.client_streaming else "") + self._rpc_ref(meth.input_type)
-                resp = ("stream " if meth.server_streaming else "") + self._rpc_ref(
-                    meth.output_type
-                )
+                resp = ("stream " if meth.server_streaming else "") + self._rpc_ref(meth.output_type)
                 out.append(f"  rpc {meth.name}({req}) returns ({resp});")
             out.append("}")
         for i, m in enumerate(fdp.message_type):

@@ -45,9 +45,7 @@ class SynapseSchema:
         "name",
     )
 
-    def __init__(
-        self, cls: type[BaseModel], exclude: Collection[str] = DEFAULT_BASE_FIELDS
-    ) -> None:
+    def __init__(self, cls: type[BaseModel], exclude: Collection[str] = DEFAULT_BASE_FIELDS) -> None:
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             raise SchemaError(f"{cls!r} is not a pydantic model class")
         analysis = _Analysis(cls, frozenset(exclude))
@@ -78,9 +76,7 @@ class SynapseSchema:
     def __repr__(self) -> str:
         return f"<SynapseSchema {self.name} fields={self.field_names}>"
 
-    def _message_proto(
-        self, package: str
-    ) -> tuple[descriptor_pb2.DescriptorProto, list[tuple[list[int], str]]]:
+    def _message_proto(self, package: str) -> tuple[descriptor_pb2.DescriptorProto, list[tuple[list[int], str]]]:
         """This synapse's DescriptorProto with type names in ``package`` (cached)."""
         cached = self._message_protos.get(package)
         if cached is None:

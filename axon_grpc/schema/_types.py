@@ -45,9 +45,7 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _NONE_TYPE = type(None)
 
 # python type -> (proto type name, FieldDescriptorProto type, zero value, wrapper suffix)
-_SCALARS: Final[
-    dict[type, tuple[str, descriptor_pb2.FieldDescriptorProto.Type.ValueType, Any, str]]
-] = {
+_SCALARS: Final[dict[type, tuple[str, descriptor_pb2.FieldDescriptorProto.Type.ValueType, Any, str]]] = {
     int: ("int64", _F.TYPE_INT64, 0, "Int64"),
     float: ("double", _F.TYPE_DOUBLE, 0.0, "Double"),
     str: ("string", _F.TYPE_STRING, "", "String"),
@@ -160,9 +158,7 @@ class _Analysis:
             self.models[model] = self._analyze_model(model, ())
         self._check_cycles()
         self.has_maps = any(
-            f.shape in (_MAP, _OPT_MAP)
-            for spec in (self.root_spec, *self.models.values())
-            for f in spec.fields
+            f.shape in (_MAP, _OPT_MAP) for spec in (self.root_spec, *self.models.values()) for f in spec.fields
         )
 
     # -- helpers --------------------------------------------------------------------
@@ -180,9 +176,7 @@ class _Analysis:
 
     def _claim(self, name: str, owner: Any, what: str) -> None:
         if not _IDENT.fullmatch(name):
-            raise SchemaError(
-                f"{self.root_name}: {what} name {name!r} is not a valid protobuf identifier"
-            )
+            raise SchemaError(f"{self.root_name}: {what} name {name!r} is not a valid protobuf identifier")
         if name == self.root_name:
             raise SchemaError(
                 f"{self.root_name}: {what} {name!r} has the same name as the synapse "
@@ -205,24 +199,18 @@ class _Analysis:
             try:
                 cls.model_rebuild()
             except Exception as exc:
-                raise SchemaError(
-                    f"{cls.__name__}: the model is not fully defined ({exc}){self._where(cls)}"
-                ) from exc
+                raise SchemaError(f"{cls.__name__}: the model is not fully defined ({exc}){self._where(cls)}") from exc
         user = [(n, f) for n, f in cls.model_fields.items() if n not in exclude]
         user_names = {n for n, _ in user}
         json_fields = self._json_fields(cls, user_names)
         specs: list[_FieldSpec] = []
         for number, (fname, finfo) in enumerate(user, start=1):
             if not _IDENT.fullmatch(fname):
-                raise SchemaError(
-                    f"{cls.__name__}.{fname}: not a valid protobuf field name{self._where(cls)}"
-                )
+                raise SchemaError(f"{cls.__name__}.{fname}: not a valid protobuf field name{self._where(cls)}")
             ann = finfo.annotation
             required = finfo.is_required()
             if fname in json_fields:
-                specs.append(
-                    _FieldSpec(fname, number, _JSON, None, ann, required, _json_adapter(cls, finfo))
-                )
+                specs.append(_FieldSpec(fname, number, _JSON, None, ann, required, _json_adapter(cls, finfo)))
                 continue
             if any(_is_json_marker(m) for m in finfo.metadata):
                 raise self._fail(cls, fname, ann, "pydantic.Json fields hold JSON text")
@@ -237,15 +225,13 @@ class _Analysis:
         raw = getattr(cls, "proto_json_fields", ())
         if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
             raise SchemaError(
-                f"{cls.__name__}.proto_json_fields must be a tuple of field names, "
-                f"got {raw!r}{self._where(cls)}"
+                f"{cls.__name__}.proto_json_fields must be a tuple of field names, got {raw!r}{self._where(cls)}"
             )
         names = tuple(raw)
         for n in names:
             if not isinstance(n, str) or n not in user_names:
                 raise SchemaError(
-                    f"{cls.__name__}.proto_json_fields: {n!r} is not a field of "
-                    f"{cls.__name__}{self._where(cls)}"
+                    f"{cls.__name__}.proto_json_fields: {n!r} is not a field of {cls.__name__}{self._where(cls)}"
                 )
         return frozenset(names)
 
@@ -317,16 +303,13 @@ class _Analysis:
     def _model(self, owner: type, field: str, model: type[BaseModel]) -> None:
         if model is self.root:
             raise SchemaError(
-                f"{owner.__name__}.{field}: a synapse cannot contain itself "
-                f"({self.root_name}){self._where(owner)}"
+                f"{owner.__name__}.{field}: a synapse cannot contain itself ({self.root_name}){self._where(owner)}"
             )
         if model in self.models or model in self._pending:
             return
         self._claim(model.__name__, model, "model")
         self._via[model] = (
-            f"{self.root_name}.{field}"
-            if owner is self.root
-            else (f"{self._via[owner]} -> {owner.__name__}.{field}")
+            f"{self.root_name}.{field}" if owner is self.root else (f"{self._via[owner]} -> {owner.__name__}.{field}")
         )
         self._pending.append(model)
 
@@ -356,8 +339,7 @@ class _Analysis:
         for m, n in zip(members, numbers, strict=True):
             if not _IDENT.fullmatch(m.name):
                 raise SchemaError(
-                    f"{where}: member name {m.name!r} is not a valid protobuf identifier"
-                    f"{self._where(owner)}"
+                    f"{where}: member name {m.name!r} is not a valid protobuf identifier{self._where(owner)}"
                 )
             numbered.append((m, n, f"{prefix}_{m.name}"))
         numbered.sort(key=lambda item: item[1] != 0)  # proto3: the zero value comes first
@@ -385,7 +367,7 @@ class _Analysis:
             state[cls] = 1
             for f in specs[cls].fields:
                 if f.shape == _SINGLE and f.elem is not None and f.elem.kind == _MODEL:
-                    step = path + [f"{cls.__name__}.{f.name}"]
+                    step = [*path, f"{cls.__name__}.{f.name}"]
                     nxt = f.elem.py
                     if state.get(nxt) == 1:
                         raise SchemaError(
@@ -404,9 +386,7 @@ class _Analysis:
 
 def _json_adapter(cls: type[BaseModel], finfo: FieldInfo) -> TypeAdapter[Any]:
     ann = finfo.rebuild_annotation()
-    json_config = {
-        k: v for k, v in cls.model_config.items() if k.startswith(("ser_json_", "val_json_"))
-    }
+    json_config = {k: v for k, v in cls.model_config.items() if k.startswith(("ser_json_", "val_json_"))}
     try:
         if json_config:
             try:
@@ -416,6 +396,5 @@ def _json_adapter(cls: type[BaseModel], finfo: FieldInfo) -> TypeAdapter[Any]:
         return TypeAdapter(ann)
     except Exception as exc:
         raise SchemaError(
-            f"{cls.__name__}: cannot build a JSON adapter for "
-            f"{_type_repr(finfo.annotation)} ({exc})"
+            f"{cls.__name__}: cannot build a JSON adapter for {_type_repr(finfo.annotation)} ({exc})"
         ) from exc

@@ -41,8 +41,13 @@ class FakePipeline:
                 raise
             return Outcome(200, "Success", synapse=(b"slept", meta))  # type: ignore[arg-type]
         if name == "Peer":
-            info = {"ip": call.peer_ip, "enforced": call.deadline_enforced, "deadline": call.deadline is not None,
-                    "headers": dict(call.headers), "path": call.path}
+            info = {
+                "ip": call.peer_ip,
+                "enforced": call.deadline_enforced,
+                "deadline": call.deadline is not None,
+                "headers": dict(call.headers),
+                "path": call.path,
+            }
             return Outcome(200, "Success", synapse=(json.dumps(info).encode(), meta))  # type: ignore[arg-type]
         if name == "Pid":
             return Outcome(200, "Success", synapse=(str(os.getpid()).encode(), meta))  # type: ignore[arg-type]
@@ -114,8 +119,12 @@ def _pool() -> Any:
 health = Health(("fake.Service",), drain_file=os.environ.get("AXON_GRPC_EDGE_DRAIN_FILE"))
 reflection = Reflection(_pool(), ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"))
 app = EdgeApp(
-    GrpcAsgi(FakePipeline(), FakeCodec, max_message_bytes=64 * 1024,  # type: ignore[arg-type]
-             services={**health.methods(), **reflection.methods()}),  # type: ignore[dict-item]
+    GrpcAsgi(
+        FakePipeline(),
+        FakeCodec,
+        max_message_bytes=64 * 1024,  # type: ignore[arg-type]
+        services={**health.methods(), **reflection.methods()},
+    ),  # type: ignore[dict-item]
     legacy,
     health,
 )

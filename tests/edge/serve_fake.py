@@ -14,6 +14,14 @@ from axon_grpc.edge.serve import serve
 if __name__ == "__main__":
     port, *tls = sys.argv[1:]
     files = TlsFiles(*tls) if tls else None
-    raise SystemExit(serve("unused:unused", address="127.0.0.1", port=int(port), grace=5.0, tls=files,
-                           workers=int(os.environ.get("EDGE_TEST_WORKERS", "1")),
-                           app="tests.edge.fake_app:app"))
+    raise SystemExit(
+        serve(
+            "unused:unused",
+            address="127.0.0.1",
+            port=int(port),
+            grace=5.0,
+            tls=files,
+            workers=int(os.environ.get("EDGE_TEST_WORKERS", "1")),
+            app="tests.edge.fake_app:app",
+        )
+    )

@@ -66,8 +66,19 @@ def run_pyvoy(app: str, **env: str) -> Iterator[int]:
     """Serve ``app`` with the ``pyvoy`` command on a free loopback port; yields the port."""
     port = free_port()
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("pyvoy")), app, "--address", "127.0.0.1", "--port", str(port), "--log-level", "error"],
-        env=environment(**env), cwd=str(ROOT), stdin=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).with_name("pyvoy")),
+            app,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
+        env=environment(**env),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process)

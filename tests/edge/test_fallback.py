@@ -22,9 +22,21 @@ WITHOUT_PYVOY = "import sys; sys.modules['pyvoy'] = None; from axon_grpc.cli imp
 async def test_serve_falls_back_to_grpcio_without_pyvoy() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", WITHOUT_PYVOY, "serve", "tests.edge.axon_app:build_axon", "--axon.ip", "127.0.0.1",
-         "--axon.port", str(port)],
-        env=environment(EDGE_TEST_AXON_SEED=SEED), cwd=str(ROOT), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_PYVOY,
+            "serve",
+            "tests.edge.axon_app:build_axon",
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            str(port),
+        ],
+        env=environment(EDGE_TEST_AXON_SEED=SEED),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(port, process)

@@ -118,8 +118,10 @@ def test_compressed_requests_are_unimplemented(channel: grpc.Channel) -> None:
 def test_health_check(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", "fake.Service"):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     with pytest.raises(grpc.RpcError) as caught:
         stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -137,7 +139,9 @@ def test_reflection_answers_each_request_as_it_arrives(channel: grpc.Channel) ->
     ]
     answers = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
     assert [s.name for s in answers[0].list_services_response.service] == [
-        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
     assert answers[1].file_descriptor_response.file_descriptor_proto
     assert answers[2].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 

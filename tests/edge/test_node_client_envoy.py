@@ -24,14 +24,36 @@ async def test_node_client_calls_the_envoy_axon_and_its_replay_is_refused(tmp_pa
     proto = codegen.write(["tests.support:Dummy"], tmp_path)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_axon", "--axon.ip", "127.0.0.1",
-         "--axon.port", str(port), "--grace", "2"],
-        env=environment(EDGE_TEST_AXON_SEED=SEED), cwd=str(ROOT), stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "axon_grpc",
+            "serve",
+            "tests.edge.axon_app:build_axon",
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            str(port),
+            "--grace",
+            "2",
+        ],
+        env=environment(EDGE_TEST_AXON_SEED=SEED),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process)
-        result = await run_client("--address", f"127.0.0.1:{port}", "--proto", str(proto),
-                                  "--axon-hotkey", AXON_HOTKEY, "--request", '{"input": 7}', "--replay")
+        result = await run_client(
+            "--address",
+            f"127.0.0.1:{port}",
+            "--proto",
+            str(proto),
+            "--axon-hotkey",
+            AXON_HOTKEY,
+            "--request",
+            '{"input": 7}',
+            "--replay",
+        )
     finally:
         assert stop(process) == 0
     assert result["code"] == 0

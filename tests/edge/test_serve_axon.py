@@ -37,10 +37,27 @@ AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
 
 
 def serve(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_axon", "--server", "envoy",
-               "--axon.ip", "127.0.0.1", "--axon.port", str(port), "--grace", "5"]
-    process = subprocess.Popen(command, env=environment(EDGE_TEST_AXON_SEED=SEED, AXON_GRPC_HOME=str(ROOT / ".pytest_cache")),
-                               cwd=str(ROOT), stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "axon_grpc",
+        "serve",
+        "tests.edge.axon_app:build_axon",
+        "--server",
+        "envoy",
+        "--axon.ip",
+        "127.0.0.1",
+        "--axon.port",
+        str(port),
+        "--grace",
+        "5",
+    ]
+    process = subprocess.Popen(
+        command,
+        env=environment(EDGE_TEST_AXON_SEED=SEED, AXON_GRPC_HOME=str(ROOT / ".pytest_cache")),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+    )
     wait_for_port(port, process)
     return process
 
@@ -111,18 +128,29 @@ def test_health_and_reflection(port: int) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "axon.v1.Axon"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answers = list(stub.ServerReflectionInfo(iter([
-            reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol="axon.v1.Axon"),
-        ]), timeout=5))
+        answers = list(
+            stub.ServerReflectionInfo(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol="axon.v1.Axon"),
+                    ]
+                ),
+                timeout=5,
+            )
+        )
     assert "axon.v1.Axon" in [s.name for s in answers[0].list_services_response.service]
     from google.protobuf import descriptor_pb2
 
-    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
-             for b in answers[1].file_descriptor_response.file_descriptor_proto]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in answers[1].file_descriptor_response.file_descriptor_proto
+    ]
     methods = {m.name for f in files for s in f.service if s.name == "Axon" for m in s.method}
     assert {"Dummy", "Story", "Nap"} <= methods
 
@@ -135,8 +163,9 @@ async def test_sigterm_drains_both_protocols() -> None:
     try:
         async with Dendrite() as dendrite, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            ).status == health_pb2.HealthCheckResponse.SERVING
             legacy_call = asyncio.ensure_future(legacy.call(Nap(seconds=1.5), timeout=10))
             stream = dendrite.call_stream(info(port), Nap(seconds=1.5), timeout=10, deserialize=False)
             first = await stream.__anext__()
@@ -145,8 +174,9 @@ async def test_sigterm_drains_both_protocols() -> None:
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.5)
-            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == \
-                health_pb2.HealthCheckResponse.NOT_SERVING
+            assert (
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            ).status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(OSError):  # the listener no longer accepts
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
             rest = [item async for item in stream]

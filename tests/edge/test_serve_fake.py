@@ -26,9 +26,12 @@ pytestmark = requires_pyvoy
 
 
 def start(port: int, *tls: Path, workers: int = 1) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "tests.edge.serve_fake", str(port), *map(str, tls)],
-                               env=environment(EDGE_TEST_WORKERS=str(workers)), cwd=str(ROOT),
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.edge.serve_fake", str(port), *map(str, tls)],
+        env=environment(EDGE_TEST_WORKERS=str(workers)),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+    )
     wait_for_port(port, process)
     return process
 
@@ -61,7 +64,12 @@ def test_tls_serves_grpc_and_http_on_one_port(pki: Pki) -> None:
         credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
             assert echo(channel) == b"hi"
-        reply = httpx.post(f"https://127.0.0.1:{port}/Dummy", content=b"{}", verify=ssl.create_default_context(cafile=str(pki.ca)), timeout=5)
+        reply = httpx.post(
+            f"https://127.0.0.1:{port}/Dummy",
+            content=b"{}",
+            verify=ssl.create_default_context(cafile=str(pki.ca)),
+            timeout=5,
+        )
         assert reply.status_code == 200 and reply.json()["path"] == "/Dummy"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as plain, pytest.raises(grpc.RpcError):
             echo(plain)  # cleartext is not served beside TLS
@@ -82,7 +90,12 @@ def test_mtls_requires_a_client_certificate(pki: Pki) -> None:
             echo(channel)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(httpx.HTTPError):
-            httpx.post(f"https://127.0.0.1:{port}/Dummy", content=b"{}", verify=ssl.create_default_context(cafile=str(pki.ca)), timeout=5)
+            httpx.post(
+                f"https://127.0.0.1:{port}/Dummy",
+                content=b"{}",
+                verify=ssl.create_default_context(cafile=str(pki.ca)),
+                timeout=5,
+            )
     finally:
         stop(process)
 

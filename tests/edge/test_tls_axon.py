@@ -43,18 +43,56 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def stranger(pki: Pki) -> Path:
     """A self-signed certificate for 127.0.0.1 that is not the server's."""
     folder = pki.ca.parent
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", "stranger.key", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-days", "1", "-out", "stranger.pem"], cwd=folder, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "stranger.key",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "1",
+            "-out",
+            "stranger.pem",
+        ],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
     return folder / "stranger.pem"
 
 
 def serve(*flags: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
     """``axon-grpc serve`` on ``--axon.port 0``; the port is read from the local registry."""
-    command = [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_published_axon",
-               "--axon.ip", "127.0.0.1", "--axon.port", "0", "--grace", "2", *flags]
-    process = subprocess.Popen(command, env=environment(EDGE_TEST_AXON_SEED=SEED, EDGE_TEST_NETUID=str(NETUID),
-                                                        **env), cwd=str(ROOT), stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "axon_grpc",
+        "serve",
+        "tests.edge.axon_app:build_published_axon",
+        "--axon.ip",
+        "127.0.0.1",
+        "--axon.port",
+        "0",
+        "--grace",
+        "2",
+        *flags,
+    ]
+    process = subprocess.Popen(
+        command,
+        env=environment(EDGE_TEST_AXON_SEED=SEED, EDGE_TEST_NETUID=str(NETUID), **env),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+    )
     registry = LocalRegistry(env[REGISTRY_ENV])
     for _ in range(600):
         if registry.axons(NETUID) or process.poll() is not None:
@@ -69,8 +107,14 @@ def serve(*flags: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
 @pytest.fixture(scope="module")
 def tls_axon(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
     registry = str(tmp_path_factory.mktemp("registry") / "registry.sqlite")
-    process, port = serve("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                          EDGE_TEST_CERTIFICATE=str(pki.server_cert), **{REGISTRY_ENV: registry})
+    process, port = serve(
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        EDGE_TEST_CERTIFICATE=str(pki.server_cert),
+        **{REGISTRY_ENV: registry},
+    )
     try:
         yield port, registry
     finally:
@@ -98,7 +142,9 @@ async def test_dendrite_trusting_the_ca(tls_axon: tuple[int, str], pki: Pki) -> 
     assert (result.dendrite.status_code, result.output) == (200, 42)
 
 
-async def test_dendrite_pins_the_published_certificate(tls_axon: tuple[int, str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_dendrite_pins_the_published_certificate(
+    tls_axon: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, registry = tls_axon
     monkeypatch.setenv(REGISTRY_ENV, registry)
     async with Dendrite() as dendrite:
@@ -125,8 +171,15 @@ async def test_cleartext_dendrite_cannot_call_a_tls_axon(tls_axon: tuple[int, st
 
 async def test_mtls_with_the_dendrite_client_certificate(pki: Pki, tmp_path: Path) -> None:
     registry = str(tmp_path / "registry.sqlite")
-    process, port = serve("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                          "--tls-ca-cert", str(pki.ca), **{REGISTRY_ENV: registry})
+    process, port = serve(
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        "--tls-ca-cert",
+        str(pki.ca),
+        **{REGISTRY_ENV: registry},
+    )
     try:
         async with Dendrite(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key) as dendrite:
             result = await dendrite.call(info(port), Dummy(input=5), timeout=10, deserialize=False)

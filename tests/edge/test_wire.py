@@ -54,8 +54,12 @@ def receiver(*chunks: bytes, disconnect: bool = False) -> Any:
 async def test_messages_split_across_chunks() -> None:
     body = frame(b"first") + frame(b"") + frame(b"third")
     reader = MessageReader(receiver(body[:3], body[3:9], body[9:]), limit=100)
-    assert [await reader.next(), await reader.next(), await reader.next(), await reader.next()] == \
-        [b"first", b"", b"third", None]
+    assert [await reader.next(), await reader.next(), await reader.next(), await reader.next()] == [
+        b"first",
+        b"",
+        b"third",
+        None,
+    ]
     assert reader.finished
 
 

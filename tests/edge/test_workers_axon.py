@@ -37,8 +37,13 @@ AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
-async def signed_call(dendrite: Dendrite, channel: grpc.aio.Channel, info: AxonInfo, synapse: Any,
-                      prepared: tuple[bytes, list[tuple[str, str]]] | None = None) -> bytes:
+async def signed_call(
+    dendrite: Dendrite,
+    channel: grpc.aio.Channel,
+    info: AxonInfo,
+    synapse: Any,
+    prepared: tuple[bytes, list[tuple[str, str]]] | None = None,
+) -> bytes:
     schema = schema_for(type(synapse))
     body, metadata = prepared or dendrite.signer.grpc(info, synapse, 10.0, schema)
     return await channel.unary_unary(f"/axon.v1.Axon/{type(synapse).__name__}")(body, metadata=metadata, timeout=10)
@@ -52,9 +57,26 @@ async def pid_of(dendrite: Dendrite, channel: grpc.aio.Channel, info: AxonInfo) 
 async def test_a_replay_sent_to_the_other_envoy_process_is_refused(redis_server: RedisServer) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_axon", "--workers", "2",
-         "--axon.ip", "127.0.0.1", "--axon.port", str(port), "--axon.nonce_store", redis_server.url, "--grace", "2"],
-        env=environment(EDGE_TEST_AXON_SEED=SEED), cwd=str(ROOT), stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "axon_grpc",
+            "serve",
+            "tests.edge.axon_app:build_axon",
+            "--workers",
+            "2",
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            str(port),
+            "--axon.nonce_store",
+            redis_server.url,
+            "--grace",
+            "2",
+        ],
+        env=environment(EDGE_TEST_AXON_SEED=SEED),
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
     )
     channels: dict[int, grpc.aio.Channel] = {}
     try:
