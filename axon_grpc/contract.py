@@ -64,7 +64,7 @@ NONCES
 RESPONSE
   The response message, plus trailing metadata `bt_header_axon_{field}` for
   each set field of the axon's TerminalInfo (status_code, status_message,
-  process_time, ip, port, version, nonce, uuid, hotkey; signature on errors),
+  process_time, version, nonce, uuid, hotkey; signature on errors),
   built from the axon's own state only, never from the request. As the
   legacy axon, it signs error answers only (not overload refusals), with its
   own hotkey's scheme, over

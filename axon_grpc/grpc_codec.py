@@ -36,7 +36,10 @@ def metadata_value(value: str) -> str:
 #: Fields that change per answer; the others (ip, port, version, uuid, hotkey) are the axon's
 #: identity, whose encoded pairs are built once per identity.
 _PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signature")
-_IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER)
+#: Not sent over gRPC: the axon's ip and port, which the caller dialled (the legacy HTTP
+#: answer carries them, as the SDK's does).
+_NOT_SENT = ("ip", "port")
+_IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER and key not in _NOT_SENT)
 _PER_ANSWER_NAMES = frozenset(_NAMES[key] for key in _PER_ANSWER)
 _identity_pairs: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
 
