@@ -40,12 +40,27 @@ _PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signat
 #: answer carries them, as the SDK's does).
 _NOT_SENT = ("ip", "port")
 _IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER and key not in _NOT_SENT)
-_PER_ANSWER_NAMES = frozenset(_NAMES[key] for key in _PER_ANSWER)
-_identity_pairs: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+_Pairs = tuple[tuple[str, str], ...]
+_RawPairs = tuple[tuple[bytes, bytes], ...]
+_identity_pairs: dict[tuple[object, ...], tuple[_Pairs, _RawPairs]] = {}
+_BYTE_NAMES = {key: name.encode("ascii") for key, name in _NAMES.items()}
 
 
-def _pair(key: str, value: object) -> tuple[str, str]:
-    return _NAMES[key], metadata_value(value if type(value) is str else str(value))
+def _text(value: object) -> str:
+    return metadata_value(value if type(value) is str else str(value))
+
+
+def _identity(values: dict[str, object]) -> tuple[_Pairs, _RawPairs]:
+    """The encoded identity pairs of one axon (as text and as bytes), built once per identity."""
+    identity = tuple(values[key] for key in _IDENTITY)
+    found = _identity_pairs.get(identity)
+    if found is None:
+        if len(_identity_pairs) > 64:  # one axon has one identity; bound it anyway
+            _identity_pairs.clear()
+        text = tuple((_NAMES[key], _text(value)) for key, value in zip(_IDENTITY, identity) if value is not None)
+        raw = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in text)
+        found = _identity_pairs[identity] = (text, raw)
+    return found
 
 
 def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
@@ -54,31 +69,18 @@ def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
     if info is None:
         return ()
     values = info.__dict__
-    identity = tuple(values[key] for key in _IDENTITY)
-    constant = _identity_pairs.get(identity)
-    if constant is None:
-        if len(_identity_pairs) > 64:  # one axon has one identity; bound it anyway
-            _identity_pairs.clear()
-        constant = _identity_pairs[identity] = tuple(
-            _pair(key, value) for key, value in zip(_IDENTITY, identity) if value is not None
-        )
-    changing = tuple(_pair(key, values[key]) for key in _PER_ANSWER if values[key] is not None)
-    return changing + constant
-
-
-_encoded: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+    changing = tuple((_NAMES[key], _text(values[key])) for key in _PER_ANSWER if values[key] is not None)
+    return changing + _identity(values)[0]
 
 
 def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
-    """:func:`trailing_metadata` as raw HTTP/2 header pairs (the constant ones encoded once)."""
-    out = []
-    for pair in trailing_metadata(outcome):
-        raw = _encoded.get(pair)
-        if raw is None:
-            raw = (pair[0].encode("ascii"), pair[1].encode("ascii"))
-            if pair[0] not in _PER_ANSWER_NAMES and len(_encoded) < 256:
-                _encoded[pair] = raw
-        out.append(raw)
+    """:func:`trailing_metadata` as raw HTTP/2 header pairs (the identity encoded once)."""
+    info = outcome.synapse.axon
+    if info is None:
+        return []
+    values = info.__dict__
+    out = [(_BYTE_NAMES[key], _text(values[key]).encode("ascii")) for key in _PER_ANSWER if values[key] is not None]
+    out.extend(_identity(values)[1])
     return out
 
 
