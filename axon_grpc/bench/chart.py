@@ -8,6 +8,7 @@ from typing import Any
 COLORS = {
     "grpc": "#1f77b4",
     "grpc-async": "#17becf",
+    "grpc-async-nometrics": "#9edae5",
     "grpc-inline": "#e377c2",
     "envoy": "#ff7f0e",
     "envoy-http": "#98df8a",
