@@ -10,6 +10,7 @@ server runs no lifespan) it calls the factory named by ``$AXON_GRPC_EDGE_FACTORY
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -112,6 +113,7 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
         max_message_bytes=int(getattr(axon, "max_request_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         services={**health.methods(), **reflection.methods()},  # type: ignore[dict-item]
     )
+    gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
     return EdgeApp(grpc, bridge.asgi, health)
 
 
