@@ -31,8 +31,8 @@ from .errors import (
 from .info import AxonInfo
 from .keys import Keypair
 from .nonces import InMemoryNonceStore, NonceStore
-from .pipeline import log_and_handle_error
 from .registry import LocalRegistry
+from .reporting import log_and_handle_error
 from .streaming import StreamingResponse, StreamingSynapse
 from .synapse import Synapse, TerminalInfo
 from .wallet import KeypairWallet, Wallet

@@ -37,7 +37,6 @@ from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
-from pydantic_core import from_json
 
 from .admission import OVERLOADED, AdmissionQueue
 from .auth import grpc_body_hash
@@ -48,7 +47,6 @@ from .errors import (
     AxonError,
     BlacklistedException,
     BodyHashMismatch,
-    InternalServerError,
     Reason,
     ServiceUnavailable,
     Shed,
@@ -56,10 +54,11 @@ from .errors import (
     UnknownSynapseError,
     VerifyRefused,
     reason_of,
-    status_of,
 )
 from .forwarding import Forwarder, Limit
+from .json_body import NotJson, load_json_object
 from .metrics import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from .reporting import describe, log_call
 from .synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
 from .terminal import AxonTerminal, forward_status
 from .verifier import Verifier
@@ -83,57 +82,6 @@ def _parse_error_detail(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first.get("loc", ())) or "value"
     return f"{location}: {first.get('msg', 'invalid')}"
-
-
-#: Reasons of ``pydantic_core.from_json`` for JSON no synapse holds, and the words of the 400.
-_JSON_REFUSALS = (
-    ("recursion limit exceeded", "nested too deeply"),
-    ("number out of range", "a number is too long"),
-    ("lone leading surrogate", "a lone surrogate"),
-    ("invalid unicode code point", "not UTF-8 JSON"),
-    ("unexpected end of hex escape", "a lone surrogate"),
-)
-
-
-def load_json_object(raw: bytes, name: str) -> dict[str, Any]:
-    """The request body as a JSON object (empty: ``{}``).
-
-    Raises :class:`json.JSONDecodeError` when it is not JSON (the legacy 422) and
-    :class:`~axon_grpc.errors.SynapseParsingError` when it is JSON of another shape, or
-    JSON no synapse holds: nested more than 200 deep, a number of more than 4300 digits, a
-    lone surrogate (400, with a short fixed reason).
-    """
-    if not raw:
-        return {}
-    try:
-        payload = from_json(raw)
-    except ValueError as e:
-        reason = str(e)
-        for prefix, said in _JSON_REFUSALS:
-            if reason.startswith(prefix):
-                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {said}") from None
-        try:  # not JSON at all: the legacy 422 names where, as the standard parser says it
-            json.loads(raw)
-        except UnicodeDecodeError:
-            raise SynapseParsingError("Improperly formatted request. Could not parse body: not UTF-8 JSON") from None
-        except (RecursionError, ValueError) as not_json:
-            if isinstance(not_json, json.JSONDecodeError):
-                raise
-        raise SynapseParsingError("Improperly formatted request. Could not parse body: invalid JSON") from None
-    if not isinstance(payload, dict):
-        raise SynapseParsingError(
-            f"Improperly formatted request. Could not parse body into synapse of type {name}: "
-            f"expected a JSON object, got {type(payload).__name__}"
-        )
-    return payload
-
-
-class NotJson(Exception):
-    """An HTTP body that is not JSON at all (the legacy server's 422), carrying the parse error."""
-
-    def __init__(self, error: json.JSONDecodeError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class Pipeline:
@@ -449,7 +397,7 @@ class Pipeline:
         """200 (or the forward's own status), stamped in the request's own terminal info
         (``own``) when the forward kept it."""
         status, message = self.terminal.stamp(result, own, 200, "Success", time.time() - start)
-        _log(transport, endpoint.name, result, status, start)
+        log_call(transport, endpoint.name, result, status, start)
         if status == 200:
             return Outcome(200, message, result, endpoint, request_body=request_body)
         self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
@@ -477,7 +425,7 @@ class Pipeline:
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
         if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
             self.terminal.sign(synapse)
-        _log(transport, synapse.name, synapse, status, start, message)
+        log_call(transport, synapse.name, synapse, status, start, message)
         reason = Reason.INVALID if isinstance(error, NotJson) else reason_of(error)
         return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason)
 
@@ -510,100 +458,3 @@ class Pipeline:
             status_code=status, status_message=message, process_time=time.time() - start
         )
         return Outcome(status, message, synapse, reason=reason_of(error))
-
-
-class LineBudget:
-    """At most ``per_second`` log lines a second (a token bucket): a flood of refused
-    requests costs the log a bounded rate, whatever the caller sends."""
-
-    def __init__(self, per_second: float) -> None:
-        self.rate = per_second
-        self.tokens = per_second
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
-#: Refusals (client faults) are logged at debug level, at most this many lines a second.
-REFUSAL_LINES_PER_SECOND = 20
-#: Longest refusal reason written to the log.
-MAX_LOGGED_REASON = 200
-_refusal_lines = LineBudget(REFUSAL_LINES_PER_SECOND)
-
-
-def describe(error: BaseException, name: str | None) -> tuple[int, str]:
-    """The status and wire message of ``error``, logged: refusals at debug, the rest with an id."""
-    status = status_of(error)
-    if isinstance(error, AxonError) and not isinstance(error, InternalServerError):
-        if logger.isEnabledFor(logging.DEBUG) and _refusal_lines.take():
-            logger.debug("%s refused with %s: %s", name, status, error.message[:MAX_LOGGED_REASON])
-        return status, error.message
-    error_id = str(uuid_lib.uuid4())
-    logger.error("%s failed: error id %s", name, error_id, exc_info=error)
-    return status, f"Internal Server Error #{error_id}"
-
-
-def _log(
-    transport: str, name: str | None, synapse: Synapse, status: int, start: float, message: str | None = None
-) -> None:
-    """The call's one log line (debug); its fields also travel as record attributes for
-    structured logs (:mod:`axon_grpc.logs`): never the body, headers or signature."""
-    if logger.isEnabledFor(logging.DEBUG):
-        d = synapse.dendrite
-        hotkey = d.hotkey if d else None
-        ms = (time.time() - start) * 1e3
-        fields = {
-            "transport": transport,
-            "synapse": name,
-            "caller_hotkey": hotkey,
-            "status": status,
-            "duration_ms": round(ms, 3),
-            "error_id": error_id(message),
-        }
-        logger.debug("%s %s from %s -> %s in %.2f ms", transport, name, hotkey, status, ms, extra=fields)
-
-
-#: The fixed texts that end in an error id (``... #{id}``), whose detail is in the log.
-_WITH_ERROR_ID = ("Internal Server Error #", "Not Verified #")
-
-
-def error_id(message: str | None) -> str | None:
-    """The error id of an answer's message, or None."""
-    if message is None or not message.startswith(_WITH_ERROR_ID):
-        return None
-    return message.rpartition("#")[2]
-
-
-def log_and_handle_error(
-    synapse: Synapse,
-    exception: BaseException,
-    status_code: int | None = None,
-    start_time: float | None = None,
-) -> Synapse:
-    """Record an error on ``synapse.axon`` and log it; returns the synapse (the seed's function).
-
-    Axon errors (refusals, overload, a miner's SynapseException) keep their message
-    and are logged at debug level. Anything unexpected becomes ``Internal Server Error
-    #{id}`` on the wire and is logged with its traceback under that id; its text never
-    leaves the server.
-    """
-    carried = getattr(exception, "synapse", None)
-    if isinstance(carried, Synapse):
-        synapse = carried
-    status, message = describe(exception, synapse.name)
-    if status_code is not None:
-        status = status_code
-    info = synapse.axon
-    if info is None:
-        info = synapse.__dict__["axon"] = TerminalInfo()
-    info.__dict__.update(status_code=status, status_message=message)
-    if start_time is not None:
-        info.__dict__["process_time"] = time.time() - start_time
-    return synapse

@@ -23,7 +23,9 @@ from starlette.types import Receive, Scope, Send
 
 from axon_grpc.endpoints import Endpoint
 from axon_grpc.errors import AxonError, RequestTooLarge, UnknownSynapseError
-from axon_grpc.pipeline import MAX_QUOTED_NAME, load_json_object, log_and_handle_error
+from axon_grpc.json_body import load_json_object
+from axon_grpc.pipeline import MAX_QUOTED_NAME
+from axon_grpc.reporting import log_and_handle_error
 from axon_grpc.synapse import Synapse
 
 from .exchange import Exchange
