@@ -36,30 +36,11 @@ from .synapse import Synapse
 from .terminal import AxonTerminal
 from .transport import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_REQUEST_BYTES, GrpcServer, GrpcSettings
 from .verifier import Verifier
-from .wallet import Wallet
+from .wallet import default_wallet
 
 logger = logging.getLogger("axon_grpc")
 
 __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
-
-
-def default_wallet(config: Config | None = None) -> Wallet:
-    """The configured wallet, else Bittensor's default one, else a development hotkey.
-
-    The development hotkey lives under :func:`data_dir` and is created only when
-    missing; an existing key file is never overwritten.
-    """
-    section: Any = (config.get("wallet") if config is not None else None) or {}
-    path = section.get("path") or "~/.bittensor/wallets"
-    if section.get("name"):
-        return Wallet(name=section["name"], hotkey=section.get("hotkey") or "default", path=path)
-    bittensor_default = Wallet(name="default", hotkey="default", path=path)
-    if bittensor_default.hotkey_exists():
-        return bittensor_default
-    dev = Wallet(name="dev", hotkey="default", path=str(data_dir() / "wallets"))
-    if not dev.hotkey_exists():
-        logger.info("creating a development hotkey at %s", dev.hotkey_file)
-    return dev.create_if_missing()
 
 
 def load_transport(name: str) -> Callable[[Axon], Any]:
@@ -119,26 +100,13 @@ class Axon:
         if "axon" not in config:
             config["axon"] = Axon.config(args=[]).axon
         section = config.axon = Config(config.axon)
-        if port is not None:
-            section.port = port
-        if ip is not None:
-            section.ip = ip
-        if external_ip is not None:
-            section.external_ip = external_ip
-        if external_port is not None:
-            section.external_port = external_port
-        if max_workers is not None:
-            section.max_workers = max_workers
-        if http_port is not None:
-            section.http_port = http_port
-        if max_queue is not None:
-            section.max_queue = max_queue
-        if isinstance(nonce_store, str):
-            section.nonce_store = nonce_store
-        if metrics_port is not None:
-            section.metrics_port = metrics_port
-        if metrics_hotkeys is not None:
-            section.metrics_hotkeys = metrics_hotkeys
+        given_settings = {
+            "port": port, "ip": ip, "external_ip": external_ip, "external_port": external_port,
+            "max_workers": max_workers, "http_port": http_port, "max_queue": max_queue,
+            "nonce_store": nonce_store if isinstance(nonce_store, str) else None,
+            "metrics_port": metrics_port, "metrics_hotkeys": metrics_hotkeys,
+        }  # fmt: skip
+        section.update({key: value for key, value in given_settings.items() if value is not None})
         Axon.check_config(config)
         #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
         self.config = config  # type: ignore[method-assign,assignment]

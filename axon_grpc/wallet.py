@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
+from .config import data_dir
 from .errors import InvalidAddress, KeyfileError
 from .keys import CRYPTO_ED25519, CRYPTO_SR25519, SUPPORTED_CRYPTO, Keypair, ss58_decode
+
+logger = logging.getLogger("axon_grpc")
 
 DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
 
@@ -238,3 +242,22 @@ class KeypairWallet:
 
     def __repr__(self) -> str:
         return f"KeypairWallet({self.hotkey.ss58_address})"
+
+
+def default_wallet(config: Mapping[str, Any] | None = None) -> Wallet:
+    """The configured wallet, else Bittensor's default one, else a development hotkey.
+
+    The development hotkey lives under :func:`data_dir` and is created only when
+    missing; an existing key file is never overwritten.
+    """
+    section: Any = (config.get("wallet") if config is not None else None) or {}
+    path = section.get("path") or "~/.bittensor/wallets"
+    if section.get("name"):
+        return Wallet(name=section["name"], hotkey=section.get("hotkey") or "default", path=path)
+    bittensor_default = Wallet(name="default", hotkey="default", path=path)
+    if bittensor_default.hotkey_exists():
+        return bittensor_default
+    dev = Wallet(name="dev", hotkey="default", path=str(data_dir() / "wallets"))
+    if not dev.hotkey_exists():
+        logger.info("creating a development hotkey at %s", dev.hotkey_file)
+    return dev.create_if_missing()
