@@ -134,6 +134,7 @@ def test_bench_is_an_axon_grpc_command() -> None:
         "grpc-async-nometrics",
         "grpc-inline",
         "envoy",
+        "envoy-echo-verified",
         "envoy-http",
         "grpc-1w-redis",
         "grpc-2w-redis",

@@ -22,6 +22,7 @@ TARGET_NAMES = (
     "grpc-async-nometrics",
     "grpc-inline",
     "envoy",
+    "envoy-echo-verified",
     "envoy-http",
     "grpc-1w-redis",
     "grpc-2w-redis",

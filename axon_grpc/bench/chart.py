@@ -11,6 +11,7 @@ COLORS = {
     "grpc-async-nometrics": "#9edae5",
     "grpc-inline": "#e377c2",
     "envoy": "#ff7f0e",
+    "envoy-echo-verified": "#ffbb78",
     "envoy-http": "#98df8a",
     "grpc-1w-redis": "#bcbd22",
     "grpc-2w-redis": "#8c564b",

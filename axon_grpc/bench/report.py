@@ -178,6 +178,8 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         lambda v: v <= 0.6,
         detail,
     )
+    value, detail = cpu_ratio("envoy", "envoy-echo-verified")
+    add("Envoy gRPC CPU/request vs the verified echo on Envoy (its floor)", "informative", value, None, detail)
     value, detail = cpu_ratio("legacy", "envoy-http")
     add("Envoy legacy HTTP CPU/request vs legacy", "legacy/envoy-http >= 15", value, lambda v: v >= 15, detail)
     value, detail = p99_ratio("envoy", "legacy")

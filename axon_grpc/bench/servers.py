@@ -47,6 +47,7 @@ KINDS = (
     "grpc-async-nometrics",
     "grpc-inline",
     "envoy",
+    "envoy-echo-verified",
     "http",
     "echo",
     "echo-verified",
@@ -90,34 +91,45 @@ class _Echo(grpc.GenericRpcHandler):
         return request
 
     async def _verified(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        import sr25519
-
-        from ..keys import ss58_decode
-
         md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        digest = hashlib.sha3_256(method.encode())
-        digest.update(b"\n")
-        digest.update(request)
-        body_hash = digest.hexdigest()
-        hotkey = md.get("bt_header_dendrite_hotkey", "")
-        nonce_text = md.get("bt_header_dendrite_nonce", "")
-        uuid = md.get("bt_header_dendrite_uuid", "")
-        try:
-            if body_hash != md.get("computed_body_hash"):
-                raise ValueError("body hash")
-            nonce = int(nonce_text)
-            message = f"{nonce_text}.{hotkey}.{self.hotkey}.{uuid}.{body_hash}".encode()
-            signature = bytes.fromhex(md.get("bt_header_dendrite_signature", "")[2:])
-            if not sr25519.verify(signature, message, _public_key(hotkey, ss58_decode)):
-                raise ValueError("signature")
-        except ValueError as e:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
-        key = f"{hotkey}:{uuid}"
-        last = self.nonces.get(key)
-        if (last is not None and nonce <= last) or (last is None and nonce < time.time_ns() - 16 * 10**9):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "nonce")
-        self.nonces[key] = nonce
+        refused = verified_echo_refusal(method, request, md, self.hotkey, self.nonces)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
         return request
+
+
+def verified_echo_refusal(
+    method: str, request: bytes, md: dict[str, str], axon_hotkey: str, nonces: dict[str, int]
+) -> str | None:
+    """The least a signed server checks, as the axon checks it: the method-bound body hash,
+    the sr25519 signature and a strictly newer nonce (stored); the reason of a refusal, else None."""
+    import sr25519
+
+    from ..keys import ss58_decode
+
+    digest = hashlib.sha3_256(method.encode())
+    digest.update(b"\n")
+    digest.update(request)
+    body_hash = digest.hexdigest()
+    hotkey = md.get("bt_header_dendrite_hotkey", "")
+    nonce_text = md.get("bt_header_dendrite_nonce", "")
+    uuid = md.get("bt_header_dendrite_uuid", "")
+    try:
+        if body_hash != md.get("computed_body_hash"):
+            return "body hash"
+        nonce = int(nonce_text)
+        message = f"{nonce_text}.{hotkey}.{axon_hotkey}.{uuid}.{body_hash}".encode()
+        signature = bytes.fromhex(md.get("bt_header_dendrite_signature", "")[2:])
+        if not sr25519.verify(signature, message, _public_key(hotkey, ss58_decode)):
+            return "signature"
+    except ValueError as e:
+        return str(e)
+    key = f"{hotkey}:{uuid}"
+    last = nonces.get(key)
+    if (last is not None and nonce <= last) or (last is None and nonce < time.time_ns() - 16 * 10**9):
+        return "nonce"
+    nonces[key] = nonce
+    return None
 
 
 _keys: dict[str, bytes] = {}
@@ -250,9 +262,10 @@ def edge_axon() -> Any:
     return build_dummy_axon(int(os.environ[EDGE_PORT_ENV]), run_async=True, seed=os.environ[EDGE_SEED_ENV])
 
 
-def serve_edge(port: int) -> int:
-    """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), until SIGTERM/SIGINT."""
-    from ..edge.serve import build_servers, pyvoy_missing, run
+def serve_edge(port: int, app: str | None = None) -> int:
+    """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), or another ASGI ``app``
+    on the same edge, until SIGTERM/SIGINT."""
+    from ..edge.serve import APP, build_servers, pyvoy_missing, run
     from ..keys import Keypair
 
     missing = pyvoy_missing()
@@ -261,7 +274,7 @@ def serve_edge(port: int) -> int:
         return 2
     seed = os.urandom(32).hex()
     os.environ.update({EDGE_PORT_ENV: str(port), EDGE_SEED_ENV: seed})
-    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port)
+    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port, app=app or APP)
 
     def ready(started: list[Any]) -> None:
         announce(
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_workers(args.port, args.workers or int(args.kind[5]), args.nonce_store)
     if args.kind == "envoy":
         return serve_edge(args.port)
+    if args.kind == "envoy-echo-verified":
+        return serve_edge(args.port, app="axon_grpc.bench.edge_echo:app")
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:

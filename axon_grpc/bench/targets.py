@@ -52,6 +52,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "axon-grpc on Envoy, gRPC",
         "the grpc-async target's axon under axon-grpc serve (Envoy through pyvoy); CPU of the process tree",
     ),
+    "envoy-echo-verified": (
+        "bare verified echo on Envoy",
+        "the verified echo's checks as an ASGI gRPC app on the same Envoy edge: its floor",
+    ),
     "envoy-http": (
         "axon-grpc on Envoy, legacy HTTP",
         "legacy 10.5 requests to the same axon-grpc serve port (Envoy's HTTP/1.1)",
@@ -70,6 +74,7 @@ TRANSPORTS = {
     "grpc-async-nometrics": "grpc",
     "grpc-inline": "grpc",
     "envoy": "grpc",
+    "envoy-echo-verified": "grpc",
     "envoy-http": "http",
     "grpc-1w-redis": "grpc",
     "grpc-2w-redis": "grpc",
@@ -234,10 +239,9 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         )
     if name in WORKER_TARGETS:
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
-    if name in ("envoy", "envoy-http"):
-        process, ready = _spawn(
-            [sys.executable, "-m", "axon_grpc.bench.servers", "envoy", "--port", str(port)], log_path
-        )
+    if name in ("envoy", "envoy-http", "envoy-echo-verified"):
+        kind = "envoy-echo-verified" if name == "envoy-echo-verified" else "envoy"
+        process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", kind, "--port", str(port)], log_path)
         return Target(
             name,
             TRANSPORTS[name],
