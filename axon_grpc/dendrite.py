@@ -15,9 +15,9 @@ import uuid as uuid_lib
 from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 from ._types import WalletLike
-from .dendrite_answer import Result, timeout_result
+from .dendrite_answer import Result, timeout_result, unverified_result
 from .dendrite_grpc import GrpcLink
-from .dendrite_http import HttpLink
+from .dendrite_http import MAX_STREAM_BYTES, HttpLink
 from .dendrite_signing import AUTH_SCHEMES, RequestSigner
 from .info import AxonInfo
 from .keys import Keypair
@@ -37,6 +37,8 @@ TRANSPORTS = (
 )
 #: Seconds ``auto`` remembers which protocol an axon answered.
 REMEMBER_S = 600.0
+#: Why ``verify_response=True`` refuses every stream (no request is sent).
+STREAMS_UNSIGNED = "streamed answers are not signed (verify_response covers unary calls only)"
 
 
 def _target_info(target: Any) -> AxonInfo:
@@ -70,7 +72,12 @@ class Dendrite:
     address for ``remember_s`` seconds). With ``verify_response=True`` every request asks
     for a signed answer, and an answer whose signature is missing or wrong is refused:
     the synapse keeps the fields it was sent with and fails with status 422
-    ``Answer not verified: {reason}``.
+    ``Answer not verified: {reason}``. Streamed answers are never signed, so such a
+    Dendrite refuses streams the same way, without sending them.
+
+    Streaming synapses go over either transport. Over HTTP the synapse's
+    ``process_streaming_response`` reads the body; it may read ``max_stream_bytes`` of it
+    (64 MiB) before the stream fails with 413, and no read outlives the call's timeout.
 
     TLS over gRPC (:mod:`axon_grpc.tls`): ``tls_ca`` (PEM text, bytes or path) is trusted
     for every axon; ``certificates`` pins one certificate per axon (by hotkey or
@@ -88,6 +95,7 @@ class Dendrite:
         transport: str = "grpc",
         verify_response: bool = False,
         remember_s: float = REMEMBER_S,
+        max_stream_bytes: int = MAX_STREAM_BYTES,
         tls_ca: PemSource | None = None,
         certificates: Mapping[str, PemSource] | None = None,
         tls_cert: PemSource | None = None,
@@ -116,7 +124,7 @@ class Dendrite:
         #: Whom this Dendrite trusts over TLS, per axon (cleartext where nothing is known).
         self.tls = ClientTls.build(tls_ca, tls_cert, tls_key, certificates)
         self.grpc = GrpcLink(self.signer, verify_response, self.tls)
-        self.http = HttpLink(self.signer, verify_response)
+        self.http = HttpLink(self.signer, verify_response, max_stream_bytes)
         self._pinned: dict[str, str] = {}
         self._learned: dict[str, tuple[str, float]] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
@@ -257,14 +265,50 @@ class Dendrite:
     async def call_stream(
         self, target_axon: Any, synapse: S, timeout: float = 12.0, deserialize: bool = True
     ) -> AsyncIterator[Any]:
-        """Stream a :class:`StreamingSynapse` over gRPC: yields each chunk, then the final synapse."""
+        """Stream a :class:`StreamingSynapse`: yields each chunk, then the final synapse.
+
+        The transport is chosen as for :meth:`call`; ``auto`` falls back to HTTP only
+        when no gRPC chunk came.
+        """
         start = time.time()
         info = _target_info(target_axon)
         done: list[Result] = []
-        async for chunk in self.grpc.stream(info, synapse, timeout, done):
-            yield chunk
-        self._finish(synapse, done[0] if done else Result(500, "stream ended without a status"), start)
+        if self.verify_response:
+            done.append(unverified_result(STREAMS_UNSIGNED))
+        else:
+            kind = self.transport_for(info)
+            link = self.http if kind == "http" else self.grpc
+            chunks = (
+                self._auto_stream(info, synapse, timeout, done)
+                if kind == "auto"
+                else link.stream(info, synapse, timeout, done)
+            )
+            async for chunk in chunks:
+                yield chunk
+        self._finish(synapse, done[-1] if done else Result(500, "stream ended without a status"), start)
         yield synapse.deserialize() if deserialize else synapse
+
+    async def _auto_stream(
+        self, info: AxonInfo, synapse: Synapse, timeout: float, done: list[Result]
+    ) -> AsyncIterator[Any]:
+        """:meth:`_auto` for a stream: HTTP when the gRPC attempt yielded nothing and was not answered."""
+        address = info.ip_str()
+        started = time.monotonic()
+        spoken = False
+        async for chunk in self.grpc.stream(info, synapse, timeout, done):
+            spoken = True
+            yield chunk
+        if spoken or (done and done[-1].spoken):
+            self._learn(address, "grpc")
+            return
+        remaining = timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            done.append(timeout_result(timeout))
+            return
+        async for chunk in self.http.stream(info, synapse, remaining, done):
+            yield chunk
+        if done and done[-1].spoken:
+            self._learn(address, "http")
 
     async def aclose(self) -> None:
         """Close the connections opened on the running loop."""

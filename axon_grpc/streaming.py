@@ -13,6 +13,7 @@ sends ASGI ``http.response.body`` messages; their bodies become the chunks.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar
@@ -49,9 +50,26 @@ class StreamingSynapse(Synapse):
         return StreamingResponse(token_streamer, synapse=self)
 
     async def process_streaming_response(self, response: Any) -> AsyncIterator[Any]:
-        """Client side of the legacy HTTP protocol: yield decoded chunks of ``response``."""
-        async for chunk in response.content.iter_any():
-            yield chunk.decode("utf-8") if self.chunk_type is str else chunk
+        """Client side of the legacy HTTP protocol: yield the chunks of ``response``'s body,
+        written as the bridge writes them (:func:`chunk_encoder`): ``str`` as UTF-8 text,
+        ``bytes`` as is (both cut where the reads end, not where the axon's chunks did),
+        any other chunk type one JSON line each. Override it for another body format."""
+        kind = self.chunk_type
+        if kind is bytes:
+            async for data in response.content.iter_any():
+                yield data
+        elif kind is str:
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            async for data in response.content.iter_any():
+                if text := decoder.decode(data):
+                    yield text
+            if tail := decoder.decode(b"", final=True):
+                yield tail
+        else:
+            adapter = chunk_adapter(type(self))
+            async for line in response.content:
+                if line.strip():
+                    yield adapter.validate_json(line)
 
     def extract_response_json(self, response: Any) -> dict[str, Any]:
         """Client side of the legacy HTTP protocol: the synapse fields of a finished response."""
@@ -75,6 +93,15 @@ def chunk_schema(cls: type[StreamingSynapse]) -> SynapseSchema:
 
 
 _encoders: dict[type, Callable[[Any], bytes]] = {}
+_adapters: dict[type, TypeAdapter[Any]] = {}
+
+
+def chunk_adapter(cls: type[StreamingSynapse]) -> TypeAdapter[Any]:
+    """The pydantic adapter of ``cls.chunk_type`` (cached)."""
+    found = _adapters.get(cls)
+    if found is None:
+        found = _adapters[cls] = TypeAdapter(cls.chunk_type)
+    return found
 
 
 def chunk_encoder(cls: type[StreamingSynapse]) -> Callable[[Any], bytes]:
@@ -87,7 +114,7 @@ def chunk_encoder(cls: type[StreamingSynapse]) -> Callable[[Any], bytes]:
         elif kind is bytes:
             found = bytes
         else:
-            adapter = TypeAdapter(kind)
+            adapter = chunk_adapter(cls)
             found = lambda value: adapter.dump_json(value) + b"\n"  # noqa: E731
         _encoders[cls] = found
     return found

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, AsyncIterator, Iterator, Optional
 
 import pytest
 
-from axon_grpc import AxonInfo, Dendrite, KeypairWallet
+from axon_grpc import AxonInfo, Dendrite, KeypairWallet, StreamingSynapse
 from axon_grpc.testing import free_port
 
 from .support import Dummy
@@ -110,3 +111,84 @@ async def test_sdk_axon_refuses_a_changed_signature(sdk_axon: AxonInfo) -> None:
         await dendrite.aclose()
     assert result.dendrite.status_code == 401, result.dendrite.status_message
     assert result.dendrite.status_message.startswith("Not Verified with error: Signature mismatch")
+
+
+# -- streaming synapses over the legacy protocol ---------------------------------------------
+
+
+class Story(StreamingSynapse):
+    """The SDK axon's ``Story``: ``words`` chunks ``w0 w1 ...``."""
+
+    prompt: str = ""
+    words: int = 3
+    completion: Optional[str] = None
+
+
+class Tale(Story):
+    """An SDK-style synapse: collects its text while streaming and answers it in ``extract_response_json``."""
+
+    async def process_streaming_response(self, response: Any) -> AsyncIterator[str]:
+        self.completion = ""
+        async for data in response.content.iter_any():
+            self.completion += data.decode()
+            yield data.decode()
+
+    def extract_response_json(self, response: Any) -> dict[str, Any]:
+        headers = {k.decode(): v.decode() for k, v in response.__dict__["_raw_headers"]}
+        return {"name": headers["name"], "prompt": self.prompt, "completion": self.completion}
+
+
+class Endless(Story):
+    pass
+
+
+@pytest.mark.parametrize("transport", ["http", "auto"])
+async def test_sdk_axon_streams_to_the_dendrite(sdk_axon: AxonInfo, transport: str) -> None:
+    dendrite = Dendrite(KeypairWallet.generate(), transport=transport)
+    try:
+        items = [item async for item in await dendrite.forward(sdk_axon, Story(words=4), timeout=10.0, streaming=True)]
+    finally:
+        await dendrite.aclose()
+    *chunks, final = items
+    assert "".join(chunks) == "w0 w1 w2 w3 "
+    assert (final.dendrite.status_code, final.dendrite.status_message) == (200, "Success")
+    assert final.axon.status_code == 200 and final.axon.hotkey == sdk_axon.hotkey
+    assert dendrite.transport_for(sdk_axon) == "http"
+
+
+async def test_sdk_style_synapse_fills_its_final_fields(sdk_axon: AxonInfo) -> None:
+    """A synapse that collects its text and answers it from ``extract_response_json``,
+    reading the raw headers as SDK subnets do (the route is the class name: ``Story``)."""
+    renamed = type("Story", (Tale,), {})
+    dendrite = Dendrite(KeypairWallet.generate(), transport="http")
+    try:
+        final = await dendrite.call(sdk_axon, renamed(words=2, prompt="p"), timeout=10.0, deserialize=False)
+    finally:
+        await dendrite.aclose()
+    assert final.dendrite.status_code == 200, final.dendrite.status_message
+    assert (final.completion, final.prompt) == ("w0 w1 ", "p")
+
+
+async def test_sdk_axon_endless_stream_ends_at_the_timeout(sdk_axon: AxonInfo) -> None:
+    dendrite = Dendrite(KeypairWallet.generate(), transport="http")
+    started = time.monotonic()
+    try:
+        items = [item async for item in dendrite.call_stream(sdk_axon, Endless(), timeout=1.0, deserialize=False)]
+    finally:
+        await dendrite.aclose()
+    elapsed = time.monotonic() - started
+    *chunks, final = items
+    assert "tick" in "".join(chunks)
+    assert (final.dendrite.status_code, final.dendrite.status_message) == (408, "Request timeout after 1.0 seconds")
+    assert elapsed < 1.5
+
+
+async def test_sdk_axon_stream_with_verify_response_is_refused(sdk_axon: AxonInfo) -> None:
+    dendrite = Dendrite(KeypairWallet.generate(), transport="http", verify_response=True)
+    try:
+        items = [item async for item in dendrite.call_stream(sdk_axon, Story(words=2), timeout=10.0, deserialize=False)]
+    finally:
+        await dendrite.aclose()
+    assert len(items) == 1
+    assert items[0].dendrite.status_code == 422
+    assert items[0].dendrite.status_message.startswith("Answer not verified: streamed answers are not signed")

@@ -1,5 +1,8 @@
 """The legacy Bittensor SDK 10.5.0 Axon serving the same ``Dummy`` synapse: a reference server.
 
+It also streams, as SDK miners do (``create_streaming_response``): ``Story`` sends
+``w0 w1 ...`` (``words`` of them) and ``Endless`` sends ``tick `` until the client leaves.
+
 Run as a script by the interpreter of a virtualenv holding ``bittensor==10.5.0``
 (``make bench`` builds ``.venv/legacy``); it never imports ``axon_grpc``, whose test extra
 pins an incompatible SDK::
@@ -13,6 +16,7 @@ on SIGTERM or SIGINT.
 # No "from __future__ import annotations": the SDK reads the annotations of attached functions.
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -35,6 +39,7 @@ def main() -> int:
     sys.argv = sys.argv[:1]  # bittensor's config parser reads sys.argv
 
     import bittensor
+    from bittensor.core.stream import StreamingSynapse
     from bittensor_wallet import Keypair
 
     class Dummy(bittensor.Synapse):
@@ -53,6 +58,36 @@ def main() -> int:
     def priority(synapse: Dummy) -> float:
         return 1.0
 
+    class Story(StreamingSynapse):
+        prompt: str = ""
+        words: int = 3
+        completion: Optional[str] = None
+
+        async def process_streaming_response(self, response):
+            async for chunk in response.content.iter_any():
+                yield chunk.decode()
+
+        def extract_response_json(self, response) -> dict:
+            return {}
+
+    class Endless(Story):
+        pass
+
+    def story(synapse: Story) -> StreamingSynapse.BTStreamingResponse:
+        async def token_streamer(send) -> None:
+            for i in range(synapse.words):
+                await send({"type": "http.response.body", "body": f"w{i} ".encode(), "more_body": True})
+
+        return synapse.create_streaming_response(token_streamer)
+
+    def endless(synapse: Endless) -> StreamingSynapse.BTStreamingResponse:
+        async def token_streamer(send) -> None:
+            while True:
+                await send({"type": "http.response.body", "body": b"tick ", "more_body": True})
+                await asyncio.sleep(0.02)
+
+        return synapse.create_streaming_response(token_streamer)
+
     class _Wallet:
         """What the SDK axon reads of a wallet: a hotkey that signs, and a coldkey address."""
 
@@ -63,6 +98,8 @@ def main() -> int:
     wallet = _Wallet()
     axon = bittensor.Axon(wallet=wallet, port=args.port, ip="127.0.0.1", external_ip="127.0.0.1")
     axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+    axon.attach(forward_fn=story)
+    axon.attach(forward_fn=endless)
     axon.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the SDK's start() returns before uvicorn listens
