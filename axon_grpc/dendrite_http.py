@@ -31,14 +31,50 @@ from .synapse import Synapse, answer_body_hash, answer_fields
 _NEVER_CEIL = float("inf")
 #: Seconds an idle connection is kept for the next step (a validator's step is ~12 s apart).
 KEEPALIVE_S = 75.0
+#: Largest answer body read from a miner (the gRPC link's receive limit): past it, 413.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: Client-side status of an answer past ``MAX_ANSWER_BYTES`` (gRPC's RESOURCE_EXHAUSTED).
+TOO_LARGE = 413
+
+
+class AnswerTooLarge(Exception):
+    """A miner's answer body passed the limit; the rest of it was not read."""
+
+
+async def read_bounded(response: Any, limit: int) -> bytes:
+    """The body of ``response``, refusing one past ``limit`` bytes before holding more.
+
+    A hostile miner's endless or huge body costs at most ``limit`` bytes of memory (its
+    time is bounded by the call's timeout).
+    """
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise AnswerTooLarge()
+    body = bytearray()
+    while chunk := await response.content.read(min(65536, limit + 1 - len(body))):
+        body += chunk
+        if len(body) > limit:
+            raise AnswerTooLarge()
+    return bytes(body)
+
+
+def _parse(raw: bytes) -> Any:
+    """The answer's JSON; a miner's JSON nested too deeply for the parser is a ValueError too."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class HttpLink:
     """Calls axons with the legacy HTTP protocol and a :class:`RequestSigner`."""
 
-    def __init__(self, signer: RequestSigner, verify_response: bool = False) -> None:
+    def __init__(
+        self, signer: RequestSigner, verify_response: bool = False, max_answer_bytes: int = MAX_ANSWER_BYTES
+    ) -> None:
         self.signer = signer
         self.verify_response = verify_response
+        self.max_answer_bytes = max_answer_bytes
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def session(self) -> Any:
@@ -65,15 +101,17 @@ class HttpLink:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL),
             ) as response:
-                raw = await response.read()
+                raw = await read_bounded(response, self.max_answer_bytes)
                 status = response.status
                 read_axon(synapse, response.headers.items())
         except asyncio.TimeoutError:
             return timeout_result(timeout)
+        except AnswerTooLarge:
+            return Result(TOO_LARGE, f"Answer too large: limit is {self.max_answer_bytes} bytes")
         except (aiohttp.ClientError, OSError):
             return unavailable_result(info.ip_str(), name)
         try:
-            payload = json.loads(raw) if raw else {}
+            payload = _parse(raw) if raw else {}
         except ValueError as e:
             return Result(422, f"Failed to parse response: {e}")
         if not isinstance(payload, dict):
