@@ -104,25 +104,19 @@ def caller_fields(headers: Mapping[str, str]) -> dict[str, Any]:
     return fields
 
 
-async def verify_btauth(
+def check_headers(
     headers: Mapping[str, str],
-    body: bytes | None,
     *,
-    method: str,
-    path: str,
     receiver: str,
-    store: NonceStore,
     max_age_s: float,
     allowed_skew_s: float,
     require_receiver: bool = True,
-) -> None:
-    """Check a btauth request in the SDK's order; store its nonce on success.
+) -> tuple[str, str, int, bytes, str | None]:
+    """The checks of :func:`verify_btauth` that need no body: header shape, receiver
+    binding, freshness. Returns ``(scheme, sender, nonce, signature, receiver)``.
 
-    Order: header shape, receiver binding, freshness, signature, replay. The nonce
-    is stored only after the signature verified. Raises NotVerifiedException (401);
-    SynapseParsingError (400) for a hotkey or nonce past its bound
-    (:func:`~axon_grpc.auth.check_caller_fields`); ServiceUnavailable (503) when the
-    nonce store is full.
+    Run before a body is read, so a request failing them is refused without its body
+    being held (the signature, which covers the body, is checked once it is read).
     """
     if headers.get(HEADER_VERSION) != VERSION:
         raise _fail(f"missing or unsupported X-Bittensor-Version (expected {VERSION!r})")
@@ -157,6 +151,37 @@ async def verify_btauth(
         raise _fail(f"nonce is older than the {max_age_s:g}s freshness window", NonceRefused)
     if nonce - now > allowed_skew_s * 1e9:
         raise _fail(f"nonce is more than {allowed_skew_s:g}s in the future", NonceRefused)
+    return scheme, sender, nonce, signature, bound
+
+
+async def verify_btauth(
+    headers: Mapping[str, str],
+    body: bytes | None,
+    *,
+    method: str,
+    path: str,
+    receiver: str,
+    store: NonceStore,
+    max_age_s: float,
+    allowed_skew_s: float,
+    require_receiver: bool = True,
+) -> None:
+    """Check a btauth request in the SDK's order; store its nonce on success.
+
+    Order: header shape, receiver binding, freshness (:func:`check_headers`), signature,
+    replay. The nonce is stored only after the signature verified. Raises
+    NotVerifiedException (401); SynapseParsingError (400) for a hotkey or nonce past its
+    bound (:func:`~axon_grpc.auth.check_caller_fields`); ServiceUnavailable (503) when
+    the nonce store is full.
+    """
+    scheme, sender, nonce, signature, bound = check_headers(
+        headers,
+        receiver=receiver,
+        max_age_s=max_age_s,
+        allowed_skew_s=allowed_skew_s,
+        require_receiver=require_receiver,
+    )
+    now = time.time_ns()
     if body is None:
         raise _fail("the request body is needed to check a btauth signature")
     payload = build_payload(

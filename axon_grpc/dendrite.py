@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 from ._types import WalletLike
 from .dendrite_answer import Result, timeout_result, unverified_result
 from .dendrite_grpc import GrpcLink
-from .dendrite_http import MAX_STREAM_BYTES, HttpLink
+from .dendrite_http import MAX_ANSWER_BYTES, HttpLink
 from .dendrite_signing import AUTH_SCHEMES, RequestSigner
 from .info import AxonInfo
 from .keys import Keypair
@@ -76,7 +76,7 @@ class Dendrite:
     Dendrite refuses streams the same way, without sending them.
 
     Streaming synapses go over either transport. Over HTTP the synapse's
-    ``process_streaming_response`` reads the body; it may read ``max_stream_bytes`` of it
+    ``process_streaming_response`` reads the body; it may read ``max_answer_bytes`` of it
     (64 MiB) before the stream fails with 413, and no read outlives the call's timeout.
 
     TLS over gRPC (:mod:`axon_grpc.tls`): ``tls_ca`` (PEM text, bytes or path) is trusted
@@ -95,7 +95,7 @@ class Dendrite:
         transport: str = "grpc",
         verify_response: bool = False,
         remember_s: float = REMEMBER_S,
-        max_stream_bytes: int = MAX_STREAM_BYTES,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         tls_ca: PemSource | None = None,
         certificates: Mapping[str, PemSource] | None = None,
         tls_cert: PemSource | None = None,
@@ -124,7 +124,7 @@ class Dendrite:
         #: Whom this Dendrite trusts over TLS, per axon (cleartext where nothing is known).
         self.tls = ClientTls.build(tls_ca, tls_cert, tls_key, certificates)
         self.grpc = GrpcLink(self.signer, verify_response, self.tls)
-        self.http = HttpLink(self.signer, verify_response, max_stream_bytes)
+        self.http = HttpLink(self.signer, verify_response, max_answer_bytes)
         self._pinned: dict[str, str] = {}
         self._learned: dict[str, tuple[str, float]] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None

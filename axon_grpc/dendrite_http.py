@@ -4,7 +4,7 @@ dendrite sends it, to legacy axons and to this project's HTTP bridge.
 A streaming synapse's answer (``text/event-stream``, or any body) is read by its own
 ``process_streaming_response(response)`` and finished by ``extract_response_json(response)``
 and the ``bt_header_axon_*`` headers, as an SDK 10.5 dendrite does; the reads it makes are
-bounded by the call's deadline and by ``max_stream_bytes`` (:class:`BoundedContent`).
+bounded by the call's deadline and by ``max_answer_bytes`` (:class:`BoundedContent`).
 
 One aiohttp session per event loop, its connector unbounded (an SDK 10.5 dendrite's
 default connector holds 100 connections, so a 256-axon step queues behind slow axons)
@@ -37,20 +37,32 @@ _NEVER_CEIL = float("inf")
 #: Seconds an idle connection is kept for the next step (a validator's step is ~12 s apart).
 KEEPALIVE_S = 75.0
 #: Bytes a Dendrite reads of one HTTP answer at most (a stream in total, or a JSON body),
-#: as the gRPC link's largest message.
-MAX_STREAM_BYTES = 64 * 1024 * 1024
+#: as the gRPC link's largest message; past it the call fails with 413.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
+def _parse(raw: bytes) -> Any:
+    """The answer's JSON; a miner's JSON nested too deeply for the parser is a ValueError too."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class HttpLink:
     """Calls axons with the legacy HTTP protocol and a :class:`RequestSigner`."""
 
     def __init__(
-        self, signer: RequestSigner, verify_response: bool = False, max_stream_bytes: int = MAX_STREAM_BYTES
+        self, signer: RequestSigner, verify_response: bool = False, max_answer_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
         self.signer = signer
         self.verify_response = verify_response
-        self.max_stream_bytes = max_stream_bytes
+        self.max_answer_bytes = max_answer_bytes
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def too_large(self) -> str:
+        """The status message of an answer past ``max_answer_bytes`` (413)."""
+        return f"Answer too large: limit is {self.max_answer_bytes} bytes"
 
     def session(self) -> Any:
         import aiohttp
@@ -76,13 +88,16 @@ class HttpLink:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL),
             ) as response:
+                announced = response.content_length
+                if announced is not None and announced > self.max_answer_bytes:
+                    raise AnswerTooLarge(self.too_large())  # refused before a byte of it is read
                 deadline = asyncio.get_running_loop().time() + timeout
-                raw = await BoundedContent(response.content, deadline, self.max_stream_bytes).read()
+                raw = await BoundedContent(response.content, deadline, self.max_answer_bytes).read()
                 status = response.status
                 read_axon(synapse, response.headers.items())
         except asyncio.TimeoutError:
             return timeout_result(timeout)
-        except StreamTooLarge as e:
+        except AnswerTooLarge as e:
             return Result(413, str(e))
         except (aiohttp.ClientError, OSError):
             return unavailable_result(info.ip_str(), name)
@@ -111,7 +126,7 @@ class HttpLink:
                 timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NEVER_CEIL),
             ) as response:
                 read_axon(synapse, response.headers.items())
-                content = response.content = BoundedContent(response.content, deadline, self.max_stream_bytes)
+                content = response.content = BoundedContent(response.content, deadline, self.max_answer_bytes)
                 if response.status != 200:
                     done.append(self._payload(info, synapse, response.status, await content.read()))
                     return
@@ -121,7 +136,7 @@ class HttpLink:
         except asyncio.TimeoutError:
             done.append(timeout_result(timeout))
             return
-        except StreamTooLarge as e:
+        except AnswerTooLarge as e:
             done.append(Result(413, str(e)))
             return
         except aiohttp.ClientPayloadError as e:  # the body ended early: the SDK's status for it
@@ -141,7 +156,7 @@ class HttpLink:
     def _payload(self, info: AxonInfo, synapse: Synapse, status: int, raw: bytes) -> Result:
         """The status of a finished JSON answer, ``synapse`` filled from a 200."""
         try:
-            payload = json.loads(raw) if raw else {}
+            payload = _parse(raw) if raw else {}
         except ValueError as e:
             return Result(422, f"Failed to parse response: {e}")
         if not isinstance(payload, dict):
@@ -199,15 +214,15 @@ def _validated(synapse: Synapse, payload: dict[str, Any]) -> tuple[Synapse | Non
     return answer, ""
 
 
-class StreamTooLarge(Exception):
-    """An answer's body passed the Dendrite's ``max_stream_bytes``."""
+class AnswerTooLarge(Exception):
+    """An answer's body passed the Dendrite's ``max_answer_bytes``."""
 
 
 class BoundedContent:
     """``response.content`` of a streamed answer, as the synapse's
     ``process_streaming_response`` reads it: aiohttp's reader methods, each refused once
     the call's deadline has passed (asyncio.TimeoutError) or once the body has passed
-    ``limit`` bytes (:class:`StreamTooLarge`).
+    ``limit`` bytes (:class:`AnswerTooLarge`).
 
     aiohttp's own total timeout only fires while a read waits for the network, so a miner
     that keeps the buffer full would never meet it; the checks here do not wait. Anything
@@ -226,7 +241,7 @@ class BoundedContent:
         if self._loop.time() >= self._deadline:
             raise asyncio.TimeoutError
         if self.received > self._limit:
-            raise StreamTooLarge(f"Answer too large: the stream passed {self._limit} bytes")
+            raise AnswerTooLarge(f"Answer too large: limit is {self._limit} bytes")
 
     def _count(self, data: bytes) -> bytes:
         self.received += len(data)
@@ -257,7 +272,7 @@ class BoundedContent:
     async def readexactly(self, n: int) -> bytes:
         self._check()
         if n > self._limit - self.received:
-            raise StreamTooLarge(f"Answer too large: the stream passed {self._limit} bytes")
+            raise AnswerTooLarge(f"Answer too large: limit is {self._limit} bytes")
         return self._count(await self._inner.readexactly(n))
 
     async def readchunk(self) -> tuple[bytes, bool]:

@@ -29,6 +29,7 @@ Every request passes the same stages, in this order, whichever transport carried
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ from .errors import (
     BlacklistedException,
     BodyHashMismatch,
     Reason,
+    RequestTimeout,
     ServiceUnavailable,
     Shed,
     SynapseParsingError,
@@ -67,6 +69,10 @@ logger = logging.getLogger("axon_grpc")
 
 #: Longest synapse name quoted back in a 404 message.
 MAX_QUOTED_NAME = 128
+#: Longest a request body may take to arrive once the checks that need none have passed.
+MAX_BODY_READ_S = 30.0
+#: The 408 of a body that did not arrive in time.
+BODY_TIMEOUT = "Request timeout: the request body did not arrive in time"
 #: How many callers' last priorities are remembered for stage 3.
 REMEMBERED_PRIORITIES = 4096
 
@@ -172,21 +178,31 @@ class Pipeline:
         self, call: Call, credentials: Credentials, endpoint: Endpoint, dendrite: TerminalInfo
     ) -> bytes:
         """Verify the signature (and store the nonce); returns the body bytes."""
+        timeout = credentials.timeout if credentials.timeout is not None else endpoint.default_timeout
         if credentials.scheme == BTAUTH:
-            body = await self._body(call)
+            self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
+            body = await self._body(call, timeout)
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
             return body
-        timeout = credentials.timeout if credentials.timeout is not None else endpoint.default_timeout
         await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
-        return await self._body(call)
+        return await self._body(call, timeout)
 
     @staticmethod
-    async def _body(call: Call) -> bytes:
+    async def _body(call: Call, timeout: float | None) -> bytes:
+        """The body, read within the call's time limit and at most ``MAX_BODY_READ_S``: a
+        caller who stops sending it (any key will do, or none for btauth) holds what it sent
+        only that long (408)."""
         if call.body is not None:
             return call.body
         if call.read_body is None:
             return b""
-        return await call.read_body()
+        seconds = min(MAX_BODY_READ_S, timeout if timeout is not None else MAX_BODY_READ_S)
+        if call.deadline is not None:
+            seconds = min(seconds, call.deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(call.read_body(), max(seconds, 0.0))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(BODY_TIMEOUT) from None
 
     # -- stage 5 -----------------------------------------------------------------------------
     def _build(

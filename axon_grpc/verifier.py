@@ -79,6 +79,17 @@ class Verifier:
         """``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` over the synapse's dendrite info."""
         await verify_legacy(synapse, self._receiver(), self._store(self.legacy_store), self.policy, crypto)
 
+    def check_btauth_headers(self, headers: Mapping[str, str]) -> None:
+        """The btauth/1 checks that need no body (shape, receiver, freshness): run before it is read."""
+        policy = self.policy
+        btauth.check_headers(
+            headers,
+            receiver=self._receiver(),
+            max_age_s=policy.btauth_max_age_s,
+            allowed_skew_s=policy.btauth_allowed_skew_s,
+            require_receiver=policy.btauth_require_receiver,
+        )
+
     async def verify_btauth(self, headers: Mapping[str, str], body: bytes, method: str, path: str) -> None:
         """btauth/1 over ``method``, ``path`` and the raw ``body``."""
         policy = self.policy

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
@@ -40,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("axon_grpc.bridge")
 
 SYNAPSE_ROUTE_METHODS = ("POST", "GET")
+#: Seconds a scrape of ``GET /metrics`` is answered again rather than rebuilt. The route is on
+#: the public port and a scrape costs a few ms of the event loop (tens of times a call), so a
+#: stranger's flood of scrapes costs at most one a second; Prometheus scrapes every 15 s or so.
+SCRAPE_REUSE_S = 1.0
 
 #: The request body as the OpenAPI document shows it: the synapse's JSON (optional).
 _REQUEST_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}}
@@ -80,6 +85,8 @@ class HttpBridge:
         self.router = APIRouter()
         self.app.router.default = self._not_found
         self.app.add_exception_handler(AxonError, self._axon_error)  # type: ignore[arg-type]
+        #: The last scrape of ``/metrics``: ``(monotonic time, body, content type)``.
+        self._scrape: tuple[float, bytes, str] | None = None
         if getattr(axon, "metrics", None) is not None:
             self.app.add_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         #: What uvicorn serves: the middleware in front of the app. (The app works alone too,
@@ -163,8 +170,11 @@ class HttpBridge:
         metrics = self.axon.metrics
         if metrics is None:  # the route is only added with metrics on; kept safe all the same
             return Response(status_code=404)
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+        now = time.monotonic()
+        last = self._scrape
+        if last is None or now - last[0] >= SCRAPE_REUSE_S:
+            last = self._scrape = (now, *metrics.exposition())
+        return Response(last[1], media_type=last[2])
 
     async def _axon_error(self, request: Request, exc: AxonError) -> Response:
         return to_response(error_reply(log_and_handle_error(Synapse(), exc)))

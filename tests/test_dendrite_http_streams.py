@@ -1,6 +1,6 @@
 """Streaming synapses over the Dendrite's legacy HTTP transport: from this project's bridge
 (``text/event-stream``), chosen by ``auto``, and bounded against a hostile miner that
-streams forever, trickles, or sends more than ``max_stream_bytes``."""
+streams forever, trickles, or sends more than ``max_answer_bytes``."""
 
 from __future__ import annotations
 
@@ -224,24 +224,24 @@ async def test_verify_response_sends_no_stream() -> None:
 
 @pytest.mark.parametrize("body", [flood, trickle, one_huge_chunk])
 async def test_hostile_stream_ends_at_the_timeout(body: Writer) -> None:
-    _, final, elapsed, _ = await stream_from(body, Raw(), 0.6, max_stream_bytes=1 << 40)
+    _, final, elapsed, _ = await stream_from(body, Raw(), 0.6, max_answer_bytes=1 << 40)
     assert elapsed < 1.2
     assert (final.dendrite.status_code, final.dendrite.status_message) == (408, "Request timeout after 0.6 seconds")
 
 
 @pytest.mark.parametrize("body", [flood, one_huge_chunk])
-async def test_hostile_stream_past_max_stream_bytes_is_cut(body: Writer) -> None:
+async def test_hostile_stream_past_max_answer_bytes_is_cut(body: Writer) -> None:
     limit = 1 << 20
-    _, final, elapsed, received = await stream_from(body, Raw(), 10.0, max_stream_bytes=limit)
+    _, final, elapsed, received = await stream_from(body, Raw(), 10.0, max_answer_bytes=limit)
     assert elapsed < 5.0
     assert received <= limit
     assert final.dendrite.status_code == 413
-    assert final.dendrite.status_message == f"Answer too large: the stream passed {limit} bytes"
+    assert final.dendrite.status_message == f"Answer too large: limit is {limit} bytes"
 
 
 async def test_a_synapse_that_keeps_everything_is_cut_too() -> None:
     limit = 1 << 20
-    _, final, _, _ = await stream_from(flood, Collecting(), 10.0, max_stream_bytes=limit)
+    _, final, _, _ = await stream_from(flood, Collecting(), 10.0, max_answer_bytes=limit)
     assert final.dendrite.status_code == 413
     assert final.kept == b""
 

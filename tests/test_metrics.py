@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from typing import AsyncIterator, Optional
 
@@ -236,3 +237,30 @@ def test_top_callers_stay_bounded_and_keep_the_heavy_ones() -> None:
             top.add("medium")
     assert len(top.counts) == 4
     assert [hotkey for hotkey, _ in top.top()] == ["heavy", "medium"]
+
+
+async def test_a_flood_of_scrapes_builds_one_a_second() -> None:
+    """``/metrics`` is on the public port and a scrape costs tens of calls' CPU: a stranger's
+    flood of them is answered from the last one, rebuilt at most once a second."""
+    async with serve_axon(dummy_forward, http_port=free_port()) as h:
+        metrics = h.axon.metrics
+        assert metrics is not None
+        built = []
+        exposition = metrics.exposition
+
+        def counted() -> tuple[bytes, str]:
+            built.append(1)
+            return exposition()
+
+        metrics.exposition = counted  # type: ignore[method-assign]
+        url = f"http://127.0.0.1:{h.axon.http_port}/metrics"
+
+        def flood() -> float:
+            began = time.monotonic()
+            for _ in range(40):
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    assert response.status == 200 and b"axon_requests_total" in response.read()
+            return time.monotonic() - began
+
+        took = await asyncio.to_thread(flood)
+        assert len(built) <= int(took) + 1 < 40
