@@ -10,7 +10,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test check fuzz proto node-deps redis-server cpp-tools clean
+.PHONY: demo test check fuzz proto node-deps redis-server cpp-tools go-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,12 +53,23 @@ cpp-tools:
 				--no-install-recommends protobuf-compiler protobuf-compiler-grpc libgrpc++-dev >/dev/null; \
 		else echo "grpc_cpp_plugin not found: the C++ codegen test will be skipped"; fi; }
 
+# Go, protoc-gen-go(-grpc) and grpc-go's sources from Debian's packages: the suite generates
+# Go code with the printed command and builds a client against them in GOPATH mode (no module
+# download), skipped with the reason where they are missing.
+go-tools:
+	@command -v protoc-gen-go-grpc >/dev/null 2>&1 && command -v go >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev >/dev/null; \
+		else echo "go or protoc-gen-go-grpc not found: the Go client tests will be skipped"; fi; }
+
 demo: $(STAMP) $(GEN)
 	$(VENV)/bin/axon-grpc demo
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: check $(STAMP) $(GEN) node-deps redis-server cpp-tools $(LEGACY_STAMP)
+test: check $(STAMP) $(GEN) node-deps redis-server cpp-tools go-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
 
 # The gates a maintainer expects, run by `make test`: lint, format and types.

@@ -147,6 +147,11 @@ def answer_message(
     return f"{ANSWER_TAG}.{request_nonce}.{dendrite_hotkey}.{axon_hotkey}.{request_uuid or ''}.{body_hash}"
 
 
+#: The SDK 10.5 axon's reason for a request without a caller hotkey: its ``default_verify``
+#: builds ``Keypair(ss58_address=None)``, and the key library refuses with this text.
+MISSING_HOTKEY = "No SS58 formatted address or public key provided."
+
+
 def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
     return kind(f"Not Verified with error: {reason}")
 
@@ -168,7 +173,7 @@ async def verify_legacy(
     if d is not None:
         check_caller_fields(hotkey=d.hotkey, uuid=d.uuid, nonce=d.nonce, version=d.version)
     if d is None or not d.hotkey:
-        raise _fail("Missing Hotkey")
+        raise _fail(MISSING_HOTKEY)
     if d.nonce is None:
         raise _fail("Missing Nonce")
     if not d.uuid:

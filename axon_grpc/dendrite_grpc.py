@@ -14,7 +14,7 @@ from .dendrite_signing import RequestSigner
 from .errors import http_status_for
 from .info import AxonInfo
 from .schema import schema_for
-from .streaming import CHUNK_TAG, chunk_schema, unframe
+from .streaming import CHUNK_TAG, StreamedBody, chunk_encoder, chunk_schema, processes_chunks, unframe
 from .synapse import Synapse
 from .tls import ClientTls
 from .transport import METHOD_PREFIX
@@ -103,21 +103,43 @@ class GrpcLink:
     async def stream(self, info: AxonInfo, synapse: Synapse, timeout: float, done: list[Result]) -> AsyncIterator[Any]:
         """Each chunk of a streaming call; the final fields go into ``synapse``, the status into ``done``.
 
+        A class that overrides ``process_streaming_response`` reads the chunks itself, as
+        with an SDK dendrite: it is handed a :class:`StreamedBody` and what it yields is
+        yielded; the fields it set keep its values, the final message fills the others.
         The stream's answer is not signed (``verify_response`` covers unary calls).
         """
-        schema = schema_for(type(synapse))
-        chunks = chunk_schema(type(synapse))  # type: ignore[arg-type]
+        cls = type(synapse)
+        schema = schema_for(cls)
+        chunks = chunk_schema(cls)  # type: ignore[arg-type]
         body, metadata = self.signer.grpc(info, synapse, timeout, schema)
-        call = self.channel(info).unary_stream(METHOD_PREFIX + type(synapse).__name__)(
-            body, metadata=metadata, timeout=timeout
-        )
-        try:
+        call = self.channel(info).unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
+        final: list[bytes] = []
+
+        async def values() -> AsyncIterator[Any]:
             async for message in call:
                 tag, payload = unframe(message)
                 if tag == CHUNK_TAG:
                     yield chunks.cls.model_validate(chunks.from_bytes(payload)).data  # type: ignore[attr-defined]
                 else:
-                    fill(synapse, schema.from_bytes(payload))
+                    final.append(payload)
+
+        try:
+            if processes_chunks(cls):
+                before = synapse.model_dump()
+                encode = chunk_encoder(cls)  # type: ignore[arg-type]
+                raw = (encode(value) async for value in values())
+                async for item in synapse.process_streaming_response(StreamedBody(raw)):  # type: ignore[attr-defined]
+                    yield item
+                async for _ in values():  # what the processing left unread
+                    pass
+                after = synapse.model_dump()
+                kept = {key for key in after if after[key] != before.get(key)}
+            else:
+                async for value in values():
+                    yield value
+                kept = set()
+            if final:
+                fill(synapse, {k: v for k, v in schema.from_bytes(final[-1]).items() if k not in kept})
             read_axon(synapse, await call.trailing_metadata())
             status, text = axon_status(synapse)
             done.append(Result(status if status is not None else 200, text))

@@ -273,7 +273,7 @@ class PrometheusMetrics:
         *,
         hotkeys: int | None = None,
         admission: AdmissionQueue | None = None,
-        mode: str = "inprocess",
+        mode: str | None = None,
         version: str = "",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -346,7 +346,9 @@ class PrometheusMetrics:
         )
         self._version = version or _version()
         self.mode = ""
-        self.set_mode(mode)
+        # In a worker of a group the mode is known from the start: a value once written to the
+        # shared multiprocess files stays there, so build_info must not be relabelled later.
+        self.set_mode(mode or ("workers" if multiprocess() else "inprocess"))
         self.top_callers = TopCallers(hotkeys) if hotkeys else None
         if self.top_callers is not None and not multiprocess():
             r.register(_TopCallersCollector(self.top_callers))  # type: ignore[arg-type]
@@ -356,6 +358,8 @@ class PrometheusMetrics:
 
     def set_mode(self, mode: str) -> None:
         """Name the server mode in ``axon_build_info`` (inprocess, workers, envoy)."""
+        if mode == self.mode:
+            return
         if self.mode:
             self.build_info.remove(self._version, self.mode, platform.python_version())
         self.mode = mode

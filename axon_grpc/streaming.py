@@ -8,6 +8,11 @@ class's ``chunk_type``) or, last, ``final`` (field 2, the synapse's user fields)
 A forward may be an async generator yielding chunks, or (the legacy shape) return
 ``synapse.create_streaming_response(token_streamer)`` where ``token_streamer(send)``
 sends ASGI ``http.response.body`` messages; their bodies become the chunks.
+
+On the client, a class that overrides ``process_streaming_response`` (the SDK's
+shape: it reads ``response.content`` and fills fields such as ``completion``) gets
+the chunks through it over gRPC too, as the bytes an HTTP body would carry
+(:class:`StreamedBody`); what it yields is what the caller iterates.
 """
 
 from __future__ import annotations
@@ -74,6 +79,51 @@ class StreamingSynapse(Synapse):
     def extract_response_json(self, response: Any) -> dict[str, Any]:
         """Client side of the legacy HTTP protocol: the synapse fields of a finished response."""
         return {}
+
+
+def processes_chunks(cls: type) -> bool:
+    """Whether ``cls`` reads its chunks itself: it overrides ``process_streaming_response``."""
+    return getattr(cls, "process_streaming_response", None) is not StreamingSynapse.process_streaming_response
+
+
+class _Content:
+    """The part of aiohttp's ``StreamReader`` a ``process_streaming_response`` reads."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            for start in range(0, len(chunk), n):
+                yield chunk[start : start + n]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:  # line by line, as aiohttp iterates
+        pending = b""
+        async for chunk in self._chunks:
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+        if pending:
+            yield pending
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self._chunks])
+
+
+class StreamedBody:
+    """A streamed answer shaped like the aiohttp response an SDK dendrite hands to
+    ``process_streaming_response``: ``content`` yields each chunk's bytes as the HTTP
+    bridge would send them (``str`` as UTF-8, ``bytes`` as is, other types as JSON lines)."""
+
+    status = 200
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.content = _Content(chunks)
+        self.headers: dict[str, str] = {}
 
 
 _chunk_schemas: dict[type, SynapseSchema] = {}

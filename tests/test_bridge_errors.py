@@ -125,6 +125,19 @@ async def test_missing_or_empty_signature_is_401(bridged: Bridged, value: str | 
     await bridged.assert_still_serving()
 
 
+@pytest.mark.parametrize("value", [None, ""])
+async def test_missing_hotkey_is_401_in_the_sdk_axons_words(bridged: Bridged, value: str | None) -> None:
+    headers, body = bridged.client.prepare(Dummy(input=3))
+    del headers["bt_header_dendrite_hotkey"]
+    if value is not None:
+        headers["bt_header_dendrite_hotkey"] = value
+    response = await bridged.client.send("/Dummy", headers, body)
+    assert response.status == 401
+    # SDK 10.5: default_verify builds Keypair(ss58_address=None), which refuses with this text
+    assert response.message == "Not Verified with error: No SS58 formatted address or public key provided."
+    await bridged.assert_still_serving()
+
+
 async def test_replay_is_401(bridged: Bridged) -> None:
     headers, body = bridged.client.prepare(Dummy(input=3))
     first = await bridged.client.send("/Dummy", headers, body)

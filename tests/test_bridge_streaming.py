@@ -58,6 +58,29 @@ def legacy_forward(synapse: Legacy) -> Any:
     return synapse.create_streaming_response(token_streamer)
 
 
+class Prompting(StreamingSynapse):
+    """The subnet template's streaming tutorial shape: the client reads the chunks itself."""
+
+    prompt: str = ""
+    completion: str = ""
+
+    async def process_streaming_response(self, response: Any) -> AsyncIterator[list[str]]:
+        async for chunk in response.content.iter_any():
+            tokens = chunk.decode("utf-8").split("\n")
+            for token in tokens:
+                if token:
+                    self.completion += token
+            yield tokens
+
+
+def prompting_forward(synapse: Prompting) -> Any:
+    async def token_streamer(send) -> None:
+        for word in synapse.prompt.split():
+            await send({"type": "http.response.body", "body": f"{word.upper()}\n".encode(), "more_body": True})
+
+    return synapse.create_streaming_response(token_streamer)
+
+
 class Endless(StreamingSynapse):
     pass
 
@@ -76,6 +99,7 @@ ATTACHED = [
     {"forward_fn": story_forward, "blacklist_fn": story_blacklist},
     points_forward,
     legacy_forward,
+    prompting_forward,
     endless_forward,
 ]
 
@@ -109,6 +133,18 @@ async def test_model_chunks_are_json_lines_and_token_streamers_pass_through() ->
         text = (await legacy.read()).decode()
     assert [json.loads(line) for line in lines] == [{"x": 0}, {"x": 1}, {"x": 2}]
     assert text == "tok0|tok1|tok2|"
+
+
+async def test_a_legacy_stream_fills_the_synapse_through_its_own_processing() -> None:
+    """What an SDK 10.5 dendrite's call_stream does with the bridge's body."""
+    async with serve_bridge(*ATTACHED) as b:
+        response = await stream(b.client, Prompting(prompt="one two three"))
+        assert response.status == 200
+        synapse = Prompting(prompt="one two three")
+        tokens = [t async for t in synapse.process_streaming_response(response)]
+        response.release()
+    assert [token for chunk in tokens for token in chunk if token] == ["ONE", "TWO", "THREE"]
+    assert synapse.completion == "ONETWOTHREE"
 
 
 async def test_refusals_before_the_first_chunk_keep_their_status() -> None:

@@ -6,6 +6,7 @@ elsewhere (`make test` installs protoc and grpc_cpp_plugin where apt-get can).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from axon_grpc.cli import main
+from axon_grpc.testing import serve_axon
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "examples" / "node-client" / "node_modules"
+#: Debian's Go packages (golang-google-grpc-dev), built in GOPATH mode: no module download.
+GO_PATH = Path("/usr/share/gocode/src")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,28 @@ def test_go_command(printed) -> None:
     folder, commands = printed
     run(commands["go"], folder)
     assert (folder / "gen" / "go" / "axon" / "v1" / "axon_service_grpc.pb.go").is_file()
+
+
+async def test_a_go_client_built_from_the_generated_code_calls_the_axon(printed) -> None:
+    """tests/fixtures/go/pingclient.go calls the ping method with no credentials; the axon
+    answers it in gRPC (the Go stub speaks the axon's contract)."""
+    needs("protoc", "protoc-gen-go", "protoc-gen-go-grpc", "go")
+    if not (GO_PATH / "google.golang.org" / "grpc").is_dir():
+        pytest.skip(f"grpc-go sources not in {GO_PATH} (apt-get install golang-google-grpc-dev)")
+    folder, commands = printed
+    run(commands["go"], folder)
+    tree = folder / "gopath" / "src"
+    shutil.copytree(folder / "gen" / "go" / "axon", tree / "axon", dirs_exist_ok=True)
+    (tree / "pingclient").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests" / "fixtures" / "go" / "pingclient.go", tree / "pingclient" / "main.go")
+    go = {"GO111MODULE": "off", "GOFLAGS": "", "GOPATH": f"{folder / 'gopath'}:{GO_PATH.parent}"}
+    go["GOCACHE"] = str(folder / "gocache")
+    await asyncio.to_thread(run, "go build -o pingclient pingclient", folder, **go)
+    async with serve_axon() as harness:
+        done = await asyncio.to_thread(run, f"./pingclient 127.0.0.1:{harness.axon.port}", folder)
+    code, message = done.stdout.strip().split("|", 1)
+    assert code == "Unauthenticated"
+    assert message == "Not Verified with error: No SS58 formatted address or public key provided."
 
 
 def test_rust_command_names_the_emitted_file(printed) -> None:

@@ -50,17 +50,17 @@ async def test_the_hotkey_is_learnt_from_an_unsigned_ping(axon) -> None:
 @pytest.mark.parametrize(
     ("key", "reason"),
     [
-        ("bt_header_dendrite_hotkey", "Hotkey"),
-        ("bt_header_dendrite_nonce", "Nonce"),
-        ("bt_header_dendrite_uuid", "Uuid"),
-        ("bt_header_dendrite_signature", "Signature"),
-        ("computed_body_hash", "Body Hash"),
+        ("bt_header_dendrite_hotkey", "No SS58 formatted address or public key provided."),  # the SDK 10.5 axon's words
+        ("bt_header_dendrite_nonce", "Missing Nonce"),
+        ("bt_header_dendrite_uuid", "Missing Uuid"),
+        ("bt_header_dendrite_signature", "Missing Signature"),
+        ("computed_body_hash", "Missing Body Hash"),
     ],
 )
 async def test_a_missing_required_key_is_reported_as_missing(axon, key: str, reason: str) -> None:
     _, caller = axon
     status, _, details, _ = await caller.call("Dummy", DUMMY_7, caller.metadata(DUMMY_7, **{key: None}))
-    assert (status, details) == (grpc.StatusCode.UNAUTHENTICATED, f"Not Verified with error: Missing {reason}")
+    assert (status, details) == (grpc.StatusCode.UNAUTHENTICATED, f"Not Verified with error: {reason}")
 
 
 async def test_signature_hex_may_be_upper_case_and_unprefixed(axon) -> None:

@@ -156,7 +156,7 @@ async def test_unknown_synapse_is_unimplemented_404(harness: AxonHarness, raw: R
         (
             {"bt_header_dendrite_hotkey": None},
             grpc.StatusCode.UNAUTHENTICATED,
-            "Not Verified with error: Missing Hotkey",
+            "Not Verified with error: No SS58 formatted address or public key provided.",
         ),
         ({"bt_header_dendrite_nonce": None}, grpc.StatusCode.UNAUTHENTICATED, "Not Verified with error: Missing Nonce"),
         (

@@ -76,6 +76,35 @@ def legacy_forward(synapse: Legacy) -> Any:
     return synapse.create_streaming_response(token_streamer)
 
 
+class Prompting(StreamingSynapse):
+    """The subnet template's streaming tutorial shape: the client reads the chunks itself."""
+
+    prompt: str = ""
+    completion: str = ""
+    model: str = ""
+
+    async def process_streaming_response(self, response: Any) -> AsyncIterator[list[str]]:
+        async for chunk in response.content.iter_any():
+            tokens = chunk.decode("utf-8").split("\n")
+            for token in tokens:
+                if token:
+                    self.completion += token
+            yield tokens
+
+    def extract_response_json(self, response: Any) -> dict:
+        return {"prompt": self.prompt, "completion": self.completion, "model": self.model}
+
+
+def prompting_forward(synapse: Prompting) -> Any:
+    async def token_streamer(send) -> None:
+        for word in synapse.prompt.split():
+            await send({"type": "http.response.body", "body": f"{word.upper()}\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    synapse.model = "upper-1"  # a field the client's processing leaves alone: the final message fills it
+    return synapse.create_streaming_response(token_streamer)
+
+
 class Endless(StreamingSynapse):
     pass
 
@@ -106,6 +135,7 @@ ATTACHED = [
     {"forward_fn": story_forward, "blacklist_fn": story_blacklist},
     tokens_forward,
     legacy_forward,
+    prompting_forward,
     endless_forward,
     bad_forward,
 ]
@@ -138,6 +168,20 @@ async def test_model_chunks_and_legacy_token_streamers(harness) -> None:
     assert items[:2] == [Token(text="t0", logprob=0.0), Token(text="t1", logprob=-1.0)]
     legacy = await collect(harness.dendrite.call_stream(harness.info, Legacy(n=3), deserialize=False))
     assert legacy[:3] == ["tok0 ", "tok1 ", "tok2 "] and legacy[3].dendrite.status_code == 200
+
+
+async def test_a_legacy_stream_fills_the_synapse_through_its_own_processing(harness) -> None:
+    items = await collect(
+        harness.dendrite.call_stream(harness.info, Prompting(prompt="one two three"), deserialize=False)
+    )
+    assert items[:3] == [["ONE", ""], ["TWO", ""], ["THREE", ""]]  # what process_streaming_response yields
+    final = items[3]
+    assert final.completion == "ONETWOTHREE"  # filled on the client, as an SDK dendrite does
+    assert final.model == "upper-1" and final.prompt == "one two three"
+    assert final.dendrite.status_code == 200
+    # without streaming=True the chunks are dropped but still processed
+    result = await harness.call(Prompting(prompt="a b"))
+    assert result.completion == "AB" and result.is_success
 
 
 async def test_non_streaming_call_of_a_streaming_synapse_returns_the_final_synapse(harness) -> None:

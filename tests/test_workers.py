@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import PROTOCOL_VERSION, AxonInfo, Dendrite
+from axon_grpc.config import DEFAULT_MAX_WORKERS
 from axon_grpc.testing import free_port
 from axon_grpc.workers import SharedStoreRequired, WorkerGroup, load_factory
 
@@ -237,4 +240,70 @@ async def test_serve_prints_hotkey_ports_and_protocols_and_a_client_calls_with_t
         assert result.dendrite.status_code == 200, result.dendrite.status_message
     finally:
         code, err = stop(process, signal.SIGINT)
+    assert code == 0, err
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``GET /metrics`` on ``port``, by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_one_scrape_shows_every_workers_counts(tmp_path: Path, redis_server: RedisServer) -> None:
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
+    process = start_serve(
+        tmp_path,
+        port,
+        "--workers",
+        "2",
+        "--axon.nonce_store",
+        redis_server.url,
+        "--metrics-port",
+        str(metrics_port),
+        "--axon.http_port",
+        str(http_port),
+    )
+    try:
+        await wait_serving(process, port)  # one call
+        hits: dict[int, int] = {1: 1}
+        for _ in range(39):
+            result = await call_fresh(port)
+            assert result.dendrite.status_code == 200
+            hits[result.pid] = hits.get(result.pid, 0) + 1
+        assert len(hits) == 3, hits  # both workers answered (and the first call, on either)
+        # One signed request sent six times over fresh connections: one answer, five replays refused.
+        caller = RawCaller(f"127.0.0.1:{port}", hotkey().ss58_address)
+        metadata = caller.metadata(BODY, method="WhoAmI")
+        await caller.close()
+        for _ in range(6):
+            fresh = RawCaller(f"127.0.0.1:{port}", hotkey().ss58_address)
+            await fresh.call("WhoAmI", BODY, metadata)
+            await fresh.close()
+
+        samples = await asyncio.to_thread(_scrape, metrics_port)
+        ok = {"synapse": "WhoAmI", "transport": "grpc", "scheme": "legacy"}
+        assert samples.get(("axon_requests_total", tuple(sorted({**ok, "status_class": "2xx"}.items())))) == 41
+        assert samples.get(("axon_requests_total", tuple(sorted({**ok, "status_class": "4xx"}.items())))) == 5
+        refused = {"synapse": "WhoAmI", "transport": "grpc", "reason": "nonce"}
+        assert samples.get(("axon_refusals_total", tuple(sorted(refused.items())))) == 5
+        duration = {"synapse": "WhoAmI", "transport": "grpc"}
+        assert samples.get(("axon_request_duration_seconds_count", tuple(sorted(duration.items())))) == 46
+        assert samples.get(("axon_forward_duration_seconds_count", (("synapse", "WhoAmI"),))) == 41
+        assert samples.get(("axon_workers", ())) == 2 * DEFAULT_MAX_WORKERS  # each worker's slots, summed
+        assert samples.get(("axon_workers_busy", ())) == 0 and samples.get(("axon_admission_queue_depth", ())) == 0
+        build = [labels for name, labels in samples if name == "axon_build_info"]
+        assert build and all(dict(labels)["mode"] == "workers" for labels in build), build
+        # GET /metrics on the shared bridge port: whichever worker answers shows them all too.
+        counted = ("axon_requests_total", "axon_refusals_total")
+        expected = {key: v for key, v in samples.items() if key[0] in counted}
+        for _ in range(4):
+            bridge = await asyncio.to_thread(_scrape, http_port)
+            assert {key: v for key, v in bridge.items() if key[0] in counted} == expected
+    finally:
+        code, err = stop(process)
     assert code == 0, err
