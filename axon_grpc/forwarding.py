@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 import time
 from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, cast
 
+from ._aio import within
 from .admission import AdmissionQueue
 from .endpoints import Endpoint
 from .errors import InternalServerError, RequestTimeout
 from .metrics import NULL_OBSERVER, Observer
 from .streaming import open_stream
 from .synapse import Synapse
-
-if sys.version_info >= (3, 11):
-
-    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
-        """Await with a time limit (``asyncio.timeout``: no extra task per call)."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def within(awaitable: Awaitable[Any], seconds: float | None) -> Any:
-        """Await with a time limit."""
-        return await asyncio.wait_for(awaitable, seconds)
 
 
 def timed_out(synapse: Synapse) -> RequestTimeout:

@@ -39,6 +39,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
+from ._aio import within
 from .admission import OVERLOADED, AdmissionQueue
 from .auth import grpc_body_hash
 from .call import GRPC, Call, Outcome
@@ -200,8 +201,8 @@ class Pipeline:
         if call.deadline is not None:
             seconds = min(seconds, call.deadline - time.monotonic())
         try:
-            return await asyncio.wait_for(call.read_body(), max(seconds, 0.0))
-        except asyncio.TimeoutError:
+            return await within(call.read_body(), max(seconds, 0.0))  # a timer, not a task per read
+        except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeout(BODY_TIMEOUT) from None
 
     # -- stage 5 -----------------------------------------------------------------------------

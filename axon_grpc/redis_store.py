@@ -35,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from ._aio import within
 from .errors import ServiceUnavailable
 from .nonces import (
     DEFAULT_REPLAY_SPAN_NS,
@@ -212,7 +213,7 @@ class RedisNonceStore:
             str(self.replay_window + 1),
         )
         try:
-            code = await asyncio.wait_for(self._run(self.client(), self.redis_key(key), args), self.timeout_s)
+            code = await within(self._run(self.client(), self.redis_key(key), args), self.timeout_s)
             verdict = _VERDICTS[int(code)]
         except (RedisError, OSError, asyncio.TimeoutError, TimeoutError, KeyError, ValueError) as e:
             self._mark(False, e)

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, MutableMapping
 
+from axon_grpc._aio import within
 from axon_grpc.errors import RequestTimeout, RequestTooLarge, SynapseParsingError
-from axon_grpc.forwarding import within
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -48,23 +48,26 @@ class Limits:
 
 async def read_body(receive: Receive, limits: Limits) -> bytes:
     """The whole request body, refusing it once it passes ``limits.max_request_bytes`` (413)
-    or when it takes longer than ``limits.body_timeout_s`` to arrive (408)."""
+    or when its pieces take longer than ``limits.body_timeout_s`` to arrive (408).
+
+    The common case, a body that came whole with its head, arms no timer here (the
+    pipeline bounds every body read by the call's time limit anyway)."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        if len(body) > limits.max_request_bytes:
+            raise RequestTooLarge(limits.too_large_message())
+        return body
     try:
-        return await within(_read_body(receive, limits), limits.body_timeout_s)
+        return await within(_read_rest(receive, limits, message), limits.body_timeout_s)
     except (asyncio.TimeoutError, TimeoutError):
         raise RequestTimeout(f"Request body not received within {limits.body_timeout_s:g} s") from None
 
 
-async def _read_body(receive: Receive, limits: Limits) -> bytes:
+async def _read_rest(receive: Receive, limits: Limits, message: Message) -> bytes:
     limit = limits.max_request_bytes
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False) and message["type"] == "http.request":
-        if len(body) > limit:
-            raise RequestTooLarge(limits.too_large_message())
-        return body
-    chunks = [body]
-    size = len(body)
+    chunks = [message.get("body", b"")]
+    size = len(chunks[0])
     while True:
         if message["type"] == "http.disconnect":
             raise SynapseParsingError("Improperly formatted request. The client left before sending the whole body")
