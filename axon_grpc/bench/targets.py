@@ -209,9 +209,26 @@ def default_legacy_python() -> Path | None:
     return None
 
 
+def _started(
+    name: str,
+    ready: dict[str, Any],
+    process: subprocess.Popen[str],
+    log_path: Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    port_key: str = "port",
+    **more: Any,
+) -> Target:
+    """The :class:`Target` of a server this benchmark started, from its ready line."""
+    label, description = TARGETS[name]
+    return Target(
+        name, TRANSPORTS.get(name, "grpc"), "127.0.0.1", int(ready[port_key]), ready["hotkey"], int(ready["pid"]),
+        label, description, extra or {}, process, log_path, **more,
+    )  # fmt: skip
+
+
 def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cprofile: Path | None = None) -> Target:
     """Start target ``name`` in its own process on free loopback ports; raises TargetUnavailable."""
-    label, description = TARGETS[name]
     log_path = logs / f"server-{name}.log"
     port = free_port()
     if name == "legacy":
@@ -223,39 +240,16 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         script = Path(__file__).with_name("legacy_server.py")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         process, ready = _spawn([str(legacy_python), str(script), "--port", str(port)], log_path, env)
-        extra = {"bittensor": ready.get("bittensor"), "python": str(legacy_python)}
-        return Target(
-            name,
-            "http",
-            "127.0.0.1",
-            int(ready["port"]),
-            ready["hotkey"],
-            int(ready["pid"]),
-            label,
-            description,
-            extra,
-            process,
-            log_path,
+        return _started(
+            name, ready, process, log_path, {"bittensor": ready.get("bittensor"), "python": str(legacy_python)}
         )
     if name in WORKER_TARGETS:
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
     if name in ("envoy", "envoy-http", "envoy-echo-verified"):
         kind = "envoy-echo-verified" if name == "envoy-echo-verified" else "envoy"
         process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", kind, "--port", str(port)], log_path)
-        return Target(
-            name,
-            TRANSPORTS[name],
-            "127.0.0.1",
-            int(ready["port"]),
-            ready["hotkey"],
-            int(ready["pid"]),
-            label,
-            description,
-            {"envoy_pids": ready["worker_pids"]},
-            process,
-            log_path,
-            worker_pids=[int(p) for p in ready["worker_pids"]],
-        )
+        pids = [int(p) for p in ready["worker_pids"]]
+        return _started(name, ready, process, log_path, {"envoy_pids": pids}, worker_pids=pids)
     command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
     http_port = None
     if name == "http":
@@ -264,27 +258,13 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
     if cprofile is not None:
         command += ["--cprofile", str(cprofile)]
     process, ready = _spawn(command, log_path)
-    listen = int(ready["http_port"]) if name == "http" else int(ready["port"])
-    return Target(
-        name,
-        TRANSPORTS[name],
-        "127.0.0.1",
-        listen,
-        ready["hotkey"],
-        int(ready["pid"]),
-        label,
-        description,
-        {},
-        process,
-        log_path,
-    )
+    return _started(name, ready, process, log_path, port_key="http_port" if name == "http" else "port")
 
 
 def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:
     """A private redis-server, then ``workers`` axon processes on ``port`` sharing it."""
     from .redis_server import LocalRedis, redis_binary
 
-    label, description = TARGETS[name]
     if redis_binary() is None:
         from .redis_server import MISSING
 
@@ -319,22 +299,10 @@ def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, 
         "redis_pid": redis.pid,
         "redis_version": redis.version(),
     }
-    return Target(
-        name,
-        "grpc",
-        "127.0.0.1",
-        int(ready["port"]),
-        ready["hotkey"],
-        int(ready["pid"]),
-        label,
-        description,
-        extra,
-        process,
-        log_path,
-        worker_pids=[int(p) for p in ready["worker_pids"]],
-        aux_pids={"redis": redis.pid},
-        cleanups=[redis.stop],
-    )
+    return _started(
+        name, ready, process, log_path, extra, worker_pids=[int(p) for p in ready["worker_pids"]],
+        aux_pids={"redis": redis.pid}, cleanups=[redis.stop],
+    )  # fmt: skip
 
 
 def discover_hotkey(transport: str, host: str, port: int) -> str | None:
