@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import socket
-import threading
 import uuid as uuid_lib
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -26,8 +24,10 @@ from .drain import Drain
 from .endpoints import VIEWS, ClassView, Endpoint, HookView, is_async
 from .executor import ForwardPool
 from .forwarding import Forwarder
-from .info import AxonInfo, ip_version
-from .metrics import NULL_OBSERVER, PrometheusMetrics, multiprocess
+from .info import AxonInfo, advertised_address, ip_version
+from .loop_thread import LoopThread
+from .metrics import NULL_OBSERVER, PrometheusMetrics
+from .metrics_listener import MetricsListener
 from .nonces import InMemoryNonceStore, NonceStore
 from .pipeline import Pipeline
 from .schema import schema_for
@@ -54,11 +54,19 @@ def load_transport(name: str) -> Callable[[Axon], Any]:
     raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
 
 
-async def _refresh_every(metrics: PrometheusMetrics, seconds: float) -> None:
-    """Keep this worker's queue gauges current in the shared multiprocess files."""
-    while True:
-        metrics.refresh()
-        await asyncio.sleep(seconds)
+class _FromBridge:
+    """A seed attribute that is the HTTP bridge's (``axon.http``) of the same name; None
+    without a bridge."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, axon: Any, owner: type | None = None) -> Any:
+        return self if axon is None else getattr(axon.http, self.name, None)
 
 
 def _ping(synapse: Synapse) -> Synapse:
@@ -185,14 +193,14 @@ class Axon:
         self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
         #: Port of a listener answering only ``GET /metrics``; None: none of its own.
         self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
-        self._metrics_server: Any = None
-        self._metrics_refresh: asyncio.Task[None] | None = None
+        self._metrics_listener = MetricsListener()
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
         #: The requests in flight on both transports, drained by ``stop``.
         self.drain = Drain()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        #: The loop thread ``start()`` serves from; None when serving on the caller's loop.
+        self._runner: LoopThread | None = None
         #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
         self.http_port: int | None = int(section["http_port"]) if section.get("http_port") else None
         self._http: Any = None
@@ -210,7 +218,7 @@ class Axon:
     def external_ip(self) -> str:
         """The address this axon advertises (guessed from the bind address when not set)."""
         if self._external_ip is None:
-            self._external_ip = self._guess_external_ip()
+            self._external_ip = advertised_address(self.ip)
         return self._external_ip
 
     @external_ip.setter
@@ -257,30 +265,11 @@ class Axon:
         return self.verifier.btauth_store
 
     # -- the HTTP bridge's objects (seed API; None without an HTTP port) ---------------------
-    @property
-    def app(self) -> Any:
-        """The FastAPI application of the HTTP bridge."""
-        return getattr(self.http, "app", None)
-
-    @property
-    def router(self) -> Any:
-        """The FastAPI router holding one route per attached synapse."""
-        return getattr(self.http, "router", None)
-
-    @property
-    def fast_config(self) -> Any:
-        """The ``uvicorn.Config`` of the HTTP bridge."""
-        return getattr(self.http, "fast_config", None)
-
-    @property
-    def fast_server(self) -> Any:
-        """The ``FastAPIThreadedServer`` running the HTTP bridge."""
-        return getattr(self.http, "fast_server", None)
-
-    @property
-    def middleware_cls(self) -> Any:
-        """The ASGI middleware class of the HTTP bridge (``AxonMiddleware``)."""
-        return getattr(self.http, "middleware_cls", None)
+    app = _FromBridge("The FastAPI application of the HTTP bridge.")
+    router = _FromBridge("The FastAPI router holding one route per attached synapse.")
+    fast_config = _FromBridge("The ``uvicorn.Config`` of the HTTP bridge.")
+    fast_server = _FromBridge("The ``FastAPIThreadedServer`` running the HTTP bridge.")
+    middleware_cls = _FromBridge("The ASGI middleware class of the HTTP bridge (``AxonMiddleware``).")
 
     async def verify_body_integrity(self, request: Any) -> dict[str, Any]:
         """Parse an HTTP request body and check it against its ``computed_body_hash`` header."""
@@ -392,7 +381,8 @@ class Axon:
                 await server.stop(None)
                 raise
         try:
-            self._serve_metrics()
+            if self.metrics is not None:
+                self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
         except BaseException:
             if http is not None:
                 await http.stop(None)
@@ -411,7 +401,7 @@ class Axon:
         Both drain together; what still runs after ``grace`` is answered 503 ``Service
         unavailable: shutting down``, and the stop returns right after.
         """
-        self._stop_metrics()
+        self._metrics_listener.stop()
         server, http = self.grpc_server, self._http
         if server is not None:
             await server.not_serving()
@@ -431,56 +421,28 @@ class Axon:
         """Serve in a background thread with its own event loop; returns once bound."""
         if self.started:
             return self
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"axon-{self.port}", daemon=True)
-        thread.start()
+        runner = LoopThread(f"axon-{self.port}")
         try:
-            asyncio.run_coroutine_threadsafe(self.start_async(), loop).result(timeout=60)
+            runner.run(self.start_async(), timeout=60)
         except BaseException:
-            self._close_thread(loop, thread)
+            runner.close()
             raise
-        self._thread = thread
+        self._runner = runner
         return self
 
     def stop(self, grace: float | None = 5.0) -> Axon:
         """Stop serving (from any thread but the axon's own loop) and wait until stopped."""
-        loop, thread = self._loop, self._thread
-        if loop is None:
+        if self._loop is None:
             return self
-        if thread is None:
+        runner = self._runner
+        if runner is None:
             raise RuntimeError("this axon runs on your event loop: use 'await axon.stop_async()'")
         try:
-            asyncio.run_coroutine_threadsafe(self.stop_async(grace), loop).result(timeout=(grace or 0) + 30)
+            runner.run(self.stop_async(grace), timeout=(grace or 0) + 30)
         finally:
-            self._close_thread(loop, thread)
-            self._loop = self._thread = None
+            runner.close()
+            self._loop = self._runner = None
         return self
-
-    def _serve_metrics(self) -> None:
-        """The metrics port's listener, and with several workers the gauges' refresh."""
-        metrics = self.metrics
-        if metrics is None:
-            return
-        if self.metrics_port and self._metrics_server is None:
-            self._metrics_server, _ = metrics.serve(self.metrics_port, self.ip)
-        if multiprocess() and self._metrics_refresh is None:
-            self._metrics_refresh = asyncio.get_running_loop().create_task(_refresh_every(metrics, 1.0))
-
-    def _stop_metrics(self) -> None:
-        server, self._metrics_server = self._metrics_server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        task, self._metrics_refresh = self._metrics_refresh, None
-        if task is not None:
-            task.cancel()
-
-    @staticmethod
-    def _close_thread(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        if not thread.is_alive():
-            loop.close()
 
     def __enter__(self) -> Axon:
         return self.start()
@@ -533,12 +495,3 @@ class Axon:
         )
 
     __repr__ = __str__
-
-    def _guess_external_ip(self) -> str:
-        host = self.ip.strip("[]")
-        if host not in ("", "::", "0.0.0.0"):
-            return host
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"

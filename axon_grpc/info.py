@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from dataclasses import asdict, dataclass
 
 
@@ -53,3 +54,15 @@ def ip_version(ip: str) -> int:
         return ipaddress.ip_address(str(ip).strip("[]")).version
     except ValueError:
         raise ValueError(f"{ip!r} is not an IPv4 or IPv6 address (an axon advertises an IP, not a host name)") from None
+
+
+def advertised_address(bind_ip: str) -> str:
+    """The address to advertise for an axon bound to ``bind_ip``: that address, or for a
+    wildcard bind this host's name's address (127.0.0.1 when it has none)."""
+    host = bind_ip.strip("[]")
+    if host not in ("", "::", "0.0.0.0"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
