@@ -59,6 +59,7 @@ class Status(IntEnum):
     TOO_LARGE = 413  #: request body or metadata over the configured bound
     UNPROCESSABLE = 422  #: the body is not JSON (bridge) or the response unparsable (client)
     HEADERS_TOO_LARGE = 431  #: too many or too large headers (bridge)
+    CLIENT_CLOSED = 499  #: the caller left before the answer (nginx's 499): counted, never sent
     INTERNAL = 500  #: the forward or the axon failed; detail in the server log
     NOT_IMPLEMENTED = 501  #: the transport does not offer this call shape
     UNAVAILABLE = 503  #: overloaded, shutting down, or unreachable
@@ -92,6 +93,7 @@ _HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     431: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
     500: grpc.StatusCode.INTERNAL,
     501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,

@@ -55,6 +55,17 @@ def said_forward(synapse: Said) -> Said:
     raise SynapseException("the miner says no")
 
 
+class Sleepy(Synapse):
+    """Its forward sleeps ``seconds``: longer than a caller's patience, in the deadline tests."""
+
+    seconds: float = 0.0
+
+
+async def sleepy_forward(synapse: Sleepy) -> Sleepy:
+    await asyncio.sleep(synapse.seconds)
+    return synapse
+
+
 class RawCaller:
     """Builds and signs gRPC requests by hand, the way a client in another language would."""
 

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import REGISTRY
 
+from axon_grpc.errors import Status
 from axon_grpc.metrics.top_callers import TopCallers, TopCallersCollector
 from axon_grpc.server.call import GRPC, HTTP
 
@@ -64,7 +65,7 @@ UNKNOWN_SYNAPSE = "_unknown"
 #: The ``scheme`` label of calls refused before their credentials were read.
 NO_SCHEME = "none"
 #: HTTP-style status of a call whose client left before the answer was complete (nginx's 499).
-CLIENT_CLOSED = 499
+CLIENT_CLOSED = int(Status.CLIENT_CLOSED)
 
 _TRANSPORTS = (GRPC, HTTP)
 _SCHEMES = ("legacy", "btauth")

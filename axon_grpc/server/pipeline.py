@@ -51,12 +51,13 @@ from axon_grpc.errors import (
     RequestTimeout,
     ServiceUnavailable,
     Shed,
+    Status,
     SynapseParsingError,
     UnknownSynapseError,
     VerifyRefused,
     reason_of,
 )
-from axon_grpc.metrics.observer import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.endpoints import Endpoint
@@ -83,6 +84,19 @@ _NO_PRIORITY = float("-inf")
 WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
 #: The gRPC method of synapse ``{name}`` when a transport does not say.
 GRPC_METHOD = "/axon.v1.Axon/{name}"
+
+
+#: A cancellation this close to the call's deadline is the deadline's (the transport's timer
+#: and the pipeline's reading of it are a clock read apart).
+DEADLINE_SLACK_S = 0.05
+
+
+def ended_early(deadline: float | None) -> tuple[int, str]:
+    """The status and reason of a call cancelled before its answer (one rule, every transport):
+    408 ``deadline`` once the call's deadline has come, else 499 ``cancelled`` (the caller left)."""
+    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+        return Status.TIMEOUT, Reason.DEADLINE
+    return Status.CLIENT_CLOSED, Reason.CANCELLED
 
 
 def _parse_error_detail(error: ValidationError) -> str:
@@ -156,17 +170,35 @@ class Pipeline:
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
             outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
+        except asyncio.CancelledError:  # the caller's deadline, or the caller left: report, then go on
+            failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
+            status, reason = ended_early(call.deadline)
+            log_call(call.transport, endpoint.name, failed, status, start)
+            self._report(endpoint, call, credentials, synapse, status, reason, start)
+            raise
+        self._report(endpoint, call, credentials, synapse, outcome.status, outcome.reason, start)
+        return outcome
+
+    def _report(
+        self,
+        endpoint: Endpoint,
+        call: Call,
+        credentials: Credentials | None,
+        synapse: Synapse | None,
+        status: int,
+        reason: str | None,
+        start: float,
+    ) -> None:
         verified = synapse.dendrite if synapse is not None else None
         self.observer.finished(
             endpoint.name,
             call.transport,
             credentials.scheme if credentials is not None else NO_SCHEME,
-            outcome.status,
-            outcome.reason,
+            status,
+            reason,
             time.time() - start,
             verified.hotkey if verified is not None else None,
         )
-        return outcome
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
@@ -394,7 +426,7 @@ class Pipeline:
             try:
                 await chunks.aclose()  # type: ignore[attr-defined]
             finally:
-                status, reason = (final.status, final.reason) if final is not None else (CLIENT_CLOSED, "cancelled")
+                status, reason = (final.status, final.reason) if final is not None else ended_early(outcome.deadline)
                 observer.stream_closed(name, final is None)
                 d = outcome.synapse.dendrite
                 observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
