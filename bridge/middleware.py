@@ -19,8 +19,8 @@ from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseE
 from axon_grpc.metrics.observer import NO_SCHEME, UNKNOWN_SYNAPSE
 from axon_grpc.server.call import HTTP, Call
 from axon_grpc.server.drain import Drain, shutting_down
-from axon_grpc.server.forwarding import timed_out
 from axon_grpc.server.pipeline import MAX_QUOTED_NAME
+from axon_grpc.server.stream_writer import DONE, write_stream
 from axon_grpc.synapse import Synapse
 
 from .limits import guarded_receive, read_body
@@ -51,35 +51,26 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 
 async def send_stream(send: Send, receive: Receive, reply: StreamReply) -> None:
-    """Write a streamed answer chunk by chunk; a client that leaves cancels the stream, and
-    so does the call's deadline (a client that stopped reading blocks the writes): the
-    response is then cut short and the connection closed."""
+    """Write a streamed answer chunk by chunk with the one stream writer; a response it
+    cuts short (the caller left, or stopped reading until the deadline) closes the connection."""
     await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
 
-    async def pump() -> None:
-        async for piece in reply.chunks:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    async def write(piece: bytes) -> None:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        ending = await write_stream(reply.outcome, reply.chunks, write, watcher)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if ending == DONE:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
 
-    outcome = reply.outcome
-    writer = asyncio.ensure_future(pump())
-    watcher = asyncio.ensure_future(disconnected())
-    expired = False
-    try:
-        timeout = outcome.remaining() if outcome is not None else None
-        done, _ = await asyncio.wait((writer, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        expired = not done
-    finally:
-        for task in (writer, watcher):
-            task.cancel()
-        await asyncio.gather(writer, watcher, return_exceptions=True)
-        if expired and outcome is not None:
-            await outcome.cut(timed_out(outcome.synapse))
-        await reply.chunks.aclose()  # type: ignore[attr-defined]
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @contextmanager

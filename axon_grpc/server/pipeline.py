@@ -61,7 +61,7 @@ from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.forwarding import Forwarder, Limit
+from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
 from axon_grpc.server.terminal import AxonTerminal, forward_status
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
@@ -418,6 +418,12 @@ class Pipeline:
             async for chunk in chunks:
                 yield chunk
                 observer.stream_chunk(name)
+        except asyncio.CancelledError:  # the deadline's cancellation ends it as the deadline's failure
+            if ended_early(outcome.deadline)[1] == Reason.DEADLINE:
+                final = self._failure(
+                    transport, endpoint, outcome.synapse, timed_out(outcome.synapse), start, outcome.request_body
+                )
+            raise
         except Exception as e:
             final = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
         else:
@@ -430,8 +436,9 @@ class Pipeline:
                 observer.stream_closed(name, final is None)
                 d = outcome.synapse.dendrite
                 observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
-        outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
-        outcome.reason = final.reason
+                if final is not None:
+                    outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
+                    outcome.reason = final.reason
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(

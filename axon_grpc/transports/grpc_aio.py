@@ -9,7 +9,6 @@ answers with :mod:`~axon_grpc.transports.grpc_codec`: nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
@@ -19,7 +18,7 @@ import grpc
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
 from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.forwarding import timed_out, within
+from axon_grpc.server.stream_writer import write_stream
 from axon_grpc.transports.aio_discovery import SERVICE_NAME, Discovery
 from axon_grpc.transports.grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
 
@@ -90,18 +89,9 @@ def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHand
 
 
 async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
-    """Write the stream's messages; a write still blocked at the outcome's deadline (the
-    client stopped reading) cuts the stream there with 408, freeing the forward's slot."""
-    messages = stream_messages(outcome)
-    try:
-        async for message in messages:
-            try:
-                await within(context.write(message), outcome.remaining())
-            except (asyncio.TimeoutError, TimeoutError):
-                await outcome.cut(timed_out(outcome.synapse))
-                return
-    finally:
-        await messages.aclose()  # type: ignore[attr-defined]
+    """The stream's messages by the one stream writer (grpc.aio itself cancels the handler
+    when the caller leaves or its gRPC deadline passes)."""
+    await write_stream(outcome, stream_messages(outcome), context.write)
 
 
 def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:

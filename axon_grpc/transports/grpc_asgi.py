@@ -20,8 +20,10 @@ import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
+from axon_grpc._aio import within
 from axon_grpc.errors import SynapseParsingError
 from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.server.stream_writer import CUT, GONE, write_stream
 from axon_grpc.transports.grpc_wire import (
     Disconnected,
     MessageReader,
@@ -44,6 +46,8 @@ AXON_METHOD_PREFIX = "/axon.v1.Axon/"
 CONTENT_TYPE = (b"content-type", b"application/grpc")
 ACCEPT_ENCODING = (b"grpc-accept-encoding", b"identity")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: How long a stream cut at its deadline (its caller reads nothing) may take to send its status.
+CUT_STATUS_S = 0.1
 
 
 class PipelineLike(Protocol):
@@ -270,41 +274,22 @@ class GrpcAsgi:
         await self._stream(outcome, stream, receive)
 
     async def _stream(self, outcome: Outcome, stream: GrpcStream, receive: Receive) -> None:
-        """Send each message of a streaming answer; a client that leaves cancels the forward."""
+        """Send each message of a streaming answer with the one stream writer, then the status."""
         codec = self.codec
-        messages = codec.stream_messages(outcome)
-
-        async def pump() -> None:
-            async for message in messages:
-                await stream.message(message)
-
-        pumping = asyncio.ensure_future(pump())
-        watching = asyncio.ensure_future(_until_disconnect(receive))
-        try:
-            await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the deadline: stop the forward too
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-            await _aclose(messages)
-            raise
-        if not pumping.done():  # the client went away
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-            await _aclose(messages)
+        watching = asyncio.ensure_future(_until_disconnect(receive))  # never cancelled (see there)
+        ending = await write_stream(outcome, codec.stream_messages(outcome), stream.message, watching)
+        if ending == GONE:
             return
-        pumping.result()  # a failure inside the codec or the stream: INTERNAL, logged
-        await stream.finish(
+        finish = stream.finish(
             _status_number(codec.status_code(outcome)),
             "" if outcome.ok else outcome.message,
             codec.trailer_headers(outcome),
         )
+        if ending == CUT:  # the caller reads nothing: say so if it can go out at once, never wait on it
+            try:
+                await within(finish, CUT_STATUS_S)
+            except (asyncio.TimeoutError, TimeoutError, Exception):
+                logger.debug("a cut stream's status could not be sent", exc_info=True)
+            return
+        await finish
         await watching  # receive() answers http.disconnect once the response is complete
-
-
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:
-            logger.debug("closing a stream failed", exc_info=True)
