@@ -22,12 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from axon_grpc.errors import AxonError, RequestTooLarge, UnknownSynapseError
-from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.pipeline import MAX_QUOTED_NAME
+from axon_grpc.errors import AxonError, RequestTooLarge
+from axon_grpc.server.endpoints import Endpoint, unknown_synapse
 from axon_grpc.server.reporting import log_and_handle_error
 from axon_grpc.synapse import Synapse
-from axon_grpc.transports.json_body import load_json_object
+from axon_grpc.transports.json_body import load_json_object, synapse_data
 
 from .exchange import Exchange
 from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, read_body
@@ -213,13 +212,11 @@ class HttpBridge:
         name = request.url.path.split("/")[1]
         endpoint = self.axon.endpoints.get(name)
         if endpoint is None:
-            raise UnknownSynapseError(f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found")
+            raise unknown_synapse(name, self.axon.endpoints)
         try:
             payload = load_json_object(raw, endpoint.name)
         except json.JSONDecodeError as e:
             raise RequestValidationError(json_invalid_detail(e)) from None
-        data = dict(endpoint.defaults_for_missing())
-        data.update((key, payload[key]) for key in endpoint.user_fields if key in payload)
-        synapse = pipeline.validate(endpoint, data)
+        synapse = pipeline.validate(endpoint, synapse_data(endpoint, payload, endpoint.defaults_for_missing()))
         pipeline.check_legacy_hash(endpoint, synapse, request.headers.get("computed_body_hash", ""))
         return payload

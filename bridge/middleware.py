@@ -15,13 +15,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.auth.credentials import CRYPTO, Credentials
-from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseError
-from axon_grpc.metrics.observer import NO_SCHEME, UNKNOWN_SYNAPSE
-from axon_grpc.server.call import HTTP, Call
+from axon_grpc.errors import AxonError, Reason, RequestTooLarge
+from axon_grpc.metrics.observer import HTTP, NO_SCHEME, UNKNOWN_SYNAPSE
+from axon_grpc.server.call import Call, parse_peer
 from axon_grpc.server.drain import Drain, shutting_down
-from axon_grpc.server.pipeline import MAX_QUOTED_NAME
+from axon_grpc.server.endpoints import unknown_synapse
 from axon_grpc.server.stream_writer import DONE, write_stream
 from axon_grpc.synapse import Synapse
+from axon_grpc.transports.json_body import JSON_CODEC, synapse_data
 
 from .limits import guarded_receive, read_body
 from .responses import Reply, StreamReply, error_reply, to_response
@@ -150,7 +151,7 @@ class AxonMiddleware:
     def _endpoint(self, name: str | None) -> Endpoint:
         endpoint = self.axon.endpoints.get(str(name))
         if endpoint is None:
-            raise UnknownSynapseError(f"Synapse name '{str(name)[:MAX_QUOTED_NAME]}' not found")
+            raise unknown_synapse(str(name), self.axon.endpoints)
         return endpoint
 
     async def preprocess(self, request: Request) -> Synapse:
@@ -160,14 +161,8 @@ class AxonMiddleware:
         pipeline = self.axon.pipeline
         endpoint = self._endpoint(request.url.path.split("/")[1])
         headers, _ = header_map(request.headers.raw)
-        client = request.client
-        call = Call(
-            endpoint.name,
-            headers,
-            HTTP,
-            peer_ip=client.host if client else None,
-            peer_port=client.port if client else None,
-        )
+        peer_ip, peer_port = parse_peer(tuple(request.client) if request.client else None)
+        call = Call(name=endpoint.name, headers=headers, codec=JSON_CODEC, peer_ip=peer_ip, peer_port=peer_port)
         synapse = pipeline.stand_in(endpoint, Credentials.read(headers), call)
         synapse.__dict__["axon"] = pipeline.terminal.info(100, None)
         pipeline.terminal.sign(synapse)
@@ -196,11 +191,9 @@ class AxonMiddleware:
         """Body stage and forward for a verified header synapse; returns the answered synapse."""
         pipeline = self.axon.pipeline
         endpoint = self._endpoint(synapse.name)
-        data = dict(synapse.__dict__)
-        data.update((key, body[key]) for key in endpoint.user_fields if key in body)
-        full = pipeline.validate(endpoint, data)
+        full = pipeline.validate(endpoint, synapse_data(endpoint, body, synapse.__dict__))
         pipeline.check_legacy_hash(endpoint, full, synapse.computed_body_hash)
-        return await pipeline.forward(endpoint, full, priority)
+        return await pipeline.forward(endpoint, full, priority, HTTP)
 
     def synapse_to_response(self, synapse: Synapse) -> Response:
         """The legacy response for ``synapse``: 200 with its JSON, else ``{"message": ...}``."""

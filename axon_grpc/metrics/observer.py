@@ -45,7 +45,6 @@ from prometheus_client.registry import REGISTRY
 
 from axon_grpc.errors import Status
 from axon_grpc.metrics.top_callers import TopCallers, TopCallersCollector
-from axon_grpc.server.call import GRPC, HTTP
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.auth.nonces import NonceVerdict
@@ -66,6 +65,10 @@ UNKNOWN_SYNAPSE = "_unknown"
 NO_SCHEME = "none"
 #: HTTP-style status of a call whose client left before the answer was complete (nginx's 499).
 CLIENT_CLOSED = int(Status.CLIENT_CLOSED)
+
+#: The ``transport`` labels, one per wire format (a :class:`~axon_grpc.server.call.Codec`'s).
+GRPC = "grpc"  #: protobuf message bytes (grpc.aio, the Envoy edge)
+HTTP = "http"  #: the legacy JSON body (the HTTP bridge)
 
 _TRANSPORTS = (GRPC, HTTP)
 _SCHEMES = ("legacy", "btauth")

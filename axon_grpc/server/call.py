@@ -10,21 +10,59 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.server.endpoints import Endpoint
     from axon_grpc.synapse import Synapse
 
-#: The transport kinds a call can arrive by.
-GRPC = "grpc"  #: protobuf message bytes; legacy body hash = SHA3-256 of those bytes
-HTTP = "http"  #: the legacy JSON body; legacy body hash over ``required_hash_fields``
-
 #: Reads the whole request body; raises :class:`~axon_grpc.errors.RequestTooLarge` past the limit.
 BodyReader = Callable[[], Awaitable[bytes]]
 
 
-@dataclass(eq=False)
+class Codec(Protocol):
+    """A wire format as the pipeline needs it: how a request body becomes a synapse's
+    fields and what the legacy hashes cover. The transport puts its codec on each
+    :class:`Call`, so the pipeline names no transport (``transports.grpc_codec.GRPC_CODEC``,
+    ``transports.json_body.JSON_CODEC``)."""
+
+    #: The ``transport`` label of metrics and logs.
+    transport: str
+
+    def message_hash(self, path: str, body: bytes) -> str | None:
+        """The legacy body hash of the message as sent, when this format hashes the bytes;
+        None when it hashes the synapse's ``required_hash_fields`` instead."""
+
+    def decode(self, endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], Any]:
+        """The synapse's user fields of ``body`` and what answers may echo of it (None);
+        raises an :class:`~axon_grpc.errors.AxonError` (400, 422) for a body it cannot read."""
+
+    def answer_hash(self, endpoint: Endpoint, synapse: Synapse) -> tuple[bytes | None, str]:
+        """What a signed answer's hash covers: the serialised reply when this format sends
+        those very bytes (else None), and the hash."""
+
+
+def parse_peer(peer: str | tuple[Any, ...] | list[Any] | None) -> tuple[str | None, int | None]:
+    """The caller's ``(ip, port)``, whichever way a transport names it: a gRPC peer string
+    (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:...``) or an ASGI ``client`` pair.
+    An IPv4 caller of a dual-stack socket (``::ffff:1.2.3.4``) is its IPv4 address."""
+    if not peer:
+        return None, None
+    if isinstance(peer, str):
+        kind, _, address = peer.partition(":")
+        if kind not in ("ipv4", "ipv6"):
+            return address or kind, None
+        host, _, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        port: int | None = int(port_text) if port_text.isdigit() else None
+    else:
+        host, port = str(peer[0]), (int(peer[1]) if len(peer) > 1 and peer[1] is not None else None)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+@dataclass(eq=False, kw_only=True)
 class Call:
     """One request as the pipeline sees it, whatever carried it."""
 
@@ -32,8 +70,8 @@ class Call:
     name: str
     #: Request metadata or HTTP headers: lowercase keys, ``str`` values (binary metadata left out).
     headers: Mapping[str, str]
-    #: :data:`GRPC` or :data:`HTTP`: how the body is encoded and hashed.
-    transport: str = GRPC
+    #: The wire format of the body: how it is decoded and hashed.
+    codec: Codec
     #: The body, when the transport already has it (gRPC always does).
     body: bytes | None = None
     #: Reads the body when ``body`` is None (the HTTP bridge reads it only once admitted).
@@ -48,6 +86,11 @@ class Call:
     #: What btauth/1 signs besides the body: the HTTP method and the path (with query).
     method: str = "POST"
     path: str = ""
+
+    @property
+    def transport(self) -> str:
+        """The ``transport`` label of metrics and logs (the codec's)."""
+        return self.codec.transport
 
 
 @dataclass(eq=False)

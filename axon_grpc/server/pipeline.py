@@ -10,10 +10,11 @@ Every request passes the same stages, in this order, whichever transport carried
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
 4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
-5. **Body**: read (413 past the limit), checked against the signed body hash (400; over
-   gRPC the hash covers the method path too, see :func:`~axon_grpc.auth.legacy.grpc_body_hash`),
-   decoded and validated once into the synapse (400). Base fields come from the
-   verified credentials and the axon's own state; user fields from the body only.
+5. **Body**: read (413 past the limit), checked against the signed body hash and decoded
+   by the call's codec (:class:`~axon_grpc.server.call.Codec`: the transport's wire
+   format, so no stage here names a transport), validated once into the synapse (400).
+   Base fields come from the verified credentials and the axon's own state; user fields
+   from the body only.
 6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
    ``priority_fn``.
 7. **Admission and forward**: a slot in priority order (503 when shed, 408 when the
@@ -30,7 +31,6 @@ Every request passes the same stages, in this order, whichever transport carried
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid as uuid_lib
@@ -41,7 +41,6 @@ from pydantic import ValidationError
 
 from axon_grpc._aio import within
 from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
-from axon_grpc.auth.legacy import grpc_body_hash
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.errors import (
     AxonError,
@@ -49,28 +48,23 @@ from axon_grpc.errors import (
     BodyHashMismatch,
     Reason,
     RequestTimeout,
-    ServiceUnavailable,
     Shed,
     Status,
     SynapseParsingError,
-    UnknownSynapseError,
     VerifyRefused,
     reason_of,
 )
 from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
-from axon_grpc.server.call import GRPC, Call, Outcome
-from axon_grpc.server.endpoints import Endpoint
+from axon_grpc.server.call import Call, Outcome
+from axon_grpc.server.endpoints import Endpoint, unknown_synapse
 from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
 from axon_grpc.server.terminal import AxonTerminal, forward_status
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
-from axon_grpc.transports.json_body import NotJson, load_json_object
 
 logger = logging.getLogger("axon_grpc")
 
-#: Longest synapse name quoted back in a 404 message.
-MAX_QUOTED_NAME = 128
 #: Longest a request body may take to arrive once the checks that need none have passed.
 MAX_BODY_READ_S = 30.0
 #: The 408 of a body that did not arrive in time.
@@ -82,8 +76,6 @@ _NO_PRIORITY = float("-inf")
 #: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
 #: the legacy signed message does not cover the route, so this is what binds them.
 WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
-#: The gRPC method of synapse ``{name}`` when a transport does not say.
-GRPC_METHOD = "/axon.v1.Axon/{name}"
 
 
 #: A cancellation this close to the call's deadline is the deadline's (the transport's timer
@@ -152,7 +144,7 @@ class Pipeline:
             body = await self._authenticate(call, credentials, endpoint, dendrite)
             synapse, request_body = self._build(endpoint, call, credentials, body, dendrite)
             priority = await self._hooks(endpoint, synapse)
-            limit = self._limit(call, synapse)
+            limit = self._limit(call.deadline, call.deadline_enforced, synapse)
             if endpoint.streaming:
                 outcome = await self._open_stream(
                     call.transport, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
@@ -165,7 +157,7 @@ class Pipeline:
                 outcome = self._success(call.transport, endpoint, result, start, request_body, own)
                 if self.terminal.wants_signed_answer(call.headers):
                     self.terminal.sign_answer(
-                        outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid
+                        outcome, call.codec, credentials.nonce, credentials.hotkey, credentials.uuid
                     )
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
@@ -215,7 +207,7 @@ class Pipeline:
         if credentials.scheme == BTAUTH:
             self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
             body = await self._body(call, timeout)
-            await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
+            await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
             return body
         await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
         return await self._body(call, timeout)
@@ -241,36 +233,25 @@ class Pipeline:
     def _build(
         self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes, dendrite: TerminalInfo
     ) -> tuple[Synapse, Any]:
-        """The synapse from the signed body, checked against the signed hash; and the decoded body."""
+        """The synapse from the signed body, checked against the signed hash by the call's
+        codec's rule; and what answers may echo of the body."""
         legacy = credentials.scheme != BTAUTH
-        if call.transport == GRPC:
-            if legacy:
-                actual = grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body)
-                if actual != credentials.body_hash:
-                    raise BodyHashMismatch(
-                        f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
-                    )
-            try:
-                data = endpoint.schema.from_bytes(body)
-            except ValueError as e:
-                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
-            decoded: Any = None
-        else:
-            try:
-                decoded = load_json_object(body, endpoint.name)
-            except json.JSONDecodeError as e:
-                raise NotJson(e) from None
-            data = dict(endpoint.defaults_for_missing()) if endpoint.zero_values else {}
-            data.update((key, decoded[key]) for key in endpoint.user_fields if key in decoded)
+        codec = call.codec
+        sent = codec.message_hash(call.path, body) if legacy else None
+        if sent is not None and sent != credentials.body_hash:
+            raise BodyHashMismatch(
+                f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {sent}"
+            )
+        data, echo = codec.decode(endpoint, body)
         if credentials.timeout is not None:
             data["timeout"] = credentials.timeout
         data["computed_body_hash"] = credentials.body_hash
         data["dendrite"] = dendrite
         data["axon"] = self.terminal.info(100, None)
         synapse = self.validate(endpoint, data)
-        if legacy and call.transport != GRPC:
+        if legacy and sent is None:  # the format hashes the fields, not the bytes
             self.check_legacy_hash(endpoint, synapse, credentials.body_hash)
-        return synapse, decoded
+        return synapse, echo
 
     @staticmethod
     def validate(endpoint: Endpoint, data: Mapping[str, Any]) -> Synapse:
@@ -356,20 +337,21 @@ class Pipeline:
 
     # -- stage 7 -----------------------------------------------------------------------------
     @staticmethod
-    def _limit(call: Call, synapse: Synapse) -> Limit:
-        """The earlier of the transport's deadline and ``synapse.timeout``; timed unless enforced."""
+    def _limit(deadline: float | None, enforced: bool, synapse: Synapse) -> Limit:
+        """The earlier of the transport's ``deadline`` and ``synapse.timeout``; timed unless the
+        transport ``enforced`` it."""
         timeout = synapse.timeout
-        now = time.monotonic()
-        own = None if timeout is None else now + timeout
-        if call.deadline is None or (own is not None and own < call.deadline):
+        own = None if timeout is None else time.monotonic() + timeout
+        if deadline is None or (own is not None and own < deadline):
             return Limit(own, own is not None)
-        return Limit(call.deadline, not call.deadline_enforced)
+        return Limit(deadline, not enforced)
 
-    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
-        """Stage 7 and the success stamp for a synapse already through stages 1-6."""
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, transport: str) -> Synapse:
+        """Stage 7 and the success stamp for a synapse already through stages 1-6 (the seed's
+        ``AxonMiddleware.run``); ``transport`` labels its log line."""
         start, own = time.time(), synapse.__dict__.get("axon")
-        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
-        return self._success("http", endpoint, result, start, None, own).synapse
+        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(None, False, synapse))
+        return self._success(transport, endpoint, result, start, None, own).synapse
 
     async def _open_stream(
         self,
@@ -468,22 +450,17 @@ class Pipeline:
         start: float,
         request_body: Any,
     ) -> Outcome:
-        if isinstance(error, NotJson):
-            status, message = 422, "Request body is not valid JSON"
-            logger.debug("%s refused with 422: body is not JSON", synapse.name)
-            request_body = error.error
-        else:
-            status, message = describe(error, synapse.name)
-            carried = getattr(error, "synapse", None)
-            own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
-            if own is not None:  # a SynapseException about a synapse whose status the forward set
-                status, message = own
+        status, message = describe(error, synapse.name)
+        carried = getattr(error, "synapse", None)
+        own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
+        if own is not None:  # a SynapseException about a synapse whose status the forward set
+            status, message = own
+        request_body = getattr(error, "echo", request_body)  # what the answer of a refused body names
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
-        if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
+        if getattr(error, "signed", True):  # overload and not-JSON refusals unsigned, as legacy: the cheapest
             self.terminal.sign(synapse)
         log_call(transport, synapse.name, synapse, status, start, message)
-        reason = Reason.INVALID if isinstance(error, NotJson) else reason_of(error)
-        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason)
+        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason_of(error))
 
     @staticmethod
     def stand_in(endpoint: Endpoint, credentials: Credentials | None, call: Call) -> Synapse:
@@ -502,11 +479,7 @@ class Pipeline:
     def unknown(self, name: str, start: float | None = None) -> Outcome:
         """404, as the legacy server answers it: an unsigned base synapse."""
         start = time.time() if start is None else start
-        error = UnknownSynapseError(
-            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}"
-        )
-        synapse = Synapse()
-        return self._unsigned(synapse, error, start)
+        return self._unsigned(Synapse(), unknown_synapse(name, self.endpoints), start)
 
     def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
         status, message = describe(error, synapse.name)

@@ -15,14 +15,20 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import grpc
 
-from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.server.call import Call, Outcome, parse_peer
 from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
 from axon_grpc.server.endpoints import Endpoint
 from axon_grpc.server.stream_writer import write_stream
-from axon_grpc.transports.aio_discovery import SERVICE_NAME, Discovery
-from axon_grpc.transports.grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
-
-METHOD_PREFIX = f"/{SERVICE_NAME}/"
+from axon_grpc.transports.aio_discovery import Discovery
+from axon_grpc.transports.grpc_codec import (
+    GRPC_CODEC,
+    METHOD_PREFIX,
+    reply_message,
+    status_code,
+    stream_messages,
+    synapse_name,
+    trailing_metadata,
+)
 
 #: Default bounds: request message size and total metadata size.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -31,44 +37,20 @@ DEFAULT_MAX_METADATA_BYTES = 16 * 1024
 Handle = Callable[[Call], Awaitable[Outcome]]
 
 
-def synapse_name(method: str) -> str | None:
-    """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
-    if method.startswith(METHOD_PREFIX):
-        return method[len(METHOD_PREFIX) :]
-    return None
-
-
-def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
-    """``("127.0.0.1", 5555)`` from gRPC peer strings like ``ipv4:127.0.0.1:5555``."""
-    if not peer:
-        return None, None
-    kind, _, address = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return address or kind, None
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        return host, None
-
-
 def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext) -> Call:
     """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline)."""
     remaining = context.time_remaining()
     ip, port = parse_peer(context.peer())
     return Call(
-        name,
-        dict(context.invocation_metadata() or ()),
-        GRPC,
-        request,
-        None,
-        ip,
-        port,
-        None if remaining is None else time.monotonic() + remaining,
-        True,
-        "POST",
-        METHOD_PREFIX + name,
+        name=name,
+        headers=dict(context.invocation_metadata() or ()),
+        codec=GRPC_CODEC,
+        body=request,
+        peer_ip=ip,
+        peer_port=port,
+        deadline=None if remaining is None else time.monotonic() + remaining,
+        deadline_enforced=True,
+        path=METHOD_PREFIX + name,
     )
 
 

@@ -21,9 +21,10 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from axon_grpc._aio import within
-from axon_grpc.errors import SynapseParsingError
-from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.errors import GrpcStatus, SynapseParsingError
+from axon_grpc.server.call import Call, Codec, Outcome, parse_peer
 from axon_grpc.server.stream_writer import CUT, GONE, write_stream
+from axon_grpc.transports.grpc_codec import METHOD_PREFIX, synapse_name
 from axon_grpc.transports.grpc_wire import (
     Disconnected,
     MessageReader,
@@ -39,10 +40,14 @@ logger = logging.getLogger("axon_grpc.edge")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Scope = Mapping[str, Any]
 
-#: gRPC status numbers used by the adapter itself (the rest come from the codec).
-OK, CANCELLED, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL = 0, 1, 4, 12, 13
+#: gRPC status numbers the adapter answers by itself (the one table's, :class:`~axon_grpc.errors.GrpcStatus`).
+OK, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL = (
+    GrpcStatus.OK,
+    GrpcStatus.DEADLINE_EXCEEDED,
+    GrpcStatus.UNIMPLEMENTED,
+    GrpcStatus.INTERNAL,
+)
 
-AXON_METHOD_PREFIX = "/axon.v1.Axon/"
 CONTENT_TYPE = (b"content-type", b"application/grpc")
 ACCEPT_ENCODING = (b"grpc-accept-encoding", b"identity")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -54,8 +59,9 @@ class PipelineLike(Protocol):
     async def handle(self, call: Call) -> Outcome: ...
 
 
-class CodecLike(Protocol):
-    """The gRPC encoding of an Outcome (``axon_grpc.transports.grpc_codec``)."""
+class CodecLike(Codec, Protocol):
+    """The gRPC wire format (``axon_grpc.transports.grpc_codec.GRPC_CODEC``): put on each
+    :class:`Call`, and the encoding of its Outcome."""
 
     def reply_message(self, outcome: Outcome) -> bytes: ...
 
@@ -63,17 +69,11 @@ class CodecLike(Protocol):
 
     def trailer_headers(self, outcome: Outcome) -> list[tuple[bytes, bytes]]: ...
 
-    def status_code(self, outcome: Outcome) -> Any: ...
+    def status_number(self, outcome: Outcome) -> int: ...
 
 
 #: Raw header pairs as ASGI carries them.
 RawHeaders = list[tuple[bytes, bytes]]
-
-
-def _status_number(code: Any) -> int:
-    """The number of a ``grpc.StatusCode`` (its value is ``(number, name)``) or of an int."""
-    value = getattr(code, "value", code)
-    return int(value[0] if isinstance(value, tuple) else value)
 
 
 def _status_headers(code: int, message: str, trailers: RawHeaders) -> RawHeaders:
@@ -203,7 +203,7 @@ class GrpcAsgi:
         reader = MessageReader(receive, self.max_message_bytes)
         try:
             async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # pyvoy needs Python >= 3.11
-                if path.startswith(AXON_METHOD_PREFIX):
+                if synapse_name(path) is not None:
                     deadline = None if timeout is None else time.monotonic() + timeout
                     await self._axon_call(scope, path, headers, deadline, reader, stream, receive)
                 else:
@@ -243,20 +243,19 @@ class GrpcAsgi:
         if length is None:
             raise WireError("request has no message")
         body = reader.complete(length)
-        client = scope.get("client") or (None, None)
+        peer_ip, peer_port = parse_peer(scope.get("client"))
         call = Call(
-            name=path[len(AXON_METHOD_PREFIX) :],
+            name=path[len(METHOD_PREFIX) :],
             headers=headers,
-            transport=GRPC,
+            codec=self.codec,
             body=body,
             # Not all here yet: read once the pipeline has checked what needs no body (a
             # stranger's half-sent message is refused without being held).
             read_body=None if body is not None else _body_reader(reader, length),
-            peer_ip=client[0],
-            peer_port=client[1],
+            peer_ip=peer_ip,
+            peer_port=peer_port,
             deadline=deadline,
             deadline_enforced=deadline is not None,
-            method="POST",
             path=path,
         )
         codec = self.codec
@@ -266,7 +265,7 @@ class GrpcAsgi:
                 await stream.reply(codec.reply_message(outcome), codec.trailer_headers(outcome))
                 return
             await stream.finish(
-                _status_number(codec.status_code(outcome)),
+                codec.status_number(outcome),
                 "" if outcome.ok else outcome.message,
                 codec.trailer_headers(outcome),
             )
@@ -281,7 +280,7 @@ class GrpcAsgi:
         if ending == GONE:
             return
         finish = stream.finish(
-            _status_number(codec.status_code(outcome)),
+            codec.status_number(outcome),
             "" if outcome.ok else outcome.message,
             codec.trailer_headers(outcome),
         )
