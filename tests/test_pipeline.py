@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from axon_grpc import Keypair, StreamingSynapse
+from axon_grpc import Keypair, StreamingSynapse, SynapseException
 from axon_grpc.auth.legacy import grpc_body_hash
 from axon_grpc.metrics.observer import GRPC, HTTP
 from axon_grpc.schema import schema_for
@@ -208,17 +208,25 @@ class Counting(StreamingSynapse):
 async def count(synapse: Counting) -> AsyncIterator[int]:
     for i in range(synapse.upto):
         yield i
+    if synapse.upto == 13:
+        raise SynapseException("no more after thirteen")
+
+
+async def counting_outcome(upto: int) -> Outcome:
+    """What the pipeline returns for a signed gRPC call of ``Counting(upto)``."""
+    axon, signer = axon_with(count)
+    body = schema_for(Counting).to_bytes(Counting(upto=upto))
+    headers = signer.headers(grpc_body_hash("/axon.v1.Axon/Counting", body))
+    call = Call(name="Counting", headers=headers, codec=GRPC_CODEC, body=body, path="/axon.v1.Axon/Counting")
+    return await axon.pipeline.handle(call)
 
 
 async def test_a_stream_outcome_turns_final_when_its_chunks_end() -> None:
-    axon, signer = axon_with(count)
-    body = schema_for(Counting).to_bytes(Counting(upto=3))
-    headers = signer.headers(grpc_body_hash("/axon.v1.Axon/Counting", body))
-    call = Call(name="Counting", headers=headers, codec=GRPC_CODEC, body=body, path="/axon.v1.Axon/Counting")
-    outcome: Outcome = await axon.pipeline.handle(call)
+    outcome = await counting_outcome(3)
     assert outcome.ok and outcome.stream is not None
     assert [chunk async for chunk in outcome.stream] == [0, 1, 2]
-    assert outcome.status == 200 and outcome.synapse.axon.status_code == 200
+    final = outcome.final
+    assert final.status == 200 and final.synapse.axon.status_code == 200
 
 
 async def test_the_seed_dicts_are_live_views_of_the_endpoints() -> None:
@@ -314,3 +322,14 @@ async def test_a_forwards_own_status_reaches_both_kinds_of_client() -> None:
         response = await b.client.call(Dummy(input=1))
         assert response.status == 409 and response.message == "already answered this round"
         assert response.headers["bt_header_axon_status_code"] == "409"
+
+
+async def test_an_outcome_never_changes_once_handle_returned_it() -> None:
+    """A stream that fails midway: the returned outcome stays what it was; ``final`` is the failure."""
+    outcome = await counting_outcome(13)
+    assert outcome.final is outcome
+    assert [chunk async for chunk in outcome.stream] == list(range(13))
+    assert (outcome.status, outcome.message, outcome.reason) == (200, "Success", None)
+    final = outcome.final
+    assert (final.status, final.message, final.reason) == (500, "no more after thirteen", "error")
+    assert final.synapse.axon.status_code == 500

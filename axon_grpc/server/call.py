@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.server.endpoints import Endpoint
@@ -106,8 +106,8 @@ class Outcome:
 
     A streaming synapse's outcome has ``stream``: the forward's chunk values. The
     first chunk was already awaited, so a request that fails at once has no stream and
-    its own status. Once ``stream`` is exhausted (or closed), ``status``, ``message``
-    and ``synapse`` hold the final result: a failure after the first chunk shows there.
+    its own status. An outcome never changes once ``handle`` returned it: the result a
+    stream ends with (a failure after the first chunk included) is :attr:`final`.
     """
 
     status: int
@@ -129,6 +129,12 @@ class Outcome:
     #: so the forward's slot never outlives the call's deadline.
     deadline: float | None = None
 
+    @property
+    def final(self) -> Outcome:
+        """The call's result: once ``stream`` has ended, the outcome it ended with; else this one."""
+        ending = getattr(self.stream, "ending", None)
+        return ending if ending is not None else self
+
     def remaining(self) -> float | None:
         """Seconds left before ``deadline`` (never below zero), or None without one."""
         if self.deadline is None:
@@ -136,8 +142,8 @@ class Outcome:
         return max(0.0, self.deadline - time.monotonic())
 
     async def cut(self, error: Exception) -> None:
-        """End ``stream`` with ``error`` as if the forward had raised it: the outcome turns
-        into that failure, the forward is closed and its slot freed."""
+        """End ``stream`` with ``error`` as if the forward had raised it: :attr:`final` is
+        that failure, the forward is closed and its slot freed."""
         chunks = self.stream
         if chunks is None:
             return
@@ -159,7 +165,7 @@ class Outcome:
         """``stream``'s chunks through a transport's ``encode``.
 
         A chunk ``encode`` refuses (raises) fails the stream like a forward's own error
-        would: the outcome turns into that failure and the chunks stop.
+        would: :attr:`final` is that failure and the chunks stop.
         """
         chunks = self.stream
         if chunks is None:
@@ -174,3 +180,29 @@ class Outcome:
                 yield message
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class Stream:
+    """A streaming answer's chunks (the pipeline's async generator) and, once they end,
+    the outcome they ended with (:attr:`Outcome.final`)."""
+
+    __slots__ = ("chunks", "ending")
+
+    def __init__(self) -> None:
+        self.chunks: AsyncGenerator[Any, None] | None = None
+        self.ending: Outcome | None = None
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        assert self.chunks is not None
+        return await self.chunks.__anext__()
+
+    async def athrow(self, error: BaseException) -> Any:
+        assert self.chunks is not None
+        return await self.chunks.athrow(error)
+
+    async def aclose(self) -> None:
+        if self.chunks is not None:
+            await self.chunks.aclose()

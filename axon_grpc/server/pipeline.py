@@ -35,7 +35,7 @@ import logging
 import time
 import uuid as uuid_lib
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -56,7 +56,7 @@ from axon_grpc.errors import (
 )
 from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
-from axon_grpc.server.call import Call, Outcome
+from axon_grpc.server.call import Call, Outcome, Stream
 from axon_grpc.server.endpoints import Endpoint, unknown_synapse
 from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
@@ -374,21 +374,26 @@ class Pipeline:
             await chunks.aclose()
             raise
         self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
-        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
-        outcome.stream = self._relay(transport, outcome, first, chunks, start, own, scheme)
+        stream = Stream()
+        outcome = Outcome(
+            200, "Success", synapse, endpoint, stream=stream, request_body=request_body, deadline=limit.deadline
+        )
+        stream.chunks = self._relay(transport, outcome, stream, first, chunks, start, own, scheme)
         return outcome
 
     async def _relay(
         self,
         transport: str,
         outcome: Outcome,
+        stream: Stream,
         first: Any,
         chunks: AsyncIterator[Any],
         start: float,
         own: TerminalInfo,
         scheme: str,
-    ) -> AsyncIterator[Any]:
-        """The chunks as they come; the outcome turns final when they end or fail (or the client leaves)."""
+    ) -> AsyncGenerator[Any, None]:
+        """The chunks as they come; ``stream.ending`` is the result once they end or fail (a
+        client that left: none, counted cancelled)."""
         endpoint = outcome.endpoint
         assert endpoint is not None
         observer, name = self.observer, endpoint.name
@@ -418,9 +423,7 @@ class Pipeline:
                 observer.stream_closed(name, final is None)
                 d = outcome.synapse.dendrite
                 observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
-                if final is not None:
-                    outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
-                    outcome.reason = final.reason
+                stream.ending = final
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(

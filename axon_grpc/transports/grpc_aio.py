@@ -70,17 +70,13 @@ def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHand
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
-async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
-    """The stream's messages by the one stream writer (grpc.aio itself cancels the handler
-    when the caller leaves or its gRPC deadline passes)."""
-    await write_stream(outcome, stream_messages(outcome), context.write)
-
-
 def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
     async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
+        """The stream's messages by the one stream writer (grpc.aio itself cancels the handler
+        when the caller leaves or its gRPC deadline passes); the call's final outcome."""
         outcome = await handle(grpc_call(name, request, context))
-        await _write_stream(context, outcome)
-        return outcome
+        await write_stream(outcome, stream_messages(outcome), context.write)
+        return outcome.final
 
     async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
         outcome = await drain.run(serve(request, context), shutting_down)

@@ -279,11 +279,11 @@ class GrpcAsgi:
         ending = await write_stream(outcome, codec.stream_messages(outcome), stream.message, watching)
         if ending == GONE:
             return
+        final = outcome.final
         finish = stream.finish(
-            codec.status_number(outcome),
-            "" if outcome.ok else outcome.message,
-            codec.trailer_headers(outcome),
+            codec.status_number(final), "" if final.ok else final.message, codec.trailer_headers(final)
         )
+
         if ending == CUT:  # the caller reads nothing: say so if it can go out at once, never wait on it
             try:
                 await within(finish, CUT_STATUS_S)

@@ -137,7 +137,7 @@ def reply_message(outcome: Outcome) -> bytes:
 async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
     """A streaming answer's messages: ``{Name}Stream.chunk`` each, then ``final`` on success.
 
-    Once this ends, ``outcome`` holds the final status (a failure midway included).
+    Once this ends, ``outcome.final`` is the call's result (a failure midway included).
     """
     endpoint = outcome.endpoint
     assert endpoint is not None
@@ -146,8 +146,9 @@ async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
         name = endpoint.name
         async for message in outcome.encoded(lambda chunk: encode_chunk(codec, chunk, name)):
             yield message
-    if outcome.ok:
-        yield frame(FINAL_TAG, endpoint.schema.to_bytes(outcome.synapse))
+    final = outcome.final
+    if final.ok:
+        yield frame(FINAL_TAG, endpoint.schema.to_bytes(final.synapse))
 
 
 class GrpcCodec:
