@@ -101,7 +101,7 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
         codec = GRPC_CODEC
     bridge = axon.http if axon.http_port else None
     if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
-        bridge = load_transport("http")(axon)
+        bridge = load_transport("http")(axon.transport_parts(port=0))
         for endpoint in axon.endpoints.values():
             bridge.add_route(endpoint)
     health = Health((SERVICE_NAME,), drain_file=drain_file)

@@ -57,7 +57,7 @@ from axon_grpc.errors import (
 from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import Call, Outcome, Stream
-from axon_grpc.server.endpoints import Endpoint, unknown_synapse
+from axon_grpc.server.endpoints import Endpoint, is_async, unknown_synapse
 from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
 from axon_grpc.server.terminal import AxonTerminal, forward_status
@@ -107,6 +107,9 @@ class Pipeline:
         admission: AdmissionQueue,
         forwarder: Forwarder,
         terminal: AxonTerminal,
+        *,
+        observer: Observer = NULL_OBSERVER,
+        extra_verify: Callable[[Synapse], Any] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.verifier = verifier
@@ -116,10 +119,10 @@ class Pipeline:
         self._priorities: OrderedDict[str, float] = OrderedDict()
         #: Runs after the signature check and before the endpoint's ``verify_fn``
         #: (an Axon subclass's ``default_verify``), or None; and whether it is a coroutine function.
-        self.extra_verify: Callable[[Synapse], Any] | None = None
-        self.extra_verify_async = False
+        self.extra_verify = extra_verify
+        self.extra_verify_async = extra_verify is not None and is_async(extra_verify)
         #: Told of every answered call (:class:`~axon_grpc.metrics.observer.Observer`).
-        self.observer: Observer = NULL_OBSERVER
+        self.observer: Observer = observer
 
     async def handle(self, call: Call) -> Outcome:
         """Answer one call (stages 1-8); never raises for the request's fault."""
