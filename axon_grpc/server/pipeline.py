@@ -166,10 +166,12 @@ class Pipeline:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
             outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
         except asyncio.CancelledError:  # the caller's deadline, or the caller left: report, then go on
-            failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
-            status, reason = ended_early(call.deadline)
-            log_call(call.transport, endpoint.name, failed, status, start)
-            self._report(endpoint, call, credentials, synapse, status, reason, start)
+            try:
+                status, reason = ended_early(call.deadline)
+                log_call(call.transport, endpoint.name, synapse or endpoint.header_synapse(), status, start)
+                self._report(endpoint, call, credentials, synapse, status, reason, start)
+            except Exception:  # never in place of the cancellation
+                logger.exception("reporting a cancelled call of %s failed", endpoint.name)
             raise
         self._report(endpoint, call, credentials, synapse, outcome.status, outcome.reason, start)
         return outcome
