@@ -235,6 +235,7 @@ class PrometheusMetrics:
         mode: str | None = None,
         version: str = "",
     ) -> None:
+        # Long by design: one declaration per metric, read top to bottom like the list above.
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.admission = admission
         r = self.registry
