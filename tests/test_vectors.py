@@ -15,15 +15,15 @@ from typing import Any, AsyncIterator
 import grpc
 import pytest
 
-from axon_grpc import btauth
-from axon_grpc.auth import answer_message, grpc_body_hash, reply_hash, response_message, signed_message
-from axon_grpc.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
+from axon_grpc import Synapse, btauth
+from axon_grpc.auth import HASH_MISMATCH, answer_message, grpc_body_hash, reply_hash, response_message, signed_message
+from axon_grpc.contract import CONTRACT, CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
 from axon_grpc.errors import InvalidAddress
 from axon_grpc.keys import Keypair, ss58_decode, ss58_encode, verify_signature
 from axon_grpc.testing import serve_axon
 from axon_grpc.wallet import KeypairWallet
 
-from .support import dummy_forward
+from .support import RawCaller, dummy_forward
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_PATH = ROOT / "proto" / "axon" / "v1" / "test_vectors.json"
@@ -62,6 +62,8 @@ def test_the_file_names_the_contract_it_tests() -> None:
     assert VECTORS["format"] == "axon-test-vectors/1"
     assert (VECTORS["contract"], VECTORS["rules"]) == (CONTRACT_NAME, RULES)
     assert VECTORS["announcement"] == {"trailer": CONTRACT_TRAILER, "value": CONTRACT_ANNOUNCEMENT}
+    assert f"CONTRACT {CONTRACT_ANNOUNCEMENT}\n" in CONTRACT  # the .proto header says it too
+    assert f"`{CONTRACT_ANNOUNCEMENT}`" in (ROOT / "docs" / "SPEC.md").read_text()
     named = {
         rule
         for section in VECTORS.values()
@@ -280,3 +282,56 @@ async def test_negative_vectors_are_refused_live(
     assert (status.name, details) == (expect["grpc_status"], expect["details"])
     assert trailers["bt_header_axon_status_code"] == str(expect["http_status"])
     assert trailers[VECTORS["announcement"]["trailer"]] == VECTORS["announcement"]["value"]
+
+
+class Scores(Synapse):
+    """A synapse with a map field: protobuf lets its entries go in any order."""
+
+    scores: dict[str, int] = {}
+    total: int = 0
+
+
+def _sum_scores(synapse: Scores) -> Scores:
+    synapse.total = sum(synapse.scores.values())
+    return synapse
+
+
+def _entry(key: str, value: int) -> bytes:
+    inner = b"\x0a" + bytes([len(key)]) + key.encode() + b"\x10" + bytes([value])
+    return b"\x0a" + bytes([len(inner)]) + inner
+
+
+async def test_the_hash_is_of_the_bytes_sent_not_of_the_message() -> None:
+    """Rule R8: two encodings of one map message are different bytes; a hash of one does
+    not pass with the other (rule R7's refusal), each passes as itself."""
+    in_order, reversed_order = _entry("a", 1) + _entry("b", 2), _entry("b", 2) + _entry("a", 1)
+    async with serve_axon(_sum_scores) as h:
+        caller = RawCaller(h.info.ip_str(), h.info.hotkey)
+        try:
+            signed_other = caller.metadata(in_order, method="Scores")
+            status, _, details, _ = await caller.call("Scores", reversed_order, signed_other)
+            assert (status, details) == (grpc.StatusCode.INVALID_ARGUMENT, f"{HASH_MISMATCH} (rule R7)")
+            for body in (in_order, reversed_order):
+                status, reply, details, _ = await caller.call("Scores", body, caller.metadata(body, method="Scores"))
+                assert status is grpc.StatusCode.OK and reply is not None and reply.endswith(b"\x10\x03"), details
+        finally:
+            await caller.close()
+
+
+def test_the_spec_lists_every_rule_and_a_test_for_it() -> None:
+    """docs/SPEC.md: a heading per rule R1..R{RULES}, and a row of its appendix per rule
+    whose tests and vectors all exist."""
+    spec = (ROOT / "docs" / "SPEC.md").read_text()
+    headings = re.findall(r"^\*\*(R\d+)\. ", spec, flags=re.M)
+    assert headings == [f"R{n}" for n in range(1, RULES + 1)]
+    rows = dict(re.findall(r"^\| (R\d+) \| (.+) \|$", spec, flags=re.M))
+    assert list(rows) == headings
+    vector_names = {e["name"] for section in VECTORS.values() if isinstance(section, list) for e in section}
+    for rule, cell in rows.items():
+        named = re.findall(r"`([\w.]+\.py)::(\w+)`", cell)
+        assert named, f"{rule} names no test"
+        for module, test in named:
+            source = (ROOT / "tests" / module).read_text()
+            assert re.search(rf"^(async )?def {test}\(", source, flags=re.M), f"{rule}: {module}::{test} is missing"
+        for vector in re.findall(r"v:`([\w.-]+)`", cell):
+            assert vector in vector_names, f"{rule}: no vector {vector}"
