@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from axon_grpc.pipeline import LEGACY_HASH_MISMATCH
+from axon_grpc.server.pipeline import LEGACY_HASH_MISMATCH
 
 from .support import Boom, Dummy, RawCaller, Said
 from .test_bridge_client import Bridged, LegacyClient, Slow, serve_bridge

@@ -11,7 +11,7 @@ import uuid
 import grpc
 
 from axon_grpc.testing import serve_axon
-from axon_grpc.transport import TOO_MANY_CALLS, ConnectionCalls
+from axon_grpc.transports.grpc_aio import TOO_MANY_CALLS, ConnectionCalls
 
 from .support import Dummy, RawCaller, dummy_forward
 

@@ -15,13 +15,21 @@ from typing import Any, AsyncIterator
 import grpc
 import pytest
 
-from axon_grpc import Synapse, btauth
-from axon_grpc.auth import HASH_MISMATCH, answer_message, grpc_body_hash, reply_hash, response_message, signed_message
-from axon_grpc.contract import CONTRACT, CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
+from axon_grpc import Synapse
+from axon_grpc.auth import btauth
+from axon_grpc.auth.keys import Keypair, ss58_decode, ss58_encode, verify_signature
+from axon_grpc.auth.legacy import (
+    HASH_MISMATCH,
+    answer_message,
+    grpc_body_hash,
+    reply_hash,
+    response_message,
+    signed_message,
+)
+from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.errors import InvalidAddress
-from axon_grpc.keys import Keypair, ss58_decode, ss58_encode, verify_signature
+from axon_grpc.schema.contract import CONTRACT, CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
 from axon_grpc.testing import serve_axon
-from axon_grpc.wallet import KeypairWallet
 
 from .support import RawCaller, dummy_forward
 
