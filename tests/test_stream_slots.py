@@ -9,6 +9,7 @@ import collections
 import uuid
 
 import grpc
+import pytest
 
 from axon_grpc.testing import serve_axon
 from axon_grpc.transports.grpc_aio import TOO_MANY_CALLS, ConnectionCalls
@@ -27,16 +28,19 @@ async def test_200_dendrite_calls_on_one_channel_all_succeed() -> None:
         assert h.dendrite.grpc.channel_count() == 1
 
 
-async def test_200_raw_calls_on_one_grpc_aio_channel_are_neither_refused_nor_reset() -> None:
-    """A client in another language: 200 signed calls on one channel once it is connected
-    (each its own uuid, so only the transport can refuse one)."""
+@pytest.mark.parametrize("one_uuid", [False, True], ids=["a-uuid-per-call", "one-uuid"])
+async def test_200_raw_calls_on_one_grpc_aio_channel_are_neither_refused_nor_reset(one_uuid: bool) -> None:
+    """A client in another language: 200 signed calls on one channel once it is connected.
+    With a uuid per call only the transport could refuse one; with one uuid for all (rule
+    R15), the calls signed once the connection is up also keep within the replay window."""
     async with serve_axon(dummy_forward) as h:
         caller = RawCaller(h.info.ip_str(), h.info.hotkey)
         try:
             await caller.channel.channel_ready()
 
             async def one(i: int) -> tuple[grpc.StatusCode, str]:
-                caller.uuid = str(uuid.uuid4())
+                if not one_uuid:
+                    caller.uuid = str(uuid.uuid4())
                 body = bytes([0x08, i])
                 status, _, details, _ = await caller.call("Dummy", body, caller.metadata(body))
                 return status, details
