@@ -336,7 +336,7 @@ def test_the_spec_lists_every_rule_and_a_test_for_it() -> None:
     assert list(rows) == headings
     vector_names = {e["name"] for section in VECTORS.values() if isinstance(section, list) for e in section}
     for rule, cell in rows.items():
-        named = re.findall(r"`([\w.]+\.py)::(\w+)`", cell)
+        named = re.findall(r"`([\w./]+\.py)::(\w+)`", cell)
         assert named, f"{rule} names no test"
         for module, test in named:
             source = (ROOT / "tests" / module).read_text()
