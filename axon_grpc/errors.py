@@ -172,10 +172,12 @@ class AxonError(Exception):
     #: Whether the answer carries the axon's signature (overload refusals do not: the cheapest answers).
     signed: bool = True
 
-    def __init__(self, message: str = "", synapse: Synapse | None = None) -> None:
+    def __init__(self, message: str = "", synapse: Synapse | None = None, *, rule: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.synapse = synapse
+        #: The rule of docs/SPEC.md the request broke (``R7``), or None: a gRPC answer names it.
+        self.rule = rule
 
 
 class InvalidRequestNameError(AxonError):
@@ -224,8 +226,10 @@ class SynapseException(AxonError):
 
     status_code = Status.INTERNAL
 
-    def __init__(self, message: str = "Synapse Exception", synapse: Synapse | None = None) -> None:
-        super().__init__(message, synapse)
+    def __init__(
+        self, message: str = "Synapse Exception", synapse: Synapse | None = None, *, rule: str | None = None
+    ) -> None:
+        super().__init__(message, synapse, rule=rule)
 
 
 class NotVerifiedException(SynapseException):

@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from axon_grpc.auth.credentials import CRYPTO, Credentials
 from axon_grpc.errors import AxonError, RequestTooLarge
-from axon_grpc.metrics.observer import HTTP
 from axon_grpc.server.call import Call, parse_peer
 from axon_grpc.server.endpoints import unknown_synapse
 from axon_grpc.synapse import Synapse
@@ -96,7 +95,7 @@ class SeedStages:
         endpoint = self._endpoint(synapse.name)
         full = pipeline.validate(endpoint, synapse_data(endpoint, body, synapse.__dict__))
         pipeline.check_legacy_hash(endpoint, full, synapse.computed_body_hash)
-        return await pipeline.forward(endpoint, full, priority, HTTP)
+        return await pipeline.forward(endpoint, full, priority, JSON_CODEC)
 
     def synapse_to_response(self, synapse: Synapse) -> Response:
         """The legacy response for ``synapse``: 200 with its JSON, else ``{"message": ...}``."""
@@ -115,8 +114,8 @@ async def verify_body_integrity(parts: TransportParts, limits: Limits, request: 
     """The request's JSON body, once its legacy body hash matches ``computed_body_hash``.
 
     Not JSON: FastAPI's 422 (``RequestValidationError``); not an object of the route's
-    synapse: 400; hash mismatch: 400 ``Hash mismatch between header body hash {h} and
-    parsed body hash {p}``.
+    synapse: 400; hash mismatch: 400 ``Hash mismatch: computed_body_hash is not the hash
+    of this body's required_hash_fields`` (neither hash echoed).
     """
     raw = await request.body()
     if len(raw) > limits.max_request_bytes:

@@ -28,10 +28,14 @@ class Codec(Protocol):
 
     #: The ``transport`` label of metrics and logs.
     transport: str
+    #: Whether a refusal's message names the rule of docs/SPEC.md it applies (`` (rule Rn)``).
+    names_rules: bool
 
-    def message_hash(self, path: str, body: bytes) -> str | None:
-        """The legacy body hash of the message as sent, when this format hashes the bytes;
-        None when it hashes the synapse's ``required_hash_fields`` instead."""
+    def check_message_hash(self, path: str, body: bytes, claimed: str) -> bool:
+        """When this format hashes the message bytes: raise
+        :class:`~axon_grpc.errors.BodyHashMismatch` (400) unless ``claimed`` is their legacy
+        hash, and return True; False when it hashes the synapse's ``required_hash_fields``
+        instead (checked once the synapse is built)."""
 
     def decode(self, endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], Any]:
         """The synapse's user fields of ``body`` and what answers may echo of it (None);

@@ -26,10 +26,11 @@ _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
 MAX_QUOTED_NAME = 128
 
 
-def unknown_synapse(name: str, endpoints: Mapping[str, Any]) -> UnknownSynapseError:
-    """The 404 of a name no attached synapse has, as the legacy server words it (every transport's)."""
+def unknown_synapse(name: str, endpoints: Mapping[str, Any], rule: str | None = None) -> UnknownSynapseError:
+    """The 404 of a name no attached synapse has, as the legacy server words it (every transport's);
+    ``rule``: the rule of docs/SPEC.md a gRPC answer names."""
     return UnknownSynapseError(
-        f"Synapse name '{str(name)[:MAX_QUOTED_NAME]}' not found. Available synapses {list(endpoints)}"
+        f"Synapse name '{str(name)[:MAX_QUOTED_NAME]}' not found. Available synapses {list(endpoints)}", rule=rule
     )
 
 

@@ -55,8 +55,9 @@ from axon_grpc.errors import (
     reason_of,
 )
 from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
-from axon_grpc.server.call import Call, Outcome, Stream
+from axon_grpc.server.call import Call, Codec, Outcome, Stream
 from axon_grpc.server.endpoints import Endpoint, is_async, unknown_synapse
 from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
@@ -91,10 +92,22 @@ def ended_early(deadline: float | None) -> tuple[int, str]:
     return Status.CLIENT_CLOSED, Reason.CANCELLED
 
 
+#: The 400 of a legacy HTTP request whose body is not the signed one (the SDK 10.5 axon
+#: answers 500; neither hash is echoed: the caller has its own).
+LEGACY_HASH_MISMATCH = "Hash mismatch: computed_body_hash is not the hash of this body's required_hash_fields"
+
+
 def _parse_error_detail(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first.get("loc", ())) or "value"
     return f"{location}: {first.get('msg', 'invalid')}"
+
+
+def with_rule(message: str, error: BaseException, codec: Codec | None) -> str:
+    """``message``, followed by `` (rule Rn)`` when ``error`` breaks a rule of docs/SPEC.md
+    and the call's wire format names rules (gRPC); the legacy HTTP answer keeps the SDK's words."""
+    rule = getattr(error, "rule", None)
+    return f"{message} (rule {rule})" if rule is not None and codec is not None and codec.names_rules else message
 
 
 class Pipeline:
@@ -129,7 +142,7 @@ class Pipeline:
         start = time.time()
         endpoint = self.endpoints.get(call.name)
         if endpoint is None:
-            outcome = self.unknown(call.name, start)
+            outcome = self.unknown(call.name, start, call.codec)
             self.observer.finished(
                 UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
             )
@@ -140,7 +153,7 @@ class Pipeline:
         try:
             credentials = Credentials.read(call.headers)
             if call.headers.get(NAME, call.name) != call.name:
-                raise SynapseParsingError(WRONG_NAME)
+                raise SynapseParsingError(WRONG_NAME, rule=RULE_NAME_VERSION)
             if self.admission.saturated:
                 self._refuse_early(credentials)
             dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
@@ -150,21 +163,21 @@ class Pipeline:
             limit = self._limit(call.deadline, call.deadline_enforced, synapse)
             if endpoint.streaming:
                 outcome = await self._open_stream(
-                    call.transport, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
+                    call.codec, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
                 )
                 if outcome.stream is not None:
                     return outcome  # reported when the stream ends
             else:
                 own = synapse.__dict__["axon"]
                 result = await self.forwarder.run(endpoint, synapse, priority, limit)
-                outcome = self._success(call.transport, endpoint, result, start, request_body, own)
+                outcome = self._success(call.codec, endpoint, result, start, request_body, own)
                 if self.terminal.wants_signed_answer(call.headers):
                     self.terminal.sign_answer(
                         outcome, call.codec, credentials.nonce, credentials.hotkey, credentials.uuid
                     )
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
-            outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
+            outcome = self._failure(call.codec, endpoint, failed, e, start, request_body)
         except asyncio.CancelledError:  # the caller's deadline, or the caller left: report, then go on
             try:
                 status, reason = ended_early(call.deadline)
@@ -242,11 +255,7 @@ class Pipeline:
         codec's rule; and what answers may echo of the body."""
         legacy = credentials.scheme != BTAUTH
         codec = call.codec
-        sent = codec.message_hash(call.path, body) if legacy else None
-        if sent is not None and sent != credentials.body_hash:
-            raise BodyHashMismatch(
-                f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {sent}"
-            )
+        checked = codec.check_message_hash(call.path, body, credentials.body_hash) if legacy else True
         data, echo = codec.decode(endpoint, body)
         if credentials.timeout is not None:
             data["timeout"] = credentials.timeout
@@ -254,7 +263,7 @@ class Pipeline:
         data["dendrite"] = dendrite
         data["axon"] = self.terminal.info(100, None)
         synapse = self.validate(endpoint, data)
-        if legacy and sent is None:  # the format hashes the fields, not the bytes
+        if not checked:  # the format hashes the fields, not the bytes
             self.check_legacy_hash(endpoint, synapse, credentials.body_hash)
         return synapse, echo
 
@@ -272,9 +281,8 @@ class Pipeline:
     @staticmethod
     def check_legacy_hash(endpoint: Endpoint, synapse: Synapse, claimed: str | None) -> None:
         """The legacy field hash of a JSON-built synapse must be the signed one (400)."""
-        actual = legacy_body_hash(synapse, endpoint.hash_fields)
-        if actual != claimed:
-            raise BodyHashMismatch(f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}")
+        if legacy_body_hash(synapse, endpoint.hash_fields) != claimed:
+            raise BodyHashMismatch(LEGACY_HASH_MISMATCH)
 
     # -- stage 6: each hook on its own, for the seed's AxonMiddleware stage methods too --------
     async def _hooks(self, endpoint: Endpoint, synapse: Synapse) -> float:
@@ -351,16 +359,16 @@ class Pipeline:
             return Limit(own, own is not None)
         return Limit(deadline, not enforced)
 
-    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, transport: str) -> Synapse:
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, codec: Codec) -> Synapse:
         """Stage 7 and the success stamp for a synapse already through stages 1-6 (the seed's
-        ``AxonMiddleware.run``); ``transport`` labels its log line."""
+        ``AxonMiddleware.run``); ``codec``: the wire format it came by."""
         start, own = time.time(), synapse.__dict__.get("axon")
         result = await self.forwarder.run(endpoint, synapse, priority, self._limit(None, False, synapse))
-        return self._success(transport, endpoint, result, start, None, own).synapse
+        return self._success(codec, endpoint, result, start, None, own).synapse
 
     async def _open_stream(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint,
         synapse: Synapse,
         priority: float,
@@ -374,7 +382,7 @@ class Pipeline:
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            return self._success(transport, endpoint, synapse, start, request_body, own)
+            return self._success(codec, endpoint, synapse, start, request_body, own)
         except BaseException:
             await chunks.aclose()
             raise
@@ -383,12 +391,12 @@ class Pipeline:
         outcome = Outcome(
             200, "Success", synapse, endpoint, stream=stream, request_body=request_body, deadline=limit.deadline
         )
-        stream.chunks = self._relay(transport, outcome, stream, first, chunks, start, own, scheme)
+        stream.chunks = self._relay(codec, outcome, stream, first, chunks, start, own, scheme)
         return outcome
 
     async def _relay(
         self,
-        transport: str,
+        codec: Codec,
         outcome: Outcome,
         stream: Stream,
         first: Any,
@@ -413,13 +421,13 @@ class Pipeline:
         except asyncio.CancelledError:  # the deadline's cancellation ends it as the deadline's failure
             if ended_early(outcome.deadline)[1] == Reason.DEADLINE:
                 final = self._failure(
-                    transport, endpoint, outcome.synapse, timed_out(outcome.synapse), start, outcome.request_body
+                    codec, endpoint, outcome.synapse, timed_out(outcome.synapse), start, outcome.request_body
                 )
             raise
         except Exception as e:
-            final = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
+            final = self._failure(codec, endpoint, outcome.synapse, e, start, outcome.request_body)
         else:
-            final = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body, own)
+            final = self._success(codec, endpoint, outcome.synapse, start, outcome.request_body, own)
         finally:
             try:
                 await chunks.aclose()  # type: ignore[attr-defined]
@@ -427,13 +435,15 @@ class Pipeline:
                 status, reason = (final.status, final.reason) if final is not None else ended_early(outcome.deadline)
                 observer.stream_closed(name, final is None)
                 d = outcome.synapse.dendrite
-                observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
+                observer.finished(
+                    name, codec.transport, scheme, status, reason, time.time() - start, d.hotkey if d else None
+                )
                 stream.ending = final
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint,
         result: Synapse,
         start: float,
@@ -443,7 +453,7 @@ class Pipeline:
         """200 (or the forward's own status), stamped in the request's own terminal info
         (``own``) when the forward kept it."""
         status, message = self.terminal.stamp(result, own, 200, "Success", time.time() - start)
-        log_call(transport, endpoint.name, result, status, start)
+        log_call(codec.transport, endpoint.name, result, status, start)
         if status == 200:
             return Outcome(200, message, result, endpoint, request_body=request_body)
         self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
@@ -451,7 +461,7 @@ class Pipeline:
 
     def _failure(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint | None,
         synapse: Synapse,
         error: BaseException,
@@ -459,6 +469,7 @@ class Pipeline:
         request_body: Any,
     ) -> Outcome:
         status, message = describe(error, synapse.name)
+        message = with_rule(message, error, codec)
         carried = getattr(error, "synapse", None)
         own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
         if own is not None:  # a SynapseException about a synapse whose status the forward set
@@ -467,7 +478,7 @@ class Pipeline:
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
         if getattr(error, "signed", True):  # overload and not-JSON refusals unsigned, as legacy: the cheapest
             self.terminal.sign(synapse)
-        log_call(transport, synapse.name, synapse, status, start, message)
+        log_call(codec.transport, synapse.name, synapse, status, start, message)
         return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason_of(error))
 
     @staticmethod
@@ -484,13 +495,14 @@ class Pipeline:
             base["timeout"] = credentials.timeout
         return endpoint.header_synapse(**base)
 
-    def unknown(self, name: str, start: float | None = None) -> Outcome:
-        """404, as the legacy server answers it: an unsigned base synapse."""
+    def unknown(self, name: str, start: float | None = None, codec: Codec | None = None) -> Outcome:
+        """404, as the legacy server answers it: an unsigned base synapse (over gRPC naming rule R1)."""
         start = time.time() if start is None else start
-        return self._unsigned(Synapse(), unknown_synapse(name, self.endpoints), start)
+        return self._unsigned(Synapse(), unknown_synapse(name, self.endpoints, rule=RULE_METHOD), start, codec)
 
-    def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float, codec: Codec | None = None) -> Outcome:
         status, message = describe(error, synapse.name)
+        message = with_rule(message, error, codec)
         synapse.__dict__["axon"] = TerminalInfo.model_construct(
             status_code=status, status_message=message, process_time=time.time() - start
         )
