@@ -46,11 +46,14 @@ class Call:
 class Caller:
     """One validator: a keypair, its Dendrite's signer, a gRPC channel and an HTTP session per target."""
 
-    def __init__(self, index: int, axon_hotkey: str, timeout: float = 5.0) -> None:
+    def __init__(self, index: int, axon_hotkey: str, timeout: float = 5.0, signed_timeout: float = 60.0) -> None:
         self.index = index
         self.dendrite = Dendrite(wallet=KeypairWallet.generate())
         self.axon_hotkey = axon_hotkey
         self.timeout = timeout
+        #: The timeout the request states: it widens the freshness window (4 s + this, at most 60), so a
+        #: replay sent within that window is refused by the nonce store, not by the freshness rule.
+        self.signed_timeout = signed_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -70,8 +73,8 @@ class Caller:
     def sign(self, address: str, value: int, protocol: str) -> tuple[bytes, list[tuple[str, str]]]:
         synapse = Echo(input=value)
         if protocol == "grpc":
-            return self.dendrite.signer.grpc(self.info(address), synapse, self.timeout, SCHEMA)
-        headers, body = self.dendrite.signer.http(self.info(address), synapse, self.timeout)
+            return self.dendrite.signer.grpc(self.info(address), synapse, self.signed_timeout, SCHEMA)
+        headers, body = self.dendrite.signer.http(self.info(address), synapse, self.signed_timeout)
         return body, list(headers.items())
 
     async def send(

@@ -384,6 +384,13 @@ class Lab:
         wait_for_port(host.address, ADMIN_PORT, 20, process)
         return process
 
+    def wait_ready(self, host: Host, process: subprocess.Popen[bytes], log: str, timeout: float = 40) -> None:
+        """Until ``host`` listens on the axon's port; the log's end in the error otherwise."""
+        try:
+            wait_for_port(host.address, AXON_PORT, timeout, process)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; {log}: {self.log(log)[-1500:]}") from None
+
     def log(self, name: str) -> str:
         path = self.directory / name
         return path.read_text(errors="replace") if path.exists() else ""
@@ -413,3 +420,21 @@ def front_hosts(admin: str) -> dict[str, dict[str, Any]]:
 def in_pool(state: dict[str, Any]) -> bool:
     """Whether the front would send a request to this host."""
     return not state["flags"]
+
+
+def pool(admin: str) -> set[str]:
+    """The backends the front sends requests to now (``OSError`` when its admin does not answer)."""
+    return {address for address, state in front_hosts(admin).items() if in_pool(state)}
+
+
+def wait_pool(admin: str, addresses: set[str], timeout: float) -> float:
+    """Wait until the front's pool is exactly ``addresses``; the seconds it took."""
+    started = time.monotonic()
+    now: set[str] = set()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(OSError):
+            now = pool(admin)
+        if now == addresses:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"the front's pool is {sorted(now)}, not {sorted(addresses)}, after {timeout} s")

@@ -25,16 +25,19 @@ replicas: it can still run the script but gets no acknowledgement, so it accepts
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from redis.exceptions import NoScriptError, RedisError
 
+from .nonces import REDIS_URL_SCHEMES
+
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
 #: URL schemes the nonce store understands.
-SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, CLUSTER_SCHEME)
+SCHEMES = REDIS_URL_SCHEMES
 
 #: Default ports when a node of a Sentinel or Cluster URL names none.
 SENTINEL_PORT = 26379
@@ -203,6 +206,33 @@ async def run_script(target: RedisTarget, client: Any, sha: str, script: str, ke
     return int(code)
 
 
+def _refresh_slots(client: Any, node: Any) -> None:
+    """Ask the cluster client to map the slots anew before its next command (``node`` failed).
+
+    The client's own request (merged, run once due, by the next command) where it has one;
+    else a refresh in the background, so a check's time bound cannot cut it half done.
+    """
+    request = getattr(client, "_request_refresh", None)
+    if request is not None:
+        request(last_failed_node_name=node.name)
+    else:
+        _in_background(client, client.nodes_manager.initialize)
+
+
+_REFRESHES: dict[int, asyncio.Future[Any]] = {}
+
+
+def _in_background(client: Any, refresh: Any) -> None:
+    """Run ``refresh()`` as a task of its own (one at a time per client): no check waits for it,
+    and no check's time bound cuts it half done. A failed refresh is asked for again by the next error."""
+    running = _REFRESHES.get(id(client))
+    if running is not None and not running.done():
+        return
+    task = asyncio.ensure_future(refresh())
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    _REFRESHES[id(client)] = task
+
+
 async def _script_and_wait(
     target: RedisTarget, client: Any, command: tuple[Any, ...], wait: tuple[int, int]
 ) -> tuple[Any, Any]:
@@ -212,12 +242,19 @@ async def _script_and_wait(
 
         if not client.nodes_manager.slots_cache:
             await client.initialize()
+        due = getattr(client, "_initialize_due", None)
+        if due is not None and due():
+            _in_background(client, client.initialize)  # meanwhile the other slots' callers keep the map
         node = client.get_node_from_key(command[3])
         commands = [PipelineCommand(0, *command), PipelineCommand(1, "WAIT", *wait)]
-        await node.execute_pipeline(commands)
-        if isinstance(commands[0].result, BaseException):  # a moved slot or a lost node: map it anew
-            client.nodes_manager.initialize_due = True
-            await client.nodes_manager.initialize()
+        try:
+            await node.execute_pipeline(commands)
+        except (RedisError, OSError):
+            _refresh_slots(client, node)  # the node is gone: learn who serves its slots now
+            raise
+        error = commands[0].result
+        if isinstance(error, BaseException) and not isinstance(error, NoScriptError):
+            _refresh_slots(client, node)  # a moved slot or a lost node
         return commands[0].result, commands[1].result
     pipe = client.pipeline(transaction=False)
     pipe.execute_command(*command)
