@@ -1,6 +1,6 @@
 """Callers of a fleet (:mod:`axon_grpc.fleet_lab`): signed calls kept to be replayed, load in a loop.
 
-Every call is signed by the :class:`~axon_grpc.dendrite.Dendrite`'s signer and sent by
+Every call is signed by the :class:`~axon_grpc.client.dendrite.Dendrite`'s signer and sent by
 hand (gRPC through ``grpc.aio``, legacy HTTP through ``aiohttp``), so the exact request,
 body and signed headers, can be sent again later: a replay.
 """
@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 import grpc
 
-from .dendrite import Dendrite
-from .fleet_lab import AXON_PORT, Echo
-from .info import AxonInfo
-from .schema import schema_for
-from .wallet import KeypairWallet
+from axon_grpc.auth.wallet import KeypairWallet
+from axon_grpc.client.dendrite import Dendrite
+from axon_grpc.fleet_lab import AXON_PORT, Echo
+from axon_grpc.info import AxonInfo
+from axon_grpc.schema import schema_for
 
 SCHEMA = schema_for(Echo)
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .axon import Axon
-from .keys import Keypair
-from .synapse import Synapse
-from .wallet import KeypairWallet
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.wallet import KeypairWallet
+from axon_grpc.server.axon import Axon
+from axon_grpc.synapse import Synapse
 
 SEED_ENV = "AXON_FLEET_SEED"
 HOST_ENV = "AXON_FLEET_HOST"

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from redis.crc import key_slot
 
+from axon_grpc.auth.redis_store import RedisNonceStore
 from axon_grpc.fleet_calls import Call, Caller, load, replay
 from axon_grpc.fleet_lab import (
     ADMIN_PORT,
@@ -47,7 +48,6 @@ from axon_grpc.fleet_lab import (
     redis_command,
     wait_pool,
 )
-from axon_grpc.redis_store import RedisNonceStore
 
 ROWS: list[tuple[str, str, str, str]] = []
 

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from axon_grpc.fleet_calls import Caller, load, replay
-from axon_grpc.fleet_lab import ADMIN_PORT, AXON_PORT, Lab, hotkey, netns_missing, wait_for_port, wait_pool
+from axon_grpc.fleet_lab import ADMIN_PORT, Lab, hotkey, netns_missing, wait_pool
 
 from .edge.support import requires_pyvoy
 from .redis_support import MISSING_REASON, in_ci
@@ -38,8 +38,8 @@ async def test_two_hosts_behind_a_front_on_sentinel_redis() -> None:
         lab.wait_replicated(r1, 1)
         url = lab.sentinel_url([r2], wait_replicas=1)
         backends = {h.address: lab.backend(h, url, front) for h in (h1, h2)}
-        for address, process in backends.items():
-            wait_for_port(address, AXON_PORT, 40, process)
+        for host in (h1, h2):
+            lab.wait_ready(host, backends[host.address], f"backend-{host.name}.log")
         lab.front(front, [h1, h2])
         admin = f"{front.address}:{ADMIN_PORT}"
         wait_pool(admin, {h1.address, h2.address}, 10)

@@ -17,10 +17,10 @@ from typing import Callable
 
 import pytest
 
+from axon_grpc.auth.nonces import NonceVerdict
+from axon_grpc.auth.redis_ha import parse_target
+from axon_grpc.auth.redis_store import RedisNonceStore, is_redis_url, open_nonce_store, redacted
 from axon_grpc.errors import ServiceUnavailable
-from axon_grpc.nonces import NonceVerdict
-from axon_grpc.redis_ha import parse_target
-from axon_grpc.redis_store import RedisNonceStore, is_redis_url, open_nonce_store, redacted
 from axon_grpc.testing import free_port
 
 from .redis_support import RedisServer, SentinelServer, redis_cli
