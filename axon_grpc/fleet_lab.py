@@ -200,14 +200,16 @@ class Lab:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
 
-    def kill_host(self, host: Host) -> None:
-        """SIGKILL every process of ``host`` (a machine that lost power)."""
+    def kill_host(self, host: Host) -> float:
+        """SIGKILL every process of ``host`` (a machine that lost power); when the signals went."""
         for process in host.processes:
             self.signal(process, signal.SIGKILL)
+        killed = time.monotonic()
         for process in host.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
         host.processes.clear()
+        return killed
 
     def close(self) -> None:
         for host in self.hosts:
@@ -258,6 +260,10 @@ class Lab:
                 "1000",
                 "--cluster-config-file",
                 "nodes.conf",
+                # The other primaries' slots stay served while one primary's are lost (by
+                # default every node answers CLUSTERDOWN until its replica is promoted).
+                "--cluster-require-full-coverage",
+                "no",
             ]
         process = self.start(host, argv, f"redis-{host.name}.log")
         wait_for_port(host.address, REDIS_PORT, 10, process)

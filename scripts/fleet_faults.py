@@ -93,14 +93,15 @@ def rate(calls: list[Call]) -> float:
 
 
 async def load_with_fault(
-    callers: list[Caller], front: Host, seconds: float, at: float, fault: Callable[[], None]
+    callers: list[Caller], front: Host, seconds: float, at: float, fault: Callable[[], Any]
 ) -> tuple[list[Call], float]:
-    """Load the front for ``seconds``; run ``fault`` ``at`` seconds in; (calls, when the fault ran)."""
+    """Load the front for ``seconds``; run ``fault`` ``at`` seconds in; (calls, when the fault struck:
+    the time ``fault`` returns, else when it was called)."""
     running = asyncio.ensure_future(load(callers, front.address, seconds, http_every=5))
     await asyncio.sleep(at)
     when = time.monotonic()
-    await asyncio.to_thread(fault)
-    return await running, when
+    struck = await asyncio.to_thread(fault)
+    return await running, struck if isinstance(struck, float) else when
 
 
 def start_backends(lab: Lab, hosts: list[Host], url: str, front: Host) -> dict[str, Any]:
@@ -156,13 +157,14 @@ async def run(args: argparse.Namespace) -> int:
             watch.stop()
             accepted += [c for c in calls if c.accepted]
             lost = failed(calls)
-            in_flight = [c for c in lost if c.started <= killed <= c.ended + 0.05]
+            in_flight = [c for c in lost if c.started <= killed]
             late = [c for c in lost if c.started > killed]
             out = f"{watch.at - killed:.2f} s" if watch.at else "never"
             row(
                 "host h1 SIGKILLed under load",
                 str(len(calls)),
-                f"{len(lost)} failed ({len(in_flight)} in flight at the kill, {len(late)} sent after it)",
+                f"{len(lost)} failed ({len(in_flight)} sent before the kill, {len(late)} after it, "
+                f"the last {max((c.started - killed for c in late), default=0) * 1000:.0f} ms after)",
                 f"out of the front's pool {out} after the kill; failures: {dict(Counter(c.status for c in lost))}",
             )
             backends.update(start_backends(lab, [h1], sentinel_url, front))
