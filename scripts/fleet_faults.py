@@ -6,14 +6,17 @@ serve), ``r1``-``r3`` (Redis primary and two replicas, a Sentinel on each, quoru
 ``c1``-``c9`` (Redis Cluster: three primaries with two replicas each). Callers call the
 front from the bridge's address. The faults, in order:
 
-1. baseline: calls through the front, the store on Sentinel with ``wait_replicas=1``;
+1. baseline: calls through the front, the store on Sentinel with ``wait_replicas=2`` (every
+   replica: whichever is promoted holds every accepted nonce);
 2. host SIGKILLed under load: calls lost, time until the front's pool drops it;
 3. host drained (SIGTERM) under load: calls lost (none expected), time until out of the pool;
 4. Redis primary SIGKILLed under load: refusals (503 / UNAVAILABLE) and for how long, the
-   Sentinel failover time; then every accepted request replayed to the front and each host;
+   Sentinel failover time; 1 s after the failover the lost node is restarted (its supervisor's
+   job) and rejoins as a replica; then every accepted request replayed to the front and each host;
 5. the backends moved to the Cluster; a Cluster primary SIGKILLed under load: which callers
-   are refused and for how long; every accepted request replayed;
-6. the cost of ``wait_replicas=1``: one check's latency with and without, interleaved.
+   are refused and for how long (the lost node restarted 1 s after its replica's promotion);
+   every accepted request replayed;
+6. the cost of ``wait_replicas``: one check's latency with 0, 1 and 2, interleaved.
 
 Every row is bounded in time; the whole run takes about two minutes. Run as root:
 ``make fleet`` (or ``.venv/bin/python scripts/fleet_faults.py``).
@@ -50,6 +53,9 @@ from axon_grpc.fleet_lab import (
 )
 
 ROWS: list[tuple[str, str, str, str]] = []
+#: Replicas per primary, and the acknowledgements a nonce waits for: all of them, so that
+#: whichever replica is promoted holds every accepted nonce.
+REPLICAS = 2
 
 
 def row(fault: str, calls: str, lost: str, detail: str) -> None:
@@ -130,7 +136,7 @@ async def run(args: argparse.Namespace) -> int:
             lab.sentinel(node, r1, quorum=2)
         lab.wait_sentinels(sentinel_nodes[0], others=2, replicas=2)
         lab.create_cluster(cluster_nodes, replicas=2)
-        sentinel_url = lab.sentinel_url(sentinel_nodes, wait_replicas=1)
+        sentinel_url = lab.sentinel_url(sentinel_nodes, wait_replicas=REPLICAS)
         backends = start_backends(lab, [h1, h2], sentinel_url, front)
         lab.front(front, [h1, h2])
         admin = f"{front.address}:{ADMIN_PORT}"
@@ -145,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
             accepted += [c for c in calls if c.accepted]
             hosts = Counter(c.answer.get("host") for c in calls if c.accepted)
             row(
-                "baseline (2 hosts; Sentinel, wait_replicas=1)",
+                f"baseline (2 hosts; Sentinel, wait_replicas={REPLICAS})",
                 str(len(calls)),
                 f"{len(failed(calls))} failed",
                 f"{rate(calls):.0f} calls/s; h1 {hosts['h1']}, h2 {hosts['h2']}",
@@ -191,9 +197,19 @@ async def run(args: argparse.Namespace) -> int:
 
             # 4. The Redis primary SIGKILLed under load.
             watch = Watch(lambda: lab.primary_of(sentinel_nodes[1]), lambda p: p not in ("", r1.address))
+
+            def restart_r1() -> None:  # its supervisor brings it back; Sentinel makes it a replica
+                while watch.at is None:
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                promoted = next(n for n in sentinel_nodes if n.address == watch.value)
+                lab.redis(r1, replica_of=promoted)
+
+            restarting = asyncio.ensure_future(asyncio.to_thread(restart_r1))
             calls, killed = await load_with_fault(
-                callers, front, 8.0, 1.5, lambda: Lab.signal(redis_primary, signal.SIGKILL)
+                callers, front, 10.0, 1.5, lambda: Lab.signal(redis_primary, signal.SIGKILL)
             )
+            await restarting
             watch.stop()
             accepted += [c for c in calls if c.accepted]
             refused = [c for c in failed(calls) if c.status in ("UNAVAILABLE", "503")]
@@ -205,7 +221,8 @@ async def run(args: argparse.Namespace) -> int:
                 "Redis primary SIGKILLed under load (Sentinel)",
                 str(len(calls)),
                 f"{len(refused)} refused 503/UNAVAILABLE, {sum(other.values())} other failures {dict(other)}",
-                f"refusals until {span:.2f} s after the kill; Sentinel failover {failover}; "
+                f"refusals until {span:.2f} s after the kill; Sentinel failover {failover}, "
+                f"the lost node back as a replica 1 s later; "
                 f"replays of the {len(accepted)} accepted requests to front, h1, h2: {replayed} accepted",
             )
 
@@ -214,16 +231,40 @@ async def run(args: argparse.Namespace) -> int:
                 backends[name].send_signal(signal.SIGTERM)
             for name in ("h1", "h2"):
                 backends[name].wait(15)
-            cluster_url = lab.cluster_url(cluster_nodes, wait_replicas=1)
+            cluster_url = lab.cluster_url(cluster_nodes, wait_replicas=REPLICAS)
             backends.update(start_backends(lab, [h1, h2], cluster_url, front))
             wait_pool(admin, both, 15)
-            victim, slots = cluster_primary(cluster_nodes)
-            victim_process = next(p for p in victim.processes if "redis-server" in " ".join(map(str, p.args)))
+            found, slots = cluster_primary(cluster_nodes)
+            assert found is not None
+            victim = found
+            victim_process = next(p for p in victim.processes if "redis-server" in str(p.args))
             cluster_callers = [Caller(100 + i, hotkey().ss58_address) for i in range(args.cluster_callers)]
             on_victim = {c.index for c in cluster_callers if key_slot(c.key.encode()) in slots}
-            calls, killed = await load_with_fault(
-                cluster_callers, front, 8.0, 1.5, lambda: Lab.signal(victim_process, signal.SIGKILL)
-            )
+            promoted_at: list[float] = []
+
+            def restart_victim() -> None:
+                # Only once a replica serves its slots: a primary without persistence that came back
+                # before that would serve its slots again, empty (every nonce forgotten).
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    # The survivors' view: the lost primary is not among them, so an owner is its promoted replica.
+                    owner, _ = cluster_primary([n for n in cluster_nodes if n is not victim], slot=min(slots))
+                    if owner is not None:
+                        promoted_at.append(time.monotonic())
+                        break
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                lab.redis(victim, cluster=True)
+
+            def kill_victim() -> None:
+                Lab.signal(victim_process, signal.SIGKILL)
+                cluster_restart.append(asyncio.run_coroutine_threadsafe(asyncio.to_thread(restart_victim), loop))
+
+            loop = asyncio.get_running_loop()
+            cluster_restart: list[Any] = []
+            calls, killed = await load_with_fault(cluster_callers, front, 10.0, 1.5, kill_victim)
+            await asyncio.wrap_future(cluster_restart[0])
+            promotion = f"{promoted_at[0] - killed:.2f} s" if promoted_at else "none seen"
             cluster_accepted = [c for c in calls if c.accepted]
             refused = [c for c in failed(calls) if c.status in ("UNAVAILABLE", "503")]
             refused_callers = {c.caller for c in refused}
@@ -245,7 +286,8 @@ async def run(args: argparse.Namespace) -> int:
                 f"{len(refused)} refused 503/UNAVAILABLE, {sum(others.values())} other failures {dict(others)}",
                 f"callers refused {len(refused_callers)} of {len(cluster_callers)}, "
                 f"{len(refused_callers - on_victim)} of them not on the lost primary's slots "
-                f"({len(on_victim)} callers were); their refusals until {span:.2f} s after the kill{stray_note}; "
+                f"({len(on_victim)} callers were); their refusals until {span:.2f} s after the kill "
+                f"(replica promoted {promotion}, the lost node back as a replica 1 s later){stray_note}; "
                 f"replays of the {len(cluster_accepted)} accepted to front, h1, h2: {replayed} accepted",
             )
             accepted += cluster_accepted
@@ -269,18 +311,23 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cluster_primary(nodes: list[Host]) -> tuple[Host, set[int]]:
-    """A primary of the cluster and the slots it serves."""
+def cluster_primary(nodes: list[Host], slot: int | None = None) -> tuple[Host | None, set[int]]:
+    """A primary of the cluster (the one serving ``slot``, if given) and the slots it serves."""
     text = redis_command(nodes[0].address, REDIS_PORT, args=["CLUSTER", "NODES"])
     for line in text.splitlines():
         parts = line.split()
-        if "master" in parts[2] and "fail" not in parts[2] and len(parts) > 8:
+        if len(parts) > 8 and "master" in parts[2] and "fail" not in parts[2]:
             address = parts[1].split(":")[0]
             slots: set[int] = set()
             for span in parts[8:]:
+                if span.startswith("["):
+                    continue  # a slot being migrated
                 low, _, high = span.partition("-")
                 slots.update(range(int(low), int(high or low) + 1))
-            return next(n for n in nodes if n.address == address), slots
+            if slot is None or slot in slots:
+                return next((n for n in nodes if n.address == address), None), slots
+    if slot is not None:
+        return None, set()
     raise RuntimeError("no primary in the cluster")
 
 
@@ -289,8 +336,10 @@ async def wait_cost(lab: Lab, sentinel_nodes: list[Host], checks: int) -> None:
     base = lab.sentinel_url(sentinel_nodes)
     primary = lab.primary_of(sentinel_nodes[1])
     stores = {
-        "wait_replicas=0": RedisNonceStore(base, retention_ns=120 * 10**9, namespace="cost"),
-        "wait_replicas=1": RedisNonceStore(base + "?wait_replicas=1", retention_ns=120 * 10**9, namespace="cost"),
+        f"wait_replicas={n}": RedisNonceStore(
+            base + (f"?wait_replicas={n}" if n else ""), retention_ns=120 * 10**9, namespace="cost"
+        )
+        for n in range(REPLICAS + 1)
     }
     times: dict[str, list[float]] = {name: [] for name in stores}
     refused = Counter[str]()
@@ -310,13 +359,13 @@ async def wait_cost(lab: Lab, sentinel_nodes: list[Host], checks: int) -> None:
             await store.close()
     p50 = {n: statistics.median(t) * 1e6 for n, t in times.items()}
     p99 = {n: sorted(t)[int(len(t) * 0.99) - 1] * 1e6 for n, t in times.items()}
+    base_p50 = p50["wait_replicas=0"]
     row(
-        "cost of wait_replicas=1 (one check, sequential)",
+        "cost of wait_replicas (one check, sequential)",
         f"{sum(len(t) for t in times.values())}",
         f"{sum(refused.values())} refused",
-        f"p50 {p50['wait_replicas=0']:.0f} -> {p50['wait_replicas=1']:.0f} us "
-        f"(x{p50['wait_replicas=1'] / p50['wait_replicas=0']:.2f}), p99 {p99['wait_replicas=0']:.0f} -> "
-        f"{p99['wait_replicas=1']:.0f} us; primary {primary}, over the lab's veth bridge",
+        "; ".join(f"{n}: p50 {p50[n]:.0f} us (x{p50[n] / base_p50:.2f}), p99 {p99[n]:.0f} us" for n in stores)
+        + f"; primary {primary}, over the lab's veth bridge",
     )
 
 

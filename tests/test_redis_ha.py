@@ -122,7 +122,10 @@ async def test_wait_replicas_accepts_once_a_replica_has_the_nonce_and_refuses_wi
     primary = servers()
     replica = servers("--replicaof", "127.0.0.1", str(primary.port))
     wait_until(lambda: replicas_online(primary, 1), 10, "replicating")
-    store = RedisNonceStore(f"{primary.url}?wait_replicas=1", retention_ns=RETENTION, namespace="wait")
+    # Bounds wide enough for a loaded machine: the test is of the guarantee, not of the latency.
+    store = RedisNonceStore(
+        f"{primary.url}?wait_replicas=1&wait_timeout_ms=1000", retention_ns=RETENTION, namespace="wait", timeout_s=3
+    )
     try:
         nonce = time.time_ns()
         assert await store.check_and_store("caller", nonce, None) is ACCEPTED
@@ -134,7 +137,7 @@ async def test_wait_replicas_accepts_once_a_replica_has_the_nonce_and_refuses_wi
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
             await store.check_and_store("caller", time.time_ns(), None)
-        assert time.monotonic() - started < store.timeout_s + 0.2  # refused within the WAIT bound
+        assert time.monotonic() - started < 1.5  # refused once WAIT's 1 s passed, not at the store's 3 s
     finally:
         await store.close()
 
@@ -147,8 +150,9 @@ async def test_a_sentinel_failover_keeps_every_nonce_accepted_with_wait(
     wait_until(lambda: replicas_online(primary, 2), 10, "replicating")
     sentinel = SentinelServer(tmp_path / "sentinel", primary.port).start()
     wait_until(lambda: "slaves=2" in redis_cli(sentinel.port, "INFO", "sentinel"), 10, "seeing both replicas")
-    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/axon/0?wait_replicas=1"
-    store = RedisNonceStore(url, retention_ns=RETENTION, namespace="failover", timeout_s=0.3)
+    # Every replica acknowledges each accepted nonce, so whichever Sentinel promotes holds them all.
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/axon/0?wait_replicas=2&wait_timeout_ms=1000"
+    store = RedisNonceStore(url, retention_ns=RETENTION, namespace="failover", timeout_s=2)
     try:
         accepted = []
         for i in range(50):
@@ -194,7 +198,7 @@ async def test_a_cluster_spreads_callers_over_slots_and_keeps_each_window_on_one
     assert await create.wait() == 0
     wait_until(lambda: all("cluster_state:ok" in redis_cli(n.port, "CLUSTER", "INFO") for n in nodes), 15, "cluster ok")
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
-    store = RedisNonceStore(url, retention_ns=RETENTION, namespace="5Fhotkey")
+    store = RedisNonceStore(url, retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=3)
     waiting = RedisNonceStore(url + "?wait_replicas=1", retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=0.3)
     try:
         nonces = {f"caller{i}:uuid": time.time_ns() for i in range(40)}

@@ -13,13 +13,14 @@ What a failover can lose. Redis replicates asynchronously: a script that stored 
 on the primary returns before any replica has it. If the primary dies then, the promoted
 replica lacks the nonce and would accept the same signed request once more, for as long
 as the request is fresh (``VerifyPolicy``: 4 s plus the caller's timeout, up to 30 s of
-clock skew). The query option ``wait_replicas=N`` (any topology) closes that window: the
-check is pipelined with ``WAIT N wait_timeout_ms`` on the same connection, and a nonce
-is accepted only once N replicas acknowledged it; with fewer, the request is refused
-(503 / UNAVAILABLE, fail closed) and the nonce stays stored. Sentinel (and a Cluster)
-promote the replica with the largest replication offset, which holds every write any
-replica acknowledged, so an accepted nonce survives a failover unless every replica
-that acknowledged it is lost too. ``WAIT`` also fences a primary cut off from its
+clock skew). The query option ``wait_replicas=N`` (any topology) closes or narrows that
+window: the check is pipelined with ``WAIT N wait_timeout_ms`` on the same connection,
+and a nonce is accepted only once N replicas acknowledged it; with fewer, the request is
+refused (503 / UNAVAILABLE, fail closed) and the nonce stays stored. With N equal to the
+number of replicas, every replica holds every accepted nonce, so whichever is promoted
+does: no replay across a failover. With fewer, Sentinel (by the replication offsets it
+last read) or the Cluster's election may promote a replica that had not acknowledged
+yet: the window is narrowed, not closed. ``WAIT`` also fences a primary cut off from its
 replicas: it can still run the script but gets no acknowledgement, so it accepts nothing.
 """
 
