@@ -122,7 +122,7 @@ stress: $(STAMP) $(GEN)
 # `make fleet`: two hosts behind `axon-grpc front`, Redis with Sentinel and a Redis Cluster, each in
 # a network namespace of its own (root), with faults under load: a host SIGKILLed and one drained,
 # the Redis primary and a Cluster primary SIGKILLed, every accepted request replayed; prints a table
-# (docs/FLEET.md). About two minutes. Options: FLEET_ARGS='--callers 8'.
+# (docs/FLEET.md). About two and a half minutes. Options: FLEET_ARGS='--callers 8'.
 FLEET_ARGS ?=
 
 fleet: $(STAMP) $(GEN) fleet-tools

@@ -18,7 +18,7 @@ front from the bridge's address. The faults, in order:
    every accepted request replayed;
 6. the cost of ``wait_replicas``: one check's latency with 0, 1 and 2, interleaved.
 
-Every row is bounded in time; the whole run takes about two minutes. Run as root:
+Every row is bounded in time; the whole run takes under three minutes. Run as root:
 ``make fleet`` (or ``.venv/bin/python scripts/fleet_faults.py``).
 """
 

@@ -185,21 +185,27 @@ async def test_a_cluster_spreads_callers_over_slots_and_keeps_each_window_on_one
 ) -> None:
     nodes = [
         servers("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", port=cluster_port())
-        for _ in range(3)
+        for _ in range(6)
     ]
     create = await asyncio.create_subprocess_exec(
         "redis-cli",
         "--cluster",
         "create",
         *(f"127.0.0.1:{n.port}" for n in nodes),
+        "--cluster-replicas",
+        "1",
         "--cluster-yes",
         stdout=asyncio.subprocess.DEVNULL,
     )
     assert await create.wait() == 0
     wait_until(lambda: all("cluster_state:ok" in redis_cli(n.port, "CLUSTER", "INFO") for n in nodes), 15, "cluster ok")
+    primaries = [n for n in nodes if "role:master" in redis_cli(n.port, "INFO", "replication")]
+    wait_until(lambda: all(replicas_online(p, 1) for p in primaries), 15, "replicating")
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
     store = RedisNonceStore(url, retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=3)
-    waiting = RedisNonceStore(url + "?wait_replicas=1", retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=0.3)
+    waiting = RedisNonceStore(
+        url + "?wait_replicas=1&wait_timeout_ms=1000", retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=3
+    )
     try:
         nonces = {f"caller{i}:uuid": time.time_ns() for i in range(40)}
         for key, nonce in nonces.items():
@@ -208,13 +214,22 @@ async def test_a_cluster_spreads_callers_over_slots_and_keeps_each_window_on_one
         for key, nonce in nonces.items():
             assert await store.check_and_store(key, nonce, None) is NOT_NEWER
         assert store.redis_key("caller1:uuid") == "axon-grpc:5Fhotkey:n:{caller1:uuid}"
-        held = [int(redis_cli(n.port, "DBSIZE") or 0) for n in nodes]
+        held = [int(redis_cli(p.port, "DBSIZE") or 0) for p in primaries]
         assert sum(held) == 40 and sum(1 for h in held if h) >= 2, held
         for key in list(nonces)[:5]:  # one key per window, on its caller key's slot
             slot = redis_cli(nodes[0].port, "CLUSTER", "KEYSLOT", key)
             assert redis_cli(nodes[0].port, "CLUSTER", "KEYSLOT", store.redis_key(key)) == slot
-        with pytest.raises(ServiceUnavailable):  # no replica in this cluster: WAIT 1 can never be met
-            await waiting.check_and_store("caller-new:uuid", time.time_ns(), None)
+        # WAIT through the node that holds the key's slot: accepted once its replica has it, then a replay.
+        for i in range(20):
+            nonce = time.time_ns()
+            assert await waiting.check_and_store(f"waiting{i}:uuid", nonce, None) is ACCEPTED
+            assert await waiting.check_and_store(f"waiting{i}:uuid", nonce, None) is NOT_NEWER
+        strict = RedisNonceStore(url + "?wait_replicas=2", retention_ns=RETENTION, namespace="5Fhotkey", timeout_s=3)
+        try:
+            with pytest.raises(ServiceUnavailable):  # one replica per primary: WAIT 2 can never be met
+                await strict.check_and_store("caller-new:uuid", time.time_ns(), None)
+        finally:
+            await strict.close()
     finally:
         await store.close()
         await waiting.close()
