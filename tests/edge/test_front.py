@@ -5,6 +5,7 @@ The front running over real hosts (network namespaces) is tested in tests/test_f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -140,3 +141,54 @@ def test_envoy_accepts_the_configuration_with_tls_and_client_certificates(tmp_pa
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "OK" in result.stdout + result.stderr
+
+
+@requires_pyvoy
+@pytest.mark.skipif(OPENSSL_MISSING is not None, reason=str(OPENSSL_MISSING))
+async def test_a_dendrite_calls_through_a_tls_front_to_a_backend(tmp_path: Path) -> None:
+    """On loopback: ``axon-grpc serve`` behind ``axon-grpc front --tls-cert``; the Dendrite pins the CA."""
+    from axon_grpc import Dendrite
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.info import AxonInfo
+    from axon_grpc.testing import free_port
+
+    from ..support import Dummy
+    from .support import stop, wait_for_port
+
+    pki = make_pki(tmp_path)
+    seed = "0x" + "46" * 32
+    backend_port, front_port = free_port(), free_port()
+    env = environment(EDGE_TEST_AXON_SEED=seed)
+    serve_flags = ["--axon.ip", "127.0.0.1", "--axon.port", str(backend_port), "--trusted-front", "127.0.0.1/32"]
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "axon_grpc", "serve", "tests.edge.axon_app:build_axon", *serve_flags, "--grace", "1"],
+        env=env,
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+    )
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    front_flags = ["--listen", f"127.0.0.1:{front_port}", "--backend", f"127.0.0.1:{backend_port}", *tls]
+    front = subprocess.Popen(
+        [sys.executable, "-m", "axon_grpc", "front", *front_flags, "--edge.threads", "1"],
+        env=env,
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(backend_port, backend, 60)
+        wait_for_port(front_port, front, 30)
+        hotkey = Keypair.create_from_seed(seed).ss58_address
+        info = AxonInfo(version=0, ip="127.0.0.1", port=front_port, ip_type=4, hotkey=hotkey, coldkey="")
+        async with Dendrite(tls_ca=pki.ca) as dendrite:
+            for _ in range(50):  # until the front's first health check passed
+                result = await dendrite.call(info, Dummy(input=21), timeout=5, deserialize=False)
+                if result.dendrite.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        assert (result.dendrite.status_code, result.output) == (200, 42)
+        async with Dendrite() as plain:  # cleartext to a TLS front: no answer
+            refused = await plain.call(info, Dummy(input=1), timeout=3, deserialize=False)
+        assert refused.dendrite.status_code != 200
+    finally:
+        assert stop(front) in (0, -15)
+        assert stop(backend) == 0
