@@ -1,0 +1,51 @@
+// Package axonclient signs calls to an axon-grpc miner made through ordinary protoc-gen-go-grpc
+// stubs: Dial (or DialOptions) adds a codec and interceptors, and axonv1.NewAxonClient(conn)
+// works unchanged.
+package axonclient
+
+import (
+	"encoding/hex"
+
+	"golang.org/x/crypto/sha3"
+)
+
+const (
+	// ProtocolVersion is bt_header_dendrite_version: the protocol of Bittensor SDK 10.5.0.
+	ProtocolVersion = "10005000"
+	// PingMethod is refused without a signature; its trailers carry the axon's hotkey.
+	PingMethod      = "/axon.v1.Axon/Synapse"
+	axonPrefix      = "bt_header_axon_"
+	dendritePrefix  = "bt_header_dendrite_"
+	signAnswerKey   = "bt_header_sign_answer"
+	defaultTimeoutS = 12
+)
+
+// BodyHash is computed_body_hash: hex SHA3-256 of the method path, a newline and the
+// message bytes exactly as sent.
+func BodyHash(method string, body []byte) string {
+	h := sha3.New256()
+	h.Write([]byte(method + "\n"))
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// AnswerHash is what an answer's signature covers: hex SHA3-256 of the response bytes as received.
+func AnswerHash(body []byte) string {
+	sum := sha3.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// RequestMessage is what the caller signs: {nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}.
+func RequestMessage(nonce, hotkey, axonHotkey, uuid, bodyHash string) string {
+	return nonce + "." + hotkey + "." + axonHotkey + "." + uuid + "." + bodyHash
+}
+
+// AnswerMessage is what the axon signs to vouch for an answer (uuid empty for btauth/1).
+func AnswerMessage(nonce, hotkey, axonHotkey, uuid, answerHash string) string {
+	return "answer/1." + nonce + "." + hotkey + "." + axonHotkey + "." + uuid + "." + answerHash
+}
+
+// ResponseMessage is what the axon signs on an error answer (hotkey "None" when the request named none).
+func ResponseMessage(axonNonce, hotkey, axonHotkey, axonUUID string) string {
+	return axonNonce + "." + hotkey + "." + axonHotkey + "." + axonUUID
+}
