@@ -121,11 +121,19 @@ def grpc_body_hash(method: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def signed_message(
+    nonce: int | None, dendrite_hotkey: str | None, axon_hotkey: str, uuid: str | None, body_hash: str | None
+) -> str:
+    """``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}``: what a dendrite signs
+    (docs/SPEC.md rule R9)."""
+    return f"{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}"
+
+
 def request_message(synapse: Synapse, axon_hotkey: str) -> str:
-    """``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}``: what a dendrite signs."""
+    """:func:`signed_message` of a synapse's dendrite info, to ``axon_hotkey``."""
     d = synapse.dendrite
     assert d is not None
-    return f"{d.nonce}.{d.hotkey}.{axon_hotkey}.{d.uuid}.{synapse.computed_body_hash}"
+    return signed_message(d.nonce, d.hotkey, axon_hotkey, d.uuid, synapse.computed_body_hash)
 
 
 def response_message(axon_nonce: int, dendrite_hotkey: str | None, axon_hotkey: str, axon_uuid: str) -> str:

@@ -3,6 +3,30 @@
 
 from __future__ import annotations
 
+#: The contract's name: the protobuf package and the version a client speaks.
+CONTRACT_NAME = "axon.v1"
+#: How many numbered rules of docs/SPEC.md this axon speaks (R1..R{RULES}); a new rule
+#: within axon.v1 only adds to them (see the spec's versioning policy).
+RULES = 23
+#: The trailer every gRPC answer carries, announcing the contract and its rules.
+CONTRACT_TRAILER = "axon-contract"
+CONTRACT_ANNOUNCEMENT = f"{CONTRACT_NAME};rules={RULES}"
+
+# The rules the axon's refusals name (docs/SPEC.md).
+RULE_METHOD = "R1"
+RULE_REQUIRED = "R3"
+RULE_SHAPES = "R4"
+RULE_TIMEOUT = "R5"
+RULE_NAME_VERSION = "R6"
+RULE_BODY_HASH = "R7"
+RULE_SIGNATURE = "R9"
+RULE_SIGNATURE_ENCODING = "R10"
+RULE_KEY_TYPE = "R11"
+RULE_SS58 = "R12"
+RULE_NONCE = "R13"
+RULE_REPLAY = "R14"
+RULE_BTAUTH = "R21"
+
 CONTRACT = """\
 SERVICE
   One service, `axon.v1.Axon`, with one method per attached synapse:

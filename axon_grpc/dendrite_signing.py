@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from . import btauth
-from .auth import CRYPTO_HEADER, PROTOCOL_VERSION, SIGN_ANSWER_HEADER, answer_message, grpc_body_hash
+from .auth import CRYPTO_HEADER, PROTOCOL_VERSION, SIGN_ANSWER_HEADER, answer_message, grpc_body_hash, signed_message
 from .info import AxonInfo
 from .keys import InvalidAddress, parse_signature, verify_signature
 from .synapse import (
@@ -71,7 +71,7 @@ class RequestSigner:
         return nonce
 
     def _sign_legacy(self, nonce: int, axon_hotkey: str, body_hash: str) -> str:
-        message = f"{nonce}.{self.keypair.ss58_address}.{axon_hotkey}.{self.uuid}.{body_hash}"
+        message = signed_message(nonce, self.keypair.ss58_address, axon_hotkey, self.uuid, body_hash)
         return "0x" + bytes(self.keypair.sign(message)).hex()
 
     def _btauth(self, path: str, body: bytes, receiver: str, nonce: int, synapse: Synapse) -> dict[str, str]:
