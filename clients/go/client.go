@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -165,35 +164,8 @@ func (s *signer) sign(ctx context.Context, method string, body []byte) (context.
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	axon, _ := s.axon.Load().(string)
-	nonce := nextNonce()
-	hash := BodyHash(method, body)
-	signature := "0x" + hex.EncodeToString(s.hotkey.Sign([]byte(RequestMessage(nonce, s.hotkey.Address, axon, s.uuid, hash))))
-	pairs := []string{
-		"name", method[strings.LastIndexByte(method, '/')+1:],
-		"timeout", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64),
-		"computed_body_hash", hash,
-		dendritePrefix + "hotkey", s.hotkey.Address,
-		dendritePrefix + "nonce", nonce,
-		dendritePrefix + "uuid", s.uuid,
-		dendritePrefix + "version", ProtocolVersion,
-		dendritePrefix + "signature", signature,
-		dendritePrefix + "crypto", s.hotkey.Crypto(),
-	}
-	if s.verify {
-		pairs = append(pairs, signAnswerKey, "1")
-	}
-	return metadata.AppendToOutgoingContext(ctx, pairs...), cancel, nonce, axon
-}
-
-func (s *signer) answerProblem(info TerminalInfo, body []byte, nonce, axon string) string {
-	if info.Signature == "" {
-		return "the axon did not sign its answer"
-	}
-	message := AnswerMessage(nonce, s.hotkey.Address, axon, s.uuid, AnswerHash(body))
-	if VerifyEd25519(axon, []byte(message), info.Signature) {
-		return ""
-	}
-	return "answer signature mismatch (or an sr25519 axon: only ed25519 answers can be checked here)"
+	signed := SignRequest(s.hotkey, axon, s.uuid, method, body, nextNonce(), timeout, s.verify)
+	return metadata.AppendToOutgoingContext(ctx, signed.Metadata...), cancel, signed.Nonce, axon
 }
 
 func (s *signer) unary(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn,
@@ -221,7 +193,7 @@ func (s *signer) unary(ctx context.Context, method string, req, reply interface{
 		return err
 	}
 	if s.verify {
-		if problem := s.answerProblem(info, answer.body, nonce, axon); problem != "" {
+		if problem := CheckAnswer(nonce, s.hotkey.Address, s.uuid, axon, answer.body, info.Signature); problem != "" {
 			return status.Error(UnverifiedCode, "Answer not verified: "+problem)
 		}
 		info.Verified = true
@@ -331,7 +303,7 @@ func newSigner(o Options) (*signer, error) {
 		s.uuid = newUUID()
 	}
 	if o.AxonHotkey != "" {
-		if _, _, err := SS58Decode(o.AxonHotkey); err != nil {
+		if _, err := DecodeHotkey(o.AxonHotkey); err != nil {
 			return nil, fmt.Errorf("axonclient: AxonHotkey: %w", err)
 		}
 	}
@@ -394,7 +366,7 @@ func LearnAxonHotkey(ctx context.Context, conn *grpc.ClientConn) (string, error)
 	if hotkey == "" {
 		return "", fmt.Errorf("axonclient: the ping's answer names no hotkey (%v)", err)
 	}
-	if _, _, err := SS58Decode(hotkey); err != nil {
+	if _, err := DecodeHotkey(hotkey); err != nil {
 		return "", fmt.Errorf("axonclient: the ping's hotkey: %w", err)
 	}
 	return hotkey, nil

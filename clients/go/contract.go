@@ -5,6 +5,9 @@ package axonclient
 
 import (
 	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/crypto/sha3"
 )
@@ -48,4 +51,47 @@ func AnswerMessage(nonce, hotkey, axonHotkey, uuid, answerHash string) string {
 // ResponseMessage is what the axon signs on an error answer (hotkey "None" when the request named none).
 func ResponseMessage(axonNonce, hotkey, axonHotkey, axonUUID string) string {
 	return axonNonce + "." + hotkey + "." + axonHotkey + "." + axonUUID
+}
+
+// Request is what a signed request carries besides its message bytes.
+type Request struct {
+	Nonce, BodyHash, SignedMessage, Signature string
+	// Metadata is the key, value pairs to send (for metadata.AppendToOutgoingContext).
+	Metadata []string
+}
+
+// SignRequest hashes body for method, signs it with hotkey for the axon axonHotkey, and lists
+// the metadata of the call (nonce: nanoseconds since the epoch, decimal; timeout: the `timeout` key).
+func SignRequest(hotkey *Hotkey, axonHotkey, uuid, method string, body []byte, nonce string,
+	timeout time.Duration, signAnswer bool) Request {
+	hash := BodyHash(method, body)
+	message := RequestMessage(nonce, hotkey.Address, axonHotkey, uuid, hash)
+	signature := "0x" + hex.EncodeToString(hotkey.Sign([]byte(message)))
+	pairs := []string{
+		dendritePrefix + "hotkey", hotkey.Address,
+		dendritePrefix + "nonce", nonce,
+		dendritePrefix + "uuid", uuid,
+		dendritePrefix + "signature", signature,
+		dendritePrefix + "version", ProtocolVersion,
+		dendritePrefix + "crypto", hotkey.Crypto(),
+		"computed_body_hash", hash,
+		"timeout", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64),
+		"name", method[strings.LastIndexByte(method, '/')+1:],
+	}
+	if signAnswer {
+		pairs = append(pairs, signAnswerKey, "1")
+	}
+	return Request{Nonce: nonce, BodyHash: hash, SignedMessage: message, Signature: signature, Metadata: pairs}
+}
+
+// CheckAnswer is "" when signature is axonHotkey's answer/1 signature over the answer body to
+// the request (nonce, dendrite hotkey, uuid), else why not. Only ed25519 axons can be checked.
+func CheckAnswer(nonce, hotkey, uuid, axonHotkey string, body []byte, signature string) string {
+	if signature == "" {
+		return "the axon did not sign its answer"
+	}
+	if VerifyEd25519(axonHotkey, []byte(AnswerMessage(nonce, hotkey, axonHotkey, uuid, AnswerHash(body))), signature) {
+		return ""
+	}
+	return "answer signature mismatch (or an sr25519 axon: only ed25519 answers can be checked here)"
 }

@@ -135,10 +135,22 @@ func ParseSignature(value string) ([]byte, error) {
 	return raw, nil
 }
 
+// DecodeHotkey is the public key of a hotkey address: canonical SS58 in Bittensor's format (42).
+func DecodeHotkey(address string) ([]byte, error) {
+	publicKey, format, err := SS58Decode(address)
+	if err != nil {
+		return nil, err
+	}
+	if format != SS58Format {
+		return nil, fmt.Errorf("%w: wrong format", ErrInvalidAddress)
+	}
+	return publicKey, nil
+}
+
 // VerifyEd25519 says whether signature (hex) is address's ed25519 signature over message.
 // sr25519 signatures cannot be checked by this package (no sr25519 library is packaged here).
 func VerifyEd25519(address string, message []byte, signature string) bool {
-	publicKey, _, err := SS58Decode(address)
+	publicKey, err := DecodeHotkey(address)
 	if err != nil {
 		return false
 	}

@@ -2,19 +2,8 @@
 // the bytes it received; `axonInterceptor` signs each call and reads (and checks) the answer.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import {
-  AXON_PREFIX,
-  DENDRITE_PREFIX,
-  PING_PATH,
-  PROTOCOL_VERSION,
-  SIGN_ANSWER_HEADER,
-  answerHash,
-  answerMessage,
-  bodyHash,
-  requestMessage,
-  responseMessage,
-} from './contract.js';
-import { Hotkey, ss58Decode, toHex, verifySignature } from './keys.js';
+import { AXON_PREFIX, PING_PATH, checkAnswer, responseMessage, signRequest } from './contract.js';
+import { Hotkey, ss58Decode, verifySignature } from './keys.js';
 
 const SERIALIZE = Symbol.for('axon-grpc.serialize');
 const RAW = Symbol.for('axon-grpc.raw');
@@ -167,13 +156,6 @@ function unverified(reason: string, metadata: grpc.Metadata): grpc.StatusObject 
   return { code: UNVERIFIED_STATUS, details: `Answer not verified: ${reason}`, metadata };
 }
 
-function answerProblem(signed: string, info: TerminalInfo, body: Buffer | undefined, axonHotkey: string): string | null {
-  if (body === undefined) return 'the answer bytes were not kept (load the definition through signable())';
-  if (!info.signature) return 'the axon did not sign its answer';
-  const message = signed + answerHash(body);
-  return verifySignature(axonHotkey, message, info.signature) ? null : 'answer signature mismatch';
-}
-
 function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey: () => string): grpc.Interceptor {
   const uuid = options.uuid ?? randomUUID();
   const defaultTimeout = options.timeout ?? 12;
@@ -212,24 +194,13 @@ function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey
         }
         const body = serialize(message);
         const axon = axonHotkey();
-        const nonce = nextNonce();
-        const hash = bodyHash(method.path, body);
-        const signature = '0x' + toHex(hotkey.sign(requestMessage(nonce, hotkey.address, axon, uuid, hash)));
+        const request = { nonce: nextNonce(), hotkey: hotkey.address, uuid };
+        const signed = signRequest({
+          ...{ hotkey, axonHotkey: axon, uuid, method: method.path, body },
+          ...{ nonce: request.nonce, timeout, signAnswer: verify },
+        });
         const metadata = given.clone();
-        const values: [string, string][] = [
-          ['name', method.path.slice(method.path.lastIndexOf('/') + 1)],
-          ['timeout', String(timeout)],
-          ['computed_body_hash', hash],
-          [DENDRITE_PREFIX + 'hotkey', hotkey.address],
-          [DENDRITE_PREFIX + 'nonce', nonce],
-          [DENDRITE_PREFIX + 'uuid', uuid],
-          [DENDRITE_PREFIX + 'version', PROTOCOL_VERSION],
-          [DENDRITE_PREFIX + 'signature', signature],
-          [DENDRITE_PREFIX + 'crypto', hotkey.crypto],
-        ];
-        if (verify) values.push([SIGN_ANSWER_HEADER, '1']);
-        for (const [key, value] of values) metadata.set(key, value);
-        const signed = answerMessage(nonce, hotkey.address, axon, uuid, '');
+        for (const [key, value] of signed.metadata) metadata.set(key, value);
         let held: { message: unknown; next: (message: unknown) => void } | undefined;
         startNext!(metadata, {
           onReceiveMessage(answer, passOn) {
@@ -241,7 +212,11 @@ function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey
             let outcome = status;
             if (held !== undefined) {
               if (verify && status.code === grpc.status.OK) {
-                const problem = answerProblem(signed, info, rawBytes(held.message), axon);
+                const raw = rawBytes(held.message);
+                const problem =
+                  raw === undefined
+                    ? 'the answer bytes were not kept (make the stub from signable())'
+                    : checkAnswer(request, axon, raw, info.signature);
                 if (problem === null) info.verified = true;
                 else outcome = unverified(problem, status.metadata);
               }

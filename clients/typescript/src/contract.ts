@@ -1,6 +1,6 @@
 // The strings the axon hashes and signs (the contract in the emitted .proto's header).
 import { sha3_256 } from '@noble/hashes/sha3.js';
-import { toHex } from './keys.js';
+import { type Hotkey, toHex, verifySignature } from './keys.js';
 
 /** `bt_header_dendrite_version`: the protocol of Bittensor SDK 10.5.0. */
 export const PROTOCOL_VERSION = '10005000';
@@ -36,4 +36,62 @@ export function answerMessage(nonce: string, hotkey: string, axonHotkey: string,
  *  (`dendrite_hotkey` is `None` when the request named none, as the ping's). */
 export function responseMessage(axonNonce: string, hotkey: string, axonHotkey: string, axonUuid: string): string {
   return `${axonNonce}.${hotkey}.${axonHotkey}.${axonUuid}`;
+}
+
+/** What a signed request carries: its `computed_body_hash`, the signed message and the metadata. */
+export interface SignedRequest {
+  nonce: string;
+  bodyHash: string;
+  signedMessage: string;
+  signature: string;
+  metadata: [string, string][];
+}
+
+export interface RequestFields {
+  hotkey: Hotkey;
+  axonHotkey: string;
+  uuid: string;
+  /** The method path, `/axon.v1.Axon/{Synapse}`. */
+  method: string;
+  /** The request message bytes exactly as sent. */
+  body: Uint8Array;
+  /** Nanoseconds since the Unix epoch, decimal. */
+  nonce: string;
+  /** Seconds (the `timeout` key). */
+  timeout: number;
+  signAnswer?: boolean;
+}
+
+/** Hash, sign and list the metadata of one request (the legacy `bt_header_*` scheme). */
+export function signRequest(fields: RequestFields): SignedRequest {
+  const { hotkey, axonHotkey, uuid, method, body, nonce } = fields;
+  const hash = bodyHash(method, body);
+  const signedMessage = requestMessage(nonce, hotkey.address, axonHotkey, uuid, hash);
+  const signature = '0x' + toHex(hotkey.sign(signedMessage));
+  const metadata: [string, string][] = [
+    [DENDRITE_PREFIX + 'hotkey', hotkey.address],
+    [DENDRITE_PREFIX + 'nonce', nonce],
+    [DENDRITE_PREFIX + 'uuid', uuid],
+    [DENDRITE_PREFIX + 'signature', signature],
+    [DENDRITE_PREFIX + 'version', PROTOCOL_VERSION],
+    [DENDRITE_PREFIX + 'crypto', hotkey.crypto],
+    ['computed_body_hash', hash],
+    ['timeout', String(fields.timeout)],
+    ['name', method.slice(method.lastIndexOf('/') + 1)],
+  ];
+  if (fields.signAnswer) metadata.push([SIGN_ANSWER_HEADER, '1']);
+  return { nonce, bodyHash: hash, signedMessage, signature, metadata };
+}
+
+/** Null when `signature` is `axonHotkey`'s `answer/1` signature over the answer `body` to the
+ *  request (`nonce`, `hotkey`, `uuid`), else why not. */
+export function checkAnswer(
+  request: { nonce: string; hotkey: string; uuid: string },
+  axonHotkey: string,
+  body: Uint8Array,
+  signature: string | undefined,
+): string | null {
+  if (!signature) return 'the axon did not sign its answer';
+  const message = answerMessage(request.nonce, request.hotkey, axonHotkey, request.uuid, answerHash(body));
+  return verifySignature(axonHotkey, message, signature) ? null : 'answer signature mismatch';
 }

@@ -43,8 +43,12 @@ export function ss58Encode(publicKey: Uint8Array, format = SS58_FORMAT): string 
 }
 
 /** The public key and format of an SS58 address; throws InvalidAddress, also for a
- *  non-canonical one (a two-byte prefix for a format below 64). */
-export function ss58Decode(address: string): { publicKey: Uint8Array; format: number } {
+ *  non-canonical one (a two-byte prefix for a format below 64) and, unless `expectedFormat`
+ *  is null, for another format than Bittensor's (42). */
+export function ss58Decode(
+  address: string,
+  expectedFormat: number | null = SS58_FORMAT,
+): { publicKey: Uint8Array; format: number } {
   if (typeof address !== 'string' || address.length === 0) throw new InvalidAddress('invalid SS58 address: empty');
   if (address.length > MAX_ADDRESS_CHARS) throw new InvalidAddress('invalid SS58 address: wrong length');
   let raw: Uint8Array;
@@ -77,6 +81,7 @@ export function ss58Decode(address: string): { publicKey: Uint8Array; format: nu
   if (prefixLength === 2 && format < 64) {
     throw new InvalidAddress(`invalid SS58 address: not canonical (format ${format} takes the one-byte prefix)`);
   }
+  if (expectedFormat !== null && format !== expectedFormat) throw new InvalidAddress('invalid SS58 address: wrong format');
   return { publicKey: body.slice(prefixLength), format };
 }
 

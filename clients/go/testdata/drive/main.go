@@ -2,6 +2,7 @@
 // each call got, as JSON (tests/test_client_kits.py asserts on it).
 //
 //	drive ADDRESS SEED_HEX
+//	drive vectors FILE
 package main
 
 import (
@@ -86,6 +87,10 @@ func dial(ctx context.Context, address string, o *axonclient.Options) (*grpc.Cli
 }
 
 func main() {
+	if os.Args[1] == "vectors" {
+		runVectors(os.Args[2])
+		return
+	}
 	ctx := context.Background()
 	address := os.Args[1]
 	seed, err := hex.DecodeString(strings.TrimPrefix(os.Args[2], "0x"))
