@@ -12,8 +12,8 @@ import os
 from typing import Optional
 
 from axon_grpc import Axon, Synapse
-from axon_grpc.keys import Keypair
-from axon_grpc.wallet import KeypairWallet
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.wallet import KeypairWallet
 
 from .edge.axon_app import story_forward
 from .support import dummy_blacklist, dummy_forward, said_forward

@@ -21,9 +21,9 @@ from typing import Any, Generator, Iterator
 
 import pytest
 
-from axon_grpc import codegen
-from axon_grpc.auth import grpc_body_hash
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.cli import codegen
 from axon_grpc.testing import free_port
 
 from .edge.support import environment, pyvoy_missing, stop, wait_for_port
