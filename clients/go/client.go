@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,6 +143,7 @@ func newUUID() string {
 }
 
 type signer struct {
+	order   sync.Mutex
 	hotkey  *Hotkey
 	axon    atomic.Value // string
 	timeout time.Duration
@@ -168,6 +170,31 @@ func (s *signer) sign(ctx context.Context, method string, body []byte) (context.
 	return metadata.AppendToOutgoingContext(ctx, signed.Metadata...), cancel, signed.Nonce, axon
 }
 
+// open signs body for method and starts the call, its request sent. Calls are signed and
+// started one at a time, so they reach the axon in the order of their nonces (the axon accepts
+// a nonce overtaken by at most 64 newer ones of the same uuid).
+func (s *signer) open(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, body []byte,
+	streamer grpc.Streamer, opts []grpc.CallOption) (grpc.ClientStream, context.CancelFunc, string, string, error) {
+	s.order.Lock()
+	defer s.order.Unlock()
+	ctx, cancel, nonce, axon := s.sign(ctx, method, body)
+	stream, err := streamer(ctx, desc, cc, method, append(opts, grpc.ForceCodec(Codec{}))...)
+	if err == nil {
+		err = stream.SendMsg(&presigned{body})
+	}
+	if err != nil {
+		cancel()
+	}
+	return stream, cancel, nonce, axon, err
+}
+
+type ownStreamKey struct{}
+
+func newStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+	opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return cc.NewStream(ctx, desc, method, opts...)
+}
+
 func (s *signer) unary(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn,
 	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	if ctx.Value(pingKey{}) != nil {
@@ -182,11 +209,16 @@ func (s *signer) unary(ctx context.Context, method string, req, reply interface{
 	if err != nil {
 		return status.Errorf(codes.Internal, "axonclient: %v", err)
 	}
-	ctx, cancel, nonce, axon := s.sign(ctx, method, body)
-	defer cancel()
 	var trailer metadata.MD
+	// A unary call as grpc-go's own invoke makes it (a stream of one message each way), so that
+	// it is started under open's lock; the stream interceptors let it through unchanged.
+	stream, cancel, nonce, axon, err := s.open(context.WithValue(ctx, ownStreamKey{}, true), &grpc.StreamDesc{},
+		cc, method, body, newStream, append(opts, grpc.Trailer(&trailer)))
 	answer := &received{}
-	err = invoker(ctx, method, &presigned{body}, answer, cc, append(opts, grpc.ForceCodec(Codec{}), grpc.Trailer(&trailer))...)
+	if err == nil {
+		defer cancel()
+		err = stream.RecvMsg(answer)
+	}
 	info := readTerminal(trailer)
 	defer func() { report(opts, info) }()
 	if err != nil {
@@ -229,15 +261,13 @@ func (s *signedStream) SendMsg(m interface{}) error {
 	if err != nil {
 		return status.Errorf(codes.Internal, "axonclient: %v", err)
 	}
-	ctx, cancel, _, _ := s.signer.sign(s.ctx, s.method, body)
-	opts := append(append([]grpc.CallOption{}, s.opts...), grpc.ForceCodec(Codec{}), grpc.Trailer(&s.trailer))
-	real, err := s.streamer(ctx, s.desc, s.cc, s.method, opts...)
+	real, cancel, _, _, err := s.signer.open(s.ctx, s.desc, s.cc, s.method, body, s.streamer,
+		append(append([]grpc.CallOption{}, s.opts...), grpc.Trailer(&s.trailer)))
 	if err != nil {
-		cancel()
 		return err
 	}
 	s.real, s.cancel = real, cancel
-	return real.SendMsg(&presigned{body})
+	return nil
 }
 
 func (s *signedStream) RecvMsg(m interface{}) error {
@@ -282,6 +312,9 @@ func (s *signedStream) Context() context.Context {
 
 func (s *signer) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 	streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if ctx.Value(ownStreamKey{}) != nil { // a unary call of this signer's
+		return streamer(ctx, desc, cc, method, opts...)
+	}
 	if desc.ClientStreams {
 		return nil, status.Error(codes.Unimplemented, "axonclient: an axon has no client-streaming methods")
 	}
