@@ -10,8 +10,10 @@ reason, except under CI, where ``make test`` installs it and its absence fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,21 @@ GO_PATH = Path("/usr/share/gocode")
 
 AXON_SEED = "0x" + "4a" * 32
 CALLER_SEED = "0x" + "11" * 32
+CLIENTS_DOC = ROOT / "docs" / "CLIENTS.md"
+
+
+def doc_program(language: str, marker: str) -> str:
+    """The ``language`` block of docs/CLIENTS.md holding ``marker``: a kit's shortest signed call."""
+    blocks = [b for b in re.findall(rf"```{language}\n(.*?)```", CLIENTS_DOC.read_text(), flags=re.S) if marker in b]
+    assert len(blocks) == 1, f"docs/CLIENTS.md has {len(blocks)} {language} blocks with {marker!r}"
+    return blocks[0]
+
+
+def substituted(text: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        assert old in text, f"{old!r} is not in the program of docs/CLIENTS.md"
+        text = text.replace(old, new)
+    return text
 
 
 def unavailable(reason: str) -> None:
@@ -64,6 +81,7 @@ class Kit:
     driver: list[str]  #: the program that calls an axon (then ADDRESS, then ``arguments``)
     arguments: list[str]
     vectors: list[str]  #: the program that computes the vectors (then FILE)
+    example: list[str]  #: docs/CLIENTS.md's program (then ADDRESS)
     crypto: str  #: the caller's key type
     checks_sr25519: bool  #: whether the kit can verify sr25519 signatures
 
@@ -92,6 +110,17 @@ def typescript_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit
     for name in ("package.json", "tsconfig.json", "tsconfig.test.json"):
         shutil.copy(TS_KIT / name, build / name)
     (build / "node_modules").symlink_to(TS_KIT / "node_modules")
+    program = doc_program("typescript", "@axon-grpc/client")
+    (build / "test" / "doc_example.ts").write_text(
+        substituted(
+            program,
+            {
+                "'@axon-grpc/client'": "'../src/index.js'",
+                "'out/axon/v1/axon_service.proto'": f"{json.dumps(str(proto))}",
+                "'127.0.0.1:8091'": "process.argv[2]!",
+            },
+        )
+    )
     out = proto.parents[2]
     gen_types = str(TS_KIT / "node_modules" / ".bin" / "proto-loader-gen-types")
     options = ["--grpcLib=@grpc/grpc-js", "--longs=Number", "--keepCase", "--defaults", "--importFileExtension=.js"]
@@ -110,6 +139,7 @@ def typescript_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit
         driver=[node, str(build / "build" / "test" / "drive.js")],
         arguments=[str(proto), CALLER_SEED, "sr25519"],
         vectors=[node, str(build / "build" / "test" / "vectors.js")],
+        example=[node, str(build / "build" / "test" / "doc_example.js")],
         crypto="sr25519",
         checks_sr25519=True,
     )
@@ -141,15 +171,20 @@ def go_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit:
     for file in GO_KIT.glob("*.go"):
         shutil.copy(file, src / "axonclient" / file.name)
     shutil.copytree(GO_KIT / "testdata" / "drive", src / "drive")
+    (src / "docexample").mkdir()
+    program = doc_program("go", "package main")
+    (src / "docexample" / "main.go").write_text(substituted(program, {'"127.0.0.1:8091"': "os.Args[1]"}))
     go = {"GO111MODULE": "off", "GOFLAGS": "", "GOPATH": f"{build}:{GO_PATH}", "GOCACHE": str(build / "cache")}
     run(["go", "vet", "axonclient"], cwd=build, env=go)
     run(["go", "build", "-o", "drive", "drive"], cwd=build, env=go)
+    run(["go", "build", "-o", "docexample", "docexample"], cwd=build, env=go)
     binary = str(build / "drive")
     return Kit(
         name="go",
         driver=[binary],
         arguments=[CALLER_SEED],
         vectors=[binary, "vectors"],
+        example=[str(build / "docexample")],
         crypto="ed25519",
         checks_sr25519=False,
     )
@@ -344,3 +379,12 @@ def test_kit_makes_200_concurrent_calls_on_one_connection(
 ) -> None:
     got = outcome(kit, mode, served)["concurrency"]
     assert got == {"codes": {"0": 200}, "right": 200, "details": []}
+
+
+def test_the_docs_signed_call_runs(kit: Kit) -> None:
+    """docs/CLIENTS.md's program for the kit, as it stands there, against an sr25519 axon."""
+    with contextlib.closing(in_process("sr25519")) as server:
+        address = next(server)
+        seed = Keypair.create_from_seed(CALLER_SEED, kit.crypto).seed_hex
+        printed = run([*kit.example, address], timeout=60, env={"HOTKEY_SEED": seed.removeprefix("0x")})
+    assert printed.strip() == {"typescript": "14 200", "go": "14 <nil> 200"}[kit.name]
