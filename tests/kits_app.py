@@ -3,11 +3,13 @@
 from ``$KITS_AXON_CRYPTO``, sr25519 by default).
 
 Dummy (unary, ``input`` 13 is blacklisted), Tally (a map field), Story (a stream), Said (the
-miner refuses with its own message); Absent is in the emitted ``.proto`` but not attached.
+miner refuses with its own message), Slow (answers after ``seconds``); Absent is in the
+emitted ``.proto`` but not attached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Optional
 
@@ -26,7 +28,7 @@ MAX_QUEUE = 256
 
 #: What `axon-grpc proto` emits for the kits (Absent included, unattached).
 SYNAPSES = ["tests.support:Dummy", "tests.kits_app:Tally", "tests.edge.axon_app:Story", "tests.support:Said"]
-SYNAPSES.append("tests.kits_app:Absent")
+SYNAPSES += ["tests.kits_app:Slow", "tests.kits_app:Absent"]
 
 
 class Tally(Synapse):
@@ -36,6 +38,15 @@ class Tally(Synapse):
 
 def tally_forward(synapse: Tally) -> Tally:
     synapse.total = sum(synapse.counts.values())
+    return synapse
+
+
+class Slow(Synapse):
+    seconds: float = 0.0
+
+
+async def slow_forward(synapse: Slow) -> Slow:
+    await asyncio.sleep(synapse.seconds)
     return synapse
 
 
@@ -55,4 +66,5 @@ def build_axon(seed: str | None = None, crypto: str | None = None, **kwargs: obj
     axon.attach(forward_fn=tally_forward)
     axon.attach(forward_fn=story_forward)
     axon.attach(forward_fn=said_forward)
+    axon.attach(forward_fn=slow_forward)
     return axon

@@ -17,14 +17,16 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator, Iterator
 
+import grpc
 import pytest
 
 from axon_grpc.auth.keys import Keypair
-from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.auth.legacy import answer_message, grpc_body_hash, reply_hash
 from axon_grpc.cli import codegen
 from axon_grpc.testing import free_port
 
@@ -82,11 +84,15 @@ class Kit:
     arguments: list[str]
     vectors: list[str]  #: the program that computes the vectors (then FILE)
     example: list[str]  #: docs/CLIENTS.md's program (then ADDRESS)
+    forging_mode: list[str]  #: the driver's arguments before ADDRESS for a forging server
     crypto: str  #: the caller's key type
     checks_sr25519: bool  #: whether the kit can verify sr25519 signatures
 
     def call(self, address: str) -> dict[str, Any]:
         return json.loads(run([*self.driver, address, *self.arguments], timeout=180))
+
+    def call_forging(self, address: str, axon_hotkey: str) -> dict[str, Any]:
+        return json.loads(run([*self.driver, *self.forging_mode, address, *self.arguments, axon_hotkey], timeout=60))
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +146,7 @@ def typescript_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit
         arguments=[str(proto), CALLER_SEED, "sr25519"],
         vectors=[node, str(build / "build" / "test" / "vectors.js")],
         example=[node, str(build / "build" / "test" / "doc_example.js")],
+        forging_mode=[],
         crypto="sr25519",
         checks_sr25519=True,
     )
@@ -185,6 +192,7 @@ def go_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit:
         arguments=[CALLER_SEED],
         vectors=[binary, "vectors"],
         example=[str(build / "docexample")],
+        forging_mode=["forged"],
         crypto="ed25519",
         checks_sr25519=False,
     )
@@ -343,6 +351,11 @@ def test_kit_makes_signed_calls_and_reads_each_refusal(
     assert (code, status) == (12, 404) and details.startswith("Synapse name 'Absent' not found.")
     code, status, details = refused("too_large")  # over max_request_bytes (64 KiB)
     assert code == 8 and "65536" in details
+    code, status, details = refused("bad_request")  # a uuid of 65 characters (at most 64)
+    assert (code, status) == (3, 400) and details.startswith("Improperly formatted request.")
+    assert "uuid" in details and "64 characters" in details
+    code, status, details = refused("deadline")  # the call's 0.5 s pass while the forward sleeps 3 s
+    assert code == 4
     code, status, details = refused("miner_error")
     assert (code, status, details) == (13, 500, "the miner says no")
 
@@ -388,3 +401,56 @@ def test_the_docs_signed_call_runs(kit: Kit) -> None:
         seed = Keypair.create_from_seed(CALLER_SEED, kit.crypto).seed_hex
         printed = run([*kit.example, address], timeout=60, env={"HOTKEY_SEED": seed.removeprefix("0x")})
     assert printed.strip() == {"typescript": "14 200", "go": "14 <nil> 200"}[kit.name]
+
+
+GENUINE = Keypair.create_from_seed("0x" + "5e" * 32, "ed25519")
+IMPOSTOR = Keypair.create_from_seed("0x" + "1d" * 32, "ed25519")
+
+
+@contextlib.contextmanager
+def forging_server() -> Iterator[str]:
+    """A server posing as GENUINE's axon: ``Dummy`` answers ``input`` 1 signed by another key,
+    2 unsigned, 3 signed by GENUINE (the control), each with a right answer body."""
+
+    def dummy(request: bytes, context: grpc.ServicerContext) -> bytes:
+        sent = dict(context.invocation_metadata())
+        value = request[1]  # Dummy{input: value}: 08 value
+        answer = bytes([0x08, value, 0x10, 2 * value])
+        nonce, hotkey, uuid = (sent[f"bt_header_dendrite_{key}"] for key in ("nonce", "hotkey", "uuid"))
+        message = answer_message(int(nonce), hotkey, GENUINE.ss58_address, uuid, reply_hash(answer))
+        trailers = [("bt_header_axon_status_code", "200"), ("bt_header_axon_hotkey", GENUINE.ss58_address)]
+        signer = {1: IMPOSTOR, 3: GENUINE}.get(value)
+        if signer is not None:
+            trailers.append(("bt_header_axon_signature", signer.sign_hex(message)))
+        context.set_trailing_metadata(trailers)
+        return answer
+
+    server = grpc.server(ThreadPoolExecutor(4))
+    handler = grpc.unary_unary_rpc_method_handler(dummy)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("axon.v1.Axon", {"Dummy": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def test_kit_refuses_an_answer_the_axon_did_not_sign(kit: Kit) -> None:
+    """A server that is not the axon (or tampers with its answers) cannot pass one off."""
+    with forging_server() as address:
+        got = kit.call_forging(address, GENUINE.ss58_address)
+    assert got["impostor"]["code"] == 15
+    assert got["impostor"]["details"].startswith("Answer not verified: answer signature mismatch")
+    assert "reply" not in got["impostor"]
+    assert (got["unsigned"]["code"], got["unsigned"]["details"]) == (
+        15,
+        "Answer not verified: the axon did not sign its answer",
+    )
+    assert got["genuine"] == {
+        "code": 0,
+        "reply": {"input": 3, "output": 6},
+        "status_code": 200,
+        "axon_hotkey": GENUINE.ss58_address,
+        "verified": True,
+    }

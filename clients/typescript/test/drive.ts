@@ -1,6 +1,7 @@
 // The kit's test driver: calls a real axon through stubs typed by proto-loader-gen-types and
 // prints what each call got, as JSON (tests/test_client_kits.py asserts on it).
 //   node drive.js ADDRESS PROTO SEED CRYPTO
+//   node drive.js ADDRESS PROTO SEED CRYPTO AXON_HOTKEY   (a forging server: Dummy 1, 2, 3 with verifyAnswers)
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { type Crypto, Hotkey, axonHotkey, connect, signable, terminal } from '../src/index.js';
@@ -55,10 +56,20 @@ function story(client: AxonClient, prompt: string): Promise<Outcome & { chunks: 
 }
 
 async function main(): Promise<void> {
-  const [address, proto, seed, crypto] = process.argv.slice(2) as [string, string, string, Crypto];
+  const [address, proto, seed, crypto, forging] = process.argv.slice(2) as [string, string, string, Crypto, string?];
   const definition = signable(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true }));
   const { Axon } = (grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType).axon.v1;
   const hotkey = Hotkey.fromSeed(crypto, seed);
+  if (forging !== undefined) {
+    const checking = await connect(Axon, address, { hotkey, axonHotkey: forging, verifyAnswers: true });
+    const answers: Record<string, Outcome> = {};
+    for (const [name, input] of [['impostor', 1], ['unsigned', 2], ['genuine', 3]] as const) {
+      answers[name] = await call(checking.Dummy.bind(checking), { input });
+    }
+    checking.close();
+    process.stdout.write(JSON.stringify(answers) + '\n');
+    return;
+  }
 
   const client = await connect(Axon, address, { hotkey }); // learns the axon's hotkey from its ping
   const learnt = axonHotkey(client)!;
@@ -71,6 +82,12 @@ async function main(): Promise<void> {
   result.unknown = await call(client.Absent.bind(client), { value: 1 });
   result.too_large = await call(client.Said.bind(client), { text: 'x'.repeat(100_000) });
   result.miner_error = await call(client.Said.bind(client), { text: 'hello' });
+  const impatient = await connect(Axon, address, { hotkey, axonHotkey: learnt, timeout: 0.5 });
+  result.deadline = await call(impatient.Slow.bind(impatient), { seconds: 3 });
+  impatient.close();
+  const longUuid = await connect(Axon, address, { hotkey, axonHotkey: learnt, uuid: 'u'.repeat(65) });
+  result.bad_request = await call(longUuid.Dummy.bind(longUuid), { input: 7 });
+  longUuid.close();
 
   const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(client.Dummy.bind(client), { input: 100 + i })));
   const codes: Record<string, number> = {};

@@ -3,6 +3,7 @@
 //
 //	drive ADDRESS SEED_HEX
 //	drive vectors FILE
+//	drive forged ADDRESS SEED_HEX AXON_HOTKEY   (a forging server: Dummy 1, 2, 3 with VerifyAnswers)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	axonv1 "axon/v1"
 
@@ -92,6 +94,10 @@ func main() {
 		return
 	}
 	ctx := context.Background()
+	forging := os.Args[1] == "forged"
+	if forging {
+		os.Args = os.Args[1:]
+	}
 	address := os.Args[1]
 	seed, err := hex.DecodeString(strings.TrimPrefix(os.Args[2], "0x"))
 	if err != nil {
@@ -102,6 +108,15 @@ func main() {
 		panic(err)
 	}
 	result := map[string]any{"hotkey": hotkey.Address}
+	if forging {
+		checking := axonclient.Options{Hotkey: hotkey, AxonHotkey: os.Args[3], VerifyAnswers: true}
+		conn, client := dial(ctx, address, &checking)
+		result = map[string]any{"impostor": dummy(ctx, client, 1), "unsigned": dummy(ctx, client, 2), "genuine": dummy(ctx, client, 3)}
+		conn.Close()
+		out, _ := json.Marshal(result)
+		fmt.Println(string(out))
+		return
+	}
 
 	options := axonclient.Options{Hotkey: hotkey} // the axon's hotkey is learnt from its ping
 	conn, client := dial(ctx, address, &options)
@@ -128,6 +143,15 @@ func main() {
 	result["too_large"] = finish(err, info, nil)
 	_, err = client.Said(ctx, &axonv1.Said{Text: "hello"}, axonclient.Terminal(&info))
 	result["miner_error"] = finish(err, info, nil)
+	impatient := axonclient.Options{Hotkey: hotkey, AxonHotkey: options.AxonHotkey, Timeout: 500 * time.Millisecond}
+	impatientConn, impatientClient := dial(ctx, address, &impatient)
+	_, err = impatientClient.Slow(ctx, &axonv1.Slow{Seconds: 3}, axonclient.Terminal(&info))
+	result["deadline"] = finish(err, info, nil)
+	impatientConn.Close()
+	longUUID := axonclient.Options{Hotkey: hotkey, AxonHotkey: options.AxonHotkey, UUID: strings.Repeat("u", 65)}
+	longConn, longClient := dial(ctx, address, &longUUID)
+	result["bad_request"] = dummy(ctx, longClient, 7)
+	longConn.Close()
 
 	calls := make([]outcome, 200)
 	var wg sync.WaitGroup
