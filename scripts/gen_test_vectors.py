@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write ``proto/axon/v1/test_vectors.json``: the axon.v1 client test vectors (docs/SPEC.md).
 
-Every value is computed with the axon's own Python implementation (``axon_grpc.auth``,
-``axon_grpc.keys``, ``axon_grpc.btauth``) from fixed keys, nonces and bodies. ed25519
+Every value is computed with the axon's own Python implementation (``axon_grpc.auth.legacy``,
+``axon_grpc.auth.keys``, ``axon_grpc.auth.btauth``) from fixed keys, nonces and bodies. ed25519
 signatures are deterministic; an sr25519 signature is randomised, so one already in the
 file is kept while it still verifies over the same message (the file changes only when
 the contract does). ``tests/test_vectors.py`` checks the file against the implementation
@@ -23,8 +23,9 @@ from typing import Any
 
 import base58
 
-from axon_grpc import btauth
-from axon_grpc.auth import (
+from axon_grpc.auth import btauth
+from axon_grpc.auth.keys import Keypair, ss58_encode, verify_signature
+from axon_grpc.auth.legacy import (
     PROTOCOL_VERSION,
     answer_message,
     grpc_body_hash,
@@ -32,8 +33,7 @@ from axon_grpc.auth import (
     response_message,
     signed_message,
 )
-from axon_grpc.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
-from axon_grpc.keys import Keypair, ss58_encode, verify_signature
+from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_NAME, CONTRACT_TRAILER, RULES
 
 PATH = Path(__file__).resolve().parent.parent / "proto" / "axon" / "v1" / "test_vectors.json"
 
