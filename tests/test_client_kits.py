@@ -28,6 +28,7 @@ import pytest
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.auth.legacy import answer_message, grpc_body_hash, reply_hash
 from axon_grpc.cli import codegen
+from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT
 from axon_grpc.testing import free_port
 
 from .edge.support import environment, pyvoy_missing, stop, wait_for_port
@@ -330,7 +331,13 @@ def test_kit_makes_signed_calls_and_reads_each_refusal(
     assert got["hotkey"] == Keypair.create_from_seed(CALLER_SEED, kit.crypto).ss58_address
     assert got["learnt_hotkey"] == axon  # from the ping's trailers
 
-    assert got["unary"] == {"code": 0, "reply": {"input": 7, "output": 14}, "status_code": 200, "axon_hotkey": axon}
+    assert got["unary"] == {
+        "code": 0,
+        "reply": {"input": 7, "output": 14},
+        "status_code": 200,
+        "axon_hotkey": axon,
+        "contract": CONTRACT_ANNOUNCEMENT,  # the axon-contract trailer (rule R22)
+    }
     counts = {f"k{i}": i for i in range(40)}
     tally = got["map"]
     assert (tally["code"], tally["reply"]["total"], tally["status_code"]) == (0, sum(counts.values()), 200)
@@ -367,26 +374,14 @@ def test_kit_makes_signed_calls_and_reads_each_refusal(
             "status_code": 200,
             "axon_hotkey": axon,
             "verified": True,
+            "contract": CONTRACT_ANNOUNCEMENT,
         }
     else:  # an sr25519 axon's answer cannot be checked in Go: refused, never used unchecked
         assert signed["code"] == 15 and signed["details"].startswith("Answer not verified: answer signature mismatch")
     assert refused("signed_stream")[0::2] == (15, "Answer not verified: streamed answers are not signed")
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param(
-            "inprocess",
-            marks=pytest.mark.xfail(
-                reason="an in-process grpc.aio axon resets (REFUSED_STREAM) calls beyond its concurrent-stream "
-                "limit rather than letting them wait (issue 19, 'Also noticed'); fixed server-side on branch spec",
-                strict=False,
-            ),
-        ),
-        "serve",
-    ],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_kit_makes_200_concurrent_calls_on_one_connection(
     kit: Kit, mode: str, served: dict[tuple[str, str], dict[str, Any]]
 ) -> None:

@@ -48,6 +48,8 @@ type TerminalInfo struct {
 	UUID          string
 	Hotkey        string
 	Signature     string
+	// Contract is the contract the axon announces (its axon-contract trailer, e.g. "axon.v1;rules=23").
+	Contract string
 	// Verified is true when the answer's signature was checked and holds (VerifyAnswers).
 	Verified bool
 }
@@ -69,6 +71,9 @@ func readTerminal(md metadata.MD) TerminalInfo {
 	}
 	info := TerminalInfo{StatusMessage: text("status_message"), Nonce: text("nonce"), UUID: text("uuid"),
 		Hotkey: text("hotkey"), Signature: text("signature")}
+	if values := md.Get(contractTrailer); len(values) > 0 {
+		info.Contract = values[0]
+	}
 	info.StatusCode, _ = strconv.Atoi(text("status_code"))
 	info.Version, _ = strconv.Atoi(text("version"))
 	info.ProcessTime, _ = strconv.ParseFloat(text("process_time"), 64)

@@ -20,6 +20,7 @@ const (
 	axonPrefix      = "bt_header_axon_"
 	dendritePrefix  = "bt_header_dendrite_"
 	signAnswerKey   = "bt_header_sign_answer"
+	contractTrailer = "axon-contract"
 	defaultTimeoutS = 12
 )
 

@@ -2,7 +2,7 @@
 // the bytes it received; `axonInterceptor` signs each call and reads (and checks) the answer.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { AXON_PREFIX, PING_PATH, checkAnswer, responseMessage, signRequest } from './contract.js';
+import { AXON_PREFIX, CONTRACT_TRAILER, PING_PATH, checkAnswer, responseMessage, signRequest } from './contract.js';
 import { Hotkey, ss58Decode, verifySignature } from './keys.js';
 
 const SERIALIZE = Symbol.for('axon-grpc.serialize');
@@ -24,6 +24,8 @@ export interface TerminalInfo {
   signature?: string;
   ip?: string;
   port?: number;
+  /** The contract the axon announces (`axon-contract` trailer, e.g. `axon.v1;rules=23`). */
+  contract?: string;
   /** True when the answer's signature was checked and holds (`verifyAnswers`). */
   verified?: boolean;
 }
@@ -107,6 +109,7 @@ function readTerminal(metadata: grpc.Metadata): TerminalInfo {
     signature: text('signature'),
     ip: text('ip'),
     port: number('port'),
+    contract: first(metadata, CONTRACT_TRAILER),
   };
   for (const key of Object.keys(info) as (keyof TerminalInfo)[]) if (info[key] === undefined) delete info[key];
   return info;
@@ -156,7 +159,18 @@ function unverified(reason: string, metadata: grpc.Metadata): grpc.StatusObject 
   return { code: UNVERIFIED_STATUS, details: `Answer not verified: ${reason}`, metadata };
 }
 
-function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey: () => string): grpc.Interceptor {
+function deadlineMs(deadline: grpc.Deadline): number {
+  return deadline instanceof Date ? deadline.getTime() : deadline;
+}
+
+/** Waits (when it returns a promise) until the channel is connected. */
+type Gate = (deadline: grpc.Deadline) => Promise<void> | null;
+
+function makeInterceptor(
+  options: Omit<SigningOptions, 'axonHotkey'>,
+  axonHotkey: () => string,
+  gate: Gate = () => null,
+): grpc.Interceptor {
   const uuid = options.uuid ?? randomUUID();
   const defaultTimeout = options.timeout ?? 12;
   const verify = options.verifyAnswers === true;
@@ -174,7 +188,7 @@ function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey
     if (deadline === undefined || deadline === Infinity) {
       forward.deadline = Date.now() + timeout * 1000;
     } else {
-      timeout = Math.max(((deadline instanceof Date ? deadline.getTime() : deadline) - Date.now()) / 1000, 0.001);
+      timeout = Math.max((deadlineMs(deadline) - Date.now()) / 1000, 0.001);
     }
     const unary = !method.responseStream;
     let given = new grpc.Metadata();
@@ -189,46 +203,55 @@ function makeInterceptor(options: Omit<SigningOptions, 'axonHotkey'>, axonHotkey
       sendMessage(message, next) {
         if (verify && !unary) {
           // Never sent; refused once the caller has its stream (and its handlers) in hand.
-          setImmediate(() => listener?.onReceiveStatus(unverified('streamed answers are not signed', new grpc.Metadata())));
+          const refusal = unverified('streamed answers are not signed', new grpc.Metadata());
+          setImmediate(() => listener?.onReceiveStatus(refusal));
           return;
         }
-        const body = serialize(message);
-        const axon = axonHotkey();
-        const request = { nonce: nextNonce(), hotkey: hotkey.address, uuid };
-        const signed = signRequest({
-          ...{ hotkey, axonHotkey: axon, uuid, method: method.path, body },
-          ...{ nonce: request.nonce, timeout, signAnswer: verify },
-        });
-        const metadata = given.clone();
-        for (const [key, value] of signed.metadata) metadata.set(key, value);
-        let held: { message: unknown; next: (message: unknown) => void } | undefined;
-        startNext!(metadata, {
-          onReceiveMessage(answer, passOn) {
-            if (unary) held = { message: answer, next: passOn };
-            else passOn(answer);
-          },
-          onReceiveStatus(status, passOn) {
-            const info = readTerminal(status.metadata);
-            let outcome = status;
-            if (held !== undefined) {
-              if (verify && status.code === grpc.status.OK) {
-                const raw = rawBytes(held.message);
-                const problem =
-                  raw === undefined
-                    ? 'the answer bytes were not kept (make the stub from signable())'
-                    : checkAnswer(request, axon, raw, info.signature);
-                if (problem === null) info.verified = true;
-                else outcome = unverified(problem, status.metadata);
-              }
-              const answer = held.message;
-              if (answer !== null && typeof answer === 'object') Object.defineProperty(answer, TERMINAL, { value: info });
-              held.next(answer); // a unary call hands its answer on only with an OK status
-            }
-            passOn(outcome);
-          },
-        });
-        next(new Serialized(body));
+        // Signed once the channel is up: calls queued while it connects may start in another
+        // order, and a nonce overtaken by more than 64 newer ones is refused (rules R14, R23).
+        const waiting = gate(forward.deadline ?? Infinity);
+        if (waiting === null) send(message, next, false);
+        else void waiting.then(() => send(message, next, true));
       },
+    };
+    const send = (message: unknown, next: (message: unknown) => void, waited: boolean): void => {
+      if (waited) timeout = Math.max((deadlineMs(forward.deadline!) - Date.now()) / 1000, 0.001);
+      const body = serialize(message);
+      const axon = axonHotkey();
+      const request = { nonce: nextNonce(), hotkey: hotkey.address, uuid };
+      const signed = signRequest({
+        ...{ hotkey, axonHotkey: axon, uuid, method: method.path, body },
+        ...{ nonce: request.nonce, timeout, signAnswer: verify },
+      });
+      const metadata = given.clone();
+      for (const [key, value] of signed.metadata) metadata.set(key, value);
+      let held: { message: unknown; next: (message: unknown) => void } | undefined;
+      startNext!(metadata, {
+        onReceiveMessage(answer, passOn) {
+          if (unary) held = { message: answer, next: passOn };
+          else passOn(answer);
+        },
+        onReceiveStatus(status, passOn) {
+          const info = readTerminal(status.metadata);
+          let outcome = status;
+          if (held !== undefined) {
+            if (verify && status.code === grpc.status.OK) {
+              const raw = rawBytes(held.message);
+              const problem =
+                raw === undefined
+                  ? 'the answer bytes were not kept (make the stub from signable())'
+                  : checkAnswer(request, axon, raw, info.signature);
+              if (problem === null) info.verified = true;
+              else outcome = unverified(problem, status.metadata);
+            }
+            const answer = held.message;
+            if (answer !== null && typeof answer === 'object') Object.defineProperty(answer, TERMINAL, { value: info });
+            held.next(answer); // a unary call hands its answer on only with an OK status
+          }
+          passOn(outcome);
+        },
+      });
+      next(new Serialized(body));
     };
     return new grpc.InterceptingCall(nextCall(forward), requester);
   };
@@ -253,7 +276,10 @@ export function learnAxonHotkey(client: grpc.Client, timeoutSeconds = 10): Promi
       (bytes: Buffer) => bytes,
       Buffer.alloc(0),
       new grpc.Metadata(),
-      { deadline: Date.now() + timeoutSeconds * 1000, interceptors: [(options, nextCall) => new grpc.InterceptingCall(nextCall(options))] },
+      {
+        deadline: Date.now() + timeoutSeconds * 1000,
+        interceptors: [(options, nextCall) => new grpc.InterceptingCall(nextCall(options))], // none of the client's
+      },
       () => undefined,
     );
     call.on('status', (status: grpc.StatusObject) => {
@@ -296,8 +322,12 @@ export async function connect<C extends grpc.Client>(
 ): Promise<C> {
   let axon = options.axonHotkey;
   if (axon !== undefined) ss58Decode(axon);
-  const interceptor = makeInterceptor(options, () => axon!);
-  const client = new Stub(address, options.credentials ?? grpc.credentials.createInsecure(), {
+  const ready = (deadline: grpc.Deadline): Promise<void> | null =>
+    client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY
+      ? null
+      : new Promise((resolve) => client.waitForReady(deadline, () => resolve()));
+  const interceptor = makeInterceptor(options, () => axon!, ready);
+  const client: C = new Stub(address, options.credentials ?? grpc.credentials.createInsecure(), {
     ...options.channelOptions,
     interceptors: [...(options.channelOptions?.interceptors ?? []), interceptor],
   });

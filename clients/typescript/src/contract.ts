@@ -11,6 +11,8 @@ export const PING_PATH = `/${SERVICE}/Synapse`;
 export const AXON_PREFIX = 'bt_header_axon_';
 export const DENDRITE_PREFIX = 'bt_header_dendrite_';
 export const SIGN_ANSWER_HEADER = 'bt_header_sign_answer';
+/** The trailer naming the contract an axon speaks (`axon.v1;rules=N`, docs/SPEC.md R22). */
+export const CONTRACT_TRAILER = 'axon-contract';
 
 /** `computed_body_hash`: hex SHA3-256 of the method path, a newline and the message bytes as sent. */
 export function bodyHash(methodPath: string, body: Uint8Array): string {

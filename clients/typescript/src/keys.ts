@@ -81,7 +81,9 @@ export function ss58Decode(
   if (prefixLength === 2 && format < 64) {
     throw new InvalidAddress(`invalid SS58 address: not canonical (format ${format} takes the one-byte prefix)`);
   }
-  if (expectedFormat !== null && format !== expectedFormat) throw new InvalidAddress('invalid SS58 address: wrong format');
+  if (expectedFormat !== null && format !== expectedFormat) {
+    throw new InvalidAddress('invalid SS58 address: wrong format');
+  }
   return { publicKey: body.slice(prefixLength), format };
 }
 

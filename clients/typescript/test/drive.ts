@@ -15,6 +15,7 @@ interface Outcome {
   status_code?: number;
   axon_hotkey?: string;
   verified?: boolean;
+  contract?: string;
 }
 
 type Unary<Req, Res> = (request: Req, callback: grpc.requestCallback<Res>) => grpc.ClientUnaryCall;
@@ -34,6 +35,7 @@ function call<Req, Res extends object>(method: Unary<Req, Res>, request: Req): P
         status_code: info?.statusCode,
         axon_hotkey: info?.hotkey,
         verified: info?.verified,
+        contract: info?.contract,
       });
     });
   });
@@ -50,7 +52,8 @@ function story(client: AxonClient, prompt: string): Promise<Outcome & { chunks: 
     });
     stream.on('error', () => undefined); // the status says it
     stream.on('status', (status: grpc.StatusObject) => {
-      resolve({ code: status.code, details: status.details, status_code: terminal(status)?.statusCode, chunks, completion });
+      const statusCode = terminal(status)?.statusCode;
+      resolve({ code: status.code, details: status.details, status_code: statusCode, chunks, completion });
     });
   });
 }
@@ -89,7 +92,8 @@ async function main(): Promise<void> {
   result.bad_request = await call(longUuid.Dummy.bind(longUuid), { input: 7 });
   longUuid.close();
 
-  const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(client.Dummy.bind(client), { input: 100 + i })));
+  const dummy = client.Dummy.bind(client);
+  const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(dummy, { input: 100 + i })));
   const codes: Record<string, number> = {};
   for (const outcome of calls) codes[outcome.code] = (codes[outcome.code] ?? 0) + 1;
   result.concurrency = {

@@ -39,8 +39,9 @@ const attempt = <T>(f: () => T): T | { error: string } => {
 };
 
 const file = JSON.parse(readFileSync(process.argv[2]!, 'utf8'));
-const keys = new Map<string, Hotkey>((file.keys as Key[]).map((key) => [key.name, Hotkey.fromSeed(key.crypto, key.seed)]));
-const out: Record<string, unknown[]> = { keys: [], ss58: [], requests: [], answers: [], error_answers: [], negative: [] };
+const keys = new Map((file.keys as Key[]).map((key) => [key.name, Hotkey.fromSeed(key.crypto, key.seed)]));
+const out: Record<string, unknown[]> = {};
+for (const section of ['keys', 'ss58', 'requests', 'answers', 'error_answers', 'negative']) out[section] = [];
 
 for (const key of file.keys as Key[]) {
   const hotkey = keys.get(key.name)!;
@@ -71,7 +72,8 @@ for (const entry of [...(file.requests as Request[]), ...(file.negative as Reque
   });
 }
 for (const entry of file.answers as Answer[]) {
-  const request = { nonce: String(entry.request.nonce), hotkey: entry.request.dendrite_hotkey, uuid: entry.request.uuid };
+  const { nonce, dendrite_hotkey: hotkey, uuid } = entry.request;
+  const request = { nonce: String(nonce), hotkey, uuid };
   const body = fromHex(entry.response_body);
   const tampered = Uint8Array.from(body);
   tampered[tampered.length - 1]! ^= 1;

@@ -35,12 +35,17 @@ type outcome struct {
 	Chunks     []string         `json:"chunks,omitempty"`
 	Completion string           `json:"completion,omitempty"`
 	Counts     map[string]int64 `json:"counts,omitempty"`
+	Contract   string           `json:"contract,omitempty"`
 }
 
 func finish(err error, info axonclient.TerminalInfo, reply map[string]any) outcome {
 	s := status.Convert(err)
-	return outcome{Code: int(s.Code()), Details: s.Message(), Reply: reply, StatusCode: info.StatusCode,
+	result := outcome{Code: int(s.Code()), Details: s.Message(), Reply: reply, StatusCode: info.StatusCode,
 		AxonHotkey: info.Hotkey, Verified: info.Verified}
+	if err == nil {
+		result.Contract = info.Contract
+	}
+	return result
 }
 
 func dummy(ctx context.Context, client axonv1.AxonClient, input int64) outcome {
