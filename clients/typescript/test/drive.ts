@@ -58,6 +58,19 @@ function story(client: AxonClient, prompt: string): Promise<Outcome & { chunks: 
   });
 }
 
+/** 200 calls at once on one client: their status codes, how many answers are right, the messages. */
+async function burst(client: AxonClient): Promise<Record<string, unknown>> {
+  const dummy = client.Dummy.bind(client);
+  const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(dummy, { input: 100 + i })));
+  const codes: Record<string, number> = {};
+  for (const outcome of calls) codes[outcome.code] = (codes[outcome.code] ?? 0) + 1;
+  return {
+    codes,
+    right: calls.filter((outcome, i) => outcome.reply?.output === 2 * (100 + i)).length,
+    details: [...new Set(calls.map((outcome) => outcome.details).filter(Boolean))],
+  };
+}
+
 async function main(): Promise<void> {
   const [address, proto, seed, crypto, forging] = process.argv.slice(2) as [string, string, string, Crypto, string?];
   const definition = signable(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true }));
@@ -92,15 +105,15 @@ async function main(): Promise<void> {
   result.bad_request = await call(longUuid.Dummy.bind(longUuid), { input: 7 });
   longUuid.close();
 
-  const dummy = client.Dummy.bind(client);
-  const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(dummy, { input: 100 + i })));
-  const codes: Record<string, number> = {};
-  for (const outcome of calls) codes[outcome.code] = (codes[outcome.code] ?? 0) + 1;
-  result.concurrency = {
-    codes,
-    right: calls.filter((outcome, i) => outcome.reply?.output === 2 * (100 + i)).length,
-    details: [...new Set(calls.map((outcome) => outcome.details).filter(Boolean))],
-  };
+  result.concurrency = await burst(client);
+  // A new connection, its first 200 calls made before it is up (signed once it is: rule R23).
+  const cold = await connect(Axon, address, {
+    hotkey,
+    axonHotkey: learnt,
+    channelOptions: { 'grpc.use_local_subchannel_pool': 1 },
+  });
+  result.cold_burst = await burst(cold);
+  cold.close();
   client.close();
 
   const verifying = await connect(Axon, address, { hotkey, axonHotkey: learnt, verifyAnswers: true });

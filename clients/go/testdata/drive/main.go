@@ -84,6 +84,35 @@ func story(ctx context.Context, client axonv1.AxonClient, prompt string) outcome
 	}
 }
 
+// burst makes 200 calls at once on one client: their status codes, how many answers are right, the messages.
+func burst(ctx context.Context, client axonv1.AxonClient) map[string]any {
+	calls := make([]outcome, 200)
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			calls[i] = dummy(ctx, client, int64(100+i))
+		}(i)
+	}
+	wg.Wait()
+	codes, right, details := map[string]int{}, 0, map[string]bool{}
+	for i, call := range calls {
+		codes[fmt.Sprint(call.Code)]++
+		if call.Reply != nil && call.Reply["output"] == int64(2*(100+i)) {
+			right++
+		}
+		if call.Details != "" {
+			details[call.Details] = true
+		}
+	}
+	detailList := []string{}
+	for text := range details {
+		detailList = append(detailList, text)
+	}
+	return map[string]any{"codes": codes, "right": right, "details": detailList}
+}
+
 func dial(ctx context.Context, address string, o *axonclient.Options) (*grpc.ClientConn, axonv1.AxonClient) {
 	conn, err := axonclient.Dial(ctx, address, o, grpc.WithInsecure())
 	if err != nil {
@@ -158,31 +187,12 @@ func main() {
 	result["bad_request"] = dummy(ctx, longClient, 7)
 	longConn.Close()
 
-	calls := make([]outcome, 200)
-	var wg sync.WaitGroup
-	for i := range calls {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			calls[i] = dummy(ctx, client, int64(100+i))
-		}(i)
-	}
-	wg.Wait()
-	codes, right, details := map[string]int{}, 0, map[string]bool{}
-	for i, call := range calls {
-		codes[fmt.Sprint(call.Code)]++
-		if call.Reply != nil && call.Reply["output"] == int64(2*(100+i)) {
-			right++
-		}
-		if call.Details != "" {
-			details[call.Details] = true
-		}
-	}
-	detailList := []string{}
-	for text := range details {
-		detailList = append(detailList, text)
-	}
-	result["concurrency"] = map[string]any{"codes": codes, "right": right, "details": detailList}
+	result["concurrency"] = burst(ctx, client)
+	// A new connection, its first 200 calls made at once (started in nonce order: rule R23).
+	cold := axonclient.Options{Hotkey: hotkey, AxonHotkey: options.AxonHotkey}
+	coldConn, coldClient := dial(ctx, address, &cold)
+	result["cold_burst"] = burst(ctx, coldClient)
+	coldConn.Close()
 	conn.Close()
 
 	verifying := axonclient.Options{Hotkey: hotkey, AxonHotkey: options.AxonHotkey, VerifyAnswers: true}
