@@ -138,7 +138,8 @@ async def test_unknown_synapse_is_unimplemented_404(harness: AxonHarness, raw: R
     assert status == grpc.StatusCode.UNIMPLEMENTED
     assert (
         details
-        == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said']"
+        == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said'] "
+        "(rule R1)"
     )
     assert trailing["bt_header_axon_status_code"] == "404"
 

@@ -57,7 +57,7 @@ from axon_grpc.errors import (
     reason_of,
 )
 from axon_grpc.metrics.observer import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
-from axon_grpc.schema.contract import RULE_NAME_VERSION
+from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.endpoints import Endpoint
@@ -95,6 +95,13 @@ def _parse_error_detail(error: ValidationError) -> str:
     return f"{location}: {first.get('msg', 'invalid')}"
 
 
+def with_rule(message: str, error: BaseException, transport: str | None) -> str:
+    """``message``, over gRPC followed by `` (rule Rn)`` when ``error`` breaks a rule of
+    docs/SPEC.md; the legacy HTTP answer keeps the SDK's words."""
+    rule = getattr(error, "rule", None)
+    return f"{message} (rule {rule})" if rule is not None and transport == GRPC else message
+
+
 class Pipeline:
     """The stages of the module docstring over the axon's collaborators."""
 
@@ -124,7 +131,7 @@ class Pipeline:
         start = time.time()
         endpoint = self.endpoints.get(call.name)
         if endpoint is None:
-            outcome = self.unknown(call.name, start)
+            outcome = self.unknown(call.name, start, call.transport)
             self.observer.finished(
                 UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
             )
@@ -434,9 +441,7 @@ class Pipeline:
             request_body = error.error
         else:
             status, message = describe(error, synapse.name)
-            rule = getattr(error, "rule", None)
-            if rule is not None and transport == GRPC:  # the legacy HTTP answer keeps the SDK's words
-                message = f"{message} (rule {rule})"
+            message = with_rule(message, error, transport)
             carried = getattr(error, "synapse", None)
             own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
             if own is not None:  # a SynapseException about a synapse whose status the forward set
@@ -462,17 +467,19 @@ class Pipeline:
             base["timeout"] = credentials.timeout
         return endpoint.header_synapse(**base)
 
-    def unknown(self, name: str, start: float | None = None) -> Outcome:
-        """404, as the legacy server answers it: an unsigned base synapse."""
+    def unknown(self, name: str, start: float | None = None, transport: str | None = None) -> Outcome:
+        """404, as the legacy server answers it: an unsigned base synapse (over gRPC naming rule R1)."""
         start = time.time() if start is None else start
         error = UnknownSynapseError(
-            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}"
+            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}",
+            rule=RULE_METHOD,
         )
         synapse = Synapse()
-        return self._unsigned(synapse, error, start)
+        return self._unsigned(synapse, error, start, transport)
 
-    def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float, transport: str | None = None) -> Outcome:
         status, message = describe(error, synapse.name)
+        message = with_rule(message, error, transport)
         synapse.__dict__["axon"] = TerminalInfo.model_construct(
             status_code=status, status_message=message, process_time=time.time() - start
         )
