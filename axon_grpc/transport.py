@@ -22,6 +22,7 @@ from .drain import ANSWER_S, Drain, shutting_down
 from .endpoints import Endpoint
 from .forwarding import timed_out, within
 from .grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
+from .info import split_address
 
 METHOD_PREFIX = f"/{SERVICE_NAME}/"
 
@@ -46,21 +47,23 @@ def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
     kind, _, address = peer.partition(":")
     if kind not in ("ipv4", "ipv6"):
         return address or kind, None
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        return host, None
+    return split_address(address)
 
 
-def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext) -> Call:
-    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline)."""
+def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext, peer_header: str | None = None) -> Call:
+    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline).
+
+    ``peer_header``: the metadata key holding the caller's address, set by the Envoy edge
+    in front (only ever given for a server that only that Envoy reaches)."""
     remaining = context.time_remaining()
-    ip, port = parse_peer(context.peer())
+    metadata = dict(context.invocation_metadata() or ())
+    if peer_header is not None:
+        ip, port = split_address(str(metadata.pop(peer_header, "")))
+    else:
+        ip, port = parse_peer(context.peer())
     return Call(
         name,
-        dict(context.invocation_metadata() or ()),
+        metadata,
         GRPC,
         request,
         None,
@@ -78,9 +81,9 @@ async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
     await context.abort(status_code(outcome), outcome.message)
 
 
-def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+def unary_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
     async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
+        outcome = await drain.run(handle(grpc_call(name, request, context, peer_header)), shutting_down)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -104,9 +107,9 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
         await messages.aclose()  # type: ignore[attr-defined]
 
 
-def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+def stream_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
     async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
-        outcome = await handle(grpc_call(name, request, context))
+        outcome = await handle(grpc_call(name, request, context, peer_header))
         await _write_stream(context, outcome)
         return outcome
 
@@ -126,10 +129,17 @@ class AxonService(grpc.GenericRpcHandler):
     answers it 404), so caller-chosen names are never cached.
     """
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], handle: Handle, drain: Drain | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        handle: Handle,
+        drain: Drain | None = None,
+        peer_header: str | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.handle = handle
         self.drain = drain if drain is not None else Drain()
+        self.peer_header = peer_header
         self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -141,8 +151,9 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle, self.drain)
-        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain)
+            return unary_handler(name, self.handle, self.drain, self.peer_header)
+        build = stream_handler if endpoint.streaming else unary_handler
+        handler = build(name, self.handle, self.drain, self.peer_header)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -172,6 +183,18 @@ class GrpcSettings:
     #: pings are refused outright) gets strikes, and GOAWAY after ``max_ping_strikes``.
     min_ping_interval_s: float = 60.0
     max_ping_strikes: int = 2
+    #: Calls at once over all connections; more are refused RESOURCE_EXHAUSTED before their
+    #: message is read. With ``max_request_bytes`` it bounds the bytes grpc buffers for
+    #: messages still arriving (calls x message size). None: no bound.
+    max_concurrent_rpcs: int | None = None
+    #: Listen on this Unix socket instead of ``ip:port`` (behind the Envoy edge).
+    unix_socket: str | None = None
+    #: Metadata key of the caller's address, trusted: set only behind the Envoy edge.
+    peer_header: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.unix_socket}" if self.unix_socket else f"{self.ip}:{self.port}"
 
     def options(self) -> list[tuple[str, Any]]:
         return [
@@ -218,13 +241,14 @@ class GrpcServer:
 
     async def start(self) -> int:
         settings = self.settings
-        server = grpc.aio.server(options=self.options())
-        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain),))
+        server = grpc.aio.server(options=self.options(), maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+        service = AxonService(self.endpoints, self.handle, self.drain, settings.peer_header)
+        server.add_generic_rpc_handlers((service,))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
         for extra in self.extra_services:
             extra(server)
-        address = f"{settings.ip}:{settings.port}"
+        address = settings.address
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as e:
