@@ -5,6 +5,12 @@ for streaming synapses) taking and returning raw message bytes, so the body hash
 the bytes exactly as sent. A method's handler is built once per endpoint; per call it
 makes a :class:`~axon_grpc.call.Call` from the metadata, awaits ``Pipeline.handle`` and
 answers with :mod:`~axon_grpc.grpc_codec`: nothing else.
+
+The request message is read only when the pipeline asks for it (after the checks that
+need no body, within its body time limit), as the Envoy edge's adapter does: the
+handlers are registered as client-streaming (the wire is the same as unary's), so a
+call refused on its metadata is answered without its message ever being buffered, and
+a message that stops arriving holds what it sent only until that limit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from .call import GRPC, Call, Outcome
 from .discovery import SERVICE_NAME, Discovery
 from .drain import ANSWER_S, Drain, shutting_down
 from .endpoints import Endpoint
+from .errors import SynapseParsingError
 from .forwarding import timed_out, within
 from .grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
 from .info import split_address
@@ -50,8 +57,17 @@ def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
     return split_address(address)
 
 
-def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext, peer_header: str | None = None) -> Call:
-    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline).
+async def read_message(context: grpc.aio.ServicerContext) -> bytes:
+    """The call's request message (the first; a unary call has no other)."""
+    message = await context.read()
+    if message is grpc.aio.EOF:
+        raise SynapseParsingError("Improperly formatted request. The call carried no message")
+    return message  # type: ignore[no-any-return]
+
+
+def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | None = None) -> Call:
+    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline);
+    its message is read when the pipeline asks for it.
 
     ``peer_header``: the metadata key holding the caller's address, set by the Envoy edge
     in front (only ever given for a server that only that Envoy reaches)."""
@@ -65,8 +81,8 @@ def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext, peer
         name,
         metadata,
         GRPC,
-        request,
         None,
+        lambda: read_message(context),
         ip,
         port,
         None if remaining is None else time.monotonic() + remaining,
@@ -82,14 +98,14 @@ async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
 
 
 def unary_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
-    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        outcome = await drain.run(handle(grpc_call(name, request, context, peer_header)), shutting_down)
+    async def unary(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
+        outcome = await drain.run(handle(grpc_call(name, context, peer_header)), shutting_down)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
         return reply_message(outcome)
 
-    return grpc.unary_unary_rpc_method_handler(unary)
+    return grpc.stream_unary_rpc_method_handler(unary)
 
 
 async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
@@ -108,18 +124,18 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
 
 
 def stream_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
-    async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
-        outcome = await handle(grpc_call(name, request, context, peer_header))
+    async def serve(context: grpc.aio.ServicerContext) -> Outcome:
+        outcome = await handle(grpc_call(name, context, peer_header))
         await _write_stream(context, outcome)
         return outcome
 
-    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
-        outcome = await drain.run(serve(request, context), shutting_down)
+    async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        outcome = await drain.run(serve(context), shutting_down)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
 
-    return grpc.unary_stream_rpc_method_handler(stream)
+    return grpc.stream_stream_rpc_method_handler(stream)
 
 
 class AxonService(grpc.GenericRpcHandler):
@@ -212,6 +228,9 @@ class GrpcSettings:
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_ping_interval_s * 1000)),
             ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
             ("grpc.keepalive_permit_without_calls", 0),
+            # Windows stay at HTTP/2's 64 KiB until a message is read (no BDP growth): a call
+            # whose message is not (yet) asked for buffers at most that much.
+            ("grpc.http2.bdp_probe", 0),
         ]
 
 

@@ -99,7 +99,7 @@ def connection_budget(wanted: int, servers: int = 1) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(16, min(wanted, (soft - FD_RESERVE) // servers))
+    return min(wanted, max(16, (soft - FD_RESERVE) // servers))
 
 
 def raise_open_files_limit() -> int:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -330,7 +332,13 @@ class EnvoyProxy:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.stopped:
-                tail = Path(log_path).read_text(errors="replace")[-2000:].strip()
+                output = Path(log_path).read_text(errors="replace")
+                refused = re.search(r"cannot bind '([^']*)': ([^`\n]*)", output)
+                if refused is not None:  # as the in-process servers say it
+                    raise OSError(
+                        errno.EADDRINUSE, f"cannot bind gRPC server to {refused[1]}: {refused[2]} (Envoy edge)"
+                    )
+                tail = output[-2000:].strip()
                 raise RuntimeError(f"Envoy exited at start-up: {tail or 'no output'}")
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.admin_address = Path(admin_path).read_text().strip() or None
