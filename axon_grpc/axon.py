@@ -392,7 +392,7 @@ class Axon:
         addresses = [(host, self.port)]
         if self.http_port and self.http_port != self.port:
             addresses.append((host, self.http_port))
-        return EnvoyProxy(addresses, self.edge_limits, self.edge_tls)
+        return EnvoyProxy(addresses, self.edge_limits, self.edge_tls, self.reuse_port)
 
     async def start_async(self, edge: bool | None = None) -> Axon:
         """Serve on the running loop (for callers already inside asyncio).

@@ -26,6 +26,8 @@ from typing import Any
 #: Default time limit (seconds) on reading one request head.
 DEFAULT_HEAD_TIMEOUT_S = 10.0
 
+#: Seconds a refused connection's further bytes are read and dropped before it is closed.
+LINGER_S = 1.0
 HEAD_TOO_LARGE = b"Request head too large"
 _HEAD_TOO_LARGE_REPLY = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -45,6 +47,7 @@ class HeadTimeout:
     _head_timer: asyncio.TimerHandle | None = None
     _head_of: Any = None
     _head_bytes = 0
+    _discarding = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -55,6 +58,8 @@ class HeadTimeout:
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return  # answered 431: what still comes is dropped until the connection closes
         waiting = self._waiting_for_head()
         if waiting:
             if self._head_timer is None:
@@ -64,10 +69,20 @@ class HeadTimeout:
         if not waiting or not self._waiting_for_head():
             self._head_bytes = 0  # a head was complete: the next one is counted afresh
         elif self._head_bytes > getattr(self.config, "head_max_bytes", self._head_bytes):
-            self._head_bytes = 0
-            if not self.transport.is_closing():
-                self.transport.write(_HEAD_TOO_LARGE_REPLY)
-                self.transport.close()
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Answer 431 and close: the answer first, then (a lingering close) drop what the
+        client is still sending for up to a second, so that closing with unread bytes
+        (a TCP reset) does not destroy the answer before the client reads it."""
+        transport = self.transport
+        self._head_bytes, self._discarding = 0, True
+        if transport.is_closing():
+            return
+        transport.write(_HEAD_TOO_LARGE_REPLY)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(LINGER_S, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:

@@ -223,20 +223,20 @@ async def legit_client(port: int, stop: asyncio.Event, result: Legit, concurrenc
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
-    """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
-    from axon_grpc import Dendrite
+def axon_info(port: int, seed: str = "") -> Any:
+    """The AxonInfo of ``build_axon()``'s axon (hotkey from ``seed``, default ``AXON_SEED``) on ``port``."""
     from axon_grpc.info import AxonInfo
     from axon_grpc.keys import Keypair
 
-    info = AxonInfo(
-        version=0,
-        ip="127.0.0.1",
-        port=port,
-        ip_type=4,
-        hotkey=Keypair.create_from_seed(AXON_SEED).ss58_address,
-        coldkey="",
-    )
+    hotkey = Keypair.create_from_seed(seed or AXON_SEED).ss58_address
+    return AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey, coldkey="")
+
+
+async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
+    """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
+    from axon_grpc import Dendrite
+
+    info = axon_info(port)
     async with Dendrite() as dendrite:
 
         async def worker(offset: int) -> None:

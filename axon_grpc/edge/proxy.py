@@ -166,6 +166,7 @@ def proxy_config(
     http_socket: str | None,
     limits: EdgeLimits,
     tls: TlsFiles | None = None,
+    reuse_port: bool = False,
 ) -> dict[str, Any]:
     """Envoy's bootstrap: one listener per public ``(host, port)``, both clusters, the limits."""
     hcm = {
@@ -206,6 +207,9 @@ def proxy_config(
             {
                 "name": f"public{index}",
                 "address": {"socket_address": {"address": host, "port_value": port}},
+                # Envoy shares a port with SO_REUSEPORT by default: two axons on one port
+                # must be asked for (``reuse_port``), as for the in-process servers.
+                "enable_reuse_port": reuse_port,
                 "filter_chains": [chain],
             }
         )
@@ -251,6 +255,7 @@ class EnvoyProxy:
     addresses: list[tuple[str, int]]
     limits: EdgeLimits = field(default_factory=EdgeLimits)
     tls: TlsFiles | None = None
+    reuse_port: bool = False
     log_level: str = "error"
     process: subprocess.Popen[bytes] | None = None
     admin_address: str | None = None
@@ -285,7 +290,12 @@ class EnvoyProxy:
 
     def config(self, with_http: bool) -> dict[str, Any]:
         return proxy_config(
-            self.addresses, self.grpc_socket, self.http_socket if with_http else None, self.limits, self.tls
+            self.addresses,
+            self.grpc_socket,
+            self.http_socket if with_http else None,
+            self.limits,
+            self.tls,
+            self.reuse_port,
         )
 
     async def start(self, with_http: bool) -> list[int]:
