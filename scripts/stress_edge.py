@@ -686,11 +686,13 @@ async def main(options: argparse.Namespace) -> int:
             "library": "a full axon, axon.start() behind its Envoy (signed Dendrite calls)",
             "library-direct": "a full axon, axon.start(edge=False) (signed Dendrite calls)",
         }[options.target]
-        print(
-            f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
-            f"request-headers timeout {options.headers_timeout:g} s, other limits at their defaults",
-            flush=True,
+        limits = (
+            "every limit at its default"
+            if options.target.startswith("library")
+            else f"idle timeout {options.idle_timeout:g} s, request-headers timeout {options.headers_timeout:g} s, "
+            "other limits at their defaults"
         )
+        print(f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); {limits}", flush=True)
         for name in options.only.split(","):
             row = await run_flood(name, FLOODS[name], port, process.pid, options)
             print("  ".join(row), flush=True)
