@@ -55,10 +55,10 @@ LEGIT_METHOD = "/axon.v1.Axon/Echo"
 
 
 def _build_app() -> Any:
-    from axon_grpc.call import Outcome
     from axon_grpc.edge.app import EdgeApp
-    from axon_grpc.edge.grpc_asgi import GrpcAsgi
-    from axon_grpc.edge.health import Health
+    from axon_grpc.server.call import Outcome
+    from axon_grpc.transports.asgi_health import Health
+    from axon_grpc.transports.grpc_asgi import GrpcAsgi
 
     class Pipeline:
         """Refuses calls without the token before reading their body; echoes the others."""
@@ -100,8 +100,8 @@ AXON_SEED = os.environ.get("STRESS_AXON_SEED") or "0x" + os.urandom(32).hex()
 def build_axon() -> Any:
     """The full axon ``axon-grpc serve stress_edge:build_axon`` runs: ``Dummy`` doubles its input."""
     from axon_grpc import Axon
-    from axon_grpc.keys import Keypair
-    from axon_grpc.wallet import KeypairWallet
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.auth.wallet import KeypairWallet
 
     axon = Axon(wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)))
     axon.attach(forward_fn=_double)
@@ -225,8 +225,8 @@ async def legit_client(port: int, stop: asyncio.Event, result: Legit, concurrenc
 
 def axon_info(port: int, seed: str = "") -> Any:
     """The AxonInfo of ``build_axon()``'s axon (hotkey from ``seed``, default ``AXON_SEED``) on ``port``."""
+    from axon_grpc.auth.keys import Keypair
     from axon_grpc.info import AxonInfo
-    from axon_grpc.keys import Keypair
 
     hotkey = Keypair.create_from_seed(seed or AXON_SEED).ss58_address
     return AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey, coldkey="")

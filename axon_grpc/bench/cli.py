@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import DEFAULT_TARGETS, TARGET_NAMES
+from axon_grpc.bench import DEFAULT_TARGETS, TARGET_NAMES
 
 DEFAULT_OUT = "bench-results"
 
@@ -156,7 +156,7 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
 
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """The ``bench`` command; 0 when it ran (targets missed are reported, not an error)."""
-    from .procstat import machine
+    from axon_grpc.bench.procstat import machine
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,18 +171,18 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         },
     }
     if args.in_process:
-        from .inprocess import in_process_text, measure_in_process
+        from axon_grpc.bench.inprocess import in_process_text, measure_in_process
 
         results["in_process_us"] = figures = measure_in_process()
         print(in_process_text(figures))
-        from .report import write_json
+        from axon_grpc.bench.report import write_json
 
         print(f"wrote {write_json(results, out / 'bench-in-process.json')}")
         return 0
     if args.dendrite:
-        from .fanout import fanout_text, measure_fanout
-        from .report import write_json
-        from .targets import default_legacy_python
+        from axon_grpc.bench.fanout import fanout_text, measure_fanout
+        from axon_grpc.bench.report import write_json
+        from axon_grpc.bench.targets import default_legacy_python
 
         legacy = args.legacy_python or default_legacy_python()
         results["dendrite"] = fanout = measure_fanout(
@@ -192,7 +192,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"wrote {write_json(results, out / 'bench-dendrite.json')}")
         return 0
     if args.memory:
-        from .memory import measure_memory, memory_text
+        from axon_grpc.bench.memory import measure_memory, memory_text
 
         print(
             f"memory: {args.memory_requests:,} requests from {args.memory_uuids:,} uuids "
@@ -202,7 +202,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         memory = measure_memory(args.memory_requests, args.memory_uuids, args.memory_verified)
         results["memory"] = memory
         print(memory_text(memory))
-        from .report import write_json
+        from axon_grpc.bench.report import write_json
 
         print(f"wrote {write_json(results, out / 'bench-memory.json')}")
         return 0
@@ -210,10 +210,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 
 def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
-    from .chart import available, write_chart
-    from .report import ratios, ratios_text, scaling, scaling_text, table, write_json
-    from .runner import Options, Progress, run_level
-    from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
+    from axon_grpc.bench.chart import available, write_chart
+    from axon_grpc.bench.report import ratios, ratios_text, scaling, scaling_text, table, write_json
+    from axon_grpc.bench.runner import Options, Progress, run_level
+    from axon_grpc.bench.targets import TargetUnavailable, default_legacy_python, external_target, start_target
 
     options = Options(
         concurrency=args.concurrency,
@@ -299,7 +299,7 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
 
 def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> dict[str, Any]:
     """The Redis round-trip probe against the target's own redis-server (while it still runs)."""
-    from .redis_server import PROBE_CALLS, round_trip
+    from axon_grpc.bench.redis_server import PROBE_CALLS, round_trip
 
     calls = calls or PROBE_CALLS
     label = f"{target.name} redis round trip"
@@ -317,7 +317,7 @@ def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> d
 
 
 def _label(name: str) -> str:
-    from .targets import TARGETS
+    from axon_grpc.bench.targets import TARGETS
 
     return TARGETS.get(name, (name, ""))[0]
 
@@ -326,9 +326,9 @@ def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any
     """The grpc target at the highest level under ``tool`` during the measured window."""
     import subprocess
 
-    from .profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
-    from .runner import profile_window, run_level
-    from .targets import start_target
+    from axon_grpc.bench.profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
+    from axon_grpc.bench.runner import profile_window, run_level
+    from axon_grpc.bench.targets import start_target
 
     concurrency = options.concurrency[-1]
     if tool == "cprofile":

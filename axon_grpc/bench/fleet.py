@@ -25,10 +25,10 @@ import grpc
 import uvicorn
 
 from axon_grpc import Axon, KeypairWallet, Synapse
-from axon_grpc.auth import VerifyPolicy
-from axon_grpc.nonces import InMemoryNonceStore
+from axon_grpc.auth.legacy import VerifyPolicy
+from axon_grpc.auth.nonces import InMemoryNonceStore
 from axon_grpc.testing import free_port
-from axon_grpc.transport import AxonService
+from axon_grpc.transports.grpc_aio import AxonService
 
 
 class Dummy(Synapse):

@@ -18,13 +18,13 @@ import gc
 import time
 from typing import Any, Callable
 
-from ..auth import grpc_body_hash
-from ..call import GRPC, Call
-from ..demo import Dummy, blacklist, priority
-from ..grpc_codec import reply_message, trailing_metadata
-from ..keys import Keypair, parse_signature, verify_signature
-from ..testing import build_axon
-from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+from axon_grpc.auth.keys import Keypair, parse_signature, verify_signature
+from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+from axon_grpc.cli.demo import Dummy, blacklist, priority
+from axon_grpc.server.call import GRPC, Call
+from axon_grpc.testing import build_axon
+from axon_grpc.transports.grpc_codec import reply_message, trailing_metadata
 
 
 async def _forward_async(synapse: Dummy) -> Dummy:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sized
 from typing import Any, Callable
 
-from .procstat import rss_bytes
+from axon_grpc.bench.procstat import rss_bytes
 
 LIMIT_MB = 50.0
 
@@ -37,11 +37,11 @@ LIMIT_MB = 50.0
 async def _measure(
     requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
 ) -> dict[str, Any]:
-    from ..call import GRPC, Call
-    from ..demo import Dummy, blacklist, forward, priority
-    from ..keys import Keypair
-    from ..testing import build_axon
-    from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+    from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.server.call import GRPC, Call
+    from axon_grpc.testing import build_axon
 
     axon = build_axon({"forward_fn": forward, "blacklist_fn": blacklist, "priority_fn": priority})
     body = grpc_body()

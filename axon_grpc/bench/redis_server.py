@@ -7,7 +7,7 @@ Redis's own CPU per request.
 
 :func:`round_trip` is the measurement of ``scripts/bench_nonce_store.py``, run by the
 bench against the same Redis once the target's levels are done: sequential
-``check_and_store`` calls through the axon's :class:`~axon_grpc.redis_store.RedisNonceStore`
+``check_and_store`` calls through the axon's :class:`~axon_grpc.auth.redis_store.RedisNonceStore`
 (one ``EVALSHA`` round trip each) beside the same calls on the in-memory store, with the
 wall time, this process's CPU and the redis-server's CPU per call. The difference is what
 the shared store adds to each request.
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..testing import RedisServer
-from .procstat import process_cpu_seconds
+from axon_grpc.bench.procstat import process_cpu_seconds
+from axon_grpc.testing import RedisServer
 
 #: Calls per store in the round-trip probe (about a second in all on a 2-core machine).
 PROBE_CALLS = 4000
@@ -62,8 +62,8 @@ def round_trip(url: str, redis_pid: int | None, calls: int = PROBE_CALLS) -> dic
 
 
 async def _round_trip(url: str, redis_pid: int | None, calls: int) -> dict[str, Any]:
-    from ..nonces import InMemoryNonceStore, NonceVerdict
-    from ..redis_store import RedisNonceStore
+    from axon_grpc.auth.nonces import InMemoryNonceStore, NonceVerdict
+    from axon_grpc.auth.redis_store import RedisNonceStore
 
     retention_ns = 94 * 10**9
     redis_store = RedisNonceStore(url, retention_ns=retention_ns, namespace=f"bench-probe-{time.time_ns()}")

@@ -2,7 +2,7 @@
 
 Kinds:
 
-- ``grpc``: the project's :class:`~axon_grpc.axon.Axon` serving the demo ``Dummy``
+- ``grpc``: the project's :class:`~axon_grpc.server.axon.Axon` serving the demo ``Dummy``
   synapse (sync forward, blacklist and priority attached, default verify) over gRPC.
 - ``grpc-async``: the same with the forward declared ``async``: it runs on the event loop
   instead of being handed to a worker thread.
@@ -13,7 +13,7 @@ Kinds:
   ``--port`` in front of the servers (Unix sockets); the ready line adds ``envoy_pid``.
   The others serve directly (``edge=False``).
 - ``grpc-2w-redis``: the ``grpc`` axon run as ``--workers`` (default 2) processes sharing
-  ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.workers.WorkerGroup`), every worker
+  ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.server.workers.WorkerGroup`), every worker
   checking nonces in the Redis of ``--nonce-store redis://...``; all share one hotkey
   (seeded here). This process supervises them; its ready line adds ``worker_pids``.
 - ``grpc-1w-redis``: the same with one worker (``--workers`` defaults to the kind's count).
@@ -109,7 +109,7 @@ def verified_echo_refusal(
     the sr25519 signature and a strictly newer nonce (stored); the reason of a refusal, else None."""
     import sr25519
 
-    from ..keys import ss58_decode
+    from axon_grpc.auth.keys import ss58_decode
 
     digest = hashlib.sha3_256(method.encode())
     digest.update(b"\n")
@@ -162,7 +162,7 @@ async def _wait_for_signal() -> None:
 
 
 async def serve_echo(port: int, verified: bool) -> None:
-    from ..keys import Keypair
+    from axon_grpc.auth.keys import Keypair
 
     hotkey = Keypair.generate().ss58_address
     server = grpc.aio.server()
@@ -189,10 +189,10 @@ def build_dummy_axon(
     ``seed`` (hex) fixes the hotkey, so several workers sign as one axon; ``nonce_store``
     is a store URL (``redis://...``) instead of the in-memory default.
     """
-    from ..axon import Axon
-    from ..demo import Dummy, blacklist, forward, priority
-    from ..keys import Keypair
-    from ..wallet import KeypairWallet
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.auth.wallet import KeypairWallet
+    from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.server.axon import Axon
 
     async def forward_async(synapse: Dummy) -> Dummy:
         return forward(synapse)
@@ -234,9 +234,9 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     import functools
     import threading
 
-    from ..keys import Keypair
-    from ..workers import WorkerGroup
-    from .servers import build_dummy_axon
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.bench.servers import build_dummy_axon
+    from axon_grpc.server.workers import WorkerGroup
 
     # The factory by its importable name (not ``__main__``'s): the spawned workers unpickle it.
 
@@ -275,8 +275,8 @@ def edge_axon() -> Any:
 def serve_edge(port: int, app: str | None = None) -> int:
     """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), or another ASGI ``app``
     on the same edge, until SIGTERM/SIGINT."""
-    from ..edge.serve import APP, build_servers, pyvoy_missing, run
-    from ..keys import Keypair
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.edge.serve import APP, build_servers, pyvoy_missing, run
 
     missing = pyvoy_missing()
     if missing is not None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..testing import free_port
-from .servers import READY_PREFIX
+from axon_grpc.bench.servers import READY_PREFIX
+from axon_grpc.testing import free_port
 
 #: Label and one-line description of each target, in report order.
 TARGETS: dict[str, tuple[str, str]] = {
@@ -44,7 +44,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc-2w-redis": (
         "axon-grpc gRPC, 2 workers + Redis",
         (
-            "the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
+            "the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.server.workers), "
             "nonces in a private redis-server"
         ),
     ),
@@ -89,7 +89,7 @@ TRANSPORTS = {
     "echo-verified": "grpc",
     "legacy": "http",
 }
-#: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
+#: Targets served by worker processes (axon_grpc.server.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
 
@@ -273,10 +273,10 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
 
 def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:
     """A private redis-server, then ``workers`` axon processes on ``port`` sharing it."""
-    from .redis_server import LocalRedis, redis_binary
+    from axon_grpc.bench.redis_server import LocalRedis, redis_binary
 
     if redis_binary() is None:
-        from .redis_server import MISSING
+        from axon_grpc.bench.redis_server import MISSING
 
         raise TargetUnavailable(MISSING)
     redis = LocalRedis(logs / f"redis-{name}.log")

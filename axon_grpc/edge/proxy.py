@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import HCM_TYPE, EdgeLimits, TlsFiles, apply_limits
+from axon_grpc.edge.config import HCM_TYPE, EdgeLimits, TlsFiles, apply_limits
 
 logger = logging.getLogger("axon_grpc.edge")
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -94,10 +95,18 @@ class LibraryServer:
     def envoy_pid(self) -> int | None:
         return self.started["envoy_pid"]  # type: ignore[no-any-return]
 
-    async def call_ok(self, value: int = 21, timeout: float = 5.0) -> bool:
+    async def call_ok(self, value: int = 21, timeout: float = 5.0, within: float = 0.0) -> bool:
+        """A signed call answered right (each attempt with ``timeout``), trying again until
+        ``within`` seconds passed (0: one attempt)."""
+        deadline = time.monotonic() + within
         async with Dendrite() as dendrite:
-            answer = await dendrite.call(self.info, stress.Dummy(input=value), timeout=timeout, deserialize=False)
-        return answer.dendrite.status_code == 200 and answer.output == 2 * value
+            while True:
+                answer = await dendrite.call(self.info, stress.Dummy(input=value), timeout=timeout, deserialize=False)
+                if answer.dendrite.status_code == 200 and answer.output == 2 * value:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.2)
 
 
 @contextmanager

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from axon_grpc import Dendrite
+from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.keys import Keypair
 from axon_grpc.testing import free_port
 
 from ..support import Dummy

@@ -247,7 +247,7 @@ async def test_rapid_reset_connections_are_closed() -> None:
         found = re.search(r"(\d+) streams reset on (\d+) connections; (\d+) closed by the server", outcome)
         assert found is not None, outcome
         assert int(found[3]) >= 1 and int(found[3]) >= int(found[2]) - 1, outcome
-        assert await server.call_ok()
+        assert await server.call_ok(within=15)  # the reset streams drained, calls are answered again
 
 
 def test_envoy_config_has_the_edge_limits() -> None:

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from axon_grpc import codegen
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.cli import codegen
 from axon_grpc.testing import free_port
 
 from ..test_node_client import pytestmark as node_marks
