@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from typing import Any
 
 #: Default time limit (seconds) on reading one request head.
@@ -28,11 +29,15 @@ DEFAULT_HEAD_TIMEOUT_S = 10.0
 
 #: Seconds a refused connection's further bytes are read and dropped before it is closed.
 LINGER_S = 1.0
-HEAD_TOO_LARGE = b"Request head too large"
-_HEAD_TOO_LARGE_REPLY = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(HEAD_TOO_LARGE), HEAD_TOO_LARGE)
-)
+
+
+def head_too_large_reply(limit: int) -> bytes:
+    """The 431 of a head past ``limit`` bytes, a legacy-style ``{"message": ...}`` body."""
+    body = json.dumps({"message": f"Request head too large: limit is {limit} bytes"}).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 class HeadTimeout:
@@ -69,9 +74,9 @@ class HeadTimeout:
         if not waiting or not self._waiting_for_head():
             self._head_bytes = 0  # a head was complete: the next one is counted afresh
         elif self._head_bytes > getattr(self.config, "head_max_bytes", self._head_bytes):
-            self._refuse_head()
+            self._refuse_head(self.config.head_max_bytes)
 
-    def _refuse_head(self) -> None:
+    def _refuse_head(self, limit: int) -> None:
         """Answer 431 and close: the answer first, then (a lingering close) drop what the
         client is still sending for up to a second, so that closing with unread bytes
         (a TCP reset) does not destroy the answer before the client reads it."""
@@ -79,7 +84,7 @@ class HeadTimeout:
         self._head_bytes, self._discarding = 0, True
         if transport.is_closing():
             return
-        transport.write(_HEAD_TOO_LARGE_REPLY)
+        transport.write(head_too_large_reply(limit))
         if transport.can_write_eof():
             transport.write_eof()
         self.loop.call_later(LINGER_S, transport.close)

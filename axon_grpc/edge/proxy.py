@@ -192,7 +192,11 @@ def proxy_config(
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    # no x-envoy-* headers on answers: the legacy protocol's are the bridge's alone
+                    "suppress_envoy_headers": True,
+                },
             }
         ],
     }

@@ -67,6 +67,7 @@ def test_a_template_miner_is_served_through_envoy(tmp_path: Path, monkeypatch: p
             try:
                 reply = await legacy.call(Dummy(input=5))
                 assert (reply.status, reply.json["output"]) == (200, 10)
+                assert not [name for name in reply.header_names if name.startswith("x-envoy")]
                 headers, body = legacy.prepare(Dummy(input=6))  # a forged address is replaced by Envoy's
                 reply = await legacy.send("/Dummy", {**headers, proxy.PEER_HEADER: "203.0.113.9:1"}, body)
                 assert reply.status == 200
