@@ -25,13 +25,14 @@ import pytest
 
 from axon_grpc import Axon, Dendrite, KeypairWallet
 from axon_grpc.edge import proxy
-from axon_grpc.edge.config import EdgeLimits
+from axon_grpc.edge.config import EdgeLimits, TlsFiles
 from axon_grpc.registry import LocalRegistry
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import build_axon, free_port
 
 from ..support import Dummy, RawCaller
 from ..test_bridge_client import LegacyClient
+from .certs import OPENSSL_MISSING, make_pki
 from .library import LibraryServer, alive, children, flood_options, library_server, open_idle, requires_envoy, stress
 
 MIB = 1024 * 1024
@@ -264,3 +265,24 @@ def test_envoy_config_has_the_edge_limits() -> None:
         "10s",
     )
     assert "overload_manager" in config
+
+
+@requires_envoy
+@pytest.mark.skipif(OPENSSL_MISSING is not None, reason=str(OPENSSL_MISSING))
+async def test_tls_and_client_certificates_as_serve_takes_them(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    axon = build_axon(peer_recorder([]), edge=True)
+    axon.edge_tls = TlsFiles(str(pki.server_cert), str(pki.server_key), str(pki.ca))
+    await axon.start_async()
+    try:
+        async with Dendrite(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key) as dendrite:
+            answer = await dendrite.call(axon.info(), Dummy(input=5), timeout=5, deserialize=False)
+            assert (answer.dendrite.status_code, answer.output) == (200, 10)
+        async with Dendrite(tls_ca=pki.ca) as dendrite:  # no client certificate: refused in the handshake
+            answer = await dendrite.call(axon.info(), Dummy(input=5), timeout=5, deserialize=False)
+            assert answer.dendrite.status_code != 200
+        async with Dendrite() as dendrite:  # cleartext to a TLS port
+            answer = await dendrite.call(axon.info(), Dummy(input=5), timeout=5, deserialize=False)
+            assert answer.dendrite.status_code != 200
+    finally:
+        await axon.stop_async(grace=None)
