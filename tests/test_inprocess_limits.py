@@ -298,3 +298,25 @@ async def test_connections_past_the_http_cap_are_closed_as_they_arrive() -> None
         finally:
             for sock in held:
                 sock.close()
+
+
+async def test_a_signed_message_that_stops_arriving_is_dropped_at_the_body_limit() -> None:
+    """Any key signs: such a caller's message is read, but only within the call's own timeout."""
+    async with limited() as h:
+        caller = _caller(h)
+        try:
+            body = schema_for(Nap).to_bytes({"seconds": 0.0})
+            metadata = caller.metadata(body, method="Nap", timeout="1.0")
+
+            async def never() -> Any:
+                await asyncio.sleep(30)
+                yield body
+
+            began = asyncio.get_running_loop().time()
+            call = caller.channel.stream_unary("/axon.v1.Axon/Nap")(never(), metadata=metadata, timeout=20)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, refused.value
+            assert asyncio.get_running_loop().time() - began < 5  # the body limit, not the client's 20 s
+        finally:
+            await caller.close()
