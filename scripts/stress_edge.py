@@ -298,13 +298,55 @@ def grpc_headers(port: int, path: bytes = LEGIT_METHOD.encode()) -> bytes:
 
 
 class H2Connection:
-    """A bare HTTP/2 client connection: writes frames, reads the server's, acks SETTINGS."""
+    """A bare HTTP/2 client connection: writes frames, reads the server's, acks SETTINGS, and
+    keeps the send windows (the connection's and each stream's) the server grants."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.goaway = False
         self.closed_at: float | None = None
+        self.window = 65535
+        self.initial_stream_window = 65535
+        self.stream_windows: dict[int, int] = {}
+        self.ended: set[int] = set()  #: streams the server reset or answered to the end
+        self.granted = asyncio.Event()  #: set on each WINDOW_UPDATE, RST_STREAM or end
         self._task = asyncio.ensure_future(self._read())
+
+    def open_stream(self, stream: int) -> None:
+        self.stream_windows[stream] = self.initial_stream_window
+
+    def sendable(self, stream: int) -> int:
+        """Bytes of DATA stream ``stream`` may send now (0 once the server ended it)."""
+        if stream in self.ended or self.closed_at is not None:
+            return 0
+        return max(0, min(self.window, self.stream_windows.get(stream, 0)))
+
+    def send_data(self, stream: int, payload: bytes) -> None:
+        self.window -= len(payload)
+        self.stream_windows[stream] -= len(payload)
+        self.writer.write(h2_frame(DATA, 0, stream, payload))
+
+    def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
+        if kind == SETTINGS and not flags & ACK:
+            for offset in range(0, len(payload) - 5, 6):
+                key, value = struct.unpack(">HI", payload[offset : offset + 6])
+                if key == 4:  # SETTINGS_INITIAL_WINDOW_SIZE applies to open streams too
+                    for open_stream in self.stream_windows:
+                        self.stream_windows[open_stream] += value - self.initial_stream_window
+                    self.initial_stream_window = value
+            self.writer.write(h2_frame(SETTINGS, ACK, 0))
+        elif kind == WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if stream == 0:
+                self.window += increment
+            elif stream in self.stream_windows:
+                self.stream_windows[stream] += increment
+            self.granted.set()
+        elif kind == RST_STREAM or (flags & END_STREAM and kind in (HEADERS, DATA)):
+            self.ended.add(stream)
+            self.granted.set()
+        elif kind == GOAWAY:
+            self.goaway = True
 
     @classmethod
     async def open(cls, port: int) -> H2Connection:
@@ -318,14 +360,12 @@ class H2Connection:
                 head = await self.reader.readexactly(9)
                 length = int.from_bytes(head[:3], "big")
                 kind, flags = head[3], head[4]
-                if length:
-                    await self.reader.readexactly(length)
-                if kind == SETTINGS and not flags & ACK:
-                    self.writer.write(h2_frame(SETTINGS, ACK, 0))
-                elif kind == GOAWAY:
-                    self.goaway = True
+                stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                payload = await self.reader.readexactly(length) if length else b""
+                self._frame(kind, flags, stream, payload)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             self.closed_at = time.monotonic()
+            self.granted.set()
 
     def close(self) -> None:
         self._task.cancel()
@@ -478,30 +518,55 @@ async def flood_big_target(port: int, options: argparse.Namespace) -> str:
 
 
 async def flood_half_sent(port: int, options: argparse.Namespace) -> str:
-    """gRPC calls announcing a 4 MiB message, sending part of it, then waiting."""
+    """gRPC calls announcing a 4 MiB message and sending all of it but its last byte, as fast
+    as the server's flow-control windows allow, then waiting (unsigned calls)."""
     count = int(200 * options.scale)
+    announced = 4 * 1024 * 1024
     per_connection = 10
     connections = [await H2Connection.open(port) for _ in range((count + per_connection - 1) // per_connection)]
     headers = grpc_headers(port, b"/axon.v1.Axon/Dummy")
-    stream_id = 1
+    pending: dict[tuple[int, int], int] = {}  # (connection, stream) -> message bytes still to send
     for index in range(count):
-        connection = connections[index // per_connection]
-        body = struct.pack(">BI", 0, 4 * 1024 * 1024) + b"\x00" * (60 * 1024)
-        connection.writer.write(h2_frame(HEADERS, END_HEADERS, stream_id, headers))
-        connection.writer.write(h2_frame(DATA, 0, stream_id, body[:16384]))
-        for offset in range(16384, len(body), 16384):
-            connection.writer.write(h2_frame(DATA, 0, stream_id, body[offset : offset + 16384]))
-        if index % per_connection == per_connection - 1:
-            stream_id = 1
-        else:
-            stream_id += 2
-    for connection in connections:
-        await connection.writer.drain()
-    await asyncio.sleep(options.flood_seconds)
+        connection, stream = connections[index // per_connection], 1 + 2 * (index % per_connection)
+        connection.open_stream(stream)
+        connection.writer.write(h2_frame(HEADERS, END_HEADERS, stream, headers))
+        connection.send_data(stream, struct.pack(">BI", 0, announced))
+        pending[(index // per_connection, stream)] = announced - 1  # the last byte never comes
+    chunk = b"\x00" * 16384
+    sent = 0
+    deadline = time.monotonic() + options.flood_seconds
+    while pending and time.monotonic() < deadline:
+        for connection in connections:
+            connection.granted.clear()
+        progressed = False
+        for (number, stream), left in list(pending.items()):
+            connection = connections[number]
+            size = min(left, connection.sendable(stream), len(chunk))
+            if connection.closed_at is not None or stream in connection.ended:
+                del pending[(number, stream)]
+            elif size > 0:
+                connection.send_data(stream, chunk[:size])
+                pending[(number, stream)] = left - size
+                sent += size
+                progressed = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.writer.drain() for c in connections)), 5)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
+        if not progressed:
+            waits = [asyncio.ensure_future(c.granted.wait()) for c in connections]
+            await asyncio.wait(waits, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            for wait in waits:
+                wait.cancel()
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     alive = sum(1 for c in connections if c.closed_at is None)
+    refused = sum(len(c.ended) for c in connections)
     for connection in connections:
         connection.close()
-    return f"{count} half-sent 4 MiB calls on {len(connections)} connections; {alive} connections still open"
+    return (
+        f"{count} half-sent 4 MiB calls on {len(connections)} connections: {sent / 1024**2:.1f} MiB accepted, "
+        f"{refused} calls ended by the server; {alive} connections still open"
+    )
 
 
 async def flood_reset(port: int, options: argparse.Namespace) -> str:

@@ -222,7 +222,11 @@ async def test_half_sent_grpc_messages_hold_no_memory(edge: bool) -> None:
         assert await server.call_ok()  # while the 200 calls hang
         growth = stress.tree_rss_bytes(server.pid) - before
         outcome = await flood
-        assert growth < 24 * MIB, (growth, outcome)
+        # The flood sends as much as the windows allow: a server granting each call its 4 MiB
+        # before its metadata passed would take up to 800 MiB here.
+        accepted = float(re.search(r"([\d.]+) MiB accepted", outcome)[1])  # type: ignore[index]
+        assert accepted < 32, outcome
+        assert growth < 32 * MIB, (growth, outcome)
 
 
 @pytest.mark.parametrize("edge", MODES)
