@@ -422,6 +422,24 @@ class EnvoyProxy:
 _running: set[EnvoyProxy] = set()
 
 
+def proxy_for(axon: Any, edge: bool | None) -> EnvoyProxy | None:
+    """The Envoy process to publish ``axon`` through (its ``ip``, ``port``, ``http_port``,
+    ``edge_limits``, ``edge_tls``, ``reuse_port``), unstarted; None for direct mode (said
+    once, as a warning, when the edge was wanted but no Envoy is installed)."""
+    if not edge_wanted(edge):
+        return None
+    try:
+        envoy_path()
+    except RuntimeError as e:
+        warn_once(str(e))
+        return None
+    host = str(axon.ip).strip("[]") or "::"
+    addresses = [(host, axon.port)]
+    if axon.http_port and axon.http_port != axon.port:
+        addresses.append((host, axon.http_port))
+    return EnvoyProxy(addresses, axon.edge_limits, axon.edge_tls, axon.reuse_port)
+
+
 @atexit.register
 def _stop_all() -> None:
     for proxy in list(_running):

@@ -21,7 +21,7 @@ from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.auth.wallet import default_wallet
 from axon_grpc.edge.config import EdgeLimits, TlsFiles, connection_budget, raise_open_files_limit
-from axon_grpc.edge.proxy import PEER_HEADER, EnvoyProxy, edge_wanted, envoy_path, warn_once
+from axon_grpc.edge.proxy import PEER_HEADER, EnvoyProxy, proxy_for
 from axon_grpc.info import AxonInfo, advertised_address, ip_version
 from axon_grpc.metrics.listener import MetricsListener
 from axon_grpc.metrics.observer import NULL_OBSERVER, PrometheusMetrics
@@ -383,22 +383,6 @@ class Axon:
         self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
         return self
 
-    def _edge_proxy(self, edge: bool | None) -> EnvoyProxy | None:
-        """The Envoy process to publish through, unstarted; None for direct mode (said once,
-        as a warning, when the edge was wanted but no Envoy is installed)."""
-        if not edge_wanted(edge if edge is not None else self.edge):
-            return None
-        try:
-            envoy_path()
-        except RuntimeError as e:
-            warn_once(str(e))
-            return None
-        host = str(self.ip).strip("[]") or "::"
-        addresses = [(host, self.port)]
-        if self.http_port and self.http_port != self.port:
-            addresses.append((host, self.http_port))
-        return EnvoyProxy(addresses, self.edge_limits, self.edge_tls, self.reuse_port)
-
     async def start_async(self, edge: bool | None = None) -> Axon:
         """Serve on the running loop (for callers already inside asyncio).
 
@@ -409,7 +393,7 @@ class Axon:
             return self
         self.prepare()
         raise_open_files_limit()
-        proxy = self.proxy = self._edge_proxy(edge)
+        proxy = self.proxy = proxy_for(self, edge if edge is not None else self.edge)
         settings = GrpcSettings(
             self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
         )
