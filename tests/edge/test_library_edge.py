@@ -223,9 +223,10 @@ async def test_half_sent_grpc_messages_hold_no_memory(edge: bool) -> None:
         growth = stress.tree_rss_bytes(server.pid) - before
         outcome = await flood
         # The flood sends as much as the windows allow: a server granting each call its 4 MiB
-        # before its metadata passed would take up to 800 MiB here.
+        # before its metadata passed would take up to 800 MiB here. Behind Envoy a call gets at
+        # most its 64 KiB windows on both sides of Envoy and Envoy's buffer (about 160 KiB).
         accepted = float(re.search(r"([\d.]+) MiB accepted", outcome)[1])  # type: ignore[index]
-        assert accepted < 32, outcome
+        assert accepted < 40, outcome
         assert growth < 32 * MIB, (growth, outcome)
 
 
