@@ -223,11 +223,13 @@ async def test_half_sent_grpc_messages_hold_no_memory(edge: bool) -> None:
         growth = stress.tree_rss_bytes(server.pid) - before
         outcome = await flood
         # The flood sends as much as the windows allow: a server granting each call its 4 MiB
-        # before its metadata passed would take up to 800 MiB here. Behind Envoy a call gets at
-        # most its 64 KiB windows on both sides of Envoy and Envoy's buffer (about 160 KiB).
+        # before its metadata passed would take up to 800 MiB here. A call refused on its
+        # metadata gets its initial windows only: directly 64 KiB, behind Envoy those on both
+        # sides of Envoy and its buffer (measured 70-190 KiB a call, the more the busier the
+        # machine); the bound is 320 KiB a call.
         accepted = float(re.search(r"([\d.]+) MiB accepted", outcome)[1])  # type: ignore[index]
-        assert accepted < 40, outcome
-        assert growth < 32 * MIB, (growth, outcome)
+        assert accepted < 64, outcome
+        assert growth < 64 * MIB, (growth, outcome)
 
 
 @pytest.mark.parametrize("edge", MODES)
