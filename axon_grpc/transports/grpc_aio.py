@@ -97,9 +97,48 @@ async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
     await context.abort(status_code(outcome), outcome.message)
 
 
-def unary_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
+#: The refusal of a call past :class:`ConnectionCalls`' bound (no pipeline work is done).
+TOO_MANY_CALLS = "Too many calls in flight on this connection (rule R23)"
+
+
+class ConnectionCalls:
+    """How many calls each connection has in the axon's hands, bounded.
+
+    HTTP/2 bounds the streams a connection has open (``max_concurrent_streams``) and a
+    call is answered before its stream ends, so a client within that bound never has more
+    calls here. A client that resets its streams while their calls still run could: those
+    calls past the bound are refused at once (RESOURCE_EXHAUSTED), before any work.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.live: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        count = self.live.get(peer, 0)
+        if count >= self.limit:
+            return False
+        self.live[peer] = count + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        count = self.live.pop(peer, 1) - 1
+        if count > 0:
+            self.live[peer] = count
+
+
+def unary_handler(
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
+) -> grpc.RpcMethodHandler:
     async def unary(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
-        outcome = await drain.run(handle(grpc_call(name, context, peer_header)), shutting_down)
+        peer = context.peer()
+        if calls is not None and not calls.enter(peer):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
+        try:
+            outcome = await drain.run(handle(grpc_call(name, context, peer_header)), shutting_down)
+        finally:
+            if calls is not None:
+                calls.leave(peer)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -123,14 +162,23 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
         await messages.aclose()  # type: ignore[attr-defined]
 
 
-def stream_handler(name: str, handle: Handle, drain: Drain, peer_header: str | None = None) -> grpc.RpcMethodHandler:
+def stream_handler(
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
+) -> grpc.RpcMethodHandler:
     async def serve(context: grpc.aio.ServicerContext) -> Outcome:
         outcome = await handle(grpc_call(name, context, peer_header))
         await _write_stream(context, outcome)
         return outcome
 
     async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        outcome = await drain.run(serve(context), shutting_down)
+        peer = context.peer()
+        if calls is not None and not calls.enter(peer):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
+        try:
+            outcome = await drain.run(serve(context), shutting_down)
+        finally:
+            if calls is not None:
+                calls.leave(peer)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -150,11 +198,14 @@ class AxonService(grpc.GenericRpcHandler):
         endpoints: Mapping[str, Endpoint],
         handle: Handle,
         drain: Drain | None = None,
+        calls: ConnectionCalls | None = None,
         peer_header: str | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.handle = handle
         self.drain = drain if drain is not None else Drain()
+        #: The bound on each connection's calls in flight (None: unbounded).
+        self.calls = calls
         self.peer_header = peer_header
         self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
@@ -167,9 +218,9 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle, self.drain, self.peer_header)
+            return unary_handler(name, self.handle, self.drain, self.calls, self.peer_header)
         build = stream_handler if endpoint.streaming else unary_handler
-        handler = build(name, self.handle, self.drain, self.peer_header)
+        handler = build(name, self.handle, self.drain, self.calls, self.peer_header)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -221,6 +272,12 @@ class GrpcSettings:
             ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            # Count the streams HTTP/2 counts, as the client does: grpc-core's default counts
+            # streams until their call objects are freed, after the client saw them end, and
+            # refuses (RST_STREAM REFUSED_STREAM) new calls of a client that keeps within the
+            # advertised limit. What that guarded (calls outliving their streams) is bounded
+            # per connection by ConnectionCalls instead.
+            ("grpc.http.overload_protection", 0),
             ("grpc.max_allowed_incoming_connections", self.max_connections),
             ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
             ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
@@ -261,7 +318,8 @@ class GrpcServer:
     async def start(self) -> int:
         settings = self.settings
         server = grpc.aio.server(options=self.options(), maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
-        service = AxonService(self.endpoints, self.handle, self.drain, settings.peer_header)
+        calls = ConnectionCalls(settings.max_concurrent_streams)
+        service = AxonService(self.endpoints, self.handle, self.drain, calls, settings.peer_header)
         server.add_generic_rpc_handlers((service,))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
