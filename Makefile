@@ -10,7 +10,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test check fuzz proto node-deps redis-server cpp-tools go-tools clean
+.PHONY: demo test check fuzz proto node-deps redis-server fleet-tools cpp-tools go-tools clean fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ redis-server:
 				apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 		else echo "redis-server not found (apt-get install redis-server): the Redis tests will be skipped"; fi; }
 
+# The fleet's hosts are network namespaces (ip netns, veth, a bridge: iproute2) and its Redis runs
+# as primary, replicas and Sentinels (redis-server --sentinel) or as a Cluster (redis-cli --cluster).
+# Installed from Debian's packages when missing (as root); the fleet test skips, with the reason,
+# only where network namespaces cannot be made.
+fleet-tools: redis-server
+	@command -v ip >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing iproute2 redis-tools"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends iproute2 redis-tools >/dev/null; \
+		else echo "ip or redis-cli not found (apt-get install iproute2 redis-tools): the fleet test will be skipped"; fi; }
+
 # protoc, grpc_cpp_plugin and the grpc++ headers: the C++ codegen command of
 # `scripts/gen_protos.py --print` is run and its output compiled by the suite
 # (tests/test_codegen_languages.py), skipped with the reason where they are missing.
@@ -71,7 +83,7 @@ demo: $(STAMP) $(GEN)
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: check $(STAMP) $(GEN) node-deps redis-server cpp-tools go-tools $(LEGACY_STAMP)
+test: check $(STAMP) $(GEN) node-deps redis-server fleet-tools cpp-tools go-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
 
 # The gates a maintainer expects, run by `make test`: lint, format and types.
@@ -106,6 +118,15 @@ STRESS_ARGS ?=
 
 stress: $(STAMP) $(GEN)
 	$(PY) scripts/stress_edge.py $(STRESS_ARGS)
+
+# `make fleet`: two hosts behind `axon-grpc front`, Redis with Sentinel and a Redis Cluster, each in
+# a network namespace of its own (root), with faults under load: a host SIGKILLed and one drained,
+# the Redis primary and a Cluster primary SIGKILLed, every accepted request replayed; prints a table
+# (docs/FLEET.md). About two and a half minutes. Options: FLEET_ARGS='--callers 8'.
+FLEET_ARGS ?=
+
+fleet: $(STAMP) $(GEN) fleet-tools
+	$(PY) scripts/fleet_faults.py $(FLEET_ARGS)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'

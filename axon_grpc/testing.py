@@ -98,7 +98,13 @@ class RedisServer:
     Raises ``FileNotFoundError`` when ``redis-server`` is not installed.
     """
 
-    def __init__(self, directory: Path | None = None, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError(REDIS_MISSING)
@@ -106,6 +112,7 @@ class RedisServer:
         self.port = port or free_port()
         self.directory = directory
         self.log_path = log_path
+        self.extra_args = extra_args  #: more redis-server options (--replicaof, --cluster-enabled ...)
         self.process: subprocess.Popen[bytes] | None = None
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
 
@@ -140,6 +147,7 @@ class RedisServer:
                     str(directory),
                     "--protected-mode",
                     "no",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
