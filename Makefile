@@ -9,8 +9,10 @@ LEGACY_STAMP := $(LEGACY_VENV)/.installed
 GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
+TS_KIT      := clients/typescript
+TS_KIT_DEPS := $(TS_KIT)/node_modules/.package-lock.json
 
-.PHONY: demo test check fuzz proto node-deps redis-server fleet-tools cpp-tools go-tools clean fleet
+.PHONY: demo test check fuzz proto node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools clean fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,15 @@ $(NODE_DEPS): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	else echo "npm not found: the Node.js interop test will be skipped"; fi
 
 node-deps: $(NODE_DEPS)
+
+# The TypeScript client kit's packages (its test builds it with tsc and calls an axon); skipped with
+# the reason where npm is missing (Node.js 20.19+ is not in Debian's packages), failed under CI.
+$(TS_KIT_DEPS): $(TS_KIT)/package.json $(TS_KIT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(TS_KIT) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the TypeScript kit's tests will be skipped"; fi
+
+ts-kit-deps: $(TS_KIT_DEPS)
 
 # The tests start their own redis-server (a free loopback port, no persistence) and stop it.
 # Installed from Debian's packages when missing (CI runs as root); elsewhere the Redis tests
@@ -66,15 +77,18 @@ cpp-tools:
 				|| echo "could not install the C++ gRPC tools: the C++ codegen test will be skipped"; \
 		else echo "grpc_cpp_plugin not found: the C++ codegen test will be skipped"; fi; }
 
-# Go, protoc-gen-go(-grpc) and grpc-go's sources from Debian's packages: the suite generates
-# Go code with the printed command and builds a client against them in GOPATH mode (no module
-# download), skipped with the reason where they are missing.
+# Go, protoc-gen-go(-grpc), grpc-go's and x/crypto's sources from Debian's packages: the suite
+# generates Go code with the printed command and builds a client and the Go kit (clients/go)
+# against them in GOPATH mode (no module download), skipped with the reason where they are missing.
+GO_SOURCES := /usr/share/gocode/src
 go-tools:
-	@command -v protoc-gen-go-grpc >/dev/null 2>&1 && command -v go >/dev/null 2>&1 || { \
+	@command -v protoc-gen-go-grpc >/dev/null 2>&1 && command -v go >/dev/null 2>&1 \
+		&& [ -d $(GO_SOURCES)/google.golang.org/grpc ] && [ -d $(GO_SOURCES)/golang.org/x/crypto/sha3 ] || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev"; \
+			echo "installing golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-golang-x-crypto-dev"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-				golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev >/dev/null \
+				golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev \
+				golang-golang-x-crypto-dev >/dev/null \
 				|| echo "could not install the Go tools: the Go client test will be skipped"; \
 		else echo "go or protoc-gen-go-grpc not found: the Go client tests will be skipped"; fi; }
 
@@ -83,7 +97,7 @@ demo: $(STAMP) $(GEN)
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: check $(STAMP) $(GEN) node-deps redis-server fleet-tools cpp-tools go-tools $(LEGACY_STAMP)
+test: check $(STAMP) $(GEN) node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
 
 # The gates a maintainer expects, run by `make test`: lint, format and types.
@@ -98,7 +112,7 @@ fuzz: $(STAMP) $(GEN)
 	AXON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules $(TS_KIT)/node_modules
 
 # `make bench`: the benchmark suite (docs/BENCHMARKS.md): this axon's gRPC path (one process, and
 # two workers with the Redis nonce store) and HTTP bridge beside a bare grpc.aio echo, a verified

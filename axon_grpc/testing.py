@@ -50,8 +50,13 @@ class AxonHarness:
 
 
 def build_axon(*attachments: Attachment, wallet: Any = None, **axon_kwargs: Any) -> Axon:
-    """An unstarted axon on a free loopback port with ``attachments`` attached."""
+    """An unstarted axon on a free loopback port with ``attachments`` attached.
+
+    It serves directly (``edge=False``) unless ``edge=True`` is given: a test of the
+    pipeline needs no Envoy process in front (about 0.4 s more per start); the Envoy edge
+    of library mode has tests of its own (tests/edge/test_library_edge.py)."""
     axon_kwargs.setdefault("ip", "127.0.0.1")
+    axon_kwargs.setdefault("edge", False)
     axon_kwargs.setdefault("external_ip", "127.0.0.1")
     axon_kwargs.setdefault("port", free_port())
     axon = Axon(wallet=wallet or KeypairWallet.generate(), **axon_kwargs)

@@ -11,6 +11,7 @@ routes without FastAPI's layers and hands every other request to the app.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -98,6 +99,8 @@ class HttpBridge:
         self.fast_server = FastAPIThreadedServer(config=self.fast_config)
         #: The port actually bound, once started.
         self.bound_port: int | None = None
+        #: Header holding the caller's address, trusted when serving behind the Envoy edge.
+        self.peer_header: str | None = None
 
     # -- limits as attributes ----------------------------------------------------------------
     @property
@@ -181,17 +184,25 @@ class HttpBridge:
         return to_response(error_reply(log_and_handle_error(Synapse(), exc)))
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Bind ``parts.host:parts.port`` and serve on the running loop (raises OSError)."""
+    async def start(self, unix_socket: str | None = None) -> None:
+        """Bind ``parts.host:parts.port`` (or ``unix_socket``, behind the Envoy edge) and
+        serve on the running loop (raises OSError)."""
         parts = self.parts
         port = parts.port
-        sock = bind_socket(parts.host, port, reuse_port=parts.reuse_port)
+        if unix_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(unix_socket)
+        else:
+            sock = bind_socket(parts.host, port, reuse_port=parts.reuse_port)
         self.fast_config.port = port
         try:
             await self.fast_server.serve_in_loop([sock])
         except BaseException:
             sock.close()
             raise
+        if unix_socket is not None:
+            logger.info("HTTP bridge serving %s on %s", list(parts.endpoints), unix_socket)
+            return
         self.bound_port = int(sock.getsockname()[1])
         logger.info("HTTP bridge serving %s on %s:%s", list(parts.endpoints), self.fast_config.host, self.bound_port)
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.errors import Reason, RequestTooLarge
 from axon_grpc.metrics.observer import HTTP, NO_SCHEME, UNKNOWN_SYNAPSE
+from axon_grpc.server.call import parse_peer
 from axon_grpc.server.drain import Drain, shutting_down
 from axon_grpc.server.stream_writer import DONE, write_stream
 
@@ -54,6 +55,20 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+def trusted_peer(scope: Scope, header: str) -> Scope:
+    """``scope`` with its client taken from ``header`` (set by the Envoy edge in front, the
+    only one reaching this server), and that header removed."""
+    name = header.encode("latin-1")
+    kept, value = [], b""
+    for key, header_value in scope["headers"]:
+        if key == name:
+            value = header_value
+        else:
+            kept.append((key, header_value))
+    host, port = parse_peer(value.decode("latin-1"))
+    return {**scope, "headers": kept, "client": (host, port or 0) if host else None}
+
+
 class AxonMiddleware(SeedStages):
     """Serves the legacy protocol for attached synapses; other requests go to ``app``.
 
@@ -73,6 +88,7 @@ class AxonMiddleware(SeedStages):
         self.parts = bridge.parts
         self.exchange = bridge.exchange
         self.limits = bridge.limits
+        self.bridge = bridge
         #: The requests in flight, shared with the gRPC server: the axon's stop drains both.
         self.drain: Drain = self.parts.drain
 
@@ -83,6 +99,8 @@ class AxonMiddleware(SeedStages):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.bridge.peer_header is not None:
+            scope = trusted_peer(scope, self.bridge.peer_header)
         raw = scope["headers"]
         headers, size = header_map(raw)
         limits = self.limits

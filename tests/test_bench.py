@@ -136,6 +136,7 @@ def test_bench_is_an_axon_grpc_command() -> None:
         "envoy",
         "envoy-echo-verified",
         "envoy-http",
+        "library-edge",
         "grpc-1w-redis",
         "grpc-2w-redis",
         "http",
@@ -143,7 +144,7 @@ def test_bench_is_an_axon_grpc_command() -> None:
         "echo-verified",
         "legacy",
     }
-    assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis"}
+    assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis", "library-edge"}
     assert callable(add_bench_command)
 
 

@@ -90,10 +90,16 @@ class EdgeLimits:
 
     def connection_limit(self) -> int:
         """``max_connections``, lowered to fit the open-files limit Envoy will inherit."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(16, min(self.max_connections, soft - FD_RESERVE))
+        return connection_budget(self.max_connections)
+
+
+def connection_budget(wanted: int, servers: int = 1) -> int:
+    """``wanted`` connections, lowered so that ``servers`` listeners each holding that many
+    fit in this process's open-files limit with :data:`FD_RESERVE` descriptors kept free."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, max(16, (soft - FD_RESERVE) // servers))
 
 
 def raise_open_files_limit() -> int:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
+from axon_grpc.info import split_address
+
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.server.endpoints import Endpoint
     from axon_grpc.synapse import Synapse
@@ -48,19 +50,19 @@ class Codec(Protocol):
 
 def parse_peer(peer: str | tuple[Any, ...] | list[Any] | None) -> tuple[str | None, int | None]:
     """The caller's ``(ip, port)``, whichever way a transport names it: a gRPC peer string
-    (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:...``) or an ASGI ``client`` pair.
-    An IPv4 caller of a dual-stack socket (``::ffff:1.2.3.4``) is its IPv4 address."""
+    (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:...``), an address an edge in
+    front passed on (``1.2.3.4:5678``, ``[::1]:5678``) or an ASGI ``client`` pair. An IPv4
+    caller of a dual-stack socket (``::ffff:1.2.3.4``) is its IPv4 address."""
     if not peer:
         return None, None
     if isinstance(peer, str):
         kind, _, address = peer.partition(":")
-        if kind not in ("ipv4", "ipv6"):
-            return address or kind, None
-        host, _, port_text = address.rpartition(":")
-        host = host.strip("[]")
-        port: int | None = int(port_text) if port_text.isdigit() else None
-    else:
-        host, port = str(peer[0]), (int(peer[1]) if len(peer) > 1 and peer[1] is not None else None)
+        if kind in ("ipv4", "ipv6"):
+            return split_address(address)
+        if kind == "unix":
+            return address, None
+        return split_address(peer)
+    host, port = str(peer[0]), (int(peer[1]) if len(peer) > 1 and peer[1] is not None else None)
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, port
