@@ -10,7 +10,7 @@ GEN    := axon_grpc/_generated/axon/v1/axon_pb2.py
 NODE_CLIENT := examples/node-client
 NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
-.PHONY: demo test check fuzz proto node-deps redis-server cpp-tools go-tools clean
+.PHONY: demo test check docs fuzz proto node-deps redis-server cpp-tools go-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,14 +71,18 @@ demo: $(STAMP) $(GEN)
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: check $(STAMP) $(GEN) node-deps redis-server cpp-tools go-tools $(LEGACY_STAMP)
+test: check docs $(STAMP) $(GEN) node-deps redis-server cpp-tools go-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or reference.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # The gates a maintainer expects, run by `make test`: lint, format and types.
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy axon_grpc bridge
+	$(VENV)/bin/mypy axon_grpc bridge bench
 
 # The fuzz suite at length (`make test` runs 60 examples per property); FUZZ_EXAMPLES sets how many.
 FUZZ_EXAMPLES ?= 2000
@@ -86,9 +90,9 @@ fuzz: $(STAMP) $(GEN)
 	AXON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) axon_grpc/_generated .pytest_cache site $(NODE_CLIENT)/node_modules
 
-# `make bench`: the benchmark suite (docs/BENCHMARKS.md): this axon's gRPC path (one process, and
+# `make bench`: the benchmark suite (docs/BENCHMARKS.md; `python -m bench`, the bench/ folder): this axon's gRPC path (one process, and
 # two workers with the Redis nonce store) and HTTP bridge beside a bare grpc.aio echo, a verified
 # echo and the legacy Bittensor SDK 10.5.0 axon. That SDK conflicts with the test extra's (11.x),
 # so it gets its own virtualenv inside .venv (about 40 s, once); where it cannot be installed, the
@@ -120,4 +124,4 @@ $(LEGACY_STAMP):
 		|| echo "could not install bittensor==10.5.0 in $(LEGACY_VENV): the bench and the tests skip the legacy SDK"
 
 bench: $(BENCH_STAMP) $(GEN) $(LEGACY_STAMP) redis-server
-	$(VENV)/bin/axon-grpc bench --legacy-python $(LEGACY_VENV)/bin/python $(BENCH_ARGS)
+	$(PY) -m bench --legacy-python $(LEGACY_VENV)/bin/python $(BENCH_ARGS)

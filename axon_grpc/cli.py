@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from . import __version__, logs
-from .bench.cli import add_bench_command
 from .commands import add_commands
 from .config import Config, add_args, add_wallet_args
 
@@ -103,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proto.set_defaults(func=_proto)
     add_commands(sub)  # serve (several workers), registry list, call
-    add_bench_command(sub)  # load, latency and server CPU against reference servers
     return parser
 
 

@@ -30,10 +30,13 @@ import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import NoScriptError, RedisError
+except ImportError as e:  # an optional dependency: only a redis:// nonce store needs it
+    raise ImportError(f"the Redis nonce store needs the redis client: pip install 'axon-grpc[redis]' ({e})") from e
 
 from ._aio import within
 from .errors import ServiceUnavailable

@@ -23,7 +23,7 @@ from .support import Dummy
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_PYTHON = Path(os.environ.get("AXON_GRPC_LEGACY_PYTHON") or ROOT / ".venv" / "legacy" / "bin" / "python")
-SERVER = ROOT / "axon_grpc" / "bench" / "legacy_server.py"
+SERVER = ROOT / "bench" / "legacy_server.py"
 
 
 class Unknown(Dummy):

@@ -38,7 +38,10 @@ def pyvoy_missing() -> str | None:
     try:
         import pyvoy  # noqa: F401
     except ImportError:
-        return "pyvoy is not installed (it ships Envoy for glibc Linux amd64/arm64 and macOS arm64)"
+        return (
+            "pyvoy is not installed (pip install 'axon-grpc[edge]'; "
+            "it ships Envoy for glibc Linux amd64/arm64 and macOS arm64)"
+        )
     return None
 
 

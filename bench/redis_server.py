@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..testing import RedisServer
+from axon_grpc.testing import RedisServer
+
 from .procstat import process_cpu_seconds
 
 #: Calls per store in the round-trip probe (about a second in all on a 2-core machine).
@@ -62,8 +63,8 @@ def round_trip(url: str, redis_pid: int | None, calls: int = PROBE_CALLS) -> dic
 
 
 async def _round_trip(url: str, redis_pid: int | None, calls: int) -> dict[str, Any]:
-    from ..nonces import InMemoryNonceStore, NonceVerdict
-    from ..redis_store import RedisNonceStore
+    from axon_grpc.nonces import InMemoryNonceStore, NonceVerdict
+    from axon_grpc.redis_store import RedisNonceStore
 
     retention_ns = 94 * 10**9
     redis_store = RedisNonceStore(url, retention_ns=retention_ns, namespace=f"bench-probe-{time.time_ns()}")

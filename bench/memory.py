@@ -1,4 +1,4 @@
-"""``axon-grpc bench --memory``: does the server's memory stay flat under many dendrite uuids?
+"""``python -m bench --memory``: does the server's memory stay flat under many dendrite uuids?
 
 The issue's check is "after 1,000,000 requests from 100,000 distinct dendrite uuids the
 server's resident memory has grown by less than 50 MB". Sending a million signed
@@ -37,10 +37,11 @@ LIMIT_MB = 50.0
 async def _measure(
     requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
 ) -> dict[str, Any]:
-    from ..call import GRPC, Call
-    from ..demo import Dummy, blacklist, forward, priority
-    from ..keys import Keypair
-    from ..testing import build_axon
+    from axon_grpc.call import GRPC, Call
+    from axon_grpc.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.keys import Keypair
+    from axon_grpc.testing import build_axon
+
     from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
 
     axon = build_axon({"forward_fn": forward, "blacklist_fn": blacklist, "priority_fn": priority})

@@ -1,4 +1,4 @@
-"""``axon-grpc bench --in-process``: the pipeline's own cost per call, with no network.
+"""``python -m bench --in-process``: the pipeline's own cost per call, with no network.
 
 Signed gRPC-shaped calls (the Dendrite's metadata, a fresh nonce and uuid each, signed
 beforehand, outside the timed loop) are handed to ``Pipeline.handle`` one after another,
@@ -18,12 +18,13 @@ import gc
 import time
 from typing import Any, Callable
 
-from ..auth import grpc_body_hash
-from ..call import GRPC, Call
-from ..demo import Dummy, blacklist, priority
-from ..grpc_codec import reply_message, trailing_metadata
-from ..keys import Keypair, parse_signature, verify_signature
-from ..testing import build_axon
+from axon_grpc.auth import grpc_body_hash
+from axon_grpc.call import GRPC, Call
+from axon_grpc.demo import Dummy, blacklist, priority
+from axon_grpc.grpc_codec import reply_message, trailing_metadata
+from axon_grpc.keys import Keypair, parse_signature, verify_signature
+from axon_grpc.testing import build_axon
+
 from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
 
 

@@ -88,7 +88,8 @@ def _grpc_status(error: Any) -> str:
 async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     import grpc
 
-    from ..keys import Keypair
+    from axon_grpc.keys import Keypair
+
     from .wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
 
     signer = GrpcSigner(Keypair.generate(), spec.axon_hotkey, grpc_body())
@@ -223,7 +224,8 @@ class _HttpConnection:
 
 
 async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
-    from ..keys import Keypair
+    from axon_grpc.keys import Keypair
+
     from .wire import LegacyHttpRequest, new_uuid
 
     keypair = Keypair.generate()

@@ -7,7 +7,7 @@ Run as a script by the interpreter of a virtualenv holding ``bittensor==10.5.0``
 (``make bench`` builds ``.venv/legacy``); it never imports ``axon_grpc``, whose test extra
 pins an incompatible SDK::
 
-    .venv/legacy/bin/python axon_grpc/bench/legacy_server.py --port 8093
+    .venv/legacy/bin/python bench/legacy_server.py --port 8093
 
 Prints ``BENCH-READY {json}`` (pid, port, the axon hotkey) once the axon listens; stops
 on SIGTERM or SIGINT.
@@ -26,7 +26,7 @@ import threading
 import time
 from typing import ClassVar, Optional, Tuple
 
-# Run as a script, this file's folder (axon_grpc/bench) is sys.path[0]: drop it so its
+# Run as a script, this file's folder (bench) is sys.path[0]: drop it so its
 # modules never shadow the SDK's imports.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]

@@ -1,4 +1,4 @@
-"""The benchmark's server processes: ``python -m axon_grpc.bench.servers KIND --port P``.
+"""The benchmark's server processes: ``python -m bench.servers KIND --port P``.
 
 Kinds:
 
@@ -105,7 +105,7 @@ def verified_echo_refusal(
     the sr25519 signature and a strictly newer nonce (stored); the reason of a refusal, else None."""
     import sr25519
 
-    from ..keys import ss58_decode
+    from axon_grpc.keys import ss58_decode
 
     digest = hashlib.sha3_256(method.encode())
     digest.update(b"\n")
@@ -158,7 +158,7 @@ async def _wait_for_signal() -> None:
 
 
 async def serve_echo(port: int, verified: bool) -> None:
-    from ..keys import Keypair
+    from axon_grpc.keys import Keypair
 
     hotkey = Keypair.generate().ss58_address
     server = grpc.aio.server()
@@ -185,10 +185,10 @@ def build_dummy_axon(
     ``seed`` (hex) fixes the hotkey, so several workers sign as one axon; ``nonce_store``
     is a store URL (``redis://...``) instead of the in-memory default.
     """
-    from ..axon import Axon
-    from ..demo import Dummy, blacklist, forward, priority
-    from ..keys import Keypair
-    from ..wallet import KeypairWallet
+    from axon_grpc.axon import Axon
+    from axon_grpc.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.keys import Keypair
+    from axon_grpc.wallet import KeypairWallet
 
     async def forward_async(synapse: Dummy) -> Dummy:
         return forward(synapse)
@@ -224,8 +224,9 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     import functools
     import threading
 
-    from ..keys import Keypair
-    from ..workers import WorkerGroup
+    from axon_grpc.keys import Keypair
+    from axon_grpc.workers import WorkerGroup
+
     from .servers import build_dummy_axon
 
     # The factory by its importable name (not ``__main__``'s): the spawned workers unpickle it.
@@ -265,8 +266,8 @@ def edge_axon() -> Any:
 def serve_edge(port: int, app: str | None = None) -> int:
     """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), or another ASGI ``app``
     on the same edge, until SIGTERM/SIGINT."""
-    from ..edge.serve import APP, build_servers, pyvoy_missing, run
-    from ..keys import Keypair
+    from axon_grpc.edge.serve import APP, build_servers, pyvoy_missing, run
+    from axon_grpc.keys import Keypair
 
     missing = pyvoy_missing()
     if missing is not None:
@@ -274,7 +275,7 @@ def serve_edge(port: int, app: str | None = None) -> int:
         return 2
     seed = os.urandom(32).hex()
     os.environ.update({EDGE_PORT_ENV: str(port), EDGE_SEED_ENV: seed})
-    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port, app=app or APP)
+    servers = build_servers("bench.servers:edge_axon", address="127.0.0.1", port=port, app=app or APP)
 
     def ready(started: list[Any]) -> None:
         announce(
@@ -287,7 +288,7 @@ def serve_edge(port: int, app: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.servers")
+    parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int)
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "envoy":
         return serve_edge(args.port)
     if args.kind == "envoy-echo-verified":
-        return serve_edge(args.port, app="axon_grpc.bench.edge_echo:app")
+        return serve_edge(args.port, app="bench.edge_echo:app")
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:

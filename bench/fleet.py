@@ -4,7 +4,7 @@ One axon (one hotkey, one pipeline, an ``async def`` Dummy forward) listens on `
 gRPC ports and as many HTTP bridge ports; ``--dead`` more ports accept connections and
 never answer (an axon that hangs). Run as a module::
 
-    python -m axon_grpc.bench.fleet --live 230 --dead 26
+    python -m bench.fleet --live 230 --dead 26
 
 Prints ``BENCH-READY {json}`` (pid, hotkey, grpc, http and dead ports) once listening;
 stops on SIGTERM or SIGINT. The nonce store's replay window is widened: every port is
@@ -98,7 +98,7 @@ async def serve(live: int, dead: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.fleet")
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet")
     parser.add_argument("--live", type=int, default=230)
     parser.add_argument("--dead", type=int, default=26)
     args = parser.parse_args()

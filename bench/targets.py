@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..testing import free_port
+from axon_grpc.testing import free_port
+
 from .servers import READY_PREFIX
 
 #: Label and one-line description of each target, in report order.
@@ -86,6 +87,8 @@ TRANSPORTS = {
 #: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
+#: The project's checkout, which holds this package.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -187,6 +190,9 @@ def _spawn(
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[str] = open(log_path, "w")
+    if env is None:  # ``-m bench.servers`` imports this folder's package from the project's checkout
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     try:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env
@@ -202,7 +208,7 @@ def default_legacy_python() -> Path | None:
     env = os.environ.get("AXON_GRPC_LEGACY_PYTHON")
     if env:
         return Path(env)
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for root in (Path.cwd(), ROOT):
         candidate = root / ".venv" / "legacy" / "bin" / "python"
         if candidate.exists():
             return candidate
@@ -247,10 +253,10 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
     if name in ("envoy", "envoy-http", "envoy-echo-verified"):
         kind = "envoy-echo-verified" if name == "envoy-echo-verified" else "envoy"
-        process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", kind, "--port", str(port)], log_path)
+        process, ready = _spawn([sys.executable, "-m", "bench.servers", kind, "--port", str(port)], log_path)
         pids = [int(p) for p in ready["worker_pids"]]
         return _started(name, ready, process, log_path, {"envoy_pids": pids}, worker_pids=pids)
-    command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
+    command = [sys.executable, "-m", "bench.servers", name, "--port", str(port)]
     http_port = None
     if name == "http":
         http_port = free_port()
@@ -278,7 +284,7 @@ def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, 
         command = [
             sys.executable,
             "-m",
-            "axon_grpc.bench.servers",
+            "bench.servers",
             name,
             "--port",
             str(port),

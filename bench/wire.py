@@ -24,11 +24,11 @@ import json
 import time
 import uuid as uuid_lib
 
-from ..auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
-from ..demo import Dummy
-from ..keys import Keypair
-from ..schema import schema_for
-from ..synapse import DENDRITE_PREFIX, TerminalInfo
+from axon_grpc.auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
+from axon_grpc.demo import Dummy
+from axon_grpc.keys import Keypair
+from axon_grpc.schema import schema_for
+from axon_grpc.synapse import DENDRITE_PREFIX, TerminalInfo
 
 #: The synapse every target serves, and the request sent: ``Dummy(input=3)``.
 SYNAPSE_NAME = "Dummy"

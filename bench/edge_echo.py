@@ -12,7 +12,8 @@ import os
 import struct
 from typing import Any
 
-from ..keys import Keypair
+from axon_grpc.keys import Keypair
+
 from .servers import EDGE_SEED_ENV, verified_echo_refusal
 
 _CONTENT = [(b"content-type", b"application/grpc")]

@@ -1,4 +1,4 @@
-"""``axon-grpc bench``: the command's arguments and its run."""
+"""``python -m bench``: the command's arguments and its run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from axon_grpc import logs
 
 from . import DEFAULT_TARGETS, TARGET_NAMES
 
@@ -32,11 +34,10 @@ def _targets(text: str) -> list[str]:
     return [n for n in TARGET_NAMES if n in names]
 
 
-def add_bench_command(sub: Any) -> argparse.ArgumentParser:
-    """Register ``bench`` on the ``axon-grpc`` subcommands."""
-    bench = sub.add_parser(
-        "bench",
-        help="Measure requests/s, latency and server CPU per request against reference servers.",
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m bench``."""
+    bench = argparse.ArgumentParser(
+        prog="python -m bench",
         description="Start each target server in its own process and drive it from load generator processes "
         "(multiprocessing spawn, asyncio clients) with requests signed with sr25519 and a fresh nonce each, as "
         "real clients send them. Targets: grpc (this project's Axon over gRPC), grpc-async (the same, async forward), "
@@ -49,7 +50,7 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         "milliseconds per request (all worker processes summed), then the ratios the performance targets name "
         "and, with grpc-2w-redis, the scaling factor over grpc and the Redis round trip per request; writes "
         "bench.json and "
-        "bench.png (latency vs load; needs matplotlib: pip install 'axon-grpc[bench]').",
+        "bench.png (latency vs load; needs matplotlib: pip install -e '.[bench]').",
     )
     bench.add_argument(
         "--targets",
@@ -149,9 +150,17 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         default=6,
         help="with --dendrite: steps to the answering axons, the first unmeasured (default 6)",
     )
+    bench.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING).")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
-    bench.set_defaults(func=run_bench)
     return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench [options]``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, "text")
+    return run_bench(args, argv)
 
 
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -161,8 +170,8 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if argv is None:
-        argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
-    command = "axon-grpc bench " + " ".join(shlex.quote(a) for a in argv)
+        argv = sys.argv[1:]
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in argv)
     results: dict[str, Any] = {
         "meta": {
             "command": command.strip(),
