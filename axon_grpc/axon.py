@@ -43,6 +43,11 @@ logger = logging.getLogger("axon_grpc")
 __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
 
 
+def _optional_port(value: Any) -> int | None:
+    """A configured port: None when unset, else the number (0: any free port)."""
+    return None if value is None or value == "" else int(value)
+
+
 def load_transport(name: str) -> Callable[[Axon], Any]:
     """A transport factory registered under the ``axon_grpc.transports`` entry points.
 
@@ -192,7 +197,8 @@ class Axon:
         observer = self.metrics if self.metrics is not None else NULL_OBSERVER
         self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
         #: Port of a listener answering only ``GET /metrics``; None: none of its own.
-        self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
+        #: 0 binds a port the system picks; ``start`` puts the bound port here.
+        self.metrics_port: int | None = _optional_port(section.get("metrics_port"))
         self._metrics_listener = MetricsListener()
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
@@ -202,7 +208,8 @@ class Axon:
         #: The loop thread ``start()`` serves from; None when serving on the caller's loop.
         self._runner: LoopThread | None = None
         #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
-        self.http_port: int | None = int(section["http_port"]) if section.get("http_port") else None
+        #: None: no bridge; 0 binds a port the system picks, and ``start`` puts the bound port here.
+        self.http_port: int | None = _optional_port(section.get("http_port"))
         self._http: Any = None
         self.attach(forward_fn=_ping)
 
@@ -228,7 +235,7 @@ class Axon:
     @property
     def http(self) -> Any:
         """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set, else None."""
-        if self._http is None and self.http_port:
+        if self._http is None and self.http_port is not None:
             self._http = load_transport("http")(self)
             for endpoint in self.endpoints.values():
                 self._http.add_route(endpoint)
@@ -371,7 +378,7 @@ class Axon:
         )
         self.drain.reset()
         server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
-        self.port = await server.start()
+        self._bound(await server.start())
         self.grpc_server = server
         http = self.http
         if http is not None:
@@ -380,9 +387,10 @@ class Axon:
             except BaseException:
                 await server.stop(None)
                 raise
+            self.http_port = http.bound_port
         try:
             if self.metrics is not None:
-                self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
+                self.metrics_port = self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
         except BaseException:
             if http is not None:
                 await http.stop(None)
@@ -393,6 +401,15 @@ class Axon:
         gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
         logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
         return self
+
+    def _bound(self, port: int) -> None:
+        """The gRPC port bound (the one asked for, or the system's pick for port 0): an external
+        port that followed the bind port (0) follows it to the bound one."""
+        if self.external_port == 0:
+            self.external_port = port
+            self.terminal.readdress()
+        self.port = port
+        self.full_address = f"{self.ip}:{port}"
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
         """Stop serving; calls in flight get ``grace`` seconds to finish.

@@ -27,7 +27,6 @@ import uvicorn
 from axon_grpc import Axon, KeypairWallet, Synapse
 from axon_grpc.auth import VerifyPolicy
 from axon_grpc.nonces import InMemoryNonceStore
-from axon_grpc.testing import free_port
 from axon_grpc.transport import AxonService
 
 
@@ -51,8 +50,8 @@ async def serve(live: int, dead: int) -> None:
         wallet=KeypairWallet.generate(),
         ip="127.0.0.1",
         external_ip="127.0.0.1",
-        port=free_port(),
-        http_port=free_port(),
+        port=0,
+        http_port=0,
         max_workers=max(live, 10),
         max_queue=4 * max(live, 10),
         nonce_store=store,

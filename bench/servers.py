@@ -171,7 +171,7 @@ async def serve_echo(port: int, verified: bool) -> None:
 
 
 def build_dummy_axon(
-    port: int,
+    port: int | None,
     http_port: int | None = None,
     run_async: bool = False,
     seed: str | None = None,
@@ -232,7 +232,10 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     # The factory by its importable name (not ``__main__``'s): the spawned workers unpickle it.
 
     seed = os.urandom(32).hex()
-    factory = functools.partial(build_dummy_axon, port, seed=seed, nonce_store=nonce_store)
+    # The port through the workers' settings (BT_AXON_PORT): with 0, the first worker binds a port
+    # the system picks and the others join it there.
+    os.environ["BT_AXON_PORT"] = str(port)
+    factory = functools.partial(build_dummy_axon, None, seed=seed, nonce_store=nonce_store)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:
-        if args.kind == "http" and not args.http_port:
+        if args.kind == "http" and args.http_port is None:
             parser.error("http needs --http-port")
         coro = serve_axon(
             args.port,

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from axon_grpc.testing import free_port
-
 from .servers import READY_PREFIX
 
 #: Label and one-line description of each target, in report order.
@@ -234,9 +232,10 @@ def _started(
 
 
 def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cprofile: Path | None = None) -> Target:
-    """Start target ``name`` in its own process on free loopback ports; raises TargetUnavailable."""
+    """Start target ``name`` in its own process on loopback ports it binds (port 0: the system
+    picks, and the server's ready line names them); raises TargetUnavailable."""
     log_path = logs / f"server-{name}.log"
-    port = free_port()
+    port = 0
     if name == "legacy":
         if legacy_python is None or not legacy_python.exists():
             raise TargetUnavailable(
@@ -257,10 +256,8 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         pids = [int(p) for p in ready["worker_pids"]]
         return _started(name, ready, process, log_path, {"envoy_pids": pids}, worker_pids=pids)
     command = [sys.executable, "-m", "bench.servers", name, "--port", str(port)]
-    http_port = None
     if name == "http":
-        http_port = free_port()
-        command += ["--http-port", str(http_port)]
+        command += ["--http-port", "0"]
     if cprofile is not None:
         command += ["--cprofile", str(cprofile)]
     process, ready = _spawn(command, log_path)

@@ -191,7 +191,7 @@ class HttpBridge:
         except BaseException:
             sock.close()
             raise
-        self.bound_port = int(sock.getsockname()[1])
+        self.bound_port = self.fast_config.port = int(sock.getsockname()[1])
         logger.info("HTTP bridge serving %s on %s:%s", list(axon.endpoints), self.fast_config.host, self.bound_port)
 
     async def stop(self, grace: float | None = 5.0) -> None:

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from axon_grpc import Axon, Dendrite, Keypair, Synapse, btauth
 from axon_grpc.auth import PROTOCOL_VERSION, grpc_body_hash
-from axon_grpc.testing import build_axon, free_port
+from axon_grpc.testing import build_axon
 
 from .support import Dummy, dummy_forward
 
@@ -91,7 +91,7 @@ def served() -> Iterator[tuple[Axon, Loud]]:
     root.addHandler(loud)
     level = root.level
     root.setLevel(logging.DEBUG)
-    axon = build_axon(dummy_forward, fuzzed_forward, http_port=free_port()).start()
+    axon = build_axon(dummy_forward, fuzzed_forward, http_port=0).start()
     try:
         yield axon, loud
     finally:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from axon_grpc.testing import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -72,8 +70,8 @@ def test_example_program_runs(name: str, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "BT_AXON_IP": "127.0.0.1",
-        "BT_AXON_PORT": str(free_port()),
-        "EXAMPLE_HTTP_PORT": str(free_port()),
+        "BT_AXON_PORT": "0",  # the system picks; the examples call axon.info() / axon.http_port
+        "EXAMPLE_HTTP_PORT": "0",
         "AXON_GRPC_HOME": str(tmp_path),
         "AXON_GRPC_REGISTRY": str(tmp_path / "registry.sqlite"),
         "BT_WALLET_PATH": str(tmp_path / "bt"),
