@@ -1,4 +1,4 @@
-"""The README's bridge example: gRPC on BT_AXON_PORT (8091) and the legacy HTTP protocol on a
+"""The bridge example of docs/getting-started.md: gRPC on BT_AXON_PORT (8091) and the legacy HTTP protocol on a
 second port, called once as an SDK 10.5 dendrite would."""
 import os
 
