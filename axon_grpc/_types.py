@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Protocol, Union
 
-from .synapse import Synapse
+from axon_grpc.synapse import Synapse
 
 #: ``forward(synapse) -> synapse``, sync or async.
 ForwardFn = Callable[[Any], Union[Synapse, Awaitable[Synapse]]]
@@ -17,7 +17,7 @@ VerifyFn = Callable[[Any], Union[Awaitable[None], None]]
 
 
 class Signer(Protocol):
-    """A hotkey that can sign: a :class:`~axon_grpc.keys.Keypair` or a Bittensor keypair."""
+    """A hotkey that can sign: a :class:`~axon_grpc.auth.keys.Keypair` or a Bittensor keypair."""
 
     ss58_address: str
 
@@ -26,7 +26,7 @@ class Signer(Protocol):
 
 class WalletLike(Protocol):
     """What an Axon or a Dendrite needs of a wallet: a ``hotkey`` that signs (a Bittensor
-    wallet, :class:`~axon_grpc.wallet.Wallet`, :class:`~axon_grpc.wallet.KeypairWallet`)."""
+    wallet, :class:`~axon_grpc.auth.wallet.Wallet`, :class:`~axon_grpc.auth.wallet.KeypairWallet`)."""
 
     @property
     def hotkey(self) -> Signer: ...

@@ -28,7 +28,7 @@ Hierarchy (the names of Bittensor SDK 10.5's ``bittensor.core.errors``, so a min
     KeyfileError (ValueError)      a wallet keyfile is unreadable or unusable
 
 Each class also names its refusal ``reason`` (:class:`Reason`), the label operators
-count refusals by (:mod:`axon_grpc.metrics`); :func:`reason_of` reads it for any
+count refusals by (:mod:`axon_grpc.metrics.observer`); :func:`reason_of` reads it for any
 exception.
 
 The HTTP-style code travels on both transports (``bt_header_axon_status_code``); the
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .synapse import Synapse
+    from axon_grpc.synapse import Synapse
 
 
 class Status(IntEnum):

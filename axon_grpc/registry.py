@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
-from .config import data_dir
-from .info import AxonInfo
+from axon_grpc.info import AxonInfo
+from axon_grpc.server.config import data_dir
 
 #: Environment variable naming the registry file (default: ``data_dir()/registry.sqlite``).
 REGISTRY_ENV = "AXON_GRPC_REGISTRY"
@@ -69,7 +69,7 @@ class Entry:
 
 
 def default_path() -> Path:
-    """``$AXON_GRPC_REGISTRY``, else ``registry.sqlite`` under :func:`~axon_grpc.axon.data_dir`."""
+    """``$AXON_GRPC_REGISTRY``, else ``registry.sqlite`` under :func:`~axon_grpc.server.axon.data_dir`."""
 
     return Path(os.environ.get(REGISTRY_ENV) or data_dir() / "registry.sqlite").expanduser()
 

@@ -25,9 +25,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar
 
 from pydantic import TypeAdapter, create_model
 
-from .errors import InternalServerError
-from .schema import SynapseSchema, schema_for
-from .synapse import Synapse
+from axon_grpc.errors import InternalServerError
+from axon_grpc.schema import SynapseSchema, schema_for
+from axon_grpc.synapse import Synapse
 
 #: Wire tags of the two fields of ``{Name}Stream`` (field number << 3 | length-delimited).
 CHUNK_TAG = 0x0A

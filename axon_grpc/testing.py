@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Union
 
-from .axon import Axon
-from .dendrite import Dendrite
-from .info import AxonInfo
-from .synapse import Synapse
-from .wallet import KeypairWallet
+from axon_grpc.auth.wallet import KeypairWallet
+from axon_grpc.client.dendrite import Dendrite
+from axon_grpc.info import AxonInfo
+from axon_grpc.server.axon import Axon
+from axon_grpc.synapse import Synapse
 
 #: A forward function, or the keyword arguments of one ``Axon.attach`` call.
 Attachment = Union[Callable[..., Any], Mapping[str, Any]]

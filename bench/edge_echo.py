@@ -12,7 +12,7 @@ import os
 import struct
 from typing import Any
 
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
 
 from .servers import EDGE_SEED_ENV, verified_echo_refusal
 

@@ -25,9 +25,9 @@ import grpc
 import uvicorn
 
 from axon_grpc import Axon, KeypairWallet, Synapse
-from axon_grpc.auth import VerifyPolicy
-from axon_grpc.nonces import InMemoryNonceStore
-from axon_grpc.transport import AxonService
+from axon_grpc.auth.legacy import VerifyPolicy
+from axon_grpc.auth.nonces import InMemoryNonceStore
+from axon_grpc.transports.grpc_aio import AxonService
 
 
 class Dummy(Synapse):

@@ -18,12 +18,12 @@ import gc
 import time
 from typing import Any, Callable
 
-from axon_grpc.auth import grpc_body_hash
-from axon_grpc.call import GRPC, Call
-from axon_grpc.demo import Dummy, blacklist, priority
-from axon_grpc.grpc_codec import reply_message, trailing_metadata
-from axon_grpc.keys import Keypair, parse_signature, verify_signature
+from axon_grpc.auth.keys import Keypair, parse_signature, verify_signature
+from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.cli.demo import Dummy, blacklist, priority
+from axon_grpc.server.call import GRPC, Call
 from axon_grpc.testing import build_axon
+from axon_grpc.transports.grpc_codec import reply_message, trailing_metadata
 
 from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
 

@@ -88,7 +88,7 @@ def _grpc_status(error: Any) -> str:
 async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     import grpc
 
-    from axon_grpc.keys import Keypair
+    from axon_grpc.auth.keys import Keypair
 
     from .wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
 
@@ -224,7 +224,7 @@ class _HttpConnection:
 
 
 async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
-    from axon_grpc.keys import Keypair
+    from axon_grpc.auth.keys import Keypair
 
     from .wire import LegacyHttpRequest, new_uuid
 

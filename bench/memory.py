@@ -37,9 +37,9 @@ LIMIT_MB = 50.0
 async def _measure(
     requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
 ) -> dict[str, Any]:
-    from axon_grpc.call import GRPC, Call
-    from axon_grpc.demo import Dummy, blacklist, forward, priority
-    from axon_grpc.keys import Keypair
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.server.call import GRPC, Call
     from axon_grpc.testing import build_axon
 
     from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid

@@ -7,7 +7,7 @@ Redis's own CPU per request.
 
 :func:`round_trip` is the measurement of ``scripts/bench_nonce_store.py``, run by the
 bench against the same Redis once the target's levels are done: sequential
-``check_and_store`` calls through the axon's :class:`~axon_grpc.redis_store.RedisNonceStore`
+``check_and_store`` calls through the axon's :class:`~axon_grpc.auth.redis_store.RedisNonceStore`
 (one ``EVALSHA`` round trip each) beside the same calls on the in-memory store, with the
 wall time, this process's CPU and the redis-server's CPU per call. The difference is what
 the shared store adds to each request.
@@ -63,8 +63,8 @@ def round_trip(url: str, redis_pid: int | None, calls: int = PROBE_CALLS) -> dic
 
 
 async def _round_trip(url: str, redis_pid: int | None, calls: int) -> dict[str, Any]:
-    from axon_grpc.nonces import InMemoryNonceStore, NonceVerdict
-    from axon_grpc.redis_store import RedisNonceStore
+    from axon_grpc.auth.nonces import InMemoryNonceStore, NonceVerdict
+    from axon_grpc.auth.redis_store import RedisNonceStore
 
     retention_ns = 94 * 10**9
     redis_store = RedisNonceStore(url, retention_ns=retention_ns, namespace=f"bench-probe-{time.time_ns()}")

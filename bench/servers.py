@@ -2,7 +2,7 @@
 
 Kinds:
 
-- ``grpc``: the project's :class:`~axon_grpc.axon.Axon` serving the demo ``Dummy``
+- ``grpc``: the project's :class:`~axon_grpc.server.axon.Axon` serving the demo ``Dummy``
   synapse (sync forward, blacklist and priority attached, default verify) over gRPC.
 - ``grpc-async``: the same with the forward declared ``async``: it runs on the event loop
   instead of being handed to a worker thread.
@@ -10,7 +10,7 @@ Kinds:
   metrics' cost is the difference between the two.
 - ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
 - ``grpc-2w-redis``: the ``grpc`` axon run as ``--workers`` (default 2) processes sharing
-  ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.workers.WorkerGroup`), every worker
+  ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.server.workers.WorkerGroup`), every worker
   checking nonces in the Redis of ``--nonce-store redis://...``; all share one hotkey
   (seeded here). This process supervises them; its ready line adds ``worker_pids``.
 - ``grpc-1w-redis``: the same with one worker (``--workers`` defaults to the kind's count).
@@ -105,7 +105,7 @@ def verified_echo_refusal(
     the sr25519 signature and a strictly newer nonce (stored); the reason of a refusal, else None."""
     import sr25519
 
-    from axon_grpc.keys import ss58_decode
+    from axon_grpc.auth.keys import ss58_decode
 
     digest = hashlib.sha3_256(method.encode())
     digest.update(b"\n")
@@ -158,7 +158,7 @@ async def _wait_for_signal() -> None:
 
 
 async def serve_echo(port: int, verified: bool) -> None:
-    from axon_grpc.keys import Keypair
+    from axon_grpc.auth.keys import Keypair
 
     hotkey = Keypair.generate().ss58_address
     server = grpc.aio.server()
@@ -185,10 +185,10 @@ def build_dummy_axon(
     ``seed`` (hex) fixes the hotkey, so several workers sign as one axon; ``nonce_store``
     is a store URL (``redis://...``) instead of the in-memory default.
     """
-    from axon_grpc.axon import Axon
-    from axon_grpc.demo import Dummy, blacklist, forward, priority
-    from axon_grpc.keys import Keypair
-    from axon_grpc.wallet import KeypairWallet
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.auth.wallet import KeypairWallet
+    from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
+    from axon_grpc.server.axon import Axon
 
     async def forward_async(synapse: Dummy) -> Dummy:
         return forward(synapse)
@@ -224,8 +224,8 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     import functools
     import threading
 
-    from axon_grpc.keys import Keypair
-    from axon_grpc.workers import WorkerGroup
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.server.workers import WorkerGroup
 
     from .servers import build_dummy_axon
 
@@ -269,8 +269,8 @@ def edge_axon() -> Any:
 def serve_edge(port: int, app: str | None = None) -> int:
     """``edge_axon`` under ``axon-grpc serve`` (one Envoy process), or another ASGI ``app``
     on the same edge, until SIGTERM/SIGINT."""
+    from axon_grpc.auth.keys import Keypair
     from axon_grpc.edge.serve import APP, build_servers, pyvoy_missing, run
-    from axon_grpc.keys import Keypair
 
     missing = pyvoy_missing()
     if missing is not None:

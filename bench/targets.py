@@ -43,7 +43,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "grpc-2w-redis": (
         "axon-grpc gRPC, 2 workers + Redis",
         (
-            "the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.workers), "
+            "the grpc target as two worker processes on one port (SO_REUSEPORT, axon_grpc.server.workers), "
             "nonces in a private redis-server"
         ),
     ),
@@ -82,7 +82,7 @@ TRANSPORTS = {
     "echo-verified": "grpc",
     "legacy": "http",
 }
-#: Targets served by worker processes (axon_grpc.workers) with the Redis store: how many workers.
+#: Targets served by worker processes (axon_grpc.server.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
 #: The project's checkout, which holds this package.

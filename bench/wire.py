@@ -1,6 +1,6 @@
 """Signed requests exactly as real clients send them, built cheaply for load generation.
 
-- gRPC: the request message bytes and the metadata of :class:`axon_grpc.dendrite.Dendrite`
+- gRPC: the request message bytes and the metadata of :class:`axon_grpc.client.dendrite.Dendrite`
   (legacy scheme): ``name``, ``timeout``, ``computed_body_hash`` (SHA3-256 of the message
   bytes), ``bt_header_dendrite_{hotkey,nonce,uuid,version,signature,ip}`` and
   ``bt_header_dendrite_crypto``; the signature is sr25519 over
@@ -24,9 +24,9 @@ import json
 import time
 import uuid as uuid_lib
 
-from axon_grpc.auth import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
-from axon_grpc.demo import Dummy
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.legacy import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
+from axon_grpc.cli.demo import Dummy
 from axon_grpc.schema import schema_for
 from axon_grpc.synapse import DENDRITE_PREFIX, TerminalInfo
 

@@ -9,7 +9,7 @@ The seed's names live here: :class:`AxonMiddleware`, :class:`FastAPIThreadedServ
 
 from __future__ import annotations
 
-from axon_grpc.reporting import log_and_handle_error
+from axon_grpc.server.reporting import log_and_handle_error
 
 from .app import HttpBridge
 from .middleware import AxonMiddleware

@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from axon_grpc.endpoints import Endpoint
 from axon_grpc.errors import AxonError, RequestTooLarge, UnknownSynapseError
-from axon_grpc.json_body import load_json_object
-from axon_grpc.pipeline import MAX_QUOTED_NAME
-from axon_grpc.reporting import log_and_handle_error
+from axon_grpc.server.endpoints import Endpoint
+from axon_grpc.server.pipeline import MAX_QUOTED_NAME
+from axon_grpc.server.reporting import log_and_handle_error
 from axon_grpc.synapse import Synapse
+from axon_grpc.transports.json_body import load_json_object
 
 from .exchange import Exchange
 from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, read_body
@@ -36,7 +36,7 @@ from .responses import error_reply, json_invalid_detail, to_response
 from .server import FastAPIThreadedServer, bind_socket, make_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.axon import Axon
+    from axon_grpc.server.axon import Axon
 
 logger = logging.getLogger("axon_grpc.bridge")
 

@@ -1,4 +1,4 @@
-"""One legacy HTTP exchange: the request as a :class:`~axon_grpc.call.Call`, the answer from its Outcome.
+"""One legacy HTTP exchange: the request as a :class:`~axon_grpc.server.call.Call`, the answer from its Outcome.
 
 The pipeline does the work; this module only shapes answers the way a legacy (SDK
 7.2-10.5) dendrite reads them. A 200 answers like the legacy server, whose response
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from axon_grpc import btauth
-from axon_grpc.call import HTTP, BodyReader, Call, Outcome
-from axon_grpc.endpoints import Endpoint
+from axon_grpc.auth import btauth
 from axon_grpc.errors import Status
-from axon_grpc.pipeline import MAX_QUOTED_NAME
+from axon_grpc.server.call import HTTP, BodyReader, Call, Outcome
+from axon_grpc.server.endpoints import Endpoint
+from axon_grpc.server.pipeline import MAX_QUOTED_NAME
 from axon_grpc.streaming import chunk_encoder
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash
 
@@ -35,7 +35,7 @@ from .responses import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.pipeline import Pipeline
+    from axon_grpc.server.pipeline import Pipeline
 
 __all__ = ["BodyReader", "Exchange", "Route"]
 

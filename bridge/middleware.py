@@ -14,21 +14,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from axon_grpc.call import HTTP, Call
-from axon_grpc.credentials import CRYPTO, Credentials
-from axon_grpc.drain import Drain, shutting_down
+from axon_grpc.auth.credentials import CRYPTO, Credentials
 from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseError
-from axon_grpc.forwarding import timed_out
-from axon_grpc.metrics import NO_SCHEME, UNKNOWN_SYNAPSE
-from axon_grpc.pipeline import MAX_QUOTED_NAME
+from axon_grpc.metrics.observer import NO_SCHEME, UNKNOWN_SYNAPSE
+from axon_grpc.server.call import HTTP, Call
+from axon_grpc.server.drain import Drain, shutting_down
+from axon_grpc.server.forwarding import timed_out
+from axon_grpc.server.pipeline import MAX_QUOTED_NAME
 from axon_grpc.synapse import Synapse
 
 from .limits import guarded_receive, read_body
 from .responses import Reply, StreamReply, error_reply, to_response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.axon import Axon
-    from axon_grpc.endpoints import Endpoint
+    from axon_grpc.server.axon import Axon
+    from axon_grpc.server.endpoints import Endpoint
 
     from .app import HttpBridge
 
@@ -96,7 +96,7 @@ def _recorded(synapse: Synapse) -> Iterator[None]:
 class AxonMiddleware:
     """Serves the legacy protocol for attached synapses; other requests go to ``app``.
 
-    A request for an attached synapse becomes a :class:`~axon_grpc.call.Call` for
+    A request for an attached synapse becomes a :class:`~axon_grpc.server.call.Call` for
     ``Pipeline.handle`` (through the bridge's exchange); the seed-named methods below
     expose the stages on their own for callers and tests.
     """

@@ -27,7 +27,7 @@ from axon_grpc.synapse import (
 from axon_grpc.synapse import input_obj_placeholder as input_placeholder
 
 if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.call import Outcome
+    from axon_grpc.server.call import Outcome
 
 #: Raw ASGI header pairs, as uvicorn sends them.
 RawHeaders = list[tuple[bytes, bytes]]
@@ -205,7 +205,7 @@ def create_error_response(synapse: Synapse) -> JSONResponse:
     """The legacy error response for ``synapse``: its status, ``{"message": ...}``, its headers.
 
     ``synapse.axon.status_code``/``status_message`` say what to answer (see
-    :func:`~axon_grpc.pipeline.log_and_handle_error`).
+    :func:`~axon_grpc.server.pipeline.log_and_handle_error`).
     """
     reply = error_reply(synapse, type(synapse).get_required_fields(), hash_fields_of(synapse))
     response = JSONResponse(content=json.loads(reply.body), status_code=reply.status)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import uvicorn
 from uvicorn.server import ServerState
 
-from axon_grpc.drain import ANSWER_S
+from axon_grpc.server.drain import ANSWER_S
 
 from .protocols import DEFAULT_HEAD_TIMEOUT_S, best_http, protocol_class
 

@@ -2,7 +2,7 @@
 import tempfile
 
 from axon_grpc import Axon
-from axon_grpc.demo import Dummy, forward
+from axon_grpc.cli.demo import Dummy, forward
 from axon_grpc.schema import schema_for
 
 axon = Axon(ip="127.0.0.1", external_ip="127.0.0.1")  # port: BT_AXON_PORT or 8091

@@ -3,7 +3,7 @@ second port, called once as an SDK 10.5 dendrite would."""
 import os
 
 from axon_grpc import Axon, Keypair, KeypairWallet
-from axon_grpc.demo import Dummy, blacklist, forward, legacy_http_call
+from axon_grpc.cli.demo import Dummy, blacklist, forward, legacy_http_call
 
 wallet = KeypairWallet.generate()  # a throw-away hotkey
 http_port = int(os.environ.get("EXAMPLE_HTTP_PORT", "8092"))  # 0: a port the system picks

@@ -2,7 +2,7 @@
 import asyncio
 
 from axon_grpc import Axon, Dendrite
-from axon_grpc.demo import Dummy, forward
+from axon_grpc.cli.demo import Dummy, forward
 
 
 async def call_subnet(dendrite: Dendrite) -> list:

@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 
 from axon_grpc import Axon, Dendrite, KeypairWallet
-from axon_grpc.demo import Dummy, forward
+from axon_grpc.cli.demo import Dummy, forward
 
 os.chdir(tempfile.mkdtemp())
 for name in ("ca", "axon", "me"):  # throw-away self-signed certificates, made with the openssl CLI

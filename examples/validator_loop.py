@@ -22,7 +22,7 @@ async def validate(wallet, netuid: int, subtensor=None) -> None:
 
 async def main() -> None:
     from axon_grpc import Axon, KeypairWallet
-    from axon_grpc.demo import forward
+    from axon_grpc.cli.demo import forward
 
     miner = Axon(ip="127.0.0.1", external_ip="127.0.0.1")  # port: BT_AXON_PORT or 8091
     miner.attach(forward_fn=forward)

@@ -18,8 +18,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from axon_grpc.nonces import InMemoryNonceStore, NonceStore, NonceVerdict
-from axon_grpc.redis_store import RedisNonceStore
+from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore, NonceVerdict
+from axon_grpc.auth.redis_store import RedisNonceStore
 from axon_grpc.testing import RedisServer
 
 RETENTION_NS = 94 * 10**9

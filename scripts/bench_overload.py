@@ -43,7 +43,7 @@ AXON_SEED = b"\x33" * 32
 # -- the server process ----------------------------------------------------------------------
 def _serve(port: int, workers: int, queue: int, service_ms: float, run_async: bool, ready: Any) -> None:
     from axon_grpc import Axon, Keypair, KeypairWallet
-    from axon_grpc.demo import Dummy
+    from axon_grpc.cli.demo import Dummy
 
     high = Keypair.create_from_seed(HIGH_SEED).ss58_address
 
@@ -88,8 +88,8 @@ class Caller:
 
     def __init__(self, seed: bytes, axon_hotkey: str) -> None:
         from axon_grpc import Keypair
-        from axon_grpc.auth import grpc_body_hash
-        from axon_grpc.demo import Dummy
+        from axon_grpc.auth.legacy import grpc_body_hash
+        from axon_grpc.cli.demo import Dummy
         from axon_grpc.schema import schema_for
 
         self.keypair = Keypair.create_from_seed(seed)

@@ -23,8 +23,8 @@ from typing import Any, Optional
 from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import Dendrite, Synapse
+from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.testing import build_axon
-from axon_grpc.wallet import KeypairWallet
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 5  # seconds a rate is taken over

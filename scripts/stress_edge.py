@@ -48,10 +48,10 @@ LEGIT_METHOD = "/axon.v1.Axon/Echo"
 
 
 def _build_app() -> Any:
-    from axon_grpc.call import Outcome
     from axon_grpc.edge.app import EdgeApp
-    from axon_grpc.edge.grpc_asgi import GrpcAsgi
-    from axon_grpc.edge.health import Health
+    from axon_grpc.server.call import Outcome
+    from axon_grpc.transports.asgi_health import Health
+    from axon_grpc.transports.grpc_asgi import GrpcAsgi
 
     class Pipeline:
         """Refuses calls without the token before reading their body; echoes the others."""
@@ -93,8 +93,8 @@ AXON_SEED = os.environ.get("STRESS_AXON_SEED") or "0x" + os.urandom(32).hex()
 def build_axon() -> Any:
     """The full axon ``axon-grpc serve stress_edge:build_axon`` runs: ``Dummy`` doubles its input."""
     from axon_grpc import Axon
-    from axon_grpc.keys import Keypair
-    from axon_grpc.wallet import KeypairWallet
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.auth.wallet import KeypairWallet
 
     axon = Axon(wallet=KeypairWallet(Keypair.create_from_seed(AXON_SEED)))
     axon.attach(forward_fn=_double)
@@ -179,8 +179,8 @@ async def legit_client(port: int, stop: asyncio.Event, result: Legit, concurrenc
 async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
     """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
     from axon_grpc import Dendrite
+    from axon_grpc.auth.keys import Keypair
     from axon_grpc.info import AxonInfo
-    from axon_grpc.keys import Keypair
 
     info = AxonInfo(
         version=0,

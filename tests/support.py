@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 import grpc
 
 from axon_grpc import Keypair, Synapse, SynapseException
-from axon_grpc.auth import PROTOCOL_VERSION, grpc_body_hash
-from axon_grpc.nonces import NonceStore, NonceVerdict
+from axon_grpc.auth.legacy import PROTOCOL_VERSION, grpc_body_hash
+from axon_grpc.auth.nonces import NonceStore, NonceVerdict
 
 #: Requests and responses captured from a real Bittensor SDK 10.5.0 exchange (see its README).
 CONFORMANCE = Path(__file__).resolve().parent / "data" / "conformance"

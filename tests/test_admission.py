@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from axon_grpc import Synapse
-from axon_grpc.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.errors import RequestTimeout, ServiceUnavailable
 from axon_grpc.schema import schema_for
+from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.testing import serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward

@@ -1,4 +1,4 @@
-"""Legacy-scheme verification (axon_grpc.auth) and btauth's checks, without sockets:
+"""Legacy-scheme verification (axon_grpc.auth.legacy) and btauth's checks, without sockets:
 caller-field bounds, one hotkey string per key, the replay window through
 ``verify_legacy``, and replays of pre-7.2 dendrites on both nonce stores."""
 
@@ -13,7 +13,8 @@ from typing import AsyncIterator
 import pytest
 
 from axon_grpc import Keypair, Synapse, TerminalInfo
-from axon_grpc.auth import (
+from axon_grpc.auth.btauth import build_payload, sign_headers, verify_btauth
+from axon_grpc.auth.legacy import (
     MAX_HOTKEY_CHARS,
     MAX_NONCE_DIGITS,
     MAX_UUID_CHARS,
@@ -24,9 +25,8 @@ from axon_grpc.auth import (
     request_message,
     verify_legacy,
 )
-from axon_grpc.btauth import build_payload, sign_headers, verify_btauth
+from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
 from axon_grpc.errors import NotVerifiedException, ServiceUnavailable, SynapseParsingError
-from axon_grpc.nonces import InMemoryNonceStore, NonceStore
 
 from .redis_support import RedisServer
 from .test_keys import two_byte_alias
@@ -74,7 +74,7 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator:
         if request.param == "memory":
             store: NonceStore = InMemoryNonceStore(policy.retention_ns)
         else:
-            from axon_grpc.redis_store import RedisNonceStore
+            from axon_grpc.auth.redis_store import RedisNonceStore
 
             server: RedisServer = request.getfixturevalue("redis_server")
             store = RedisNonceStore(
@@ -308,7 +308,7 @@ async def test_pre_7_2_entries_are_kept_while_such_dendrites_are_allowed(monkeyp
 async def test_pre_7_2_entries_do_not_expire_in_redis(redis_server: RedisServer) -> None:
     from redis.asyncio import Redis
 
-    from axon_grpc.redis_store import RedisNonceStore
+    from axon_grpc.auth.redis_store import RedisNonceStore
 
     store = RedisNonceStore(
         redis_server.url, retention_ns=LEGACY_POLICY.retention_ns, namespace=f"auth-expiry-{time.time_ns()}"

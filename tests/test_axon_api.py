@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from axon_grpc import Axon, AxonInfo, Dendrite, KeypairWallet, Synapse, Wallet
-from axon_grpc.axon import default_wallet
-from axon_grpc.config import Config
 from axon_grpc.registry import LocalRegistry
+from axon_grpc.server.axon import default_wallet
+from axon_grpc.server.config import Config
 from axon_grpc.testing import build_axon, serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward

@@ -263,8 +263,8 @@ def test_fastapi_threaded_server_runs_a_toy_app_in_its_own_thread() -> None:
 
 
 def test_demo_calls_over_grpc_and_over_the_bridge(tmp_path, monkeypatch) -> None:
-    from axon_grpc.config import parse_config
-    from axon_grpc.demo import run_demo
+    from axon_grpc.cli.demo import run_demo
+    from axon_grpc.server.config import parse_config
 
     monkeypatch.setenv("AXON_GRPC_HOME", str(tmp_path))  # the demo's development hotkey goes here
     config = parse_config(
@@ -398,7 +398,7 @@ async def test_many_concurrent_calls(bridged: Bridged) -> None:
 
 async def test_btauth_signed_request_over_http(bridged: Bridged) -> None:
     """SDK 11's btauth/1 over the bridge: the signature covers method, path and the raw body."""
-    btauth = pytest.importorskip("axon_grpc.btauth")
+    btauth = pytest.importorskip("axon_grpc.auth.btauth")
     key = Keypair.generate()
     body = json.dumps({"input": 3}).encode()
     headers = btauth.sign_headers(key, method="POST", path="/Dummy", body=body, receiver=bridged.hotkey)

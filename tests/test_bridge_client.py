@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 
 from axon_grpc import Axon, Keypair, Synapse
-from axon_grpc.auth import PROTOCOL_VERSION
+from axon_grpc.auth.legacy import PROTOCOL_VERSION
 from axon_grpc.synapse import TerminalInfo
 from axon_grpc.testing import Attachment, build_axon
 

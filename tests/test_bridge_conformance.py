@@ -1,6 +1,6 @@
 """Golden conformance: the captures of a real Bittensor 10.5.0 exchange (``tests/data/conformance``).
 
-1. Offline: the recorded signatures and body hashes check out with ``axon_grpc.keys``
+1. Offline: the recorded signatures and body hashes check out with ``axon_grpc.auth.keys``
    and the legacy hash recipe.
 2. Replay: each recorded request is sent to our bridge (re-signed with a fresh
    dendrite key for our axon's hotkey; every other header and the body as recorded),

@@ -219,7 +219,7 @@ async def test_json_refusals_name_no_more_than_a_short_reason() -> None:
 
 
 def test_refusal_log_lines_are_rate_limited() -> None:
-    from axon_grpc.reporting import LineBudget
+    from axon_grpc.server.reporting import LineBudget
 
     budget = LineBudget(5)
     assert sum(budget.take() for _ in range(1000)) == 5  # a burst: the bucket's worth, then nothing

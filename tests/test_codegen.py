@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from axon_grpc.cli import main
-from axon_grpc.contract import CONTRACT
+from axon_grpc.schema.contract import CONTRACT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,7 +176,7 @@ def test_proto_flags_set_and_drop_options(tmp_path: Path) -> None:
 
 
 def test_streaming_methods_return_a_stream_described_as_the_server_sends_it(tmp_path: Path) -> None:
-    from axon_grpc.codegen import render
+    from axon_grpc.cli.codegen import render
 
     from .test_streaming import Story
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from axon_grpc import Keypair
-from axon_grpc.auth import response_message
+from axon_grpc.auth.legacy import response_message
 from axon_grpc.testing import serve_axon
 
 from .support import RawCaller, dummy_forward

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from axon_grpc import Axon, Dendrite, Keypair, Synapse, btauth
-from axon_grpc.auth import PROTOCOL_VERSION, grpc_body_hash
+from axon_grpc import Axon, Dendrite, Keypair, Synapse
+from axon_grpc.auth.legacy import PROTOCOL_VERSION, btauth, grpc_body_hash
 from axon_grpc.testing import build_axon
 
 from .support import Dummy, dummy_forward

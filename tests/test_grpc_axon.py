@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from axon_grpc import Keypair, KeypairWallet, Synapse, VerifyPolicy
-from axon_grpc.auth import response_message
+from axon_grpc.auth.legacy import response_message
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import AxonHarness, serve_axon
 

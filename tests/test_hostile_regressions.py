@@ -11,8 +11,8 @@ import time
 import grpc
 
 from axon_grpc import Synapse
-from axon_grpc.admission import AdmissionQueue
 from axon_grpc.errors import RequestTimeout, ServiceUnavailable
+from axon_grpc.server.admission import AdmissionQueue
 from axon_grpc.testing import serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward

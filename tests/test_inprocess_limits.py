@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from axon_grpc import Synapse
-from axon_grpc.dendrite import Dendrite
+from axon_grpc.client.dendrite import Dendrite
 from axon_grpc.schema import schema_for
 from axon_grpc.testing import AxonHarness, build_axon
 

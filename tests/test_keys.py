@@ -1,4 +1,4 @@
-"""Tests for axon_grpc.keys: SS58, keypairs and signatures (real crypto)."""
+"""Tests for axon_grpc.auth.keys: SS58, keypairs and signatures (real crypto)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Callable
 import base58
 import pytest
 
-from axon_grpc.errors import InvalidAddress
-from axon_grpc.keys import (
+from axon_grpc.auth.keys import (
     CRYPTO_ED25519,
     CRYPTO_SR25519,
     SUPPORTED_CRYPTO,
@@ -21,6 +20,7 @@ from axon_grpc.keys import (
     ss58_encode,
     verify_signature,
 )
+from axon_grpc.errors import InvalidAddress
 
 # Real Bittensor data (sr25519, ss58 format 42); see tests/data/conformance/keys.json, signing.json.
 DENDRITE_SS58 = "5CcfgLpA3ZfFZpHVsMjmhxuake347N5RciPndJ7RW48hQxV1"

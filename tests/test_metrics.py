@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import Keypair, Synapse
 from axon_grpc.errors import SynapseException
-from axon_grpc.metrics import CONTENT_TYPE, TopCallers
+from axon_grpc.metrics.observer import CONTENT_TYPE, TopCallers
 from axon_grpc.schema import schema_for
 from axon_grpc.streaming import StreamingSynapse
 from axon_grpc.testing import serve_axon

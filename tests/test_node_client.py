@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from axon_grpc import codegen
+from axon_grpc.cli import codegen
 from axon_grpc.testing import serve_axon
 
 from .support import Dummy, dummy_forward

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from axon_grpc.nonces import DEFAULT_REPLAY_WINDOW, InMemoryNonceStore, NonceVerdict
+from axon_grpc.auth.nonces import DEFAULT_REPLAY_WINDOW, InMemoryNonceStore, NonceVerdict
 
 from .support import check_concurrent_rounds
 

@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator
 import pytest
 
 from axon_grpc import Keypair, StreamingSynapse
-from axon_grpc.auth import grpc_body_hash
-from axon_grpc.call import GRPC, HTTP, Call, Outcome
+from axon_grpc.auth.legacy import grpc_body_hash
 from axon_grpc.schema import schema_for
+from axon_grpc.server.call import GRPC, HTTP, Call, Outcome
 from axon_grpc.testing import build_axon
 
 from .support import Dummy, dummy_forward

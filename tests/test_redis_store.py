@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from axon_grpc import Axon, Dendrite, InMemoryNonceStore, KeypairWallet, VerifyPolicy
-from axon_grpc.btauth import sign_headers
+from axon_grpc.auth.btauth import sign_headers
+from axon_grpc.auth.nonces import NonceStore, NonceVerdict
+from axon_grpc.auth.redis_store import RedisNonceStore
 from axon_grpc.errors import ServiceUnavailable
-from axon_grpc.nonces import NonceStore, NonceVerdict
-from axon_grpc.redis_store import RedisNonceStore
 from axon_grpc.testing import build_axon
 
 from .redis_support import RedisServer

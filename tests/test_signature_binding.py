@@ -13,7 +13,7 @@ from typing import Optional
 import grpc
 
 from axon_grpc import Synapse
-from axon_grpc.auth import grpc_body_hash
+from axon_grpc.auth.legacy import grpc_body_hash
 from axon_grpc.testing import serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward

@@ -10,9 +10,9 @@ from typing import Any, AsyncIterator
 import pytest
 
 from axon_grpc import Dendrite, Keypair, KeypairWallet
-from axon_grpc.auth import answer_message
-from axon_grpc.call import Outcome
+from axon_grpc.auth.legacy import answer_message
 from axon_grpc.schema import schema_for
+from axon_grpc.server.call import Outcome
 from axon_grpc.synapse import answer_body_hash
 from axon_grpc.testing import serve_axon
 

@@ -287,7 +287,7 @@ def test_framing_round_trip() -> None:
 
 
 def test_emitted_proto_declares_the_stream(tmp_path) -> None:
-    from axon_grpc.codegen import render
+    from axon_grpc.cli.codegen import render
 
     text = render([Story, Tokens])
     assert "rpc Story(axon.v1.Story) returns (stream axon.v1.StoryStream);" in text

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from axon_grpc import Dendrite
+from axon_grpc.client.tls import ClientTls, is_pem, read_pem
 from axon_grpc.info import AxonInfo
 from axon_grpc.registry import LocalRegistry
-from axon_grpc.tls import ClientTls, is_pem, read_pem
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 OTHER = PEM.replace("MIIB", "MIIC")

@@ -1,4 +1,4 @@
-"""Tests for axon_grpc.wallet: Bittensor-layout hotkey files."""
+"""Tests for axon_grpc.auth.wallet: Bittensor-layout hotkey files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.wallet import Wallet, keyfile_data
 from axon_grpc.errors import KeyfileError
-from axon_grpc.keys import Keypair
-from axon_grpc.wallet import Wallet, keyfile_data
 
 SEED_HEX = "0x" + bytes(range(32)).hex()
 

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import PROTOCOL_VERSION, AxonInfo, Dendrite
-from axon_grpc.config import DEFAULT_MAX_WORKERS
-from axon_grpc.workers import SharedStoreRequired, WorkerGroup, load_factory
+from axon_grpc.server.config import DEFAULT_MAX_WORKERS
+from axon_grpc.server.workers import SharedStoreRequired, WorkerGroup, load_factory
 
 from .fixtures.workers_app import WhoAmI, hotkey
 from .redis_support import RedisServer

@@ -16,10 +16,10 @@ import os
 import sys
 from typing import Any, Callable
 
-from .grpc_asgi import DEFAULT_MAX_MESSAGE_BYTES, GrpcAsgi, Receive, Scope, Send
-from .health import Health
-from .reflection import SERVICES as REFLECTION_SERVICES
-from .reflection import Reflection
+from axon_grpc.transports.asgi_health import Health
+from axon_grpc.transports.asgi_reflection import SERVICES as REFLECTION_SERVICES
+from axon_grpc.transports.asgi_reflection import Reflection
+from axon_grpc.transports.grpc_asgi import DEFAULT_MAX_MESSAGE_BYTES, GrpcAsgi, Receive, Scope, Send
 
 logger = logging.getLogger("axon_grpc.edge")
 
@@ -90,9 +90,9 @@ def use_edge_port(axon: Any, port: int) -> None:
 
 def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
     """The edge application of ``axon``: its pipeline over gRPC, its HTTP bridge, health, reflection."""
-    from .. import grpc_codec
-    from ..axon import load_transport
-    from ..discovery import SERVICE_NAME, DescriptorSource
+    from axon_grpc.server.axon import load_transport
+    from axon_grpc.transports import grpc_codec
+    from axon_grpc.transports.aio_discovery import SERVICE_NAME, DescriptorSource
 
     axon.prepare()
     if axon.metrics is not None:
@@ -125,7 +125,7 @@ class LazyEdgeApp:
 
     def build(self) -> EdgeApp:
         if self._app is None:
-            from ..workers import build
+            from axon_grpc.server.workers import build
 
             level = os.environ.get(LOG_LEVEL_ENV)
             if level:

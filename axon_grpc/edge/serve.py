@@ -22,8 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from .app import APP_DIR_ENV, DRAIN_FILE_ENV, FACTORY_ENV, LOG_LEVEL_ENV, PORT_ENV
-from .config import EdgeLimits, TlsFiles, apply_limits, raise_open_files_limit
+from axon_grpc.edge.app import APP_DIR_ENV, DRAIN_FILE_ENV, FACTORY_ENV, LOG_LEVEL_ENV, PORT_ENV
+from axon_grpc.edge.config import EdgeLimits, TlsFiles, apply_limits, raise_open_files_limit
 
 logger = logging.getLogger("axon_grpc.edge")
 

@@ -41,10 +41,10 @@ converters), :mod:`._schema` (:class:`SynapseSchema` and its cache) and :mod:`._
 
 from __future__ import annotations
 
-from ._descriptors import build_service_file
-from ._render import emit_proto, render_proto
-from ._schema import SynapseSchema, schema_for
-from ._types import DEFAULT_BASE_FIELDS, DEFAULT_PACKAGE, DEFAULT_RESERVED_NAMES, DEFAULT_SERVICE
+from axon_grpc.schema._descriptors import build_service_file
+from axon_grpc.schema._render import emit_proto, render_proto
+from axon_grpc.schema._schema import SynapseSchema, schema_for
+from axon_grpc.schema._types import DEFAULT_BASE_FIELDS, DEFAULT_PACKAGE, DEFAULT_RESERVED_NAMES, DEFAULT_SERVICE
 
 __all__ = [
     "DEFAULT_BASE_FIELDS",

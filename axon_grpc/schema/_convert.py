@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
-from ._types import (
+from axon_grpc.schema._types import (
     _ENUM,
     _JSON,
     _MAP,

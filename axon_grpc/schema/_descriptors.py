@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from ..errors import SchemaError
-from ._types import (
+from axon_grpc.errors import SchemaError
+from axon_grpc.schema._types import (
     _ENUM,
     _F,
     _IDENT,
@@ -32,7 +32,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._schema import SynapseSchema
+    from axon_grpc.schema._schema import SynapseSchema
 
 # DescriptorProto / FileDescriptorProto field numbers used in SourceCodeInfo paths
 _FILE_MESSAGE_TYPE: Final = 4

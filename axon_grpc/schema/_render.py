@@ -8,9 +8,9 @@ from typing import Final
 
 from google.protobuf import descriptor_pb2
 
-from ._descriptors import _FILE_MESSAGE_TYPE, _MSG_FIELD, _MSG_NESTED_TYPE, build_service_file
-from ._schema import SynapseSchema
-from ._types import _F, _LABEL_REPEATED, DEFAULT_PACKAGE, DEFAULT_SERVICE
+from axon_grpc.schema._descriptors import _FILE_MESSAGE_TYPE, _MSG_FIELD, _MSG_NESTED_TYPE, build_service_file
+from axon_grpc.schema._schema import SynapseSchema
+from axon_grpc.schema._types import _F, _LABEL_REPEATED, DEFAULT_PACKAGE, DEFAULT_SERVICE
 
 # every scalar FieldDescriptorProto type -> its .proto spelling (for rendering any file)
 _PROTO_SCALAR_NAMES: Final[dict[int, str]] = {

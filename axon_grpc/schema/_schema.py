@@ -11,10 +11,10 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel
 
-from ..errors import SchemaError
-from ._convert import _CodecBuilder
-from ._descriptors import _add_comments, _check_scope, _DescriptorWriter, _new_file, _pool_with
-from ._types import _JSON, DEFAULT_BASE_FIELDS, DEFAULT_PACKAGE, DEFAULT_RESERVED_NAMES, _Analysis
+from axon_grpc.errors import SchemaError
+from axon_grpc.schema._convert import _CodecBuilder
+from axon_grpc.schema._descriptors import _add_comments, _check_scope, _DescriptorWriter, _new_file, _pool_with
+from axon_grpc.schema._types import _JSON, DEFAULT_BASE_FIELDS, DEFAULT_PACKAGE, DEFAULT_RESERVED_NAMES, _Analysis
 
 
 class SynapseSchema:

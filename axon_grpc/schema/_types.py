@@ -19,7 +19,7 @@ from google.protobuf import descriptor_pb2
 from pydantic import BaseModel, ConfigDict, Json, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from ..errors import SchemaError
+from axon_grpc.errors import SchemaError
 
 #: Fields of the Synapse base class; they travel in metadata, not in the message.
 DEFAULT_BASE_FIELDS: Final[tuple[str, ...]] = (

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from axon_grpc import Axon
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.streaming import StreamingSynapse
 from axon_grpc.synapse import Synapse
-from axon_grpc.wallet import KeypairWallet
 
 from ..support import dummy_blacklist, dummy_forward
 

@@ -12,12 +12,12 @@ import json
 import os
 from typing import Any, AsyncIterator
 
-from axon_grpc.call import Call, Outcome
 from axon_grpc.edge.app import EdgeApp
-from axon_grpc.edge.grpc_asgi import GrpcAsgi
-from axon_grpc.edge.health import Health
-from axon_grpc.edge.reflection import Reflection
 from axon_grpc.errors import grpc_status_for
+from axon_grpc.server.call import Call, Outcome
+from axon_grpc.transports.asgi_health import Health
+from axon_grpc.transports.asgi_reflection import Reflection
+from axon_grpc.transports.grpc_asgi import GrpcAsgi
 
 STATS = {"cancelled": 0, "stream_closed": 0}
 
@@ -108,7 +108,7 @@ def _pool() -> Any:
     from grpc_health.v1 import health_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
-    from axon_grpc.discovery import _file_proto
+    from axon_grpc.transports.aio_discovery import _file_proto
 
     pool = descriptor_pool.DescriptorPool()
     for file in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from axon_grpc import Keypair, KeypairWallet
-from axon_grpc import btauth as btauth_lib
-from axon_grpc.auth import grpc_body_hash
+from axon_grpc.auth import btauth as btauth_lib
+from axon_grpc.auth.legacy import grpc_body_hash
 from axon_grpc.edge.app import for_axon
 from axon_grpc.testing import build_axon
 

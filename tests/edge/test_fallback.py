@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from axon_grpc import Dendrite
+from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.keys import Keypair
 
 from ..support import Dummy
 from .support import environment, start_server, stop

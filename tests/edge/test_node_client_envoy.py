@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from axon_grpc import codegen
-from axon_grpc.keys import Keypair
+from axon_grpc.auth.keys import Keypair
+from axon_grpc.cli import codegen
 
 from ..test_node_client import pytestmark as node_marks
 from ..test_node_client import run_client

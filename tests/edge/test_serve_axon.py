@@ -21,8 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from axon_grpc import Dendrite
+from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.keys import Keypair
 
 from ..support import Dummy
 from ..test_bridge_client import LegacyClient

@@ -16,8 +16,8 @@ from typing import Iterator
 import pytest
 
 from axon_grpc import Dendrite
+from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.keys import Keypair
 from axon_grpc.registry import REGISTRY_ENV, LocalRegistry
 
 from ..support import Dummy

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from axon_grpc.edge.wire import (
+from axon_grpc.transports.grpc_wire import (
     CompressedMessage,
     Disconnected,
     MessageReader,

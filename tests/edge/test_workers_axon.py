@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from axon_grpc import Dendrite
+from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.keys import Keypair
 from axon_grpc.schema import schema_for
 
 from ..redis_support import RedisServer

@@ -1,0 +1,165 @@
+"""A Dendrite's gRPC transport: one channel per axon address and event loop, reused across calls."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any, AsyncIterator
+
+import grpc
+
+from axon_grpc.auth.legacy import reply_hash
+from axon_grpc.client.answer import (
+    Result,
+    axon_status,
+    fill,
+    read_axon,
+    timeout_result,
+    unavailable_result,
+    unverified_result,
+)
+from axon_grpc.client.signing import RequestSigner
+from axon_grpc.client.tls import ClientTls
+from axon_grpc.errors import http_status_for
+from axon_grpc.info import AxonInfo
+from axon_grpc.schema import schema_for
+from axon_grpc.streaming import CHUNK_TAG, StreamedBody, chunk_encoder, chunk_schema, processes_chunks, unframe
+from axon_grpc.synapse import Synapse
+from axon_grpc.transports.grpc_aio import METHOD_PREFIX
+
+#: Channel options: keep idle connections healthy without flooding the server.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def _failure(error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, timeout: float) -> Result:
+    """The status of a failed call. No ``bt_header_axon_*`` trailer and UNAVAILABLE: no axon
+    answered in gRPC (nothing listens, or the server speaks another protocol)."""
+    read_axon(synapse, error.trailing_metadata())
+    status, message = axon_status(synapse, error.details() or "")
+    if status is not None:
+        return Result(status, message)
+    code = error.code()
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return timeout_result(timeout)
+    if ClientTls.refused(error):
+        return Result(
+            503,
+            f"TLS handshake with {info.ip_str()} failed: its certificate is not the pinned one "
+            "or not signed by a trusted CA (or it refused this client's certificate)",
+        )
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return unavailable_result(info.ip_str(), type(synapse).__name__)
+    return Result(http_status_for(code), error.details() or code.name)
+
+
+class GrpcLink:
+    """Calls axons over gRPC with a :class:`RequestSigner`; over TLS where ``tls`` knows
+    whom to trust for an axon (a CA, or a pinned certificate), else in cleartext."""
+
+    def __init__(self, signer: RequestSigner, verify_response: bool = False, tls: ClientTls | None = None) -> None:
+        self.signer = signer
+        self.verify_response = verify_response
+        self.tls = tls if tls is not None else ClientTls.build(None, None, None, None)
+        self._channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, bytes | None], grpc.aio.Channel]
+        ] = weakref.WeakKeyDictionary()
+
+    def channel(self, info: AxonInfo) -> grpc.aio.Channel:
+        channels = self._channels.setdefault(asyncio.get_running_loop(), {})
+        address = info.ip_str()
+        roots = self.tls.roots(info)
+        found = channels.get((address, roots))
+        if found is None:
+            if roots is None:
+                found = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                found = grpc.aio.secure_channel(address, self.tls.credentials(roots), options=CHANNEL_OPTIONS)
+            channels[(address, roots)] = found
+        return found
+
+    def channel_count(self) -> int:
+        return sum(len(c) for c in self._channels.values())
+
+    async def call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
+        """One unary call; fills ``synapse`` from the answer (once verified, when asked)."""
+        schema = schema_for(type(synapse))
+        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
+        method = self.channel(info).unary_unary(METHOD_PREFIX + type(synapse).__name__)
+        try:
+            call = method(body, metadata=metadata, timeout=timeout)
+            response = await call
+            read_axon(synapse, await call.trailing_metadata())
+        except grpc.aio.AioRpcError as e:
+            return _failure(e, synapse, info, timeout)
+        if self.verify_response:
+            axon = synapse.axon
+            problem = self.signer.answer_problem(
+                synapse, info.hotkey, reply_hash(response), axon.signature if axon is not None else None
+            )
+            if problem is not None:
+                return unverified_result(problem)
+        try:
+            fill(synapse, schema.from_bytes(response))
+        except ValueError as e:
+            return Result(422, f"Failed to parse response: {e}")
+        status, message = axon_status(synapse)
+        return Result(status if status is not None else 200, message)
+
+    async def stream(self, info: AxonInfo, synapse: Synapse, timeout: float, done: list[Result]) -> AsyncIterator[Any]:
+        """Each chunk of a streaming call; the final fields go into ``synapse``, the status into ``done``.
+
+        A class that overrides ``process_streaming_response`` reads the chunks itself, as
+        with an SDK dendrite: it is handed a :class:`StreamedBody` and what it yields is
+        yielded; the fields it set keep its values, the final message fills the others.
+        The stream's answer is not signed (``verify_response`` covers unary calls).
+        """
+        cls = type(synapse)
+        schema = schema_for(cls)
+        chunks = chunk_schema(cls)  # type: ignore[arg-type]
+        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
+        call = self.channel(info).unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
+        final: list[bytes] = []
+
+        async def values() -> AsyncIterator[Any]:
+            async for message in call:
+                tag, payload = unframe(message)
+                if tag == CHUNK_TAG:
+                    yield chunks.cls.model_validate(chunks.from_bytes(payload)).data  # type: ignore[attr-defined]
+                else:
+                    final.append(payload)
+
+        try:
+            if processes_chunks(cls):
+                before = synapse.model_dump()
+                encode = chunk_encoder(cls)  # type: ignore[arg-type]
+                raw = (encode(value) async for value in values())
+                async for item in synapse.process_streaming_response(StreamedBody(raw)):  # type: ignore[attr-defined]
+                    yield item
+                async for _ in values():  # what the processing left unread
+                    pass
+                after = synapse.model_dump()
+                kept = {key for key in after if after[key] != before.get(key)}
+            else:
+                async for value in values():
+                    yield value
+                kept = set()
+            if final:
+                fill(synapse, {k: v for k, v in schema.from_bytes(final[-1]).items() if k not in kept})
+            read_axon(synapse, await call.trailing_metadata())
+            status, text = axon_status(synapse)
+            done.append(Result(status if status is not None else 200, text))
+        except grpc.aio.AioRpcError as e:
+            done.append(_failure(e, synapse, info, timeout))
+        except ValueError as e:
+            done.append(Result(422, f"Failed to parse response: {e}"))
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def aclose(self) -> None:
+        """Close the channels opened on the running loop."""
+        channels = self._channels.pop(asyncio.get_running_loop(), {})
+        await asyncio.gather(*(c.close() for c in channels.values()))

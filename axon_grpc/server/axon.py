@@ -1,0 +1,519 @@
+"""The Axon: a miner's server, with Bittensor's API, served over gRPC.
+
+``attach`` registers a forward (and optional blacklist, priority, verify) per synapse
+class; ``start`` serves them on a ``grpc.aio`` server running on its own loop in a
+background thread (``start_async`` serves on the caller's loop instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import uuid as uuid_lib
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
+from axon_grpc.auth.legacy import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
+from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
+from axon_grpc.auth.verifier import Verifier
+from axon_grpc.auth.wallet import default_wallet
+from axon_grpc.info import AxonInfo, advertised_address, ip_version
+from axon_grpc.metrics.listener import MetricsListener
+from axon_grpc.metrics.observer import NULL_OBSERVER, PrometheusMetrics
+from axon_grpc.schema import schema_for
+from axon_grpc.server import config as config_mod
+from axon_grpc.server.admission import AdmissionQueue
+from axon_grpc.server.config import Config, data_dir
+from axon_grpc.server.drain import Drain
+from axon_grpc.server.endpoints import VIEWS, ClassView, Endpoint, HookView, is_async
+from axon_grpc.server.executor import ForwardPool
+from axon_grpc.server.forwarding import Forwarder
+from axon_grpc.server.hooks import check_attach
+from axon_grpc.server.loop_thread import LoopThread
+from axon_grpc.server.pipeline import Pipeline
+from axon_grpc.server.terminal import AxonTerminal
+from axon_grpc.synapse import Synapse
+from axon_grpc.transports.grpc_aio import (
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    GrpcServer,
+    GrpcSettings,
+)
+
+logger = logging.getLogger("axon_grpc")
+
+__all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
+
+
+def _optional_port(value: Any) -> int | None:
+    """A configured port: None when unset, else the number (0: any free port)."""
+    return None if value is None or value == "" else int(value)
+
+
+def load_transport(name: str) -> Callable[[Axon], Any]:
+    """A transport factory registered under the ``axon_grpc.transports`` entry points.
+
+    The HTTP bridge registers itself there, so the core never imports it.
+    """
+    for entry in entry_points(group="axon_grpc.transports"):
+        if entry.name == name:
+            return entry.load()  # type: ignore[no-any-return]
+    raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
+
+
+class _FromBridge:
+    """A seed attribute that is the HTTP bridge's (``axon.http``) of the same name; None
+    without a bridge."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, axon: Any, owner: type | None = None) -> Any:
+        return self if axon is None else getattr(axon.http, self.name, None)
+
+
+def _ping(synapse: Synapse) -> Synapse:
+    """Forward of the built-in ``Synapse`` route: answers the synapse as it came."""
+    return synapse
+
+
+class Axon:
+    """A miner's server: attach synapse handlers, then ``start()``.
+
+    Defaults are stricter than the legacy server: a valid signature is always
+    required, ``verify_fn`` runs after (not instead of) the signature check,
+    dendrites older than 7.2.0 are refused, and the nonce store is bounded.
+    """
+
+    def __init__(
+        self,
+        wallet: WalletLike | None = None,
+        config: Config | None = None,
+        port: int | None = None,
+        ip: str | None = None,
+        external_ip: str | None = None,
+        external_port: int | None = None,
+        max_workers: int | None = None,
+        *,
+        http_port: int | None = None,
+        max_queue: int | None = None,
+        nonce_store: NonceStore | str | None = None,
+        verify_policy: VerifyPolicy | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+        reuse_port: bool = False,
+        metrics: bool | PrometheusMetrics = True,
+        metrics_port: int | None = None,
+        metrics_hotkeys: int | None = None,
+        sign_answers: bool = False,
+    ) -> None:
+        config = Config(config) if config is not None else Axon.config(args=[])
+        if "axon" not in config:
+            config["axon"] = Axon.config(args=[]).axon
+        section = config.axon = Config(config.axon)
+        given_settings = {
+            "port": port, "ip": ip, "external_ip": external_ip, "external_port": external_port,
+            "max_workers": max_workers, "http_port": http_port, "max_queue": max_queue,
+            "nonce_store": nonce_store if isinstance(nonce_store, str) else None,
+            "metrics_port": metrics_port, "metrics_hotkeys": metrics_hotkeys,
+        }  # fmt: skip
+        section.update({key: value for key, value in given_settings.items() if value is not None})
+        Axon.check_config(config)
+        #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
+        self.config = config  # type: ignore[method-assign,assignment]
+
+        self._wallet = wallet
+        self.ip: str = section.ip
+        self.port: int = int(section.port)
+        self._external_ip: str | None = section.get("external_ip") or None
+        self.external_port: int = int(section.get("external_port") or self.port)
+        self.max_workers: int = int(section.get("max_workers") or config_mod.DEFAULT_MAX_WORKERS)
+        self.full_address = f"{self.ip}:{self.port}"
+        self.uuid = str(uuid_lib.uuid1())
+        self.version = PROTOCOL_VERSION
+        self.started = False
+
+        self.verify_policy = policy = verify_policy or VerifyPolicy()
+        #: Stores this axon opened from a URL (``nonce_store="redis://..."``); closed on stop.
+        self.owned_stores: list[NonceStore] = []
+        store = nonce_store if nonce_store is not None else section.get("nonce_store")
+        #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
+        self._store_url: str | None = store if isinstance(store, str) else None
+        self._store_timeout: float | None = section.get("nonce_store_timeout")
+        given = store if isinstance(store, NonceStore) else None
+        self.max_request_bytes = max_request_bytes
+        self.max_metadata_bytes = max_metadata_bytes
+        self.reuse_port = reuse_port
+        #: Further :class:`~axon_grpc.transports.grpc_aio.GrpcSettings` of the gRPC server, by field name
+        #: (``max_concurrent_streams``, ``max_connections``, ``max_connection_idle_s``...).
+        self.grpc_limits: dict[str, Any] = {}
+        #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
+        self.extra_services: list[Callable[[Any], None]] = []
+
+        #: The threads of sync forwards; the admission queue decides what runs when.
+        self.thread_pool = ForwardPool(self.max_workers)
+        queue_bound = section.get("max_queue")
+        #: Admission in front of the forwards: ``max_workers`` running, a bounded priority queue.
+        self.admission = AdmissionQueue(
+            self.max_workers, int(queue_bound) if queue_bound is not None else 8 * self.max_workers
+        )
+        self.endpoints: dict[str, Endpoint] = {}
+        self.forward_fns = HookView(self.endpoints, VIEWS["forward_fns"])
+        self.blacklist_fns = HookView(self.endpoints, VIEWS["blacklist_fns"])
+        self.priority_fns = HookView(self.endpoints, VIEWS["priority_fns"])
+        self.verify_fns = HookView(self.endpoints, VIEWS["verify_fns"], fallback=self.default_verify)
+        self.forward_class_types = ClassView(self.endpoints)
+
+        self.terminal = AxonTerminal(
+            lambda: self.wallet.hotkey,
+            self.uuid,
+            self.version,
+            lambda: (self.external_ip, self.external_port),
+            sign_answers,
+        )
+        self.verifier = Verifier(
+            lambda: self.terminal.address,
+            given if given is not None else InMemoryNonceStore(policy.retention_ns),
+            given if given is not None else InMemoryNonceStore(policy.btauth_retention_ns),
+            policy,
+        )
+        self.pipeline = Pipeline(
+            self.endpoints, self.verifier, self.admission, Forwarder(self.admission, self.thread_pool), self.terminal
+        )
+        if type(self).default_verify is not Axon.default_verify:
+            self.pipeline.extra_verify = self.default_verify
+            self.pipeline.extra_verify_async = is_async(self.default_verify)
+        #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics.observer`), or None with ``metrics=False``;
+        #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
+        self.metrics: PrometheusMetrics | None = None
+        if metrics is True:
+            hotkeys = section.get("metrics_hotkeys")
+            self.metrics = PrometheusMetrics(hotkeys=int(hotkeys) if hotkeys else None, admission=self.admission)
+        elif isinstance(metrics, PrometheusMetrics):
+            self.metrics = metrics
+            metrics.admission = metrics.admission or self.admission
+        observer = self.metrics if self.metrics is not None else NULL_OBSERVER
+        self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
+        #: Port of a listener answering only ``GET /metrics``; None: none of its own.
+        #: 0 binds a port the system picks; ``start`` puts the bound port here.
+        self.metrics_port: int | None = _optional_port(section.get("metrics_port"))
+        self._metrics_listener = MetricsListener()
+        #: The gRPC server, built by ``start`` from the settings in force then.
+        self.grpc_server: GrpcServer | None = None
+        #: The requests in flight on both transports, drained by ``stop``.
+        self.drain = Drain()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop thread ``start()`` serves from; None when serving on the caller's loop.
+        self._runner: LoopThread | None = None
+        #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
+        #: None: no bridge; 0 binds a port the system picks, and ``start`` puts the bound port here.
+        self.http_port: int | None = _optional_port(section.get("http_port"))
+        self._http: Any = None
+        self.attach(forward_fn=_ping)
+
+    # -- resolved on first use: no disk, DNS or entry-point work before it is needed --------------
+    @property
+    def wallet(self) -> WalletLike:
+        """The wallet whose hotkey signs: the given one, else :func:`default_wallet`."""
+        if self._wallet is None:
+            self._wallet = default_wallet(self.config)  # type: ignore[arg-type]
+        return self._wallet
+
+    @property
+    def external_ip(self) -> str:
+        """The address this axon advertises (guessed from the bind address when not set)."""
+        if self._external_ip is None:
+            self._external_ip = advertised_address(self.ip)
+        return self._external_ip
+
+    @external_ip.setter
+    def external_ip(self, value: str) -> None:
+        self._external_ip = value
+
+    @property
+    def http(self) -> Any:
+        """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set, else None."""
+        if self._http is None and self.http_port is not None:
+            self._http = load_transport("http")(self)
+            for endpoint in self.endpoints.values():
+                self._http.add_route(endpoint)
+        return self._http
+
+    def _open_stores(self) -> None:
+        """Open a store given by URL (namespaced by this axon's hotkey), once."""
+        url, self._store_url = self._store_url, None
+        if url is None:
+            return
+        from axon_grpc.auth.redis_store import open_nonce_store  # only an axon given a store URL loads the Redis client
+
+        policy = self.verify_policy
+        store = open_nonce_store(
+            url,
+            retention_ns=max(policy.retention_ns, policy.btauth_retention_ns),
+            namespace=self.terminal.address,
+            timeout_s=self._store_timeout,
+        )
+        if store is not None:
+            self.owned_stores.append(store)
+            self.verifier.legacy_store = self.verifier.btauth_store = store
+
+    @property
+    def nonce_store(self) -> NonceStore:
+        """Where legacy-scheme nonces are kept (shared with btauth when given or opened by URL)."""
+        self._open_stores()
+        return self.verifier.legacy_store
+
+    @property
+    def btauth_nonce_store(self) -> NonceStore:
+        """Where btauth/1 nonces are kept."""
+        self._open_stores()
+        return self.verifier.btauth_store
+
+    # -- the HTTP bridge's objects (seed API; None without an HTTP port) ---------------------
+    app = _FromBridge("The FastAPI application of the HTTP bridge.")
+    router = _FromBridge("The FastAPI router holding one route per attached synapse.")
+    fast_config = _FromBridge("The ``uvicorn.Config`` of the HTTP bridge.")
+    fast_server = _FromBridge("The ``FastAPIThreadedServer`` running the HTTP bridge.")
+    middleware_cls = _FromBridge("The ASGI middleware class of the HTTP bridge (``AxonMiddleware``).")
+
+    async def verify_body_integrity(self, request: Any) -> dict[str, Any]:
+        """Parse an HTTP request body and check it against its ``computed_body_hash`` header."""
+        if self.http is None:
+            raise RuntimeError("this axon has no HTTP bridge (set http_port)")
+        return await self.http.verify_body_integrity(request)
+
+    # -- configuration (seed API) ---------------------------------------------------------
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser, prefix: str | None = None) -> None:
+        """Add ``--axon.port/ip/external_ip/external_port/max_workers`` (``BT_AXON_*`` defaults)."""
+        config_mod.add_args(parser, prefix)
+
+    @classmethod
+    def config(cls, args: list[str] | None = None) -> Config:
+        """The configuration from command-line arguments (``sys.argv`` when ``args`` is None)."""
+        return config_mod.parse_config(args)
+
+    @classmethod
+    def help(cls) -> None:
+        """Print the command-line arguments and their descriptions."""
+        parser = argparse.ArgumentParser()
+        cls.add_args(parser)
+        parser.print_help()
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        """Assert the ports are in range; raises ``AssertionError``."""
+        config_mod.check_config(config)
+
+    @property
+    def nonces(self) -> dict[str, Any]:
+        """Accepted nonces per ``{hotkey}:{uuid}`` (in-memory store only)."""
+        return getattr(self.nonce_store, "nonces", {})
+
+    # -- attach -------------------------------------------------------------------------
+    def attach(
+        self,
+        forward_fn: ForwardFn,
+        blacklist_fn: BlacklistFn | None = None,
+        priority_fn: PriorityFn | None = None,
+        verify_fn: VerifyFn | None = None,
+        *,
+        inline: bool = False,
+    ) -> Axon:
+        """Serve ``forward_fn``'s synapse type; returns ``self`` for chaining.
+
+        ``inline=True`` runs a sync ``forward_fn`` on the event loop instead of the
+        thread pool (no thread hop): only for forwards known to be fast and never
+        blocking. Raises ``AssertionError`` when a function's signature does not fit,
+        and :class:`~axon_grpc.errors.SchemaError` when a field has no protobuf mapping.
+        """
+        cls = check_attach(forward_fn, blacklist_fn, priority_fn, verify_fn)
+        name = cls.__name__
+        endpoint = Endpoint(
+            name=name,
+            synapse_class=cls,
+            schema=schema_for(cls),
+            forward_fn=forward_fn,
+            blacklist_fn=blacklist_fn,
+            priority_fn=priority_fn,
+            verify_fn=verify_fn,
+            inline=inline,
+        )
+        self.endpoints[name] = endpoint
+        self.pipeline.observer.attached(name)
+        if self._http is not None:
+            self._http.add_route(endpoint)
+        return self
+
+    async def default_verify(self, synapse: Synapse, crypto: str = "sr25519") -> None:
+        """Check the signature and the nonce of a header-built synapse (legacy scheme).
+
+        Raises :class:`~axon_grpc.errors.NotVerifiedException` with the reason; the
+        nonce is stored only when the signature verified. The pipeline always runs this
+        check itself; a subclass that overrides ``default_verify`` adds its own check,
+        run after the signature was verified (with the synapse built from the signed
+        body), never instead of it.
+        """
+        self._open_stores()
+        await self.verifier.verify_legacy(synapse, crypto)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def prepare(self) -> Axon:
+        """Resolve what serving needs (the wallet's hotkey, the advertised address, a store
+        given by URL) now rather than on the first request. ``start`` calls it; a server
+        that runs the pipeline itself (the Envoy edge) calls it instead of ``start``."""
+        self._open_stores()
+        self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
+        return self
+
+    async def start_async(self) -> Axon:
+        """Serve on the running loop (for callers already inside asyncio)."""
+        if self.started:
+            return self
+        self.prepare()
+        settings = GrpcSettings(
+            self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
+        )
+        self.drain.reset()
+        server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
+        self._bound(await server.start())
+        self.grpc_server = server
+        http = self.http
+        if http is not None:
+            try:
+                await http.start()
+            except BaseException:
+                await server.stop(None)
+                raise
+            self.http_port = http.bound_port
+        try:
+            if self.metrics is not None:
+                self.metrics_port = self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
+        except BaseException:
+            if http is not None:
+                await http.stop(None)
+            await server.stop(None)
+            raise
+        self._loop = asyncio.get_running_loop()
+        self.started = True
+        gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
+        logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
+        return self
+
+    def _bound(self, port: int) -> None:
+        """The gRPC port bound (the one asked for, or the system's pick for port 0): an external
+        port that followed the bind port (0) follows it to the bound one."""
+        if self.external_port == 0:
+            self.external_port = port
+            self.terminal.readdress()
+        self.port = port
+        self.full_address = f"{self.ip}:{port}"
+
+    async def stop_async(self, grace: float | None = 5.0) -> Axon:
+        """Stop serving; calls in flight get ``grace`` seconds to finish.
+
+        At once: health NOT_SERVING, and neither gRPC nor the HTTP bridge takes new work.
+        Both drain together; what still runs after ``grace`` is answered 503 ``Service
+        unavailable: shutting down``, and the stop returns right after.
+        """
+        self._metrics_listener.stop()
+        server, http = self.grpc_server, self._http
+        if server is not None:
+            await server.not_serving()
+        stopping = [asyncio.ensure_future(server.stop(grace))] if server is not None else []
+        if http is not None:
+            stopping.append(asyncio.ensure_future(http.stop(grace)))
+        try:
+            await self.drain.wait(grace)
+        finally:
+            await asyncio.gather(*stopping)
+        for store in self.owned_stores:
+            await store.close()
+        self.started = False
+        return self
+
+    def start(self) -> Axon:
+        """Serve in a background thread with its own event loop; returns once bound."""
+        if self.started:
+            return self
+        runner = LoopThread(f"axon-{self.port}")
+        try:
+            runner.run(self.start_async(), timeout=60)
+        except BaseException:
+            runner.close()
+            raise
+        self._runner = runner
+        return self
+
+    def stop(self, grace: float | None = 5.0) -> Axon:
+        """Stop serving (from any thread but the axon's own loop) and wait until stopped."""
+        if self._loop is None:
+            return self
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("this axon runs on your event loop: use 'await axon.stop_async()'")
+        try:
+            runner.run(self.stop_async(grace), timeout=(grace or 0) + 30)
+        finally:
+            runner.close()
+            self._loop = self._runner = None
+        return self
+
+    def __enter__(self) -> Axon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Axon:
+        return await self.start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_async()
+
+    # -- identity -------------------------------------------------------------------------
+    def serve(self, netuid: int, subtensor: Any = None, certificate: Any = None) -> Axon:
+        """Register this axon on subnet ``netuid`` through ``subtensor.serve_axon``.
+
+        Without a subtensor, the axon is recorded in the local registry
+        (:class:`~axon_grpc.registry.LocalRegistry`), where ``Dendrite`` and
+        ``axon-grpc call --netuid N`` find it.
+        """
+        if subtensor is None:
+            from axon_grpc.registry import LocalRegistry
+
+            subtensor = LocalRegistry()
+            logger.info("serve(netuid=%s): recording this axon in the local registry %s", netuid, subtensor.path)
+        subtensor.serve_axon(netuid=netuid, axon=self, certificate=certificate)
+        return self
+
+    def info(self) -> AxonInfo:
+        """The AxonInfo this axon advertises."""
+        coldkeypub = getattr(self.wallet, "coldkeypub", None)
+        return AxonInfo(
+            version=self.version,
+            ip=self.external_ip,
+            port=self.external_port,
+            ip_type=ip_version(self.external_ip),
+            hotkey=self.wallet.hotkey.ss58_address,
+            coldkey=getattr(coldkeypub, "ss58_address", "") or "",
+        )
+
+    def to_string(self) -> str:
+        """A readable one-line description of the advertised AxonInfo."""
+        return self.info().to_string()
+
+    def __str__(self) -> str:
+        return (
+            f"Axon({self.ip}, {self.port}, {self.wallet.hotkey.ss58_address}, "
+            f"{'started' if self.started else 'stopped'}, {list(self.endpoints)})"
+        )
+
+    __repr__ = __str__

@@ -1,0 +1,477 @@
+"""The transport-neutral request pipeline: ``Pipeline.handle(Call) -> Outcome``.
+
+Every request passes the same stages, in this order, whichever transport carried it:
+
+1. **Route**: an unknown synapse name is 404.
+2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
+   once) are read in one pass; a malformed or oversized value is 400, and so is a
+   ``name`` header naming another synapse than the one called.
+3. **Overload**: when every slot is busy and the queue is full, a caller whose last
+   verified priority could not displace a queued request is refused 503 before any
+   signature work (callers never seen count as the lowest priority).
+4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
+5. **Body**: read (413 past the limit), checked against the signed body hash (400; over
+   gRPC the hash covers the method path too, see :func:`~axon_grpc.auth.legacy.grpc_body_hash`),
+   decoded and validated once into the synapse (400). Base fields come from the
+   verified credentials and the axon's own state; user fields from the body only.
+6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
+   ``priority_fn``.
+7. **Admission and forward**: a slot in priority order (503 when shed, 408 when the
+   deadline passes while queued), then the forward within the call's time limit:
+   the earlier of the transport's deadline and ``synapse.timeout`` (408).
+8. **Answer**: the axon's own terminal info (errors signed, overload refusals not);
+   one log line, and one report to the ``observer`` (:mod:`~axon_grpc.metrics.observer`):
+   status, refusal reason, duration (a stream's when it ends).
+
+``handle`` never raises for a request's fault; unexpected errors become
+``500 Internal Server Error #{id}`` with the traceback logged under that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid as uuid_lib
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from pydantic import ValidationError
+
+from axon_grpc._aio import within
+from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
+from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.auth.verifier import Verifier
+from axon_grpc.errors import (
+    AxonError,
+    BlacklistedException,
+    BodyHashMismatch,
+    Reason,
+    RequestTimeout,
+    ServiceUnavailable,
+    Shed,
+    SynapseParsingError,
+    UnknownSynapseError,
+    VerifyRefused,
+    reason_of,
+)
+from axon_grpc.metrics.observer import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
+from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.server.endpoints import Endpoint
+from axon_grpc.server.forwarding import Forwarder, Limit
+from axon_grpc.server.reporting import describe, log_call
+from axon_grpc.server.terminal import AxonTerminal, forward_status
+from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
+from axon_grpc.transports.json_body import NotJson, load_json_object
+
+logger = logging.getLogger("axon_grpc")
+
+#: Longest synapse name quoted back in a 404 message.
+MAX_QUOTED_NAME = 128
+#: Longest a request body may take to arrive once the checks that need none have passed.
+MAX_BODY_READ_S = 30.0
+#: The 408 of a body that did not arrive in time.
+BODY_TIMEOUT = "Request timeout: the request body did not arrive in time"
+#: How many callers' last priorities are remembered for stage 3.
+REMEMBERED_PRIORITIES = 4096
+
+_NO_PRIORITY = float("-inf")
+#: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
+#: the legacy signed message does not cover the route, so this is what binds them.
+WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
+#: The gRPC method of synapse ``{name}`` when a transport does not say.
+GRPC_METHOD = "/axon.v1.Axon/{name}"
+
+
+def _parse_error_detail(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first.get("loc", ())) or "value"
+    return f"{location}: {first.get('msg', 'invalid')}"
+
+
+class Pipeline:
+    """The stages of the module docstring over the axon's collaborators."""
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        verifier: Verifier,
+        admission: AdmissionQueue,
+        forwarder: Forwarder,
+        terminal: AxonTerminal,
+    ) -> None:
+        self.endpoints = endpoints
+        self.verifier = verifier
+        self.admission = admission
+        self.forwarder = forwarder
+        self.terminal = terminal
+        self._priorities: OrderedDict[str, float] = OrderedDict()
+        #: Runs after the signature check and before the endpoint's ``verify_fn``
+        #: (an Axon subclass's ``default_verify``), or None; and whether it is a coroutine function.
+        self.extra_verify: Callable[[Synapse], Any] | None = None
+        self.extra_verify_async = False
+        #: Told of every answered call (:class:`~axon_grpc.metrics.observer.Observer`).
+        self.observer: Observer = NULL_OBSERVER
+
+    async def handle(self, call: Call) -> Outcome:
+        """Answer one call (stages 1-8); never raises for the request's fault."""
+        start = time.time()
+        endpoint = self.endpoints.get(call.name)
+        if endpoint is None:
+            outcome = self.unknown(call.name, start)
+            self.observer.finished(
+                UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
+            )
+            return outcome
+        credentials: Credentials | None = None
+        synapse: Synapse | None = None
+        request_body: Any = None
+        try:
+            credentials = Credentials.read(call.headers)
+            if call.headers.get(NAME, call.name) != call.name:
+                raise SynapseParsingError(WRONG_NAME)
+            if self.admission.saturated:
+                self._refuse_early(credentials)
+            dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
+            body = await self._authenticate(call, credentials, endpoint, dendrite)
+            synapse, request_body = self._build(endpoint, call, credentials, body, dendrite)
+            priority = await self._hooks(endpoint, synapse)
+            limit = self._limit(call, synapse)
+            if endpoint.streaming:
+                outcome = await self._open_stream(
+                    call.transport, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
+                )
+                if outcome.stream is not None:
+                    return outcome  # reported when the stream ends
+            else:
+                own = synapse.__dict__["axon"]
+                result = await self.forwarder.run(endpoint, synapse, priority, limit)
+                outcome = self._success(call.transport, endpoint, result, start, request_body, own)
+                if self.terminal.wants_signed_answer(call.headers):
+                    self.terminal.sign_answer(
+                        outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid
+                    )
+        except Exception as e:
+            failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
+            outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
+        verified = synapse.dendrite if synapse is not None else None
+        self.observer.finished(
+            endpoint.name,
+            call.transport,
+            credentials.scheme if credentials is not None else NO_SCHEME,
+            outcome.status,
+            outcome.reason,
+            time.time() - start,
+            verified.hotkey if verified is not None else None,
+        )
+        return outcome
+
+    # -- stages 2-4 --------------------------------------------------------------------------
+    def _refuse_early(self, credentials: Credentials) -> None:
+        claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
+        if not self.admission.would_admit(claimed):
+            self.admission.stats.shed += 1
+            raise Shed(OVERLOADED)
+
+    async def _authenticate(
+        self, call: Call, credentials: Credentials, endpoint: Endpoint, dendrite: TerminalInfo
+    ) -> bytes:
+        """Verify the signature (and store the nonce); returns the body bytes."""
+        timeout = credentials.timeout if credentials.timeout is not None else endpoint.default_timeout
+        if credentials.scheme == BTAUTH:
+            self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
+            body = await self._body(call, timeout)
+            await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
+            return body
+        await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
+        return await self._body(call, timeout)
+
+    @staticmethod
+    async def _body(call: Call, timeout: float | None) -> bytes:
+        """The body, read within the call's time limit and at most ``MAX_BODY_READ_S``: a
+        caller who stops sending it (any key will do, or none for btauth) holds what it sent
+        only that long (408)."""
+        if call.body is not None:
+            return call.body
+        if call.read_body is None:
+            return b""
+        seconds = min(MAX_BODY_READ_S, timeout if timeout is not None else MAX_BODY_READ_S)
+        if call.deadline is not None:
+            seconds = min(seconds, call.deadline - time.monotonic())
+        try:
+            return await within(call.read_body(), max(seconds, 0.0))  # a timer, not a task per read
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RequestTimeout(BODY_TIMEOUT) from None
+
+    # -- stage 5 -----------------------------------------------------------------------------
+    def _build(
+        self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes, dendrite: TerminalInfo
+    ) -> tuple[Synapse, Any]:
+        """The synapse from the signed body, checked against the signed hash; and the decoded body."""
+        legacy = credentials.scheme != BTAUTH
+        if call.transport == GRPC:
+            if legacy:
+                actual = grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body)
+                if actual != credentials.body_hash:
+                    raise BodyHashMismatch(
+                        f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
+                    )
+            try:
+                data = endpoint.schema.from_bytes(body)
+            except ValueError as e:
+                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
+            decoded: Any = None
+        else:
+            try:
+                decoded = load_json_object(body, endpoint.name)
+            except json.JSONDecodeError as e:
+                raise NotJson(e) from None
+            data = dict(endpoint.defaults_for_missing()) if endpoint.zero_values else {}
+            data.update((key, decoded[key]) for key in endpoint.user_fields if key in decoded)
+        if credentials.timeout is not None:
+            data["timeout"] = credentials.timeout
+        data["computed_body_hash"] = credentials.body_hash
+        data["dendrite"] = dendrite
+        data["axon"] = self.terminal.info(100, None)
+        synapse = self.validate(endpoint, data)
+        if legacy and call.transport != GRPC:
+            self.check_legacy_hash(endpoint, synapse, credentials.body_hash)
+        return synapse, decoded
+
+    @staticmethod
+    def validate(endpoint: Endpoint, data: Mapping[str, Any]) -> Synapse:
+        """The one validation of a request's synapse (400 naming the first bad field)."""
+        try:
+            return endpoint.synapse_class.model_validate(data)
+        except ValidationError as e:
+            raise SynapseParsingError(
+                f"Improperly formatted request. Could not parse body into synapse of type {endpoint.name}: "
+                f"{_parse_error_detail(e)}"
+            ) from None
+
+    @staticmethod
+    def check_legacy_hash(endpoint: Endpoint, synapse: Synapse, claimed: str | None) -> None:
+        """The legacy field hash of a JSON-built synapse must be the signed one (400)."""
+        actual = legacy_body_hash(synapse, endpoint.hash_fields)
+        if actual != claimed:
+            raise BodyHashMismatch(f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}")
+
+    # -- stage 6: each hook on its own, for the seed's AxonMiddleware stage methods too --------
+    async def _hooks(self, endpoint: Endpoint, synapse: Synapse) -> float:
+        await self.blacklist(endpoint, synapse)
+        await self.verify_hooks(endpoint, synapse)
+        priority = await self.priority(endpoint, synapse)
+        self._remember(synapse.dendrite.hotkey if synapse.dendrite is not None else None, priority)
+        return priority
+
+    @staticmethod
+    async def blacklist(endpoint: Endpoint, synapse: Synapse) -> None:
+        """Raise :class:`BlacklistedException` (403) when ``blacklist_fn`` refuses ``synapse``."""
+        fn = endpoint.blacklist_fn
+        if fn is None:
+            return
+        result = fn(synapse)
+        if endpoint.blacklist_async:
+            result = await result  # type: ignore[misc]
+        blacklisted, reason = result if isinstance(result, tuple) else (bool(result), "")
+        if blacklisted:
+            raise BlacklistedException(f"Forbidden. Key is blacklisted: {reason}.")
+
+    async def verify_hooks(self, endpoint: Endpoint, synapse: Synapse) -> None:
+        """The miner's own checks after the signature: a replaced ``default_verify``, then ``verify_fn``.
+
+        A refusal that is no :class:`AxonError` is 401 ``Not Verified #{id}``: its text
+        (which may hold the miner's internals) stays in the log under that id.
+        """
+        checks = ((self.extra_verify, self.extra_verify_async), (endpoint.verify_fn, endpoint.verify_async))
+        for fn, run_async in checks:
+            if fn is None:
+                continue
+            try:
+                result = fn(synapse)
+                if run_async:
+                    await result  # type: ignore[misc]
+            except AxonError:
+                raise
+            except Exception as e:
+                refusal_id = str(uuid_lib.uuid4())
+                logger.info("verify of %s refused: error id %s", endpoint.name, refusal_id, exc_info=e)
+                raise VerifyRefused(f"Not Verified #{refusal_id}") from e
+
+    @staticmethod
+    async def priority(endpoint: Endpoint, synapse: Synapse) -> float:
+        """What ``priority_fn`` gives ``synapse`` (0.0 without one)."""
+        fn = endpoint.priority_fn
+        if fn is None:
+            return 0.0
+        value = fn(synapse)
+        if endpoint.priority_async:
+            value = await value  # type: ignore[misc]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"priority_fn for {endpoint.name} returned {type(value).__name__}, not a number")
+        return float(value)
+
+    def _remember(self, hotkey: str | None, priority: float) -> None:
+        if hotkey is None:
+            return
+        remembered = self._priorities
+        remembered[hotkey] = priority
+        remembered.move_to_end(hotkey)
+        if len(remembered) > REMEMBERED_PRIORITIES:
+            remembered.popitem(last=False)
+
+    # -- stage 7 -----------------------------------------------------------------------------
+    @staticmethod
+    def _limit(call: Call, synapse: Synapse) -> Limit:
+        """The earlier of the transport's deadline and ``synapse.timeout``; timed unless enforced."""
+        timeout = synapse.timeout
+        now = time.monotonic()
+        own = None if timeout is None else now + timeout
+        if call.deadline is None or (own is not None and own < call.deadline):
+            return Limit(own, own is not None)
+        return Limit(call.deadline, not call.deadline_enforced)
+
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
+        """Stage 7 and the success stamp for a synapse already through stages 1-6."""
+        start, own = time.time(), synapse.__dict__.get("axon")
+        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
+        return self._success("http", endpoint, result, start, None, own).synapse
+
+    async def _open_stream(
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        synapse: Synapse,
+        priority: float,
+        limit: Limit,
+        start: float,
+        request_body: Any,
+        scheme: str = NO_SCHEME,
+    ) -> Outcome:
+        own = synapse.__dict__["axon"]
+        chunks = self.forwarder.stream(endpoint, synapse, priority, limit)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            return self._success(transport, endpoint, synapse, start, request_body, own)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
+        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
+        outcome.stream = self._relay(transport, outcome, first, chunks, start, own, scheme)
+        return outcome
+
+    async def _relay(
+        self,
+        transport: str,
+        outcome: Outcome,
+        first: Any,
+        chunks: AsyncIterator[Any],
+        start: float,
+        own: TerminalInfo,
+        scheme: str,
+    ) -> AsyncIterator[Any]:
+        """The chunks as they come; the outcome turns final when they end or fail (or the client leaves)."""
+        endpoint = outcome.endpoint
+        assert endpoint is not None
+        observer, name = self.observer, endpoint.name
+        observer.stream_opened(name)
+        final: Outcome | None = None
+        try:
+            yield first
+            observer.stream_chunk(name)
+            async for chunk in chunks:
+                yield chunk
+                observer.stream_chunk(name)
+        except Exception as e:
+            final = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
+        else:
+            final = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body, own)
+        finally:
+            try:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            finally:
+                status, reason = (final.status, final.reason) if final is not None else (CLIENT_CLOSED, "cancelled")
+                observer.stream_closed(name, final is None)
+                d = outcome.synapse.dendrite
+                observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
+        outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
+        outcome.reason = final.reason
+
+    # -- stage 8 -----------------------------------------------------------------------------
+    def _success(
+        self,
+        transport: str,
+        endpoint: Endpoint,
+        result: Synapse,
+        start: float,
+        request_body: Any,
+        own: TerminalInfo | None,
+    ) -> Outcome:
+        """200 (or the forward's own status), stamped in the request's own terminal info
+        (``own``) when the forward kept it."""
+        status, message = self.terminal.stamp(result, own, 200, "Success", time.time() - start)
+        log_call(transport, endpoint.name, result, status, start)
+        if status == 200:
+            return Outcome(200, message, result, endpoint, request_body=request_body)
+        self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
+        return Outcome(status, message, result, endpoint, request_body=request_body, reason=Reason.FORWARD)
+
+    def _failure(
+        self,
+        transport: str,
+        endpoint: Endpoint | None,
+        synapse: Synapse,
+        error: BaseException,
+        start: float,
+        request_body: Any,
+    ) -> Outcome:
+        if isinstance(error, NotJson):
+            status, message = 422, "Request body is not valid JSON"
+            logger.debug("%s refused with 422: body is not JSON", synapse.name)
+            request_body = error.error
+        else:
+            status, message = describe(error, synapse.name)
+            carried = getattr(error, "synapse", None)
+            own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
+            if own is not None:  # a SynapseException about a synapse whose status the forward set
+                status, message = own
+        synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
+        if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
+            self.terminal.sign(synapse)
+        log_call(transport, synapse.name, synapse, status, start, message)
+        reason = Reason.INVALID if isinstance(error, NotJson) else reason_of(error)
+        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason)
+
+    @staticmethod
+    def stand_in(endpoint: Endpoint, credentials: Credentials | None, call: Call) -> Synapse:
+        """The request's synapse from its headers alone (user fields at their zero values):
+        what carries an error answered before the body was validated."""
+        if credentials is None:
+            return endpoint.header_synapse()
+        base: dict[str, Any] = {
+            "dendrite": credentials.dendrite(call.peer_ip, call.peer_port),
+            "computed_body_hash": credentials.body_hash,
+        }
+        if credentials.timeout is not None:
+            base["timeout"] = credentials.timeout
+        return endpoint.header_synapse(**base)
+
+    def unknown(self, name: str, start: float | None = None) -> Outcome:
+        """404, as the legacy server answers it: an unsigned base synapse."""
+        start = time.time() if start is None else start
+        error = UnknownSynapseError(
+            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}"
+        )
+        synapse = Synapse()
+        return self._unsigned(synapse, error, start)
+
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
+        status, message = describe(error, synapse.name)
+        synapse.__dict__["axon"] = TerminalInfo.model_construct(
+            status_code=status, status_message=message, process_time=time.time() - start
+        )
+        return Outcome(status, message, synapse, reason=reason_of(error))

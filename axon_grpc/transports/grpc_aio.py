@@ -1,0 +1,250 @@
+"""The in-process gRPC transport: a ``grpc.aio`` server translating calls for the pipeline.
+
+Each attached synapse is the method ``/axon.v1.Axon/{Name}`` (unary, or server-streaming
+for streaming synapses) taking and returning raw message bytes, so the body hash is over
+the bytes exactly as sent. A method's handler is built once per endpoint; per call it
+makes a :class:`~axon_grpc.server.call.Call` from the metadata, awaits ``Pipeline.handle`` and
+answers with :mod:`~axon_grpc.transports.grpc_codec`: nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+import grpc
+
+from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
+from axon_grpc.server.endpoints import Endpoint
+from axon_grpc.server.forwarding import timed_out, within
+from axon_grpc.transports.aio_discovery import SERVICE_NAME, Discovery
+from axon_grpc.transports.grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
+
+METHOD_PREFIX = f"/{SERVICE_NAME}/"
+
+#: Default bounds: request message size and total metadata size.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+
+Handle = Callable[[Call], Awaitable[Outcome]]
+
+
+def synapse_name(method: str) -> str | None:
+    """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
+    if method.startswith(METHOD_PREFIX):
+        return method[len(METHOD_PREFIX) :]
+    return None
+
+
+def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
+    """``("127.0.0.1", 5555)`` from gRPC peer strings like ``ipv4:127.0.0.1:5555``."""
+    if not peer:
+        return None, None
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return address or kind, None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        return host, int(port)
+    except ValueError:
+        return host, None
+
+
+def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext) -> Call:
+    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline)."""
+    remaining = context.time_remaining()
+    ip, port = parse_peer(context.peer())
+    return Call(
+        name,
+        dict(context.invocation_metadata() or ()),
+        GRPC,
+        request,
+        None,
+        ip,
+        port,
+        None if remaining is None else time.monotonic() + remaining,
+        True,
+        "POST",
+        METHOD_PREFIX + name,
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
+    context.set_trailing_metadata(trailing_metadata(outcome))
+    await context.abort(status_code(outcome), outcome.message)
+
+
+def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
+        if not outcome.ok:
+            await _abort(context, outcome)
+        context.set_trailing_metadata(trailing_metadata(outcome))
+        return reply_message(outcome)
+
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
+    """Write the stream's messages; a write still blocked at the outcome's deadline (the
+    client stopped reading) cuts the stream there with 408, freeing the forward's slot."""
+    messages = stream_messages(outcome)
+    try:
+        async for message in messages:
+            try:
+                await within(context.write(message), outcome.remaining())
+            except (asyncio.TimeoutError, TimeoutError):
+                await outcome.cut(timed_out(outcome.synapse))
+                return
+    finally:
+        await messages.aclose()  # type: ignore[attr-defined]
+
+
+def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+    async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
+        outcome = await handle(grpc_call(name, request, context))
+        await _write_stream(context, outcome)
+        return outcome
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        outcome = await drain.run(serve(request, context), shutting_down)
+        if not outcome.ok:
+            await _abort(context, outcome)
+        context.set_trailing_metadata(trailing_metadata(outcome))
+
+    return grpc.unary_stream_rpc_method_handler(stream)
+
+
+class AxonService(grpc.GenericRpcHandler):
+    """The ``axon.v1.Axon`` service: one handler per attached endpoint, built once.
+
+    A name that is not attached gets a handler built for that call only (the pipeline
+    answers it 404), so caller-chosen names are never cached.
+    """
+
+    def __init__(self, endpoints: Mapping[str, Endpoint], handle: Handle, drain: Drain | None = None) -> None:
+        self.endpoints = endpoints
+        self.handle = handle
+        self.drain = drain if drain is not None else Drain()
+        self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        name = synapse_name(handler_call_details.method)
+        if name is None:
+            return None
+        endpoint = self.endpoints.get(name)
+        cached = self._handlers.get(name)
+        if cached is not None and cached[0] is endpoint:
+            return cached[1]
+        if endpoint is None:
+            return unary_handler(name, self.handle, self.drain)
+        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain)
+        self._handlers[name] = (endpoint, handler)
+        return handler
+
+
+@dataclass
+class GrpcSettings:
+    """What the grpc.aio server is bound and limited by (the edge limits of library mode;
+    ``axon-grpc serve`` puts Envoy's in front instead)."""
+
+    ip: str
+    port: int
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Request metadata, a hard bound: larger is always refused (RESOURCE_EXHAUSTED).
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    #: Two servers on one port must be asked for (several workers), never an accident.
+    reuse_port: bool = False
+    #: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls at once on one connection.
+    max_concurrent_streams: int = 100
+    #: Connections at once; more are closed as they arrive.
+    max_connections: int = 1024
+    #: A connection with no call for this long is closed (GOAWAY).
+    max_connection_idle_s: float = 300.0
+    #: Every connection is closed after this long (GOAWAY), its calls given the age grace.
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    #: Keepalive enforcement: a client pinging more often than this (with no call open,
+    #: pings are refused outright) gets strikes, and GOAWAY after ``max_ping_strikes``.
+    min_ping_interval_s: float = 60.0
+    max_ping_strikes: int = 2
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_request_bytes),
+            # grpc's max_metadata_size alone is a soft bound (some larger requests pass);
+            # the absolute one refuses everything above it.
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_ping_interval_s * 1000)),
+            ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
+            ("grpc.keepalive_permit_without_calls", 0),
+        ]
+
+
+class GrpcServer:
+    """Owns one ``grpc.aio`` server; runs on whichever loop starts it."""
+
+    def __init__(
+        self,
+        settings: GrpcSettings,
+        endpoints: Mapping[str, Endpoint],
+        handle: Handle,
+        extra_services: list[Callable[[Any], None]] | None = None,
+        drain: Drain | None = None,
+    ) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.handle = handle
+        #: The requests in flight, for :meth:`stop`'s grace.
+        self.drain = drain if drain is not None else Drain()
+        self.extra_services = extra_services if extra_services is not None else []
+        self.server: grpc.aio.Server | None = None
+        self.bound_port: int | None = None
+        self.discovery: Discovery | None = None
+
+    def options(self) -> list[tuple[str, Any]]:
+        return self.settings.options()
+
+    async def start(self) -> int:
+        settings = self.settings
+        server = grpc.aio.server(options=self.options())
+        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain),))
+        discovery = Discovery(self.endpoints)
+        discovery.install(server)
+        for extra in self.extra_services:
+            extra(server)
+        address = f"{settings.ip}:{settings.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind gRPC server to {address}: {e}") from None
+        if port == 0:
+            raise OSError(f"cannot bind gRPC server to {address}")
+        await server.start()
+        await discovery.serving()
+        self.server, self.bound_port, self.discovery = server, port, discovery
+        return port
+
+    async def not_serving(self) -> None:
+        """Health says NOT_SERVING (the first step of a stop)."""
+        if self.discovery is not None:
+            await self.discovery.shutting_down()
+
+    async def stop(self, grace: float | None) -> None:
+        """NOT_SERVING, no new calls at once, calls in flight get ``grace`` seconds (then the
+        drain answers them 503, see :meth:`~axon_grpc.server.drain.Drain.wait`)."""
+        server, self.server = self.server, None
+        await self.not_serving()
+        if server is not None:
+            await server.stop(None if grace is None else grace + ANSWER_S)

@@ -1,0 +1,114 @@
+"""An :class:`~axon_grpc.server.call.Outcome` in gRPC terms, for every gRPC transport.
+
+The grpc.aio server and the Envoy edge's ASGI adapter both answer with these: the
+response message bytes, the framed messages of a stream, the status code and the
+trailing metadata that carries the axon's terminal info (``bt_header_axon_*``).
+Metadata values are printable ASCII: anything else is percent-encoded as the gRPC
+HTTP/2 spec encodes ``grpc-message`` (so a status message with a newline or a
+non-ASCII character survives).
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+from urllib.parse import quote
+
+import grpc
+
+from axon_grpc.errors import grpc_status_for
+from axon_grpc.server.call import Outcome
+from axon_grpc.streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
+from axon_grpc.synapse import AXON_PREFIX, TerminalInfo
+
+#: ``bt_header_axon_{field}`` for each terminal-info field, built once.
+_NAMES = {key: AXON_PREFIX + key for key in TerminalInfo.model_fields}
+#: Bytes kept as they are in an encoded metadata value (printable ASCII but ``%``).
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def metadata_value(value: str) -> str:
+    """``value`` as printable ASCII, percent-encoding (UTF-8) what is not."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return quote(value, safe=_SAFE)
+
+
+#: Fields that change per answer; the others (ip, port, version, uuid, hotkey) are the axon's
+#: identity, whose encoded pairs are built once per identity.
+_PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signature")
+#: Not sent over gRPC: the axon's ip and port, which the caller dialled (the legacy HTTP
+#: answer carries them, as the SDK's does).
+_NOT_SENT = ("ip", "port")
+_IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER and key not in _NOT_SENT)
+_Pairs = tuple[tuple[str, str], ...]
+_RawPairs = tuple[tuple[bytes, bytes], ...]
+_identity_pairs: dict[tuple[object, ...], tuple[_Pairs, _RawPairs]] = {}
+_BYTE_NAMES = {key: name.encode("ascii") for key, name in _NAMES.items()}
+
+
+def _text(value: object) -> str:
+    return metadata_value(value if type(value) is str else str(value))
+
+
+def _identity(values: dict[str, object]) -> tuple[_Pairs, _RawPairs]:
+    """The encoded identity pairs of one axon (as text and as bytes), built once per identity."""
+    identity = tuple(values[key] for key in _IDENTITY)
+    found = _identity_pairs.get(identity)
+    if found is None:
+        if len(_identity_pairs) > 64:  # one axon has one identity; bound it anyway
+            _identity_pairs.clear()
+        text = tuple((_NAMES[key], _text(value)) for key, value in zip(_IDENTITY, identity) if value is not None)
+        raw = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in text)
+        found = _identity_pairs[identity] = (text, raw)
+    return found
+
+
+def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
+    """The axon's terminal info as ``bt_header_axon_*`` pairs."""
+    info = outcome.synapse.axon
+    if info is None:
+        return ()
+    values = info.__dict__
+    changing = tuple((_NAMES[key], _text(values[key])) for key in _PER_ANSWER if values[key] is not None)
+    return changing + _identity(values)[0]
+
+
+def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """:func:`trailing_metadata` as raw HTTP/2 header pairs (the identity encoded once)."""
+    info = outcome.synapse.axon
+    if info is None:
+        return []
+    values = info.__dict__
+    out = [(_BYTE_NAMES[key], _text(values[key]).encode("ascii")) for key in _PER_ANSWER if values[key] is not None]
+    out.extend(_identity(values)[1])
+    return out
+
+
+def status_code(outcome: Outcome) -> grpc.StatusCode:
+    """The gRPC status of the outcome (the one status table)."""
+    return grpc.StatusCode.OK if outcome.ok else grpc_status_for(outcome.status)
+
+
+def reply_message(outcome: Outcome) -> bytes:
+    """The response message of a successful unary call: the synapse's user fields."""
+    endpoint = outcome.endpoint
+    assert endpoint is not None and outcome.ok
+    if outcome.reply is not None:
+        return outcome.reply
+    return endpoint.schema.to_bytes(outcome.synapse)
+
+
+async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
+    """A streaming answer's messages: ``{Name}Stream.chunk`` each, then ``final`` on success.
+
+    Once this ends, ``outcome`` holds the final status (a failure midway included).
+    """
+    endpoint = outcome.endpoint
+    assert endpoint is not None
+    if outcome.stream is not None:
+        codec = chunk_schema(endpoint.synapse_class)  # type: ignore[arg-type]
+        name = endpoint.name
+        async for message in outcome.encoded(lambda chunk: encode_chunk(codec, chunk, name)):
+            yield message
+    if outcome.ok:
+        yield frame(FINAL_TAG, endpoint.schema.to_bytes(outcome.synapse))
