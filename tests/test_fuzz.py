@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axon_grpc import Axon, Dendrite, Keypair, Synapse
-from axon_grpc.auth.legacy import PROTOCOL_VERSION, btauth, grpc_body_hash
+from axon_grpc.auth import btauth
+from axon_grpc.auth.legacy import PROTOCOL_VERSION, grpc_body_hash
 from axon_grpc.testing import build_axon
 
 from .support import Dummy, dummy_forward
