@@ -18,7 +18,7 @@ BASE_STAMP := $(VENV)/.base-installed
 $(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge]'
+	$(PY) -m pip install --quiet --no-compile -e '.[edge]'  # bytecode on first import: a quicker first demo
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP) pyproject.toml
