@@ -134,10 +134,12 @@ class AxonError(Exception):
     status_code: int = Status.INTERNAL
     reason: str = Reason.ERROR
 
-    def __init__(self, message: str = "", synapse: Synapse | None = None) -> None:
+    def __init__(self, message: str = "", synapse: Synapse | None = None, *, rule: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.synapse = synapse
+        #: The rule of docs/SPEC.md the request broke (``R7``), or None: a gRPC answer names it.
+        self.rule = rule
 
 
 class InvalidRequestNameError(AxonError):
@@ -185,8 +187,10 @@ class SynapseException(AxonError):
 
     status_code = Status.INTERNAL
 
-    def __init__(self, message: str = "Synapse Exception", synapse: Synapse | None = None) -> None:
-        super().__init__(message, synapse)
+    def __init__(
+        self, message: str = "Synapse Exception", synapse: Synapse | None = None, *, rule: str | None = None
+    ) -> None:
+        super().__init__(message, synapse, rule=rule)
 
 
 class NotVerifiedException(SynapseException):

@@ -203,8 +203,8 @@ class HttpBridge:
         """The request's JSON body, once its legacy body hash matches ``computed_body_hash``.
 
         Not JSON: FastAPI's 422 (``RequestValidationError``); not an object of the
-        route's synapse: 400; hash mismatch: 400 ``Hash mismatch between header body
-        hash {h} and parsed body hash {p}``.
+        route's synapse: 400; hash mismatch: 400 ``Hash mismatch: computed_body_hash is
+        not the hash of this body's required_hash_fields`` (neither hash echoed).
         """
         raw = await request.body()
         if len(raw) > self.limits.max_request_bytes:

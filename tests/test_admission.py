@@ -227,7 +227,7 @@ async def test_zero_negative_and_non_finite_timeouts_are_refused(timeout: str) -
         ok = await raw.call("Dummy", b"\x08\x01")
         await raw.close()
     assert status == grpc.StatusCode.INVALID_ARGUMENT
-    assert details == "Improperly formatted request. timeout must be a positive number of seconds"
+    assert details == "Improperly formatted request. timeout must be a positive number of seconds (rule R5)"
     assert ok[0] == grpc.StatusCode.OK
 
 

@@ -331,3 +331,16 @@ def test_retention_is_bounded_unless_pre_7_2_dendrites_are_allowed() -> None:
     assert VerifyPolicy().retention_ns == 94 * 10**9
     assert LEGACY_POLICY.retention_ns >= 100 * 365 * 86400 * 10**9
     assert LEGACY_POLICY.btauth_retention_ns == VerifyPolicy().btauth_retention_ns
+
+
+def test_a_nonce_in_another_unit_is_named() -> None:
+    """Rule R13: a nonce counting seconds, milliseconds or microseconds is told so; one in
+    nanoseconds (however stale or early) and a small count are not mistaken for one."""
+    from axon_grpc.auth.legacy import nonce_unit
+
+    now = time.time_ns()
+    assert nonce_unit(now // 10**9, now) == "seconds"
+    assert nonce_unit(now // 10**6, now) == "milliseconds"
+    assert nonce_unit(now // 10**3, now) == "microseconds"
+    for nonce in (now, now - 3600 * 10**9, now + 120 * 10**9, 0, 1, 12345):
+        assert nonce_unit(nonce, now) is None

@@ -80,7 +80,7 @@ async def test_sdk_signed_grpc_call_is_served_and_hooks_see_the_caller(
 
     replay = await raw.call("Dummy", BODY, as_metadata(headers))
     assert replay[0] == grpc.StatusCode.UNAUTHENTICATED
-    assert replay[2] == "Not Verified with error: this nonce was already accepted from this hotkey"
+    assert replay[2] == "Not Verified with error: this nonce was already accepted from this hotkey (rule R21)"
 
 
 def _cases(wallet, receiver: str, other: str) -> list[tuple[str, dict[str, str], bytes]]:
@@ -132,7 +132,7 @@ async def test_every_refusal_is_401_in_the_sdks_own_words(harness: AxonHarness, 
     for label, headers, body in _cases(wallet, receiver, KeypairWallet.generate().hotkey.ss58_address):
         status, _, details, trailing = await raw.call("Dummy", body, as_metadata(headers))
         assert status == grpc.StatusCode.UNAUTHENTICATED, label
-        assert details == f"Not Verified with error: {sdk_reason(headers, body, receiver)}", label
+        assert details == f"Not Verified with error: {sdk_reason(headers, body, receiver)} (rule R21)", label
         assert trailing["bt_header_axon_status_code"] == "401", label
     ok = await harness.call(Dummy(input=1))
     assert ok.dendrite.status_code == 200

@@ -113,7 +113,7 @@ async def test_a_go_client_built_from_the_generated_code_calls_the_axon(printed)
         done = await asyncio.to_thread(run, f"./pingclient 127.0.0.1:{harness.axon.port}", folder)
     code, message = done.stdout.strip().split("|", 1)
     assert code == "Unauthenticated"
-    assert message == "Not Verified with error: No SS58 formatted address or public key provided."
+    assert message == "Not Verified with error: No SS58 formatted address or public key provided. (rule R3)"
 
 
 def test_rust_command_names_the_emitted_file(printed) -> None:

@@ -60,7 +60,7 @@ async def test_the_hotkey_is_learnt_from_an_unsigned_ping(axon) -> None:
 async def test_a_missing_required_key_is_reported_as_missing(axon, key: str, reason: str) -> None:
     _, caller = axon
     status, _, details, _ = await caller.call("Dummy", DUMMY_7, caller.metadata(DUMMY_7, **{key: None}))
-    assert (status, details) == (grpc.StatusCode.UNAUTHENTICATED, f"Not Verified with error: {reason}")
+    assert (status, details) == (grpc.StatusCode.UNAUTHENTICATED, f"Not Verified with error: {reason} (rule R3)")
 
 
 async def test_signature_hex_may_be_upper_case_and_unprefixed(axon) -> None:
@@ -77,7 +77,7 @@ async def test_body_hash_must_be_lower_case_hex_without_prefix(axon) -> None:
     _, caller = axon
     digest = hashlib.sha3_256(b"/axon.v1.Axon/Dummy\n" + DUMMY_7).hexdigest()
     expected = {
-        digest.upper(): "Hash mismatch",
+        digest.upper(): "computed_body_hash must be 64 lowercase hex digits (rule R7)",
         "0x" + digest: "Improperly formatted request. computed_body_hash is longer",
     }
     for claimed, refusal in expected.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -14,21 +14,22 @@ from axon_grpc.testing import serve_axon
 from .support import Dummy, RawCaller, dummy_forward
 
 
-def reflect(address: str) -> tuple[list[str], descriptor_pool.DescriptorPool]:
+def reflect(address: str) -> tuple[list[str], descriptor_pool.DescriptorPool, descriptor_pb2.FileDescriptorProto]:
     with grpc.insecure_channel(address) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = sorted(database.get_services())
+        served = database.FindFileContainingSymbol("axon.v1.Axon")
         pool = descriptor_pool.DescriptorPool(database)
         # Resolve what a reflection-driven client needs while the channel is open.
         pool.FindServiceByName("axon.v1.Axon")
         pool.FindServiceByName("grpc.health.v1.Health")
-        return services, pool
+        return services, pool, served
 
 
 async def test_reflection_lists_services_and_describes_each_method() -> None:
     async with serve_axon(dummy_forward) as h:
         address = f"127.0.0.1:{h.axon.port}"
-        services, pool = await asyncio.to_thread(reflect, address)
+        services, pool, served = await asyncio.to_thread(reflect, address)
         assert services == ["axon.v1.Axon", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
         service = pool.FindServiceByName("axon.v1.Axon")
         methods = {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods}
@@ -38,6 +39,9 @@ async def test_reflection_lists_services_and_describes_each_method() -> None:
         }
         fields = {f.name: f.number for f in pool.FindMessageTypeByName("axon.v1.Dummy").fields}
         assert fields == {"input": 1, "output": 2}
+        # the service's comment names the contract and its rules (rule R22)
+        comments = [loc.leading_comments for loc in served.source_code_info.location if list(loc.path) == [6, 0]]
+        assert comments == [" axon-contract: axon.v1;rules=23 (docs/SPEC.md)\n"]
 
         # A client that knows only what reflection told it builds and signs a call.
         request_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("axon.v1.Dummy"))
@@ -59,7 +63,7 @@ async def test_reflection_follows_attach_and_hides_other_descriptors() -> None:
     async with serve_axon(dummy_forward) as h:
         address = f"127.0.0.1:{h.axon.port}"
         h.axon.attach(forward_fn=later_forward)
-        _, pool = await asyncio.to_thread(reflect, address)
+        _, pool, _ = await asyncio.to_thread(reflect, address)
         names = [m.name for m in pool.FindServiceByName("axon.v1.Axon").methods]
         assert names == ["Synapse", "Dummy", "Later"]
 

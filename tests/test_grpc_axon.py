@@ -138,7 +138,8 @@ async def test_unknown_synapse_is_unimplemented_404(harness: AxonHarness, raw: R
     assert status == grpc.StatusCode.UNIMPLEMENTED
     assert (
         details
-        == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said']"
+        == "Synapse name 'NotAttached' not found. Available synapses ['Synapse', 'Dummy', 'Boom', 'Slow', 'Said'] "
+        "(rule R1)"
     )
     assert trailing["bt_header_axon_status_code"] == "404"
 
@@ -237,9 +238,12 @@ async def test_body_changed_after_signing_is_a_hash_mismatch(harness: AxonHarnes
     metadata = raw.metadata(b"\x08\x03")
     status, _, details, trailing = await raw.call("Dummy", b"\x08\x04", metadata)
     assert status == grpc.StatusCode.INVALID_ARGUMENT
-    assert re.fullmatch(
-        r"Hash mismatch between header body hash [0-9a-f]{64} and parsed body hash [0-9a-f]{64}", details
+    # what is wrong and the rule, never the two hashes
+    assert details == (
+        "body hash does not match: computed_body_hash is the SHA3-256 of the method path, "
+        "a newline and the message bytes as sent (rule R7)"
     )
+    assert dict(metadata)["computed_body_hash"] not in details
     assert trailing["bt_header_axon_status_code"] == "400"
 
 
@@ -250,7 +254,7 @@ async def test_replayed_request_is_refused(harness: AxonHarness, raw: RawCaller)
     assert first[0] == grpc.StatusCode.OK
     status, _, details, _ = await raw.call("Dummy", body, metadata)
     assert status == grpc.StatusCode.UNAUTHENTICATED
-    assert details == "Not Verified with error: Nonce is too old, a newer one was last processed"
+    assert details == "Not Verified with error: Nonce is too old, a newer one was last processed (rule R14)"
     await assert_still_serving(harness)
 
 
@@ -261,13 +265,13 @@ async def test_stale_and_future_nonces_are_refused(harness: AxonHarness, raw: Ra
     assert status == grpc.StatusCode.UNAUTHENTICATED
     assert re.fullmatch(
         r"Not Verified with error: Nonce is too old: acceptable delta is 16\.00 seconds "
-        r"but request was 18\.\d\d seconds old",
+        r"but request was 18\.\d\d seconds old \(rule R13\)",
         details,
     )
     future = time.time_ns() + 120 * 10**9
     status, _, details, _ = await raw.call("Dummy", body, raw.metadata(body, nonce=future))
     assert status == grpc.StatusCode.UNAUTHENTICATED
-    assert details == "Not Verified with error: Nonce is too far in the future"
+    assert details == "Not Verified with error: Nonce is too far in the future (rule R13)"
     await assert_still_serving(harness)
 
 
@@ -286,7 +290,7 @@ async def test_signature_for_another_axon_is_refused(harness: AxonHarness) -> No
     finally:
         await other.close()
     assert status == grpc.StatusCode.UNAUTHENTICATED
-    assert details == "Not Verified with error: Signature mismatch"
+    assert details == "Not Verified with error: Signature mismatch (rule R9)"
 
 
 async def test_blacklist_sees_the_signed_body_never_the_input_obj_header(harness: AxonHarness, raw: RawCaller) -> None:
@@ -362,7 +366,7 @@ async def test_custom_verify_runs_after_the_signature_check() -> None:
         body = b"\x08\x01"
         status, _, details, _ = await raw.call("Dummy", body, raw.metadata(body, bt_header_dendrite_signature=None))
         await raw.close()
-    assert status == grpc.StatusCode.UNAUTHENTICATED and details.endswith("Missing Signature")
+    assert status == grpc.StatusCode.UNAUTHENTICATED and details.endswith("Missing Signature (rule R3)")
     assert len(seen) == 2  # the unsigned request never reached verify_fn
 
 

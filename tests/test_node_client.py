@@ -63,7 +63,7 @@ async def test_node_client_calls_the_axon_and_its_replay_is_refused(tmp_path: Pa
     assert result["hotkey"].startswith("5") and len(result["hotkey"]) == 48
     assert result["replay"] == {
         "code": 16,
-        "details": "Not Verified with error: Nonce is too old, a newer one was last processed",
+        "details": "Not Verified with error: Nonce is too old, a newer one was last processed (rule R14)",
     }
     assert ping.dendrite.status_code == 200
 
@@ -82,4 +82,4 @@ async def test_node_client_signing_for_another_axon_is_refused(tmp_path: Path) -
             '{"input": 7}',
         )
     assert result["code"] == 16
-    assert result["details"] == "Not Verified with error: Signature mismatch"
+    assert result["details"] == "Not Verified with error: Signature mismatch (rule R9)"

@@ -86,7 +86,7 @@ async def test_refusals_are_outcomes_never_exceptions() -> None:
     malformed = await handle(signer.grpc(Dummy(input=1), bt_header_dendrite_nonce="soon"))
     assert malformed.status == 400 and "bt_header_dendrite_nonce" in malformed.message
     forged = await handle(signer.grpc(Dummy(input=1), bt_header_dendrite_signature="0x" + "ab" * 64))
-    assert (forged.status, forged.message) == (401, "Not Verified with error: Signature mismatch")
+    assert (forged.status, forged.message) == (401, "Not Verified with error: Signature mismatch (rule R9)")
     assert forged.synapse.axon.signature  # errors are signed by the axon
     replayed = signer.grpc(Dummy(input=1))
     assert (await handle(replayed)).ok
@@ -94,7 +94,7 @@ async def test_refusals_are_outcomes_never_exceptions() -> None:
     assert again.status == 401 and "newer one" in again.message
     call = signer.grpc(Dummy(input=1))
     tampered = await handle(Call("Dummy", call.headers, GRPC, schema_for(Dummy).to_bytes(Dummy(input=2)), path=METHOD))
-    assert tampered.status == 400 and tampered.message.startswith("Hash mismatch")
+    assert tampered.status == 400 and tampered.message.startswith("body hash does not match")
 
 
 async def test_the_signature_is_checked_before_any_hook_runs() -> None:

@@ -69,7 +69,7 @@ async def test_grpc_calls_sent_in_reverse_are_served_and_replays_refused(grpc_ca
             *(grpc_caller.call("Dummy", BODY, m) for m in replays)
         ):
             assert status == grpc.StatusCode.UNAUTHENTICATED and response is None
-            assert details == "Not Verified with error: Nonce is too old, a newer one was last processed"
+            assert details == "Not Verified with error: Nonce is too old, a newer one was last processed (rule R14)"
 
 
 async def test_http_calls_sent_in_reverse_are_served_and_replays_refused(nonce_store: Any) -> None:

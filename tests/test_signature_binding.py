@@ -54,7 +54,7 @@ async def test_grpc_call_signed_for_dummy_is_refused_by_another_method() -> None
             signed_for_dummy = raw.metadata(BODY, method="Dummy")
             status, _, details, _ = await raw.call("Other", BODY, signed_for_dummy)
             assert status is grpc.StatusCode.INVALID_ARGUMENT, details
-            assert details.startswith("Hash mismatch")
+            assert details.startswith("body hash does not match") and details.endswith("(rule R7)")
             assert ran == []
             status, response, details, _ = await raw.call("Dummy", BODY, raw.metadata(BODY, method="Dummy"))
             assert status is grpc.StatusCode.OK and response == b"\x08\x03\x10\x06", details
@@ -70,7 +70,9 @@ async def test_grpc_name_metadata_must_match_the_method() -> None:
         try:
             status, _, details, _ = await raw.call("Other", BODY, raw.metadata(BODY, method="Other", name="Dummy"))
             assert status is grpc.StatusCode.INVALID_ARGUMENT
-            assert details == "Improperly formatted request. The name header does not match the synapse called"
+            assert (
+                details == "Improperly formatted request. The name header does not match the synapse called (rule R6)"
+            )
         finally:
             await raw.close()
 

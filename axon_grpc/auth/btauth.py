@@ -18,9 +18,10 @@ import time
 from typing import Any, Mapping
 
 from axon_grpc.auth.keys import SUPPORTED_CRYPTO, verify_signature
-from axon_grpc.auth.legacy import check_caller_fields
+from axon_grpc.auth.legacy import check_caller_fields, wrong_unit
 from axon_grpc.auth.nonces import NonceStore, NonceVerdict
 from axon_grpc.errors import InvalidAddress, NonceRefused, NotVerifiedException, ServiceUnavailable
+from axon_grpc.schema.contract import RULE_BTAUTH
 
 PROTOCOL = "btauth/1"
 VERSION = "1"
@@ -92,7 +93,7 @@ def _is_decimal(value: str) -> bool:
 
 
 def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
-    return kind(f"Not Verified with error: {reason}")
+    return kind(f"Not Verified with error: {reason}", rule=RULE_BTAUTH)
 
 
 def caller_fields(headers: Mapping[str, str]) -> dict[str, Any]:
@@ -147,6 +148,9 @@ def check_headers(
     elif bound != receiver:
         raise _fail("request was signed for a different receiving hotkey")
     now = time.time_ns()
+    unit = wrong_unit(nonce, now)
+    if unit is not None:
+        raise _fail(unit, NonceRefused)
     if now - nonce > max_age_s * 1e9:
         raise _fail(f"nonce is older than the {max_age_s:g}s freshness window", NonceRefused)
     if nonce - now > allowed_skew_s * 1e9:

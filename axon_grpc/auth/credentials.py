@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from axon_grpc.auth import btauth
-from axon_grpc.auth.legacy import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS
-from axon_grpc.errors import SynapseParsingError
+from axon_grpc.auth.legacy import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS, malformed
+from axon_grpc.schema.contract import RULE_TIMEOUT
 from axon_grpc.synapse import TerminalInfo, terminal_info
 
 #: Headers of the legacy scheme.
@@ -54,15 +54,11 @@ _LIMITS = (
 )
 
 
-def _malformed(reason: str) -> SynapseParsingError:
-    return SynapseParsingError(f"Improperly formatted request. {reason}")
-
-
 def _integer(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     if not (value.isascii() and value.isdigit()):
-        raise _malformed(f"{name} must be a non-negative decimal integer")
+        raise malformed(f"{name} must be a non-negative decimal integer")
     return int(value)
 
 
@@ -72,9 +68,9 @@ def _timeout(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        raise _malformed("timeout must be a number of seconds") from None
+        raise malformed("timeout must be a number of seconds", RULE_TIMEOUT) from None
     if not (math.isfinite(seconds) and seconds > 0):
-        raise _malformed("timeout must be a positive number of seconds")
+        raise malformed("timeout must be a positive number of seconds", RULE_TIMEOUT)
     return seconds
 
 
@@ -100,7 +96,7 @@ class Credentials:
         for key, limit in _LIMITS:
             value = get(key)
             if value is not None and len(value) > limit:
-                raise _malformed(f"{key} is longer than {limit} characters")
+                raise malformed(f"{key} is longer than {limit} characters")
         timeout = _timeout(get(TIMEOUT))
         if btauth.HEADER_VERSION in headers:
             raw_nonce = get(btauth.HEADER_NONCE)

@@ -16,7 +16,26 @@ from dataclasses import dataclass
 
 from axon_grpc.auth.keys import SUPPORTED_CRYPTO, parse_signature, verify_signature
 from axon_grpc.auth.nonces import NonceStore, NonceVerdict
-from axon_grpc.errors import InvalidAddress, NonceRefused, NotVerifiedException, ServiceUnavailable, SynapseParsingError
+from axon_grpc.errors import (
+    BodyHashMismatch,
+    InvalidAddress,
+    NonceRefused,
+    NotVerifiedException,
+    ServiceUnavailable,
+    SynapseParsingError,
+)
+from axon_grpc.schema.contract import (
+    RULE_BODY_HASH,
+    RULE_KEY_TYPE,
+    RULE_NAME_VERSION,
+    RULE_NONCE,
+    RULE_REPLAY,
+    RULE_REQUIRED,
+    RULE_SHAPES,
+    RULE_SIGNATURE,
+    RULE_SIGNATURE_ENCODING,
+    RULE_SS58,
+)
 from axon_grpc.synapse import Synapse
 
 #: First dendrite version that sends nonces as ``time.time_ns()`` (freshness checked).
@@ -59,17 +78,18 @@ def check_caller_fields(
     :class:`~axon_grpc.errors.SynapseParsingError` (400) naming the field and its bound.
     """
     if hotkey is not None and len(hotkey) > MAX_HOTKEY_CHARS:
-        raise SynapseParsingError(
-            f"Improperly formatted request. The hotkey is longer than {MAX_HOTKEY_CHARS} characters"
-        )
+        raise malformed(f"The hotkey is longer than {MAX_HOTKEY_CHARS} characters")
     if uuid is not None and len(uuid) > MAX_UUID_CHARS:
-        raise SynapseParsingError(f"Improperly formatted request. The uuid is longer than {MAX_UUID_CHARS} characters")
+        raise malformed(f"The uuid is longer than {MAX_UUID_CHARS} characters")
     if nonce is not None and _over_digits(nonce, MAX_NONCE_DIGITS):
-        raise SynapseParsingError(f"Improperly formatted request. The nonce has more than {MAX_NONCE_DIGITS} digits")
+        raise malformed(f"The nonce has more than {MAX_NONCE_DIGITS} digits")
     if version is not None and _over_digits(version, MAX_VERSION_DIGITS):
-        raise SynapseParsingError(
-            f"Improperly formatted request. The version has more than {MAX_VERSION_DIGITS} digits"
-        )
+        raise malformed(f"The version has more than {MAX_VERSION_DIGITS} digits")
+
+
+def malformed(reason: str, rule: str = RULE_SHAPES) -> SynapseParsingError:
+    """400 ``Improperly formatted request. {reason}``: a value of the wrong shape or size (rule R4)."""
+    return SynapseParsingError(f"Improperly formatted request. {reason}", rule=rule)
 
 
 @dataclass(frozen=True)
@@ -121,11 +141,44 @@ def grpc_body_hash(method: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def signed_message(
+    nonce: int | None, dendrite_hotkey: str | None, axon_hotkey: str, uuid: str | None, body_hash: str | None
+) -> str:
+    """``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}``: what a dendrite signs
+    (docs/SPEC.md rule R9)."""
+    return f"{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}"
+
+
+#: What the body hash rule (R7) answers a request whose hash is of the message bytes alone:
+#: the rule of axon.v1 before the hash covered the method path.
+HASH_WITHOUT_METHOD = "body hash must cover the method path"
+HASH_NOT_LOWER_HEX = "computed_body_hash must be 64 lowercase hex digits"
+HASH_MISMATCH = (
+    "body hash does not match: computed_body_hash is the SHA3-256 of the method path, "
+    "a newline and the message bytes as sent"
+)
+
+
+def check_grpc_body_hash(method: str, body: bytes, claimed: str) -> None:
+    """Raise :class:`~axon_grpc.errors.BodyHashMismatch` (400, rule R7) unless ``claimed`` is
+    :func:`grpc_body_hash` of ``method`` and ``body``, saying what is wrong with it (never
+    the hashes: the caller has its own, and ours would only cost bytes)."""
+    if grpc_body_hash(method, body) == claimed:
+        return
+    if hashlib.sha3_256(body).hexdigest() == claimed:
+        reason = HASH_WITHOUT_METHOD
+    elif claimed != claimed.lower() or len(claimed) != 64:
+        reason = HASH_NOT_LOWER_HEX
+    else:
+        reason = HASH_MISMATCH
+    raise BodyHashMismatch(reason, rule=RULE_BODY_HASH)
+
+
 def request_message(synapse: Synapse, axon_hotkey: str) -> str:
-    """``{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}``: what a dendrite signs."""
+    """:func:`signed_message` of a synapse's dendrite info, to ``axon_hotkey``."""
     d = synapse.dendrite
     assert d is not None
-    return f"{d.nonce}.{d.hotkey}.{axon_hotkey}.{d.uuid}.{synapse.computed_body_hash}"
+    return signed_message(d.nonce, d.hotkey, axon_hotkey, d.uuid, synapse.computed_body_hash)
 
 
 def response_message(axon_nonce: int, dendrite_hotkey: str | None, axon_hotkey: str, axon_uuid: str) -> str:
@@ -152,8 +205,32 @@ def answer_message(
 MISSING_HOTKEY = "No SS58 formatted address or public key provided."
 
 
-def _fail(reason: str, kind: type[NotVerifiedException] = NotVerifiedException) -> NotVerifiedException:
-    return kind(f"Not Verified with error: {reason}")
+#: The units a nonce is mistaken for, and how many of them make a nanosecond count.
+_NONCE_UNITS = (("seconds", 10**9), ("milliseconds", 10**6), ("microseconds", 10**3))
+
+
+def nonce_unit(nonce: int, now_ns: int) -> str | None:
+    """``"seconds"``, ``"milliseconds"`` or ``"microseconds"`` when ``nonce`` reads as the
+    current time in that unit (within a factor of two), else None: a nonce must count
+    nanoseconds (rule R13), and a client that sends another unit is told which."""
+    if nonce <= 0 or now_ns <= 0:
+        return None
+    for unit, factor in _NONCE_UNITS:
+        if now_ns // 2 <= nonce * factor <= now_ns * 2:
+            return unit
+    return None
+
+
+def wrong_unit(nonce: int, now_ns: int) -> str | None:
+    """What to tell a caller whose nonce is in another unit than nanoseconds, or None."""
+    unit = nonce_unit(nonce, now_ns)
+    return None if unit is None else f"Nonce must be nanoseconds since the Unix epoch; this one is in {unit}"
+
+
+def _fail(
+    reason: str, kind: type[NotVerifiedException] = NotVerifiedException, rule: str | None = None
+) -> NotVerifiedException:
+    return kind(f"Not Verified with error: {reason}", rule=rule)
 
 
 async def verify_legacy(
@@ -173,36 +250,39 @@ async def verify_legacy(
     if d is not None:
         check_caller_fields(hotkey=d.hotkey, uuid=d.uuid, nonce=d.nonce, version=d.version)
     if d is None or not d.hotkey:
-        raise _fail(MISSING_HOTKEY)
+        raise _fail(MISSING_HOTKEY, rule=RULE_REQUIRED)
     if d.nonce is None:
-        raise _fail("Missing Nonce")
+        raise _fail("Missing Nonce", rule=RULE_REQUIRED)
     if not d.uuid:
-        raise _fail("Missing Uuid")
+        raise _fail("Missing Uuid", rule=RULE_REQUIRED)
     if not d.signature:
-        raise _fail("Missing Signature")
+        raise _fail("Missing Signature", rule=RULE_REQUIRED)
     if not synapse.computed_body_hash:
-        raise _fail("Missing Body Hash")
+        raise _fail("Missing Body Hash", rule=RULE_REQUIRED)
     if crypto not in SUPPORTED_CRYPTO:
-        raise _fail(f"Unsupported crypto; use one of {', '.join(SUPPORTED_CRYPTO)}")
+        raise _fail(f"Unsupported crypto; use one of {', '.join(SUPPORTED_CRYPTO)}", rule=RULE_KEY_TYPE)
     version = d.version
     legacy = version is not None and version < V_7_2_0
     if legacy and not policy.allow_legacy_versions:
-        raise _fail("Dendrite version predates 7.2.0 and is refused by this axon")
+        raise _fail("Dendrite version predates 7.2.0 and is refused by this axon", rule=RULE_NAME_VERSION)
 
     now = time.time_ns()
+    unit = None if legacy else wrong_unit(d.nonce, now)  # before 7.2.0 nonces count from boot
+    if unit is not None:
+        raise _fail(unit, NonceRefused, RULE_NONCE)
     if d.nonce - now > policy.max_future_s * 1e9:
-        raise _fail("Nonce is too far in the future", NonceRefused)
+        raise _fail("Nonce is too far in the future", NonceRefused, RULE_NONCE)
     try:
         signature = parse_signature(d.signature)
     except ValueError as e:
-        raise _fail(f"Malformed signature: {e}") from None
+        raise _fail(f"Malformed signature: {e}", rule=RULE_SIGNATURE_ENCODING) from None
     message = request_message(synapse, axon_hotkey).encode()
     try:
         valid = verify_signature(d.hotkey, message, signature, crypto)
     except InvalidAddress as e:
-        raise _fail(f"Invalid hotkey: {e}") from None
+        raise _fail(f"Invalid hotkey: {e}", rule=RULE_SS58) from None
     if not valid:
-        raise _fail("Signature mismatch")
+        raise _fail("Signature mismatch", rule=RULE_SIGNATURE)
 
     oldest_allowed: int | None = None
     allowed_s = 0.0
@@ -216,9 +296,10 @@ async def verify_legacy(
         raise _fail(
             f"Nonce is too old: acceptable delta is {allowed_s:.2f} seconds but request was {age:.2f} seconds old",
             NonceRefused,
+            RULE_NONCE,
         )
     if verdict is NonceVerdict.FULL:
         raise ServiceUnavailable("nonce store full")
     if verdict is not NonceVerdict.ACCEPTED:
         # A replay, or a nonce below this key's replay window (the legacy server's wording).
-        raise _fail("Nonce is too old, a newer one was last processed", NonceRefused)
+        raise _fail("Nonce is too old, a newer one was last processed", NonceRefused, RULE_REPLAY)

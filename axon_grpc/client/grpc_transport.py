@@ -34,6 +34,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
+#: Channel states in which a call goes out (or fails) at once.
+_SETTLED = frozenset(
+    {grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN}
+)
+
+
 def _failure(error: grpc.aio.AioRpcError, synapse: Synapse, info: AxonInfo, timeout: float) -> Result:
     """The status of a failed call. No ``bt_header_axon_*`` trailer and UNAVAILABLE: no axon
     answered in gRPC (nothing listens, or the server speaks another protocol)."""
@@ -80,14 +86,37 @@ class GrpcLink:
             channels[(address, roots)] = found
         return found
 
+    async def ready_channel(self, info: AxonInfo, timeout: float) -> grpc.aio.Channel:
+        """The channel to ``info``, connected (waiting at most ``timeout``; a call on a channel
+        that did not connect fails as it would have).
+
+        A call is signed once its connection is up: calls made while it connects are held by
+        gRPC and may start in another order than they were made, and a nonce overtaken by
+        more than the axon's replay window (64) of the same ``hotkey:uuid`` is refused.
+        """
+        channel = self.channel(info)
+        state = channel.get_state(try_to_connect=True)
+        if state in _SETTLED:
+            return channel
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while state not in _SETTLED and loop.time() < deadline:  # a refused connection fails at once, as before
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), deadline - loop.time())
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+            state = channel.get_state()
+        return channel
+
     def channel_count(self) -> int:
         return sum(len(c) for c in self._channels.values())
 
     async def call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
         """One unary call; fills ``synapse`` from the answer (once verified, when asked)."""
         schema = schema_for(type(synapse))
+        channel = await self.ready_channel(info, timeout)
         body, metadata = self.signer.grpc(info, synapse, timeout, schema)
-        method = self.channel(info).unary_unary(METHOD_PREFIX + type(synapse).__name__)
+        method = channel.unary_unary(METHOD_PREFIX + type(synapse).__name__)
         try:
             call = method(body, metadata=metadata, timeout=timeout)
             response = await call
@@ -119,8 +148,9 @@ class GrpcLink:
         cls = type(synapse)
         schema = schema_for(cls)
         chunks = chunk_schema(cls)  # type: ignore[arg-type]
+        channel = await self.ready_channel(info, timeout)
         body, metadata = self.signer.grpc(info, synapse, timeout, schema)
-        call = self.channel(info).unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
+        call = channel.unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
         final: list[bytes] = []
 
         async def values() -> AsyncIterator[Any]:

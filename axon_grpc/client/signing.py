@@ -22,6 +22,7 @@ from axon_grpc.auth.legacy import (
     SIGN_ANSWER_HEADER,
     answer_message,
     grpc_body_hash,
+    signed_message,
 )
 from axon_grpc.info import AxonInfo
 from axon_grpc.synapse import (
@@ -77,7 +78,7 @@ class RequestSigner:
         return nonce
 
     def _sign_legacy(self, nonce: int, axon_hotkey: str, body_hash: str) -> str:
-        message = f"{nonce}.{self.keypair.ss58_address}.{axon_hotkey}.{self.uuid}.{body_hash}"
+        message = signed_message(nonce, self.keypair.ss58_address, axon_hotkey, self.uuid, body_hash)
         return "0x" + bytes(self.keypair.sign(message)).hex()
 
     def _btauth(self, path: str, body: bytes, receiver: str, nonce: int, synapse: Synapse) -> dict[str, str]:

@@ -3,7 +3,38 @@
 
 from __future__ import annotations
 
+#: The contract's name: the protobuf package and the version a client speaks.
+CONTRACT_NAME = "axon.v1"
+#: How many numbered rules of docs/SPEC.md this axon speaks (R1..R{RULES}); a new rule
+#: within axon.v1 only adds to them (see the spec's versioning policy).
+RULES = 23
+#: The trailer every gRPC answer carries, announcing the contract and its rules.
+CONTRACT_TRAILER = "axon-contract"
+CONTRACT_ANNOUNCEMENT = f"{CONTRACT_NAME};rules={RULES}"
+
+# The rules the axon's refusals name (docs/SPEC.md).
+RULE_METHOD = "R1"
+RULE_REQUIRED = "R3"
+RULE_SHAPES = "R4"
+RULE_TIMEOUT = "R5"
+RULE_NAME_VERSION = "R6"
+RULE_BODY_HASH = "R7"
+RULE_SIGNATURE = "R9"
+RULE_SIGNATURE_ENCODING = "R10"
+RULE_KEY_TYPE = "R11"
+RULE_SS58 = "R12"
+RULE_NONCE = "R13"
+RULE_REPLAY = "R14"
+RULE_BTAUTH = "R21"
+
 CONTRACT = """\
+CONTRACT axon.v1;rules=23
+  The normative spec is docs/SPEC.md of axon-grpc: numbered rules R1..R23,
+  test vectors in proto/axon/v1/test_vectors.json. Every answer carries
+  the trailer `axon-contract: axon.v1;rules=23`; a refusal's status
+  message ends with the rule it applies, e.g. "(rule R7)". This comment
+  is a summary of the spec.
+
 SERVICE
   One service, `axon.v1.Axon`, with one method per attached synapse:
   `/axon.v1.Axon/{SynapseName}`. Request and response are the message
@@ -48,12 +79,16 @@ SIGNATURE
   one newline byte and the message bytes:
     sha3_256("/axon.v1.Axon/{SynapseName}" + "\\n" + message_bytes)
   so a call signed for one method fails at any other (INVALID_ARGUMENT
-  "Hash mismatch ..."). The caller signs the UTF-8 string
+  "body hash does not match ... (rule R7)"; a hash of the message alone:
+  "body hash must cover the method path (rule R7)"). The caller signs the
+  UTF-8 string
     "{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{computed_body_hash}"
   with its hotkey (sr25519: schnorrkel with signing context "substrate";
   ed25519: RFC 8032), where axon_hotkey is the SS58 of the axon being called.
 
 NONCES
+  Nanoseconds since the Unix epoch (19 digits); one in seconds,
+  milliseconds or microseconds is refused saying so (rule R13).
   Per key "{dendrite_hotkey}:{uuid}": a nonce is accepted once. A nonce
   newer than the newest accepted one must be at most 30 s in the future
   (the first of a key also at most 4 s + min(timeout, 60 s) old); an older

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from axon_grpc._aio import within
 from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
-from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.auth.legacy import check_grpc_body_hash
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.errors import (
     AxonError,
@@ -57,6 +57,7 @@ from axon_grpc.errors import (
     reason_of,
 )
 from axon_grpc.metrics.observer import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.endpoints import Endpoint
@@ -81,6 +82,9 @@ _NO_PRIORITY = float("-inf")
 #: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
 #: the legacy signed message does not cover the route, so this is what binds them.
 WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
+#: The 400 of a legacy HTTP request whose body is not the signed one (the SDK 10.5 axon
+#: answers 500; neither hash is echoed: the caller has its own).
+LEGACY_HASH_MISMATCH = "Hash mismatch: computed_body_hash is not the hash of this body's required_hash_fields"
 #: The gRPC method of synapse ``{name}`` when a transport does not say.
 GRPC_METHOD = "/axon.v1.Axon/{name}"
 
@@ -89,6 +93,13 @@ def _parse_error_detail(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first.get("loc", ())) or "value"
     return f"{location}: {first.get('msg', 'invalid')}"
+
+
+def with_rule(message: str, error: BaseException, transport: str | None) -> str:
+    """``message``, over gRPC followed by `` (rule Rn)`` when ``error`` breaks a rule of
+    docs/SPEC.md; the legacy HTTP answer keeps the SDK's words."""
+    rule = getattr(error, "rule", None)
+    return f"{message} (rule {rule})" if rule is not None and transport == GRPC else message
 
 
 class Pipeline:
@@ -120,7 +131,7 @@ class Pipeline:
         start = time.time()
         endpoint = self.endpoints.get(call.name)
         if endpoint is None:
-            outcome = self.unknown(call.name, start)
+            outcome = self.unknown(call.name, start, call.transport)
             self.observer.finished(
                 UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
             )
@@ -131,7 +142,7 @@ class Pipeline:
         try:
             credentials = Credentials.read(call.headers)
             if call.headers.get(NAME, call.name) != call.name:
-                raise SynapseParsingError(WRONG_NAME)
+                raise SynapseParsingError(WRONG_NAME, rule=RULE_NAME_VERSION)
             if self.admission.saturated:
                 self._refuse_early(credentials)
             dendrite = credentials.dendrite(call.peer_ip, call.peer_port)
@@ -213,11 +224,7 @@ class Pipeline:
         legacy = credentials.scheme != BTAUTH
         if call.transport == GRPC:
             if legacy:
-                actual = grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body)
-                if actual != credentials.body_hash:
-                    raise BodyHashMismatch(
-                        f"Hash mismatch between header body hash {credentials.body_hash} and parsed body hash {actual}"
-                    )
+                check_grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body, credentials.body_hash)
             try:
                 data = endpoint.schema.from_bytes(body)
             except ValueError as e:
@@ -254,9 +261,8 @@ class Pipeline:
     @staticmethod
     def check_legacy_hash(endpoint: Endpoint, synapse: Synapse, claimed: str | None) -> None:
         """The legacy field hash of a JSON-built synapse must be the signed one (400)."""
-        actual = legacy_body_hash(synapse, endpoint.hash_fields)
-        if actual != claimed:
-            raise BodyHashMismatch(f"Hash mismatch between header body hash {claimed} and parsed body hash {actual}")
+        if legacy_body_hash(synapse, endpoint.hash_fields) != claimed:
+            raise BodyHashMismatch(LEGACY_HASH_MISMATCH)
 
     # -- stage 6: each hook on its own, for the seed's AxonMiddleware stage methods too --------
     async def _hooks(self, endpoint: Endpoint, synapse: Synapse) -> float:
@@ -435,6 +441,7 @@ class Pipeline:
             request_body = error.error
         else:
             status, message = describe(error, synapse.name)
+            message = with_rule(message, error, transport)
             carried = getattr(error, "synapse", None)
             own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
             if own is not None:  # a SynapseException about a synapse whose status the forward set
@@ -460,17 +467,19 @@ class Pipeline:
             base["timeout"] = credentials.timeout
         return endpoint.header_synapse(**base)
 
-    def unknown(self, name: str, start: float | None = None) -> Outcome:
-        """404, as the legacy server answers it: an unsigned base synapse."""
+    def unknown(self, name: str, start: float | None = None, transport: str | None = None) -> Outcome:
+        """404, as the legacy server answers it: an unsigned base synapse (over gRPC naming rule R1)."""
         start = time.time() if start is None else start
         error = UnknownSynapseError(
-            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}"
+            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}",
+            rule=RULE_METHOD,
         )
         synapse = Synapse()
-        return self._unsigned(synapse, error, start)
+        return self._unsigned(synapse, error, start, transport)
 
-    def _unsigned(self, synapse: Synapse, error: AxonError, start: float) -> Outcome:
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float, transport: str | None = None) -> Outcome:
         status, message = describe(error, synapse.name)
+        message = with_rule(message, error, transport)
         synapse.__dict__["axon"] = TerminalInfo.model_construct(
             status_code=status, status_message=message, process_time=time.time() - start
         )

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from axon_grpc.schema import DEFAULT_PACKAGE, DEFAULT_SERVICE, build_service_file
+from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_TRAILER
 from axon_grpc.streaming import streaming_schemas
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.server.endpoints import Endpoint
 
 SERVICE_NAME = f"{DEFAULT_PACKAGE}.{DEFAULT_SERVICE}"
+#: ``FileDescriptorProto.service``'s field number: the first element of a service's source path.
+FILE_SERVICE_FIELD = 6
 HEALTH_SERVICE = health.SERVICE_NAME
 REFLECTION_SERVICE = reflection.SERVICE_NAME
 
@@ -63,8 +66,46 @@ class DescriptorSource:
             self._pool, self._key = pool, key
         return self._pool
 
+    def FindFileByName(self, name: str) -> Any:
+        return _announced(self.pool().FindFileByName(name))
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        return _announced(self.pool().FindFileContainingSymbol(symbol))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pool(), name)
+
+
+def announce(proto: descriptor_pb2.FileDescriptorProto) -> None:
+    """Write into the ``axon.v1.Axon`` service's comment which contract and rules the axon
+    speaks (rule R22): reflection clients see it (``grpcurl describe axon.v1.Axon``)."""
+    for index, service in enumerate(proto.service):
+        if service.name == DEFAULT_SERVICE:
+            location = proto.source_code_info.location.add()
+            location.path.extend([FILE_SERVICE_FIELD, index])
+            location.span.extend([0, 0, 0])
+            location.leading_comments = f" {CONTRACT_TRAILER}: {CONTRACT_ANNOUNCEMENT} (docs/SPEC.md)\n"
+
+
+class AnnouncedFile:
+    """The service's file descriptor as reflection serves it: with :func:`announce`'s comment
+    (a descriptor pool keeps no comments, so they are added as the file is copied out)."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:
+        self.file.CopyToProto(proto)
+        announce(proto)
+
+
+def _announced(file: Any) -> Any:
+    return AnnouncedFile(file) if file.package == DEFAULT_PACKAGE and DEFAULT_SERVICE in file.services_by_name else file
 
 
 class Discovery:

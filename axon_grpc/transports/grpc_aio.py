@@ -78,9 +78,48 @@ async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
     await context.abort(status_code(outcome), outcome.message)
 
 
-def unary_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+#: The refusal of a call past :class:`ConnectionCalls`' bound (no pipeline work is done).
+TOO_MANY_CALLS = "Too many calls in flight on this connection (rule R23)"
+
+
+class ConnectionCalls:
+    """How many calls each connection has in the axon's hands, bounded.
+
+    HTTP/2 bounds the streams a connection has open (``max_concurrent_streams``) and a
+    call is answered before its stream ends, so a client within that bound never has more
+    calls here. A client that resets its streams while their calls still run could: those
+    calls past the bound are refused at once (RESOURCE_EXHAUSTED), before any work.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.live: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        count = self.live.get(peer, 0)
+        if count >= self.limit:
+            return False
+        self.live[peer] = count + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        count = self.live.pop(peer, 1) - 1
+        if count > 0:
+            self.live[peer] = count
+
+
+def unary_handler(
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None
+) -> grpc.RpcMethodHandler:
     async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
+        peer = context.peer()
+        if calls is not None and not calls.enter(peer):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
+        try:
+            outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
+        finally:
+            if calls is not None:
+                calls.leave(peer)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -104,14 +143,23 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
         await messages.aclose()  # type: ignore[attr-defined]
 
 
-def stream_handler(name: str, handle: Handle, drain: Drain) -> grpc.RpcMethodHandler:
+def stream_handler(
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None
+) -> grpc.RpcMethodHandler:
     async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
         outcome = await handle(grpc_call(name, request, context))
         await _write_stream(context, outcome)
         return outcome
 
     async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
-        outcome = await drain.run(serve(request, context), shutting_down)
+        peer = context.peer()
+        if calls is not None and not calls.enter(peer):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
+        try:
+            outcome = await drain.run(serve(request, context), shutting_down)
+        finally:
+            if calls is not None:
+                calls.leave(peer)
         if not outcome.ok:
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
@@ -126,10 +174,18 @@ class AxonService(grpc.GenericRpcHandler):
     answers it 404), so caller-chosen names are never cached.
     """
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], handle: Handle, drain: Drain | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        handle: Handle,
+        drain: Drain | None = None,
+        calls: ConnectionCalls | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.handle = handle
         self.drain = drain if drain is not None else Drain()
+        #: The bound on each connection's calls in flight (None: unbounded).
+        self.calls = calls
         self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -141,8 +197,8 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle, self.drain)
-        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain)
+            return unary_handler(name, self.handle, self.drain, self.calls)
+        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain, self.calls)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -182,6 +238,12 @@ class GrpcSettings:
             ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            # Count the streams HTTP/2 counts, as the client does: grpc-core's default counts
+            # streams until their call objects are freed, after the client saw them end, and
+            # refuses (RST_STREAM REFUSED_STREAM) new calls of a client that keeps within the
+            # advertised limit. What that guarded (calls outliving their streams) is bounded
+            # per connection by ConnectionCalls instead.
+            ("grpc.http.overload_protection", 0),
             ("grpc.max_allowed_incoming_connections", self.max_connections),
             ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
             ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
@@ -219,7 +281,8 @@ class GrpcServer:
     async def start(self) -> int:
         settings = self.settings
         server = grpc.aio.server(options=self.options())
-        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain),))
+        calls = ConnectionCalls(settings.max_concurrent_streams)
+        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain, calls),))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
         for extra in self.extra_services:

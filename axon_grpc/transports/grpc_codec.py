@@ -16,6 +16,7 @@ from urllib.parse import quote
 import grpc
 
 from axon_grpc.errors import grpc_status_for
+from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_TRAILER
 from axon_grpc.server.call import Outcome
 from axon_grpc.streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
 from axon_grpc.synapse import AXON_PREFIX, TerminalInfo
@@ -63,24 +64,30 @@ def _identity(values: dict[str, object]) -> tuple[_Pairs, _RawPairs]:
     return found
 
 
+#: ``axon-contract: axon.v1;rules=N`` on every answer: the contract and rules this axon speaks (rule R22).
+CONTRACT_PAIRS: _Pairs = ((CONTRACT_TRAILER, CONTRACT_ANNOUNCEMENT),)
+_CONTRACT_RAW: _RawPairs = ((CONTRACT_TRAILER.encode("ascii"), CONTRACT_ANNOUNCEMENT.encode("ascii")),)
+
+
 def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
-    """The axon's terminal info as ``bt_header_axon_*`` pairs."""
+    """The axon's terminal info as ``bt_header_axon_*`` pairs, and the contract it speaks."""
     info = outcome.synapse.axon
     if info is None:
-        return ()
+        return CONTRACT_PAIRS
     values = info.__dict__
     changing = tuple((_NAMES[key], _text(values[key])) for key in _PER_ANSWER if values[key] is not None)
-    return changing + _identity(values)[0]
+    return changing + _identity(values)[0] + CONTRACT_PAIRS
 
 
 def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
     """:func:`trailing_metadata` as raw HTTP/2 header pairs (the identity encoded once)."""
     info = outcome.synapse.axon
     if info is None:
-        return []
+        return list(_CONTRACT_RAW)
     values = info.__dict__
     out = [(_BYTE_NAMES[key], _text(values[key]).encode("ascii")) for key in _PER_ANSWER if values[key] is not None]
     out.extend(_identity(values)[1])
+    out.extend(_CONTRACT_RAW)
     return out
 
 

@@ -146,6 +146,9 @@ def test_health_and_reflection(port: int) -> None:
     ]
     methods = {m.name for f in files for s in f.service if s.name == "Axon" for m in s.method}
     assert {"Dummy", "Story", "Nap"} <= methods
+    # the service's comment names the contract and its rules (rule R22), through Envoy too
+    comments = [loc.leading_comments for f in files for loc in f.source_code_info.location if list(loc.path) == [6, 0]]
+    assert comments == [" axon-contract: axon.v1;rules=23 (docs/SPEC.md)\n"]
 
 
 async def test_sigterm_drains_both_protocols() -> None:
