@@ -29,7 +29,9 @@ BODY = b"\x08\x07"  # Dummy(input=7)
 @pytest.fixture
 async def store(redis_server: RedisServer, request: pytest.FixtureRequest):
     namespace = f"test-{request.node.name}-{time.time_ns()}"
-    s = RedisNonceStore(redis_server.url, retention_ns=RETENTION, namespace=namespace)
+    # The verdicts are what these tests check; the time bound (0.5 s by default, which 64
+    # concurrent first connections can pass on a loaded machine) has tests of its own below.
+    s = RedisNonceStore(redis_server.url, retention_ns=RETENTION, namespace=namespace, timeout_s=5.0)
     yield s
     await s.close()
 
