@@ -66,3 +66,19 @@ def advertised_address(bind_ip: str) -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+
+
+def split_address(address: str) -> tuple[str | None, int | None]:
+    """``("1.2.3.4", 5678)`` from ``1.2.3.4:5678``, ``("::1", 5678)`` from ``[::1]:5678``."""
+    if not address:
+        return None, None
+    host, sep, port = address.rpartition(":")
+    if not sep or (host.count(":") and not host.startswith("[")):
+        return address.strip("[]"), None  # no port, or a bare IPv6 address
+    host = host.strip("[]")
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    try:
+        return host, int(port)
+    except ValueError:
+        return host, None

@@ -24,6 +24,7 @@ TARGET_NAMES = (
     "envoy",
     "envoy-echo-verified",
     "envoy-http",
+    "library-edge",
     "grpc-1w-redis",
     "grpc-2w-redis",
     "http",
@@ -32,5 +33,6 @@ TARGET_NAMES = (
     "legacy",
 )
 #: What ``python -m bench`` (and ``make bench``) runs without ``--targets``: all but the
-#: one-worker Redis run, which only splits the two-worker figure (the store's cost alone).
-DEFAULT_TARGETS = tuple(name for name in TARGET_NAMES if name != "grpc-1w-redis")
+#: one-worker Redis run, which only splits the two-worker figure (the store's cost alone), and
+#: library mode behind its Envoy, which only prices that hop against ``grpc-async``.
+DEFAULT_TARGETS = tuple(name for name in TARGET_NAMES if name not in ("grpc-1w-redis", "library-edge"))

@@ -57,7 +57,7 @@ async def serve(live: int, dead: int) -> None:
         nonce_store=store,
     )
     axon.attach(forward_fn=forward)
-    await axon.start_async()
+    await axon.start_async(edge=False)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((AxonService(axon.endpoints, axon.pipeline.handle),))
     grpc_ports = [server.add_insecure_port("127.0.0.1:0") for _ in range(live)]

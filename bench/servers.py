@@ -9,6 +9,9 @@ Kinds:
 - ``grpc-async-nometrics``: ``grpc-async`` built with ``Axon(metrics=False)``: the
   metrics' cost is the difference between the two.
 - ``http``: the same axon with its HTTP bridge on ``--http-port`` (legacy requests).
+- ``library-edge``: ``grpc-async`` started with ``edge=True``: its own Envoy process on
+  ``--port`` in front of the servers (Unix sockets); the ready line adds ``envoy_pid``.
+  The others serve directly (``edge=False``).
 - ``grpc-2w-redis``: the ``grpc`` axon run as ``--workers`` (default 2) processes sharing
   ``--port`` with SO_REUSEPORT (:class:`~axon_grpc.server.workers.WorkerGroup`), every worker
   checking nonces in the Redis of ``--nonce-store redis://...``; all share one hotkey
@@ -49,6 +52,7 @@ KINDS = (
     "envoy",
     "envoy-echo-verified",
     "http",
+    "library-edge",
     "echo",
     "echo-verified",
     "grpc-1w-redis",
@@ -210,11 +214,17 @@ def build_dummy_axon(
 
 
 async def serve_axon(
-    port: int, http_port: int | None, run_async: bool = False, inline: bool = False, metrics: bool = True
+    port: int,
+    http_port: int | None,
+    run_async: bool = False,
+    inline: bool = False,
+    metrics: bool = True,
+    edge: bool = False,
 ) -> None:
     axon = build_dummy_axon(port, http_port, run_async, inline=inline, metrics=metrics)
-    await axon.start_async()
-    announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address)
+    await axon.start_async(edge=edge)
+    envoy = axon.proxy.pid if axon.proxy is not None else None
+    announce(port=axon.port, http_port=axon.http_port, hotkey=axon.wallet.hotkey.ss58_address, envoy_pid=envoy)
     await _wait_for_signal()
     await axon.stop_async(grace=None)
 
@@ -320,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         coro = serve_axon(
             args.port,
             args.http_port if args.kind == "http" else None,
-            args.kind.startswith("grpc-async"),
+            args.kind.startswith("grpc-async") or args.kind == "library-edge",
             args.kind == "grpc-inline",
             not args.kind.endswith("-nometrics"),
+            edge=args.kind == "library-edge",
         )
     if not args.cprofile:
         asyncio.run(coro)

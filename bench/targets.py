@@ -59,6 +59,11 @@ TARGETS: dict[str, tuple[str, str]] = {
         "axon-grpc on Envoy, legacy HTTP",
         "legacy 10.5 requests to the same axon-grpc serve port (Envoy's HTTP/1.1)",
     ),
+    "library-edge": (
+        "axon-grpc library mode behind Envoy",
+        "the grpc-async target's axon under axon.start()'s default: its own Envoy process in front "
+        "(Unix sockets behind it); CPU of the process and its Envoy",
+    ),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
     "echo-verified": (
@@ -75,6 +80,7 @@ TRANSPORTS = {
     "envoy": "grpc",
     "envoy-echo-verified": "grpc",
     "envoy-http": "http",
+    "library-edge": "grpc",
     "grpc-1w-redis": "grpc",
     "grpc-2w-redis": "grpc",
     "http": "http",
@@ -261,7 +267,11 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
     if cprofile is not None:
         command += ["--cprofile", str(cprofile)]
     process, ready = _spawn(command, log_path)
-    return _started(name, ready, process, log_path, port_key="http_port" if name == "http" else "port")
+    proxied = [int(ready["envoy_pid"])] if ready.get("envoy_pid") else []
+    port_key = "http_port" if name == "http" else "port"
+    if proxied:  # the server's CPU is its own and its Envoy's
+        return _started(name, ready, process, log_path, {"envoy_pids": proxied}, port_key=port_key, worker_pids=proxied)
+    return _started(name, ready, process, log_path, port_key=port_key)
 
 
 def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:

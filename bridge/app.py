@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,8 @@ class HttpBridge:
         self.fast_server = FastAPIThreadedServer(config=self.fast_config)
         #: The port actually bound, once started.
         self.bound_port: int | None = None
+        #: Header holding the caller's address, trusted when serving behind the Envoy edge.
+        self.peer_header: str | None = None
 
     # -- limits as attributes ----------------------------------------------------------------
     @property
@@ -180,17 +183,25 @@ class HttpBridge:
         return to_response(error_reply(log_and_handle_error(Synapse(), exc)))
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Bind ``axon.ip:axon.http_port`` and serve on the running loop (raises OSError)."""
+    async def start(self, unix_socket: str | None = None) -> None:
+        """Bind ``axon.ip:axon.http_port`` (or ``unix_socket``, behind the Envoy edge) and
+        serve on the running loop (raises OSError)."""
         axon = self.axon
         port = int(axon.http_port or 0)
-        sock = bind_socket(str(axon.ip), port, reuse_port=bool(getattr(axon, "reuse_port", False)))
+        if unix_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(unix_socket)
+        else:
+            sock = bind_socket(str(axon.ip), port, reuse_port=bool(getattr(axon, "reuse_port", False)))
         self.fast_config.port = port
         try:
             await self.fast_server.serve_in_loop([sock])
         except BaseException:
             sock.close()
             raise
+        if unix_socket is not None:
+            logger.info("HTTP bridge serving %s on %s", list(axon.endpoints), unix_socket)
+            return
         self.bound_port = self.fast_config.port = int(sock.getsockname()[1])
         logger.info("HTTP bridge serving %s on %s:%s", list(axon.endpoints), self.fast_config.host, self.bound_port)
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from axon_grpc.auth.credentials import CRYPTO, Credentials
 from axon_grpc.errors import AxonError, Reason, RequestTooLarge, UnknownSynapseError
+from axon_grpc.info import split_address
 from axon_grpc.metrics.observer import NO_SCHEME, UNKNOWN_SYNAPSE
 from axon_grpc.server.call import HTTP, Call
 from axon_grpc.server.drain import Drain, shutting_down
@@ -93,6 +94,20 @@ def _recorded(synapse: Synapse) -> Iterator[None]:
         raise
 
 
+def trusted_peer(scope: Scope, header: str) -> Scope:
+    """``scope`` with its client taken from ``header`` (set by the Envoy edge in front, the
+    only one reaching this server), and that header removed."""
+    name = header.encode("latin-1")
+    kept, value = [], b""
+    for key, header_value in scope["headers"]:
+        if key == name:
+            value = header_value
+        else:
+            kept.append((key, header_value))
+    host, port = split_address(value.decode("latin-1"))
+    return {**scope, "headers": kept, "client": (host, port or 0) if host else None}
+
+
 class AxonMiddleware:
     """Serves the legacy protocol for attached synapses; other requests go to ``app``.
 
@@ -107,6 +122,7 @@ class AxonMiddleware:
         bridge = bridge if bridge is not None else axon.http
         self.exchange = bridge.exchange
         self.limits = bridge.limits
+        self.bridge = bridge
         #: The requests in flight, shared with the gRPC server: the axon's stop drains both.
         self.drain: Drain = getattr(axon, "drain", None) or Drain()
 
@@ -117,6 +133,8 @@ class AxonMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.bridge.peer_header is not None:
+            scope = trusted_peer(scope, self.bridge.peer_header)
         raw = scope["headers"]
         headers, size = header_map(raw)
         limits = self.limits

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import uvicorn
 from uvicorn.server import ServerState
 
+from axon_grpc.edge.config import connection_budget
 from axon_grpc.server.drain import ANSWER_S
 
 from .protocols import DEFAULT_HEAD_TIMEOUT_S, best_http, protocol_class
@@ -76,10 +77,19 @@ def make_config(
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=timeout_keep_alive,
         # h11 refuses headers past this on its own; keep it above the bridge's 431 bound.
-        h11_max_incomplete_event_size=max_header_bytes + 16 * 1024,
+        h11_max_incomplete_event_size=head_max_bytes(max_header_bytes),
     )
-    config.head_timeout_s = head_timeout_s  # type: ignore[attr-defined]  # read by the protocol
+    # Read by the protocol (bridge/protocols.py).
+    config.head_timeout_s = head_timeout_s  # type: ignore[attr-defined]
+    config.head_max_bytes = head_max_bytes(max_header_bytes)  # type: ignore[attr-defined]
+    config.max_connections = connection_budget(limit_concurrency, servers=2)  # type: ignore[attr-defined]
     return config
+
+
+def head_max_bytes(max_header_bytes: int) -> int:
+    """Bytes of a request head (request line, target and headers) accepted before it is
+    complete: the bridge's 431 bound on the headers plus 16 KiB for the rest."""
+    return max_header_bytes + 16 * 1024
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:

@@ -3,6 +3,9 @@
     python scripts/stress_edge.py                 # every flood, the table at the end (make stress)
     python scripts/stress_edge.py --only idle,reset --scale 0.1
     python scripts/stress_edge.py --target echo   # the edge with a minimal application
+    python scripts/stress_edge.py --target library         # axon.start(): behind its Envoy (default)
+    python scripts/stress_edge.py --target library-direct  # axon.start(edge=False)
+    python scripts/stress_edge.py --target library-direct --nofile 1024:1024 --only idle
 
 Each flood is bounded in count and time and runs while a legitimate client calls the
 server (four calls at a time, each with a deadline). For each flood the table gives the
@@ -17,8 +20,12 @@ The target (``--target axon``, the default) is a full axon under ``axon-grpc ser
 and reflection), called by the project's Dendrite, each call signed. ``--target echo``
 is the edge with a minimal application instead: the gRPC adapter and the health service
 inside Envoy, behind a pipeline that refuses calls without the right metadata before
-reading their body, as the axon's refuses an unsigned call. All traffic goes to
-127.0.0.1 only.
+reading their body, as the axon's refuses an unsigned call. ``--target library`` is the
+same full axon in library mode, ``axon.start()`` in a process of its own (this script's
+``--serve-library``): through the Envoy process it starts by default, or directly with
+``library-direct``; the HTTP bridge is on (the public port serves the legacy protocol
+behind Envoy; directly, it has a port of its own, where the HTTP floods go). ``--nofile
+SOFT:HARD`` sets the server's open-files limits first. All traffic goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -101,6 +108,27 @@ def build_axon() -> Any:
     return axon
 
 
+def serve_library(port: int, http_port: int, edge: bool) -> None:
+    """``--serve-library``: ``build_axon()``'s axon under ``axon.start(edge=...)`` until SIGTERM;
+    prints one JSON line (``pid``, ``envoy_pid``) once serving."""
+    import json
+    import threading
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    axon = build_axon()
+    axon.ip = axon.external_ip = "127.0.0.1"
+    axon.port = axon.external_port = port
+    axon.http_port = http_port
+    axon.start(edge=edge)
+    proxy = axon.proxy
+    print(json.dumps({"pid": os.getpid(), "envoy_pid": proxy.pid if proxy else None}), flush=True)
+    while not stopping.wait(0.5):
+        pass
+    axon.stop(grace=2)
+
+
 class Dummy(Synapse):
     input: int = 0
     output: Optional[int] = None
@@ -114,8 +142,8 @@ def _double(synapse: Dummy) -> Dummy:
 # -- measuring -------------------------------------------------------------------------------
 
 
-def tree_rss_bytes(root: int) -> int:
-    """RSS of ``root`` and its descendants (``/proc``)."""
+def tree_pids(root: int) -> set[int]:
+    """``root`` and its descendants (``/proc``)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -132,12 +160,31 @@ def tree_rss_bytes(root: int) -> int:
             if parent == current and pid not in pids:
                 pids.add(pid)
                 frontier.append(pid)
+    return pids
+
+
+def tree_rss_bytes(root: int) -> int:
+    """RSS of ``root`` and its descendants (``/proc``)."""
     total = 0
-    for pid in pids:
+    for pid in tree_pids(root):
         try:
             with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError):
+            continue
+    return total
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User plus system CPU seconds of ``root`` and its live descendants (``/proc``)."""
+    total = 0.0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+            fields = data[data.rindex(b")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
             continue
     return total
 
@@ -176,20 +223,20 @@ async def legit_client(port: int, stop: asyncio.Event, result: Legit, concurrenc
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
-    """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
-    from axon_grpc import Dendrite
+def axon_info(port: int, seed: str = "") -> Any:
+    """The AxonInfo of ``build_axon()``'s axon (hotkey from ``seed``, default ``AXON_SEED``) on ``port``."""
     from axon_grpc.auth.keys import Keypair
     from axon_grpc.info import AxonInfo
 
-    info = AxonInfo(
-        version=0,
-        ip="127.0.0.1",
-        port=port,
-        ip_type=4,
-        hotkey=Keypair.create_from_seed(AXON_SEED).ss58_address,
-        coldkey="",
-    )
+    hotkey = Keypair.create_from_seed(seed or AXON_SEED).ss58_address
+    return AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey, coldkey="")
+
+
+async def signed_client(port: int, stop: asyncio.Event, result: Legit, concurrency: int = 4) -> None:
+    """Legitimate calls to the full axon: the project's Dendrite, each call signed, 5 s deadline."""
+    from axon_grpc import Dendrite
+
+    info = axon_info(port)
     async with Dendrite() as dendrite:
 
         async def worker(offset: int) -> None:
@@ -251,13 +298,55 @@ def grpc_headers(port: int, path: bytes = LEGIT_METHOD.encode()) -> bytes:
 
 
 class H2Connection:
-    """A bare HTTP/2 client connection: writes frames, reads the server's, acks SETTINGS."""
+    """A bare HTTP/2 client connection: writes frames, reads the server's, acks SETTINGS, and
+    keeps the send windows (the connection's and each stream's) the server grants."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.goaway = False
         self.closed_at: float | None = None
+        self.window = 65535
+        self.initial_stream_window = 65535
+        self.stream_windows: dict[int, int] = {}
+        self.ended: set[int] = set()  #: streams the server reset or answered to the end
+        self.granted = asyncio.Event()  #: set on each WINDOW_UPDATE, RST_STREAM or end
         self._task = asyncio.ensure_future(self._read())
+
+    def open_stream(self, stream: int) -> None:
+        self.stream_windows[stream] = self.initial_stream_window
+
+    def sendable(self, stream: int) -> int:
+        """Bytes of DATA stream ``stream`` may send now (0 once the server ended it)."""
+        if stream in self.ended or self.closed_at is not None:
+            return 0
+        return max(0, min(self.window, self.stream_windows.get(stream, 0)))
+
+    def send_data(self, stream: int, payload: bytes) -> None:
+        self.window -= len(payload)
+        self.stream_windows[stream] -= len(payload)
+        self.writer.write(h2_frame(DATA, 0, stream, payload))
+
+    def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
+        if kind == SETTINGS and not flags & ACK:
+            for offset in range(0, len(payload) - 5, 6):
+                key, value = struct.unpack(">HI", payload[offset : offset + 6])
+                if key == 4:  # SETTINGS_INITIAL_WINDOW_SIZE applies to open streams too
+                    for open_stream in self.stream_windows:
+                        self.stream_windows[open_stream] += value - self.initial_stream_window
+                    self.initial_stream_window = value
+            self.writer.write(h2_frame(SETTINGS, ACK, 0))
+        elif kind == WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if stream == 0:
+                self.window += increment
+            elif stream in self.stream_windows:
+                self.stream_windows[stream] += increment
+            self.granted.set()
+        elif kind == RST_STREAM or (flags & END_STREAM and kind in (HEADERS, DATA)):
+            self.ended.add(stream)
+            self.granted.set()
+        elif kind == GOAWAY:
+            self.goaway = True
 
     @classmethod
     async def open(cls, port: int) -> H2Connection:
@@ -271,14 +360,12 @@ class H2Connection:
                 head = await self.reader.readexactly(9)
                 length = int.from_bytes(head[:3], "big")
                 kind, flags = head[3], head[4]
-                if length:
-                    await self.reader.readexactly(length)
-                if kind == SETTINGS and not flags & ACK:
-                    self.writer.write(h2_frame(SETTINGS, ACK, 0))
-                elif kind == GOAWAY:
-                    self.goaway = True
+                stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                payload = await self.reader.readexactly(length) if length else b""
+                self._frame(kind, flags, stream, payload)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             self.closed_at = time.monotonic()
+            self.granted.set()
 
     def close(self) -> None:
         self._task.cancel()
@@ -394,31 +481,92 @@ async def flood_headers(port: int, options: argparse.Namespace) -> str:
     return f"{sent / 1024**2:.0f} MiB sent; {refused['431']} answered 431, {refused['closed']} cut"
 
 
+async def _one_head(port: int, start: bytes, filler: int, end: bytes) -> str:
+    """Send ``start``, ``filler`` bytes of "a", then ``end`` on one connection, while reading:
+    what the server answered (its status line) and how much was sent by then."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(reader.read(64))
+    writer.write(start)
+    sent, chunk = len(start), b"a" * 65536
+    try:
+        while sent < len(start) + filler and not answer.done():
+            writer.write(chunk[: min(len(chunk), len(start) + filler - sent)])
+            sent += min(len(chunk), len(start) + filler - sent)
+            await asyncio.wait_for(writer.drain(), 5)
+        writer.write(end)
+        await asyncio.wait_for(writer.drain(), 5)
+        reply = await asyncio.wait_for(answer, 10)
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        reply = answer.result() if answer.done() and not answer.exception() else b""
+    writer.close()
+    status = reply.split(b"\r\n", 1)[0].decode("latin-1") or "closed, no answer"
+    return f"{status} after {sent / 1024**2:.1f} MiB sent"
+
+
+async def flood_big_head(port: int, options: argparse.Namespace) -> str:
+    """One request whose header block is 200 MiB (one header value)."""
+    size = int(200 * 1024**2 * options.scale)
+    return "one header block: " + await _one_head(
+        port, b"POST /Dummy HTTP/1.1\r\nHost: x\r\nX-Big: ", size, b"\r\n\r\n"
+    )
+
+
+async def flood_big_target(port: int, options: argparse.Namespace) -> str:
+    """One request whose target (URL) is 100 MiB."""
+    size = int(100 * 1024**2 * options.scale)
+    return "one request target: " + await _one_head(port, b"GET /", size, b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
 async def flood_half_sent(port: int, options: argparse.Namespace) -> str:
-    """gRPC calls announcing a 4 MiB message, sending part of it, then waiting."""
+    """gRPC calls announcing a 4 MiB message and sending all of it but its last byte, as fast
+    as the server's flow-control windows allow, then waiting (unsigned calls)."""
     count = int(200 * options.scale)
+    announced = 4 * 1024 * 1024
     per_connection = 10
     connections = [await H2Connection.open(port) for _ in range((count + per_connection - 1) // per_connection)]
     headers = grpc_headers(port, b"/axon.v1.Axon/Dummy")
-    stream_id = 1
+    pending: dict[tuple[int, int], int] = {}  # (connection, stream) -> message bytes still to send
     for index in range(count):
-        connection = connections[index // per_connection]
-        body = struct.pack(">BI", 0, 4 * 1024 * 1024) + b"\x00" * (60 * 1024)
-        connection.writer.write(h2_frame(HEADERS, END_HEADERS, stream_id, headers))
-        connection.writer.write(h2_frame(DATA, 0, stream_id, body[:16384]))
-        for offset in range(16384, len(body), 16384):
-            connection.writer.write(h2_frame(DATA, 0, stream_id, body[offset : offset + 16384]))
-        if index % per_connection == per_connection - 1:
-            stream_id = 1
-        else:
-            stream_id += 2
-    for connection in connections:
-        await connection.writer.drain()
-    await asyncio.sleep(options.flood_seconds)
+        connection, stream = connections[index // per_connection], 1 + 2 * (index % per_connection)
+        connection.open_stream(stream)
+        connection.writer.write(h2_frame(HEADERS, END_HEADERS, stream, headers))
+        connection.send_data(stream, struct.pack(">BI", 0, announced))
+        pending[(index // per_connection, stream)] = announced - 1  # the last byte never comes
+    chunk = b"\x00" * 16384
+    sent = 0
+    deadline = time.monotonic() + options.flood_seconds
+    while pending and time.monotonic() < deadline:
+        for connection in connections:
+            connection.granted.clear()
+        progressed = False
+        for (number, stream), left in list(pending.items()):
+            connection = connections[number]
+            size = min(left, connection.sendable(stream), len(chunk))
+            if connection.closed_at is not None or stream in connection.ended:
+                del pending[(number, stream)]
+            elif size > 0:
+                connection.send_data(stream, chunk[:size])
+                pending[(number, stream)] = left - size
+                sent += size
+                progressed = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.writer.drain() for c in connections)), 5)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
+        if not progressed:
+            waits = [asyncio.ensure_future(c.granted.wait()) for c in connections]
+            await asyncio.wait(waits, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            for wait in waits:
+                wait.cancel()
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     alive = sum(1 for c in connections if c.closed_at is None)
+    refused = sum(len(c.ended) for c in connections)
     for connection in connections:
         connection.close()
-    return f"{count} half-sent 4 MiB calls on {len(connections)} connections; {alive} connections still open"
+    return (
+        f"{count} half-sent 4 MiB calls on {len(connections)} connections: {sent / 1024**2:.1f} MiB accepted, "
+        f"{refused} calls ended by the server; {alive} connections still open"
+    )
 
 
 async def flood_reset(port: int, options: argparse.Namespace) -> str:
@@ -460,6 +608,8 @@ FLOODS: dict[str, Flood] = {
     "idle": flood_idle,
     "slow": flood_slow,
     "headers": flood_headers,
+    "big-head": flood_big_head,
+    "big-target": flood_big_target,
     "half-sent": flood_half_sent,
     "reset": flood_reset,
 }
@@ -468,8 +618,26 @@ FLOODS: dict[str, Flood] = {
 # -- running ----------------------------------------------------------------------------------
 
 
+#: Floods over HTTP/1.1: against library-direct they go to the bridge's own port.
+HTTP_FLOODS = {"slow", "headers", "big-head", "big-target"}
+
+
+def library_command(port: int, http_port: int, edge: bool, nofile: str | None = None) -> list[str]:
+    """The command serving ``build_axon()`` in library mode (``--serve-library``)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-library", str(port), "--http-port"]
+    command += [str(http_port), "--edge", "1" if edge else "0"]
+    return command + (["--nofile", nofile] if nofile else [])
+
+
 def start_server(port: int, options: argparse.Namespace) -> subprocess.Popen[bytes]:
     path = os.pathsep.join([str(ROOT / "scripts"), str(ROOT)])
+    if options.target.startswith("library"):
+        env = dict(os.environ, STRESS_AXON_SEED=AXON_SEED, PYTHONPATH=path)
+        command = library_command(port, options.http_port, options.target == "library", options.nofile)
+        process = subprocess.Popen(command, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        process.stdout.readline()  # serving
+        return _wait_serving(process, port)
     if options.target == "axon":
         env = dict(os.environ, STRESS_AXON_SEED=AXON_SEED, PYTHONPATH=path)
         env.pop("STRESS_TOKEN", None)
@@ -530,11 +698,14 @@ async def run_flood(name: str, flood: Flood, port: int, pid: int, options: argpa
             peak = max(peak, tree_rss_bytes(pid))
             await asyncio.sleep(0.5)
 
-    client = asyncio.ensure_future((signed_client if options.target == "axon" else legit_client)(port, stop, legit))
+    signed = options.target != "echo"
+    client = asyncio.ensure_future((signed_client if signed else legit_client)(port, stop, legit))
     sampler = asyncio.ensure_future(sample())
+    cpu_before = tree_cpu_seconds(pid)
     began = time.monotonic()
+    target_port = options.http_port if options.target == "library-direct" and name in HTTP_FLOODS else port
     try:
-        outcome = await flood(port, options)
+        outcome = await flood(target_port, options)
     except Exception as e:  # a flood that could not run says why in its row
         outcome = f"flood failed: {type(e).__name__}: {e}"
     elapsed = time.monotonic() - began
@@ -549,13 +720,16 @@ async def run_flood(name: str, flood: Flood, port: int, pid: int, options: argpa
         f"{ok:.1f} %",
         f"{p99:.0f} ms",
         f"{(peak - rss_before) / 1024**2:+.0f} MB",
+        f"{tree_cpu_seconds(pid) - cpu_before:.1f} s",
         "yes" if await healthy(port) else "NO",
         outcome,
     ]
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["flood", "time", "legit calls", "legit OK", "legit p99", "RSS growth", "healthy after", "attack"]
+    header = [
+        "flood", "time", "legit calls", "legit OK", "legit p99", "RSS growth", "server CPU", "healthy after", "attack"
+    ]  # fmt: skip
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -567,15 +741,23 @@ async def main(options: argparse.Namespace) -> int:
 
     raise_open_files_limit()
     port = free_port("127.0.0.1")
+    options.http_port = free_port("127.0.0.1")
     process = start_server(port, options)
     rows = []
     try:
-        target = "a full axon (signed Dendrite calls)" if options.target == "axon" else "the echo application"
-        print(
-            f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); idle timeout {options.idle_timeout:g} s, "
-            f"request-headers timeout {options.headers_timeout:g} s, other limits at their defaults",
-            flush=True,
+        target = {
+            "axon": "a full axon under axon-grpc serve (signed Dendrite calls)",
+            "echo": "the echo application",
+            "library": "a full axon, axon.start() behind its Envoy (signed Dendrite calls)",
+            "library-direct": "a full axon, axon.start(edge=False) (signed Dendrite calls)",
+        }[options.target]
+        limits = (
+            "every limit at its default"
+            if options.target.startswith("library")
+            else f"idle timeout {options.idle_timeout:g} s, request-headers timeout {options.headers_timeout:g} s, "
+            "other limits at their defaults"
         )
+        print(f"edge serving {target} on 127.0.0.1:{port} (pid {process.pid}); {limits}", flush=True)
         for name in options.only.split(","):
             row = await run_flood(name, FLOODS[name], port, process.pid, options)
             print("  ".join(row), flush=True)
@@ -596,10 +778,15 @@ if __name__ == "__main__":
     parser.add_argument("--only", default=",".join(FLOODS), help=f"floods to run (default: all of {','.join(FLOODS)})")
     parser.add_argument(
         "--target",
-        choices=("axon", "echo"),
+        choices=("axon", "echo", "library", "library-direct"),
         default="axon",
-        help="axon: a full axon under axon-grpc serve (default); echo: the edge's minimal application",
+        help="axon: a full axon under axon-grpc serve (default); echo: the edge's minimal application; "
+        "library: axon.start() (behind its Envoy); library-direct: axon.start(edge=False)",
     )
+    parser.add_argument("--nofile", default=None, help="SOFT:HARD open-files limits of the library server")
+    parser.add_argument("--serve-library", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--http-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--edge", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each flood's count (default 1)")
     parser.add_argument("--flood-seconds", type=float, default=10.0, help="time bound of the timed floods (default 10)")
     parser.add_argument(
@@ -609,4 +796,13 @@ if __name__ == "__main__":
         help="the edge's idle timeout for this run, to see it act (default 10 s; serve's default 300)",
     )
     parser.add_argument("--headers-timeout", type=float, default=10.0, help="request-headers timeout (default 10 s)")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    arguments = parser.parse_args()
+    if arguments.serve_library is not None:
+        if arguments.nofile:
+            import resource
+
+            soft, _, hard = arguments.nofile.partition(":")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (int(soft), int(hard or soft)))
+        serve_library(arguments.serve_library, arguments.http_port, bool(arguments.edge))
+        sys.exit(0)
+    sys.exit(asyncio.run(main(arguments)))

@@ -35,13 +35,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def make_redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
-    """Start a private redis-server (one a test may stop and restart); stopped at the end."""
+def make_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start a private redis-server (one a test may stop and restart; more redis-server options
+    and a port may be given); stopped at the end."""
     _require_redis()
     started: list[RedisServer] = []
 
-    def make() -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(started)}").start()
+    def make(*extra_args: str, port: int | None = None) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", extra_args=extra_args, port=port).start()
         started.append(server)
         return server
 

@@ -135,6 +135,7 @@ def test_bench_command_arguments() -> None:
         "envoy",
         "envoy-echo-verified",
         "envoy-http",
+        "library-edge",
         "grpc-1w-redis",
         "grpc-2w-redis",
         "http",
@@ -142,7 +143,7 @@ def test_bench_command_arguments() -> None:
         "echo-verified",
         "legacy",
     }
-    assert set(TARGET_NAMES) - set(build_parser().parse_args([]).targets) == {"grpc-1w-redis"}
+    assert set(TARGET_NAMES) - set(build_parser().parse_args([]).targets) == {"grpc-1w-redis", "library-edge"}
 
 
 def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ import pytest
 from axon_grpc import Synapse
 from axon_grpc.client.dendrite import Dendrite
 from axon_grpc.schema import schema_for
+from axon_grpc.server.axon import RPC_HEADROOM
 from axon_grpc.testing import AxonHarness, build_axon
 
 from .support import RawCaller
@@ -242,3 +243,78 @@ async def test_concurrency_is_capped() -> None:
 def test_uvicorn_limits_are_set(field: str) -> None:
     axon = build_axon(nap_forward, http_port=1025 + 7)
     assert getattr(axon.http.fast_config, field) is not None
+
+
+# -- issue 23: direct mode bounded anyway ---------------------------------------------------------
+
+
+async def test_grpc_calls_at_once_are_capped_over_all_connections() -> None:
+    async with limited(max_concurrent_rpcs=2) as h:
+        callers = [_caller(h, **{"grpc.enable_retries": 0}) for _ in range(3)]
+        try:
+            statuses = await asyncio.gather(*(_nap(c, 0.5, timeout=3) for c in callers))
+            assert sorted(s.name for s in statuses) == ["OK", "OK", "RESOURCE_EXHAUSTED"], statuses
+        finally:
+            await asyncio.gather(*(c.close() for c in callers))
+
+
+def test_grpc_calls_at_once_default_to_what_admission_holds() -> None:
+    axon = build_axon(nap_forward, max_workers=3, max_queue=5)
+
+    async def started() -> Any:
+        await axon.start_async()
+        try:
+            assert axon.grpc_server is not None
+            return axon.grpc_server.settings.max_concurrent_rpcs
+        finally:
+            await axon.stop_async(grace=None)
+
+    assert asyncio.run(started()) == 3 + 5 + RPC_HEADROOM
+
+
+async def test_a_call_refused_on_its_metadata_never_has_its_message_read() -> None:
+    async with limited() as h:
+        caller = _caller(h)
+        try:
+            # Past the 4 MiB bound: a server that read it first would answer RESOURCE_EXHAUSTED.
+            body = b"\x00" * (5 * 1024 * 1024)
+            status, _, details, _ = await caller.call("Nap", body, [("x-unsigned", "1")], timeout=5)
+            assert status is grpc.StatusCode.UNAUTHENTICATED, details
+        finally:
+            await caller.close()
+
+
+async def test_connections_past_the_http_cap_are_closed_as_they_arrive() -> None:
+    async with serve_bridge(nap_forward) as b:
+        config = b.axon.http.fast_config
+        assert config.max_connections <= config.limit_concurrency
+        config.max_connections = 3  # read by each new connection
+        held = [await _in_thread(_silent_connection, b.client.http_port) for _ in range(5)]
+        try:
+            closed = await asyncio.gather(*(_in_thread(_closed_within, sock, 0.5) for sock in held))
+            assert closed == [False, False, False, True, True]
+        finally:
+            for sock in held:
+                sock.close()
+
+
+async def test_a_signed_message_that_stops_arriving_is_dropped_at_the_body_limit() -> None:
+    """Any key signs: such a caller's message is read, but only within the call's own timeout."""
+    async with limited() as h:
+        caller = _caller(h)
+        try:
+            body = schema_for(Nap).to_bytes({"seconds": 0.0})
+            metadata = caller.metadata(body, method="Nap", timeout="1.0")
+
+            async def never() -> Any:
+                await asyncio.sleep(30)
+                yield body
+
+            began = asyncio.get_running_loop().time()
+            call = caller.channel.stream_unary("/axon.v1.Axon/Nap")(never(), metadata=metadata, timeout=20)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, refused.value
+            assert asyncio.get_running_loop().time() - began < 5  # the body limit, not the client's 20 s
+        finally:
+            await caller.close()

@@ -188,3 +188,6 @@ class InMemoryNonceStore:
 
 #: ``--axon.nonce_store`` values that select the in-memory store.
 MEMORY_STORE_NAMES = ("", "memory")
+
+#: URL schemes of a store on Redis: one server, a Sentinel-watched primary, a Cluster (:mod:`axon_grpc.auth.redis_ha`).
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")

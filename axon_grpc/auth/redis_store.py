@@ -31,10 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 try:
-    from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import RedisError
 except ImportError as e:  # an optional dependency: only a redis:// nonce store needs it
     raise ImportError(f"the Redis nonce store needs the redis client: pip install 'axon-grpc[redis]' ({e})") from e
 
@@ -47,6 +46,7 @@ from axon_grpc.auth.nonces import (
     NonceVerdict,
     check_window_settings,
 )
+from axon_grpc.auth.redis_ha import SCHEMES, close_client, make_client, parse_target, run_script, window_key
 from axon_grpc.errors import ServiceUnavailable
 
 logger = logging.getLogger("axon_grpc")
@@ -57,8 +57,8 @@ DEFAULT_TIMEOUT_S = 0.5
 #: Prefix of every key this project writes.
 KEY_PREFIX = "axon-grpc"
 
-#: URL schemes the redis client understands.
-URL_SCHEMES = ("redis", "rediss", "unix")
+#: URL schemes of a nonce store on Redis (one server, Sentinel, Cluster: :mod:`axon_grpc.auth.redis_ha`).
+URL_SCHEMES = SCHEMES
 
 #: KEYS[1] = namespaced key, holding the key's window: accepted nonces, ascending, comma-separated.
 #: ARGV = nonce, oldest allowed ('' = no freshness rule), TTL in ms, nonce + span, nonce - span,
@@ -120,17 +120,18 @@ _VERDICTS = {0: NonceVerdict.ACCEPTED, 1: NonceVerdict.STALE, 2: NonceVerdict.NO
 
 
 def is_redis_url(value: str) -> bool:
-    """Whether ``value`` names a Redis server (``redis://``, ``rediss://``, ``unix://``)."""
+    """Whether ``value`` names a Redis store (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+    ``redis+cluster://``)."""
     return urlsplit(value).scheme in URL_SCHEMES
 
 
 def redacted(url: str) -> str:
     """``url`` without its password, for logs and messages."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}").geturl()
 
 
 class RedisNonceStore:
@@ -166,6 +167,7 @@ class RedisNonceStore:
             raise ValueError("timeout_s must be positive")
         if not is_redis_url(url):
             raise ValueError(f"not a Redis URL: {redacted(url)!r} (expected redis://host:port/db)")
+        self.target = parse_target(url)
         self.url = url
         self.retention_ns = retention_ns
         self.replay_window = replay_window
@@ -175,14 +177,14 @@ class RedisNonceStore:
         self.key_prefix = f"{KEY_PREFIX}:{namespace}:n:"
         self.ttl_ms = max(1, math.ceil(retention_ns / 1_000_000))
         self.client_options = client_options
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._healthy = True
 
     def redis_key(self, key: str) -> str:
         """The Redis key holding the replay window of ``key``."""
-        return self.key_prefix + key
+        return window_key(self.target, self.key_prefix, key)
 
-    def client(self) -> Redis:
+    def client(self) -> Any:
         """The client of the running loop (created on first use)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
@@ -195,7 +197,7 @@ class RedisNonceStore:
                 "retry": Retry(NoBackoff(), 1),
                 **self.client_options,
             }
-            client = Redis.from_url(self.url, **options)
+            client = make_client(self.target, options)
             self._clients[loop] = client
         return client
 
@@ -224,12 +226,8 @@ class RedisNonceStore:
         self._mark(True)
         return verdict
 
-    async def _run(self, client: Redis, key: str, args: tuple[str, ...]) -> Any:
-        try:
-            return await client.evalsha(_SCRIPT_SHA, 1, key, *args)  # type: ignore[misc]
-        except NoScriptError:
-            # A restarted or flushed server lost its script cache; EVAL caches it again.
-            return await client.eval(CHECK_AND_STORE_LUA, 1, key, *args)  # type: ignore[misc]
+    async def _run(self, client: Any, key: str, args: tuple[str, ...]) -> int:
+        return await run_script(self.target, client, _SCRIPT_SHA, CHECK_AND_STORE_LUA, key, args)
 
     def _mark(self, healthy: bool, error: BaseException | None = None) -> None:
         """Log state changes only, so an outage does not flood the log."""
@@ -249,9 +247,9 @@ class RedisNonceStore:
         current = asyncio.get_running_loop()
         for loop, client in clients:
             if loop is current:
-                await client.aclose()
+                await close_client(client)
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                future = asyncio.run_coroutine_threadsafe(close_client(client), loop)
                 await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
 
     def __repr__(self) -> str:

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proto.set_defaults(func=_proto)
     add_commands(sub)  # serve (several workers), registry list, call
+    from axon_grpc.edge.front import add_front_command
+
+    add_front_command(sub)  # Envoy over several hosts (docs/FLEET.md)
     return parser
 
 

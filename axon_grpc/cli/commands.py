@@ -47,17 +47,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"axon-grpc: {missing}; serving with grpcio instead (--server grpcio)", file=sys.stderr, flush=True)
     if args.tls_cert or args.tls_ca_cert:
         raise ValueError("--tls-cert/--tls-key/--tls-ca-cert need --server envoy")
+    if args.trusted_front:
+        raise ValueError("--trusted-front needs --server envoy")
     return workers.serve(args.app, workers=args.workers, grace=args.grace, log_level=args.worker_log_level)
 
 
 def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
     from axon_grpc.edge import serve as edge
     from axon_grpc.edge.app import use_edge_port
-    from axon_grpc.edge.config import TlsFiles, limits_from_args
+    from axon_grpc.edge.config import TlsFiles, limits_from_args, parse_cidr
     from axon_grpc.server import workers
 
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca_cert)
     tls.check()
+    for cidr in args.trusted_front:
+        parse_cidr(cidr)  # a typo fails here, in one line, not inside Envoy
     address = str(getattr(args, "axon.ip")).strip("[]") or "::"
 
     def on_port(port: int) -> None:
@@ -86,6 +90,8 @@ def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
             app_dir=app_dir,
             log_level=args.worker_log_level,
             print_config=args.print_envoy_config,
+            trusted_fronts=tuple(args.trusted_front),
+            drain_delay=args.drain_delay,
             on_port=None if args.print_envoy_config else on_port,
         )
     except edge.NotStarted as e:
@@ -203,6 +209,22 @@ def add_commands(sub: Any) -> None:
     )
     serve.add_argument(
         "--print-envoy-config", action="store_true", help="print the Envoy configuration (JSON) and exit (envoy)"
+    )
+    serve.add_argument(
+        "--trusted-front",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a front (axon-grpc front) at these addresses passes the caller's address in x-forwarded-for: "
+        "trusted from these peers only, ignored from any other (repeatable; envoy)",
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        help="seconds between NOT_SERVING and closing the listener on SIGTERM, serving as before, so a "
+        "front's health checks take the host out first (behind a front: at least its health-check "
+        "interval plus timeout; default 0)",
     )
     from axon_grpc.edge.config import add_edge_args
 

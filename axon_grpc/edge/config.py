@@ -90,10 +90,16 @@ class EdgeLimits:
 
     def connection_limit(self) -> int:
         """``max_connections``, lowered to fit the open-files limit Envoy will inherit."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(16, min(self.max_connections, soft - FD_RESERVE))
+        return connection_budget(self.max_connections)
+
+
+def connection_budget(wanted: int, servers: int = 1) -> int:
+    """``wanted`` connections, lowered so that ``servers`` listeners each holding that many
+    fit in this process's open-files limit with :data:`FD_RESERVE` descriptors kept free."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, max(16, (soft - FD_RESERVE) // servers))
 
 
 def raise_open_files_limit() -> int:
@@ -198,6 +204,43 @@ def apply_limits(config: dict[str, Any], limits: EdgeLimits) -> dict[str, Any]:
             }
         ]
     }
+    return config
+
+
+def parse_cidr(text: str) -> dict[str, Any]:
+    """Envoy's ``CidrRange`` of ``10.0.0.2/32`` (a bare address is one host); ``ValueError`` otherwise."""
+    import ipaddress
+
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    return {"address_prefix": str(network.network_address), "prefix_len": network.prefixlen}
+
+
+def trust_fronts(config: dict[str, Any], cidrs: list[str]) -> dict[str, Any]:
+    """Take the caller's address from ``x-forwarded-for`` when the peer is a front in ``cidrs``.
+
+    Envoy's XFF original-IP detection (``xff_trusted_cidrs``) walks the header from the
+    right past trusted addresses: the first untrusted one is the caller, and becomes the
+    request's remote address (the ASGI ``client``, so ``dendrite.ip`` and every per-IP
+    decision). A peer outside ``cidrs`` is its own address: its header is ignored. The
+    detection replaces ``use_remote_address`` (Envoy takes one or the other).
+    """
+    ranges = [parse_cidr(c) for c in cidrs]
+    if not ranges:
+        return config
+    detection = {
+        "name": "envoy.http.original_ip_detection.xff",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.original_ip_detection.xff.v3.XffConfig",
+            "xff_trusted_cidrs": {"cidrs": ranges},
+        },
+    }
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain["filters"]:
+                typed = network_filter.get("typed_config", {})
+                if typed.get("@type") == HCM_TYPE:
+                    typed["use_remote_address"] = False
+                    typed["original_ip_detection_extensions"] = [detection]
     return config
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from axon_grpc.edge.app import APP_DIR_ENV, DRAIN_FILE_ENV, FACTORY_ENV, LOG_LEVEL_ENV, PORT_ENV
-from axon_grpc.edge.config import EdgeLimits, TlsFiles, apply_limits, raise_open_files_limit
+from axon_grpc.edge.config import EdgeLimits, TlsFiles, apply_limits, raise_open_files_limit, trust_fronts
 
 logger = logging.getLogger("axon_grpc.edge")
 
@@ -69,12 +69,13 @@ def _edge_server_class() -> type:
     class EdgeServer(PyvoyServer):  # type: ignore[misc]
         """pyvoy's server with the edge limits added to its generated configuration."""
 
-        def __init__(self, *args: Any, limits: EdgeLimits, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, limits: EdgeLimits, trusted_fronts: tuple[str, ...] = (), **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.limits = limits
+            self.trusted_fronts = list(trusted_fronts)
 
         def get_envoy_config(self) -> dict[str, Any]:
-            return apply_limits(super().get_envoy_config(), self.limits)
+            return trust_fronts(apply_limits(super().get_envoy_config(), self.limits), self.trusted_fronts)
 
         @property
         def admin_address(self) -> str | None:
@@ -96,6 +97,7 @@ def build_servers(
     log_level: str | None = None,
     envoy_log_level: str = "error",
     app: str = APP,
+    trusted_fronts: tuple[str, ...] = (),
 ) -> list[Any]:
     """One pyvoy server per worker, configured but not started."""
     server_class = _edge_server_class()
@@ -116,6 +118,7 @@ def build_servers(
             address=address,
             port=port,
             limits=limits,
+            trusted_fronts=trusted_fronts,
             env=env,
             tls_key=Path(tls.key) if tls.key else None,
             tls_cert=Path(tls.cert) if tls.cert else None,
@@ -149,10 +152,17 @@ def active_requests(server: Any) -> int:
     return sum(int(s.get("value", 0)) for s in stats.get("stats", []) if s.get("name") == ACTIVE_REQUESTS)
 
 
-async def drain(servers: list[Any], drain_file: str | None, grace: float) -> None:
-    """NOT_SERVING, stop accepting, let calls in flight finish within ``grace``, stop."""
+async def drain(servers: list[Any], drain_file: str | None, grace: float, delay: float = 0.0) -> None:
+    """NOT_SERVING, stop accepting, let calls in flight finish within ``grace``, stop.
+
+    ``delay`` seconds pass between NOT_SERVING and closing the listeners, serving as
+    before: a front's health checks take the host out of its pool in that time, so no
+    call of its is sent to a closed listener.
+    """
     if drain_file:
         Path(drain_file).touch()
+    if delay > 0:
+        await asyncio.sleep(delay)
     for server in servers:
         if not server.stopped and server.admin_address:
             try:
@@ -169,7 +179,12 @@ async def drain(servers: list[Any], drain_file: str | None, grace: float) -> Non
 
 
 async def run(
-    servers: list[Any], *, grace: float, drain_file: str | None, ready: Callable[[list[Any]], None] | None = None
+    servers: list[Any],
+    *,
+    grace: float,
+    drain_file: str | None,
+    ready: Callable[[list[Any]], None] | None = None,
+    drain_delay: float = 0.0,
 ) -> int:
     """Start ``servers``, serve until SIGTERM/SIGINT or until one exits, drain; the exit status.
 
@@ -192,7 +207,7 @@ async def run(
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
         died = not stop.is_set()
-        await drain(servers, drain_file, grace)
+        await drain(servers, drain_file, grace, 0.0 if died else drain_delay)
         stopping.cancel()
         await asyncio.gather(*waits, stopping, return_exceptions=True)
         return 1 if died else 0
@@ -230,6 +245,8 @@ def serve(
     print_config: bool = False,
     out: Callable[[str], Any] | None = None,
     app: str = APP,
+    trusted_fronts: tuple[str, ...] = (),
+    drain_delay: float = 0.0,
     on_port: Callable[[int], Any] | None = None,
 ) -> int:
     """Serve ``factory``'s axon on Envoy until SIGTERM/SIGINT; returns the exit status.
@@ -250,7 +267,20 @@ def serve(
             on_port(chosen)
         try:
             return _serve_on(
-                factory, address, chosen, workers, grace, tls, limits, app_dir, log_level, print_config, say, app
+                factory,
+                address,
+                chosen,
+                workers,
+                grace,
+                tls,
+                limits,
+                app_dir,
+                log_level,
+                print_config,
+                say,
+                app,
+                trusted_fronts,
+                drain_delay,
             )
         except NotStarted:
             if not (pick and attempt < PICK_ATTEMPTS and port_taken(address, chosen)):
@@ -272,6 +302,8 @@ def _serve_on(
     print_config: bool,
     say: Callable[[str], Any],
     app: str,
+    trusted_fronts: tuple[str, ...],
+    drain_delay: float,
 ) -> int:
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="axon-grpc-edge-") as folder:
@@ -287,6 +319,7 @@ def _serve_on(
             drain_file=drain_file,
             log_level=log_level,
             app=app,
+            trusted_fronts=trusted_fronts,
         )
         if print_config:
             print(json.dumps(servers[0].get_envoy_config(), indent=2))
@@ -300,4 +333,4 @@ def _serve_on(
                 f"({scheme}; {len(started)} process{'es' if len(started) > 1 else ''}, pid {os.getpid()})"
             )
 
-        return asyncio.run(run(servers, grace=grace, drain_file=drain_file, ready=ready))
+        return asyncio.run(run(servers, grace=grace, drain_file=drain_file, ready=ready, drain_delay=drain_delay))

@@ -13,13 +13,15 @@ import gc
 import logging
 import uuid as uuid_lib
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
 from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.auth.wallet import default_wallet
+from axon_grpc.edge.config import EdgeLimits, TlsFiles, connection_budget, raise_open_files_limit
+from axon_grpc.edge.proxy import PEER_HEADER, EnvoyProxy, proxy_for
 from axon_grpc.info import AxonInfo, advertised_address, ip_version
 from axon_grpc.metrics.listener import MetricsListener
 from axon_grpc.metrics.observer import NULL_OBSERVER, PrometheusMetrics
@@ -46,6 +48,11 @@ from axon_grpc.transports.grpc_aio import (
 logger = logging.getLogger("axon_grpc")
 
 __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
+
+
+#: gRPC calls at once beyond what admission holds (running plus queued): health checks,
+#: reflection, calls refused before admission. Past them, RESOURCE_EXHAUSTED.
+RPC_HEADROOM = 32
 
 
 def _optional_port(value: Any) -> int | None:
@@ -113,6 +120,7 @@ class Axon:
         metrics_port: int | None = None,
         metrics_hotkeys: int | None = None,
         sign_answers: bool = False,
+        edge: bool | None = None,
     ) -> None:
         config = Config(config) if config is not None else Axon.config(args=[])
         if "axon" not in config:
@@ -216,6 +224,14 @@ class Axon:
         #: None: no bridge; 0 binds a port the system picks, and ``start`` puts the bound port here.
         self.http_port: int | None = _optional_port(section.get("http_port"))
         self._http: Any = None
+        #: ``start()`` publishes through a stock Envoy process (:mod:`axon_grpc.edge.proxy`):
+        #: None follows ``$AXON_GRPC_EDGE`` (default on), False serves directly.
+        self.edge = edge
+        #: The edge's Envoy limits and TLS files (as ``axon-grpc serve --edge.* --tls-*``).
+        self.edge_limits = EdgeLimits()
+        self.edge_tls: TlsFiles | None = None
+        #: The Envoy process publishing this axon while it serves through the edge, else None.
+        self.proxy: EnvoyProxy | None = None
         self.attach(forward_fn=_ping)
 
     # -- resolved on first use: no disk, DNS or entry-point work before it is needed --------------
@@ -239,8 +255,9 @@ class Axon:
 
     @property
     def http(self) -> Any:
-        """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set, else None."""
-        if self._http is None and self.http_port is not None:
+        """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set or the axon
+        serves through the Envoy edge (the legacy protocol on the public port), else None."""
+        if self._http is None and (self.http_port is not None or self.proxy is not None):
             self._http = load_transport("http")(self)
             for endpoint in self.endpoints.values():
                 self._http.add_route(endpoint)
@@ -373,38 +390,59 @@ class Axon:
         self.terminal.endpoint  # noqa: B018 - resolves the hotkey and the address
         return self
 
-    async def start_async(self) -> Axon:
-        """Serve on the running loop (for callers already inside asyncio)."""
+    async def start_async(self, edge: bool | None = None) -> Axon:
+        """Serve on the running loop (for callers already inside asyncio).
+
+        ``edge``: publish through Envoy (True), directly (False), or as ``self.edge`` and
+        ``$AXON_GRPC_EDGE`` say (None; the default is through Envoy where it is installed).
+        """
         if self.started:
             return self
         self.prepare()
+        raise_open_files_limit()
+        proxy = self.proxy = proxy_for(self, edge if edge is not None else self.edge)
         settings = GrpcSettings(
             self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
         )
+        if settings.max_concurrent_rpcs is None:  # what admission can hold, and room for health checks
+            settings.max_concurrent_rpcs = self.admission.slots + self.admission.max_queue + RPC_HEADROOM
+        if proxy is not None:
+            settings.unix_socket, settings.peer_header = proxy.grpc_socket, PEER_HEADER
+        else:
+            settings.max_connections = connection_budget(settings.max_connections, servers=2)
         self.drain.reset()
         server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
-        self._bound(await server.start())
-        self.grpc_server = server
-        http = self.http
-        if http is not None:
-            try:
-                await http.start()
-            except BaseException:
-                await server.stop(None)
-                raise
-            self.http_port = http.bound_port
+        started: list[Callable[[], Awaitable[None]]] = []
         try:
+            bound = await server.start()
+            started.append(lambda: server.stop(None))
+            self.grpc_server = server
+            http = self.http if (self.http_port is not None or proxy is not None) else None
+            if http is not None:
+                http.peer_header = PEER_HEADER if proxy is not None else None
+                await http.start(proxy.http_socket if proxy is not None else None)
+                started.append(lambda: http.stop(None))
+            if proxy is not None:
+                ports = await proxy.start(with_http=http is not None)
+                started.append(proxy.stop)
+                bound = ports[0]
+                if http is not None:
+                    http.bound_port = ports[-1]
+            self._bound(bound)
+            if http is not None and self.http_port == 0:  # the system's pick
+                self.http_port = http.bound_port
             if self.metrics is not None:
                 self.metrics_port = self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
         except BaseException:
-            if http is not None:
-                await http.stop(None)
-            await server.stop(None)
+            for stop in reversed(started):
+                await stop()
+            self.proxy = None
             raise
         self._loop = asyncio.get_running_loop()
         self.started = True
         gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
-        logger.info("axon serving %s on %s:%s", list(self.endpoints), self.ip, self.port)
+        how = f"through Envoy (pid {proxy.pid})" if proxy is not None else "directly"
+        logger.info("axon serving %s on %s:%s %s", list(self.endpoints), self.ip, self.port, how)
         return self
 
     def _bound(self, port: int) -> None:
@@ -424,9 +462,11 @@ class Axon:
         unavailable: shutting down``, and the stop returns right after.
         """
         self._metrics_listener.stop()
-        server, http = self.grpc_server, self._http
+        server, http, proxy = self.grpc_server, self._http, self.proxy
         if server is not None:
             await server.not_serving()
+        if proxy is not None:
+            await proxy.stop_listening()  # no new connections; those open finish their calls
         stopping = [asyncio.ensure_future(server.stop(grace))] if server is not None else []
         if http is not None:
             stopping.append(asyncio.ensure_future(http.stop(grace)))
@@ -434,18 +474,24 @@ class Axon:
             await self.drain.wait(grace)
         finally:
             await asyncio.gather(*stopping)
+            if proxy is not None:
+                await proxy.flushed(1.0)  # the last answers leave Envoy
+                await proxy.stop()
+                self.proxy = None
         for store in self.owned_stores:
             await store.close()
         self.started = False
         return self
 
-    def start(self) -> Axon:
-        """Serve in a background thread with its own event loop; returns once bound."""
+    def start(self, edge: bool | None = None) -> Axon:
+        """Serve in a background thread with its own event loop; returns once bound.
+
+        ``edge`` as for :meth:`start_async`: by default the public port is Envoy's."""
         if self.started:
             return self
         runner = LoopThread(f"axon-{self.port}")
         try:
-            runner.run(self.start_async(), timeout=60)
+            runner.run(self.start_async(edge), timeout=60)
         except BaseException:
             runner.close()
             raise

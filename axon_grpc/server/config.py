@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from axon_grpc.auth.nonces import MEMORY_STORE_NAMES, REDIS_URL_SCHEMES
 from axon_grpc.info import ip_version
 
 DEFAULT_PORT = 8091
@@ -90,7 +91,8 @@ _AXON_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
         "BT_AXON_NONCE_STORE",
         None,
         "Where accepted nonces live: 'memory' (one process) or redis://host:port/db, shared by several workers "
-        "or hosts (default: memory).",
+        "or hosts; redis+sentinel://s1:26379,s2:26379/SERVICE or redis+cluster://n1:6379,n2:6379 for highly "
+        "available Redis, ?wait_replicas=N to accept a nonce only once N replicas hold it (default: memory).",
     ),
     (
         "nonce_store_timeout",
@@ -200,8 +202,8 @@ def check_config(config: Config) -> None:
     )
     assert axon.get("metrics_hotkeys") is None or int(axon.metrics_hotkeys) >= 1, "metrics_hotkeys must be at least 1"
     store = (axon.get("nonce_store") or "").strip()
-    assert store.lower() in ("", "memory") or store.split("://", 1)[0] in ("redis", "rediss", "unix"), (
-        "nonce_store must be 'memory' or a Redis URL (redis://host:port/db)"
+    assert store.lower() in MEMORY_STORE_NAMES or store.split("://", 1)[0] in REDIS_URL_SCHEMES, (
+        "nonce_store must be 'memory' or a Redis URL (redis://host:port/db, redis+sentinel://..., redis+cluster://...)"
     )
     assert axon.get("nonce_store_timeout") is None or float(axon.nonce_store_timeout) > 0, (
         "nonce_store_timeout must be positive"

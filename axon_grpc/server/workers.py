@@ -124,7 +124,7 @@ async def serve_until_signal(
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await axon.start_async()
+        await axon.start_async(edge=False)  # the grpcio server of `serve --server grpcio`: no Envoy
         try:
             if on_ready is not None:
                 on_ready(axon)

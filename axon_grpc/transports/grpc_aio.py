@@ -5,6 +5,12 @@ for streaming synapses) taking and returning raw message bytes, so the body hash
 the bytes exactly as sent. A method's handler is built once per endpoint; per call it
 makes a :class:`~axon_grpc.server.call.Call` from the metadata, awaits ``Pipeline.handle`` and
 answers with :mod:`~axon_grpc.transports.grpc_codec`: nothing else.
+
+The request message is read only when the pipeline asks for it (after the checks that
+need no body, within its body time limit), as the Envoy edge's adapter does: the
+handlers are registered as client-streaming (the wire is the same as unary's), so a
+call refused on its metadata is answered without its message ever being buffered, and
+a message that stops arriving holds what it sent only until that limit.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import grpc
 
+from axon_grpc.errors import SynapseParsingError
+from axon_grpc.info import split_address
 from axon_grpc.server.call import GRPC, Call, Outcome
 from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
 from axon_grpc.server.endpoints import Endpoint
@@ -46,24 +54,35 @@ def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
     kind, _, address = peer.partition(":")
     if kind not in ("ipv4", "ipv6"):
         return address or kind, None
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        return host, None
+    return split_address(address)
 
 
-def grpc_call(name: str, request: bytes, context: grpc.aio.ServicerContext) -> Call:
-    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline)."""
+async def read_message(context: grpc.aio.ServicerContext) -> bytes:
+    """The call's request message (the first; a unary call has no other)."""
+    message = await context.read()
+    if message is grpc.aio.EOF:
+        raise SynapseParsingError("Improperly formatted request. The call carried no message")
+    return message  # type: ignore[no-any-return]
+
+
+def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | None = None) -> Call:
+    """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline);
+    its message is read when the pipeline asks for it.
+
+    ``peer_header``: the metadata key holding the caller's address, set by the Envoy edge
+    in front (only ever given for a server that only that Envoy reaches)."""
     remaining = context.time_remaining()
-    ip, port = parse_peer(context.peer())
+    metadata = dict(context.invocation_metadata() or ())
+    if peer_header is not None:
+        ip, port = split_address(str(metadata.pop(peer_header, "")))
+    else:
+        ip, port = parse_peer(context.peer())
     return Call(
         name,
-        dict(context.invocation_metadata() or ()),
+        metadata,
         GRPC,
-        request,
         None,
+        lambda: read_message(context),
         ip,
         port,
         None if remaining is None else time.monotonic() + remaining,
@@ -109,14 +128,14 @@ class ConnectionCalls:
 
 
 def unary_handler(
-    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
 ) -> grpc.RpcMethodHandler:
-    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def unary(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         peer = context.peer()
         if calls is not None and not calls.enter(peer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
         try:
-            outcome = await drain.run(handle(grpc_call(name, request, context)), shutting_down)
+            outcome = await drain.run(handle(grpc_call(name, context, peer_header)), shutting_down)
         finally:
             if calls is not None:
                 calls.leave(peer)
@@ -125,7 +144,7 @@ def unary_handler(
         context.set_trailing_metadata(trailing_metadata(outcome))
         return reply_message(outcome)
 
-    return grpc.unary_unary_rpc_method_handler(unary)
+    return grpc.stream_unary_rpc_method_handler(unary)
 
 
 async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
@@ -144,19 +163,19 @@ async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> 
 
 
 def stream_handler(
-    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None
+    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
 ) -> grpc.RpcMethodHandler:
-    async def serve(request: bytes, context: grpc.aio.ServicerContext) -> Outcome:
-        outcome = await handle(grpc_call(name, request, context))
+    async def serve(context: grpc.aio.ServicerContext) -> Outcome:
+        outcome = await handle(grpc_call(name, context, peer_header))
         await _write_stream(context, outcome)
         return outcome
 
-    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> None:
+    async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
         peer = context.peer()
         if calls is not None and not calls.enter(peer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
         try:
-            outcome = await drain.run(serve(request, context), shutting_down)
+            outcome = await drain.run(serve(context), shutting_down)
         finally:
             if calls is not None:
                 calls.leave(peer)
@@ -164,7 +183,7 @@ def stream_handler(
             await _abort(context, outcome)
         context.set_trailing_metadata(trailing_metadata(outcome))
 
-    return grpc.unary_stream_rpc_method_handler(stream)
+    return grpc.stream_stream_rpc_method_handler(stream)
 
 
 class AxonService(grpc.GenericRpcHandler):
@@ -180,12 +199,14 @@ class AxonService(grpc.GenericRpcHandler):
         handle: Handle,
         drain: Drain | None = None,
         calls: ConnectionCalls | None = None,
+        peer_header: str | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.handle = handle
         self.drain = drain if drain is not None else Drain()
         #: The bound on each connection's calls in flight (None: unbounded).
         self.calls = calls
+        self.peer_header = peer_header
         self._handlers: dict[str, tuple[Endpoint, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -197,8 +218,9 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle, self.drain, self.calls)
-        handler = (stream_handler if endpoint.streaming else unary_handler)(name, self.handle, self.drain, self.calls)
+            return unary_handler(name, self.handle, self.drain, self.calls, self.peer_header)
+        build = stream_handler if endpoint.streaming else unary_handler
+        handler = build(name, self.handle, self.drain, self.calls, self.peer_header)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -228,6 +250,18 @@ class GrpcSettings:
     #: pings are refused outright) gets strikes, and GOAWAY after ``max_ping_strikes``.
     min_ping_interval_s: float = 60.0
     max_ping_strikes: int = 2
+    #: Calls at once over all connections; more are refused RESOURCE_EXHAUSTED before their
+    #: message is read. With ``max_request_bytes`` it bounds the bytes grpc buffers for
+    #: messages still arriving (calls x message size). None: no bound.
+    max_concurrent_rpcs: int | None = None
+    #: Listen on this Unix socket instead of ``ip:port`` (behind the Envoy edge).
+    unix_socket: str | None = None
+    #: Metadata key of the caller's address, trusted: set only behind the Envoy edge.
+    peer_header: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.unix_socket}" if self.unix_socket else f"{self.ip}:{self.port}"
 
     def options(self) -> list[tuple[str, Any]]:
         return [
@@ -251,6 +285,9 @@ class GrpcSettings:
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_ping_interval_s * 1000)),
             ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
             ("grpc.keepalive_permit_without_calls", 0),
+            # Windows stay at HTTP/2's 64 KiB until a message is read (no BDP growth): a call
+            # whose message is not (yet) asked for buffers at most that much.
+            ("grpc.http2.bdp_probe", 0),
         ]
 
 
@@ -280,14 +317,15 @@ class GrpcServer:
 
     async def start(self) -> int:
         settings = self.settings
-        server = grpc.aio.server(options=self.options())
+        server = grpc.aio.server(options=self.options(), maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         calls = ConnectionCalls(settings.max_concurrent_streams)
-        server.add_generic_rpc_handlers((AxonService(self.endpoints, self.handle, self.drain, calls),))
+        service = AxonService(self.endpoints, self.handle, self.drain, calls, settings.peer_header)
+        server.add_generic_rpc_handlers((service,))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
         for extra in self.extra_services:
             extra(server)
-        address = f"{settings.ip}:{settings.port}"
+        address = settings.address
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as e:

@@ -1,0 +1,3 @@
+export * from './keys.js';
+export * from './contract.js';
+export * from './client.js';
