@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -84,6 +86,21 @@ def start_server(command: list[str], env: dict[str, str], timeout: float = 60.0)
     if port is None:
         raise RuntimeError(f"the server exited with status {process.wait()}: {lines[-5:]}")
     return Served(process, port, lines, reader)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Until something answers on ``port`` (a server given a port number; prefer
+    :func:`start_server` and port 0, which reads back the port the server bound)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout} s")
 
 
 def environment(**extra: str) -> dict[str, str]:
