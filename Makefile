@@ -12,15 +12,22 @@ NODE_DEPS   := $(NODE_CLIENT)/node_modules/.package-lock.json
 TS_KIT      := clients/typescript
 TS_KIT_DEPS := $(TS_KIT)/node_modules/.package-lock.json
 
-.PHONY: demo test check fuzz proto node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools clean fleet
+.PHONY: demo test check docs fuzz proto node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools clean fleet
 
-$(STAMP): pyproject.toml
+# The runtime with the Envoy edge (what `make demo` needs), then the test, docs and Redis extras.
+BASE_STAMP := $(VENV)/.base-installed
+
+$(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --no-compile -e '.[edge]'  # bytecode on first import: a quicker first demo
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(GEN): $(STAMP) $(wildcard proto/axon/v1/*.proto) scripts/gen_protos.py
+$(GEN): $(BASE_STAMP) $(wildcard proto/axon/v1/*.proto) scripts/gen_protos.py
 	$(PY) scripts/gen_protos.py
 
 proto: $(GEN)
@@ -92,19 +99,25 @@ go-tools:
 				|| echo "could not install the Go tools: the Go client test will be skipped"; \
 		else echo "go or protoc-gen-go-grpc not found: the Go client tests will be skipped"; fi; }
 
-demo: $(STAMP) $(GEN)
+# `axon-grpc serve` on Envoy answering a signed gRPC call, a legacy HTTP call and a /metrics scrape
+# on one port; where Envoy cannot run, it says why and shows the in-process servers.
+demo: $(BASE_STAMP) $(GEN)
 	$(VENV)/bin/axon-grpc demo
 
 # The Dendrite's tests against the real SDK 10.5.0 axon use $(LEGACY_VENV) (built once, ~40 s;
 # skipped with the reason where it cannot be installed).
-test: check $(STAMP) $(GEN) node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools $(LEGACY_STAMP)
+test: check docs $(STAMP) $(GEN) node-deps ts-kit-deps redis-server fleet-tools cpp-tools go-tools $(LEGACY_STAMP)
 	$(PY) -m pytest -q
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or reference.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The gates a maintainer expects, run by `make test`: lint, format and types.
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy axon_grpc bridge
+	$(VENV)/bin/mypy axon_grpc bridge bench
 
 # The fuzz suite at length (`make test` runs 60 examples per property); FUZZ_EXAMPLES sets how many.
 FUZZ_EXAMPLES ?= 2000
@@ -112,9 +125,9 @@ fuzz: $(STAMP) $(GEN)
 	AXON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) axon_grpc/_generated .pytest_cache $(NODE_CLIENT)/node_modules $(TS_KIT)/node_modules
+	rm -rf $(VENV) axon_grpc/_generated .pytest_cache site $(NODE_CLIENT)/node_modules $(TS_KIT)/node_modules
 
-# `make bench`: the benchmark suite (docs/BENCHMARKS.md): this axon's gRPC path (one process, and
+# `make bench`: the benchmark suite (docs/BENCHMARKS.md; `python -m bench`, the bench/ folder): this axon's gRPC path (one process, and
 # two workers with the Redis nonce store) and HTTP bridge beside a bare grpc.aio echo, a verified
 # echo and the legacy Bittensor SDK 10.5.0 axon. That SDK conflicts with the test extra's (11.x),
 # so it gets its own virtualenv inside .venv (about 40 s, once); where it cannot be installed, the
@@ -155,4 +168,4 @@ $(LEGACY_STAMP):
 		|| echo "could not install bittensor==10.5.0 in $(LEGACY_VENV): the bench and the tests skip the legacy SDK"
 
 bench: $(BENCH_STAMP) $(GEN) $(LEGACY_STAMP) redis-server
-	$(VENV)/bin/axon-grpc bench --legacy-python $(LEGACY_VENV)/bin/python $(BENCH_ARGS)
+	$(PY) -m bench --legacy-python $(LEGACY_VENV)/bin/python $(BENCH_ARGS)

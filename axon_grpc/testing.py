@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -25,15 +26,17 @@ from axon_grpc.info import AxonInfo
 from axon_grpc.server.axon import Axon
 from axon_grpc.synapse import Synapse
 
-#: A forward function, or the keyword arguments of one ``Axon.attach`` call.
-Attachment = Union[Callable[..., Any], Mapping[str, Any]]
-
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free on ``host`` a moment ago."""
+    """A port that was free on ``host`` a moment ago. Another program may take it before it is
+    bound: prefer port 0 (an axon binds a port the system picks and reports it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+#: A forward function, or the keyword arguments of one ``Axon.attach`` call.
+Attachment = Union[Callable[..., Any], Mapping[str, Any]]
 
 
 @dataclass
@@ -50,7 +53,8 @@ class AxonHarness:
 
 
 def build_axon(*attachments: Attachment, wallet: Any = None, **axon_kwargs: Any) -> Axon:
-    """An unstarted axon on a free loopback port with ``attachments`` attached.
+    """An unstarted axon with ``attachments`` attached, on a loopback port the system picks
+    when it starts.
 
     It serves directly (``edge=False``) unless ``edge=True`` is given: a test of the
     pipeline needs no Envoy process in front (about 0.4 s more per start); the Envoy edge
@@ -58,7 +62,7 @@ def build_axon(*attachments: Attachment, wallet: Any = None, **axon_kwargs: Any)
     axon_kwargs.setdefault("ip", "127.0.0.1")
     axon_kwargs.setdefault("edge", False)
     axon_kwargs.setdefault("external_ip", "127.0.0.1")
-    axon_kwargs.setdefault("port", free_port())
+    axon_kwargs.setdefault("port", 0)  # the system picks; axon.port and axon.info() name the bound port
     axon = Axon(wallet=wallet or KeypairWallet.generate(), **axon_kwargs)
     for attachment in attachments:
         if isinstance(attachment, Mapping):
@@ -89,14 +93,23 @@ async def serve_axon(
 REDIS_MISSING = "redis-server is not installed (apt-get install -y redis-server; `make test` installs it as root)"
 
 
-class RedisServer:
-    """A real ``redis-server`` on a free loopback port, without persistence.
+class _PortTaken(Exception):
+    """redis-server could not bind its port."""
 
-    For tests and benchmarks of the shared nonce store: ``start()`` waits until it
-    answers PING; ``stop()`` and ``restart()`` keep the port (to test an outage and a
-    recovery). Without ``directory`` a temporary one is used and removed at ``stop()``.
-    Raises ``FileNotFoundError`` when ``redis-server`` is not installed.
+
+class RedisServer:
+    """A real ``redis-server`` on a loopback port, without persistence.
+
+    For tests and benchmarks of the shared nonce store: ``start()`` waits until this
+    process answers PING. redis-server takes a port number only (its port 0 means no TCP
+    at all): without ``port``, ``start()`` picks a free one and picks again when
+    redis-server found it taken since. ``stop()`` and ``restart()`` keep the port (to test
+    an outage and a recovery). Without ``directory`` a temporary one is used and removed at
+    ``stop()``. Raises ``FileNotFoundError`` when ``redis-server`` is not installed.
     """
+
+    #: Ports tried by a ``start()`` that picks its own.
+    PICK_ATTEMPTS = 5
 
     def __init__(
         self,
@@ -109,7 +122,8 @@ class RedisServer:
         if binary is None:
             raise FileNotFoundError(REDIS_MISSING)
         self.binary = binary
-        self.port = port or free_port()
+        #: The port (0 until the first ``start()`` picked one when none was given).
+        self.port = port or 0
         self.directory = directory
         self.log_path = log_path
         self.extra_args = extra_args  #: more redis-server options (--replicaof, --cluster-enabled ...)
@@ -125,6 +139,20 @@ class RedisServer:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> RedisServer:
+        pick = self.port == 0
+        for attempt in range(1, self.PICK_ATTEMPTS + 1 if pick else 2):
+            if pick:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", 0))
+                    self.port = int(s.getsockname()[1])
+            try:
+                return self._start()
+            except _PortTaken:
+                if not pick or attempt == self.PICK_ATTEMPTS:
+                    raise RuntimeError(f"redis-server: port {self.port} is taken") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start(self) -> RedisServer:
         if self.directory is None and self._temporary is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="axon-grpc-redis-")
         directory = self.directory or Path(self._temporary.name)  # type: ignore[union-attr]
@@ -157,6 +185,9 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
+                self.stop(keep_directory=True)
+                if "Address already in use" in log_path.read_text(errors="replace"):
+                    raise _PortTaken()
                 self.stop()
                 raise RuntimeError(f"redis-server exited with status {code} (log: {log_path})")
             if self.ping():
@@ -166,12 +197,19 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s (log: {log_path})")
 
     def ping(self) -> bool:
+        """Whether this server (not another process on its port) answers."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(b"INFO server\r\n")
+                reply = b""
+                while (found := re.search(rb"process_id:(\d+)\r\n", reply)) is None:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return False
+                    reply += chunk
         except OSError:
             return False
+        return int(found.group(1)) == self.pid
 
     def stop(self, keep_directory: bool = False) -> None:
         process, self.process = self.process, None

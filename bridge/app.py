@@ -203,7 +203,7 @@ class HttpBridge:
         if unix_socket is not None:
             logger.info("HTTP bridge serving %s on %s", list(parts.endpoints), unix_socket)
             return
-        self.bound_port = int(sock.getsockname()[1])
+        self.bound_port = self.fast_config.port = int(sock.getsockname()[1])
         logger.info("HTTP bridge serving %s on %s:%s", list(parts.endpoints), self.fast_config.host, self.bound_port)
 
     async def stop(self, grace: float | None = 5.0) -> None:

@@ -1,4 +1,4 @@
-"""The README's btauth/1 example: a validator on SDK 11 signs a gRPC call with bittensor.http_auth."""
+"""The btauth/1 example of docs/contract.md: a validator on SDK 11 signs a gRPC call with bittensor.http_auth."""
 import tempfile
 
 from axon_grpc import Axon

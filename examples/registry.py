@@ -1,4 +1,4 @@
-"""The README's registry example: serve on subnet 1 in the local registry, call every axon of it."""
+"""The registry example of docs/getting-started.md: serve on subnet 1 in the local registry, call every axon of it."""
 import asyncio
 
 from axon_grpc import Axon, Dendrite

@@ -1,4 +1,4 @@
-"""The README's streaming example: a forward that yields words, called with streaming=True."""
+"""The streaming example of docs/getting-started.md: a forward that yields words, called with streaming=True."""
 import asyncio
 from typing import Optional
 

@@ -1,4 +1,4 @@
-"""The README's testing example: an axon on a free loopback port and a connected Dendrite."""
+"""The testing example of docs/getting-started.md: an axon on a loopback port and a connected Dendrite."""
 import asyncio
 from typing import Optional
 

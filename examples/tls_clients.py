@@ -1,4 +1,4 @@
-"""The README's TLS client settings: a Dendrite trusting a CA, pinning one axon's certificate,
+"""The TLS client settings of docs/operating/tls.md: a Dendrite trusting a CA, pinning one axon's certificate,
 or presenting a client certificate; and a subnet call that pins what axons published."""
 import asyncio
 import os

@@ -1,4 +1,4 @@
-"""The README's validator loop, one step of it: a miner serves on subnet 1 in the local
+"""The validator loop of docs/validators.md, one step of it: a miner serves on subnet 1 in the local
 registry and the validator scores what every axon of the subnet answers."""
 import asyncio
 from axon_grpc import Dendrite, LocalRegistry

@@ -208,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from axon_grpc.testing import free_port
+    from axon_grpc.edge.serve import free_port  # a manual tool: a port free a moment ago
 
-    port = args.port or free_port()
+    port = args.port or free_port("127.0.0.1")
     capacity = args.workers / (args.service_ms / 1e3)
     context = multiprocessing.get_context("spawn")
     ready = context.Event()

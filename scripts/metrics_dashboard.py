@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import Dendrite, Synapse
 from axon_grpc.auth.wallet import KeypairWallet
-from axon_grpc.testing import build_axon, free_port
+from axon_grpc.testing import build_axon
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 5  # seconds a rate is taken over
@@ -184,7 +184,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "metrics-dashboard.png"))
     args = parser.parse_args()
     axon = build_axon(
-        {"forward_fn": work_forward, "blacklist_fn": work_blacklist}, http_port=free_port(), max_workers=2, max_queue=4
+        {"forward_fn": work_forward, "blacklist_fn": work_blacklist}, http_port=0, max_workers=2, max_queue=4
     )
     axon.start()
     series: list[tuple[float, dict[Any, float]]] = []

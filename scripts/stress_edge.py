@@ -737,11 +737,11 @@ def print_table(rows: list[list[str]]) -> None:
 
 async def main(options: argparse.Namespace) -> int:
     from axon_grpc.edge.config import raise_open_files_limit
-    from axon_grpc.testing import free_port
+    from axon_grpc.edge.serve import free_port  # a manual tool: a port free a moment ago
 
     raise_open_files_limit()
-    port = free_port()
-    options.http_port = free_port()
+    port = free_port("127.0.0.1")
+    options.http_port = free_port("127.0.0.1")
     process = start_server(port, options)
     rows = []
     try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import grpc
 
@@ -152,3 +154,12 @@ async def check_concurrent_rounds(store: NonceStore, *, rounds: int, concurrency
         replays = rng.sample(accepted, 10) + accepted[:3]  # inside the window and far below it
         verdicts = await asyncio.gather(*(store.check_and_store(key, n, None) for n in replays))
         assert set(verdicts) == {NonceVerdict.NOT_NEWER}, verdicts
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port where nothing listens, held for the block: a socket bound to it and
+    never listening, so a connection is refused and no other program can take the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])

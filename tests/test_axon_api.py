@@ -7,6 +7,7 @@ import asyncio
 import base64
 import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -15,7 +16,7 @@ from axon_grpc import Axon, AxonInfo, Dendrite, KeypairWallet, Synapse, Wallet
 from axon_grpc.registry import LocalRegistry
 from axon_grpc.server.axon import default_wallet
 from axon_grpc.server.config import Config
-from axon_grpc.testing import build_axon, free_port, serve_axon
+from axon_grpc.testing import build_axon, serve_axon
 
 from .support import Dummy, RawCaller, dummy_forward
 
@@ -214,7 +215,6 @@ async def test_saturated_pool_runs_highest_priority_first() -> None:
 def test_ping_synapse_is_attached_by_default() -> None:
     axon = build_axon()
     assert axon.forward_class_types["Synapse"] is Synapse
-    assert free_port() > 1024
 
 
 def test_readme_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +225,7 @@ def test_readme_example_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     env = {
         **os.environ,
-        "BT_AXON_PORT": str(free_port()),
+        "BT_AXON_PORT": "0",  # the system picks; axon.info() names the bound port
         "AXON_GRPC_HOME": str(tmp_path),
         "BT_WALLET_PATH": str(tmp_path / "bt"),
     }
@@ -241,3 +241,41 @@ def test_add_args_completes_a_parser_that_already_has_some_of_them() -> None:
     Axon.add_args(parser)
     args = parser.parse_args(["--axon.max_workers", "3"])
     assert getattr(args, "axon.port") == 1 and getattr(args, "axon.max_workers") == 3
+
+
+async def test_port_zero_binds_ports_the_system_picks_and_the_axon_reports_them() -> None:
+    axon = build_axon(dummy_forward, http_port=0, metrics_port=0)
+    assert (axon.port, axon.http_port, axon.metrics_port) == (0, 0, 0)
+    await axon.start_async()
+    try:
+        ports = (axon.port, axon.http_port, axon.metrics_port)
+        assert all(isinstance(p, int) and p > 1024 for p in ports) and len(set(ports)) == 3, ports
+        assert axon.info().port == axon.external_port == axon.port
+        assert axon.full_address == f"127.0.0.1:{axon.port}" and axon.fast_config.port == axon.http_port
+        bridge = AxonInfo(
+            version=0, ip="127.0.0.1", port=axon.http_port, ip_type=4, hotkey=axon.info().hotkey, coldkey=""
+        )
+        async with Dendrite(KeypairWallet.generate()) as grpc_dendrite, Dendrite(transport="http") as http_dendrite:
+            result = await grpc_dendrite.call(axon.info(), Dummy(input=4), timeout=10.0, deserialize=False)
+            bridged = await http_dendrite.call(bridge, Dummy(input=5), timeout=10.0, deserialize=False)
+        assert (result.output, result.dendrite.status_code) == (8, 200)
+        assert (bridged.output, bridged.dendrite.status_code, bridged.axon.port) == (10, 200, axon.port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{axon.metrics_port}/metrics", timeout=10) as scrape:
+            assert b"axon_requests_total" in scrape.read()
+    finally:
+        await axon.stop_async(grace=None)
+
+
+def test_a_given_external_port_is_kept_when_the_bind_port_is_picked() -> None:
+    axon = build_axon(dummy_forward, external_port=9443).start()
+    try:
+        assert axon.port not in (0, 9443) and axon.info().port == 9443
+    finally:
+        axon.stop()
+
+
+def test_port_zero_is_accepted_and_other_ports_out_of_range_are_not() -> None:
+    assert build_axon(port=0).port == 0
+    for bad in ({"port": 80}, {"http_port": 70000}, {"metrics_port": 1}, {"external_port": 0}):
+        with pytest.raises(AssertionError, match="must be in range"):
+            build_axon(**bad)

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 
 from axon_grpc import Keypair
-from axon_grpc.bench import TARGET_NAMES
-from axon_grpc.bench.cli import add_bench_command
-from axon_grpc.bench.memory import measure_memory
-from axon_grpc.bench.report import ratios, scaling, scaling_text, table
-from axon_grpc.bench.runner import percentile
-from axon_grpc.bench.wire import GrpcSigner, LegacyHttpRequest, grpc_body, new_uuid
-from axon_grpc.cli import build_parser, main
 from axon_grpc.synapse import field_body_hash
+from bench import TARGET_NAMES
+from bench.cli import build_parser, main
+from bench.memory import measure_memory
+from bench.report import ratios, scaling, scaling_text, table
+from bench.runner import percentile
+from bench.wire import GrpcSigner, LegacyHttpRequest, grpc_body, new_uuid
 
 from .redis_support import MISSING_REASON as REDIS_MISSING
 from .redis_support import in_ci
@@ -123,11 +122,11 @@ def test_ratios_follow_the_issue_targets() -> None:
     assert "skipped" in table(results)
 
 
-def test_bench_is_an_axon_grpc_command() -> None:
-    args = build_parser().parse_args(["bench", "--concurrency", "64,1,16", "--targets", "legacy,grpc"])
+def test_bench_command_arguments() -> None:
+    args = build_parser().parse_args(["--concurrency", "64,1,16", "--targets", "legacy,grpc"])
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "--targets", "nginx"])
+        build_parser().parse_args(["--targets", "nginx"])
     assert set(TARGET_NAMES) == {
         "grpc",
         "grpc-async",
@@ -144,14 +143,12 @@ def test_bench_is_an_axon_grpc_command() -> None:
         "echo-verified",
         "legacy",
     }
-    assert set(TARGET_NAMES) - set(build_parser().parse_args(["bench"]).targets) == {"grpc-1w-redis", "library-edge"}
-    assert callable(add_bench_command)
+    assert set(TARGET_NAMES) - set(build_parser().parse_args([]).targets) == {"grpc-1w-redis", "library-edge"}
 
 
 def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
-            "bench",
             "--targets",
             "grpc-async,http,legacy",
             "--concurrency",
@@ -232,8 +229,8 @@ def test_scaling_compares_two_workers_with_one_process_level_by_level() -> None:
 
 
 def test_two_worker_target_is_skipped_without_redis_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from axon_grpc.bench import redis_server
-    from axon_grpc.bench.targets import TargetUnavailable, start_target
+    from bench import redis_server
+    from bench.targets import TargetUnavailable, start_target
 
     monkeypatch.setattr(redis_server, "redis_binary", lambda: None)
     with pytest.raises(TargetUnavailable, match="redis-server not found"):
@@ -247,7 +244,6 @@ def test_smoke_run_of_two_workers_with_redis(tmp_path: Path, capsys: pytest.Capt
         pytest.skip(REDIS_MISSING)
     code = main(
         [
-            "bench",
             "--targets",
             "grpc,grpc-2w-redis",
             "--concurrency",
@@ -297,7 +293,7 @@ def test_memory_mode_drives_the_verify_path_and_the_store() -> None:
 
 
 def test_py_spy_summary_leaves_waiting_threads_out(tmp_path: Path) -> None:
-    from axon_grpc.bench.profiling import summarize_py_spy
+    from bench.profiling import summarize_py_spy
 
     raw = tmp_path / "raw.txt"
     raw.write_text(
@@ -317,7 +313,7 @@ def test_py_spy_summary_leaves_waiting_threads_out(tmp_path: Path) -> None:
 
 def test_dendrite_fanout_bench_runs_small(tmp_path: Path) -> None:
     """``bench --dendrite`` end to end, tiny: every answering axon answers, the dead one times out."""
-    from axon_grpc.bench.fanout import fanout_text, measure_fanout
+    from bench.fanout import fanout_text, measure_fanout
 
     figures = measure_fanout(4, 0.25, 0.5, 2, tmp_path / "no-legacy-python")
     ours = [r for r in figures["runs"] if r["client"] == "ours"]

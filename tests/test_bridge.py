@@ -20,7 +20,7 @@ import bridge
 from axon_grpc import Keypair, Synapse
 from axon_grpc.errors import BodyHashMismatch, NotVerifiedException, SynapseParsingError
 from axon_grpc.synapse import EMPTY_HASH
-from axon_grpc.testing import build_axon, free_port
+from axon_grpc.testing import build_axon
 from bridge import AxonMiddleware, FastAPIThreadedServer, HttpBridge, create_error_response, log_and_handle_error
 
 from .support import Dummy, dummy_forward
@@ -151,7 +151,7 @@ async def test_seed_surface(bridged: Bridged) -> None:
 
 
 def test_bridge_limits_are_constructor_arguments_and_attributes() -> None:
-    axon = build_axon(dummy_forward, http_port=free_port(), max_request_bytes=1234)
+    axon = build_axon(dummy_forward, http_port=0, max_request_bytes=1234)
     assert axon.http.max_request_bytes == 1234  # from the axon by default
     custom = HttpBridge(axon, max_request_bytes=99, max_header_count=7, max_header_bytes=512)
     assert (custom.max_request_bytes, custom.max_header_count, custom.max_header_bytes) == (99, 7, 512)
@@ -232,7 +232,7 @@ async def test_dual_stack_ip_reports_ipv4_peers_plainly() -> None:
 
 
 def test_axon_in_its_own_thread_serves_http() -> None:
-    axon = build_axon(dummy_forward, http_port=free_port())
+    axon = build_axon(dummy_forward, http_port=0)
     axon.start()
     try:
         client = LegacyClient(int(axon.http_port), axon.wallet.hotkey.ss58_address)  # only to prepare
@@ -251,6 +251,11 @@ def test_axon_in_its_own_thread_serves_http() -> None:
         axon.stop()
 
 
+def bound_port(server: FastAPIThreadedServer) -> int:
+    """The port uvicorn bound for ``port=0``."""
+    return int(server.servers[0].sockets[0].getsockname()[1])
+
+
 def test_fastapi_threaded_server_runs_a_toy_app_in_its_own_thread() -> None:
     app = FastAPI()
 
@@ -258,12 +263,12 @@ def test_fastapi_threaded_server_runs_a_toy_app_in_its_own_thread() -> None:
     async def hello() -> dict:
         return {"hello": "world"}
 
-    port = free_port()
     server = FastAPIThreadedServer(
-        config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="off")
+        config=uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning", lifespan="off")
     )
     assert not server.is_running
     server.start()
+    port = bound_port(server)
     try:
         assert server.is_running
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as response:
@@ -286,9 +291,9 @@ def test_demo_calls_over_grpc_and_over_the_bridge(tmp_path, monkeypatch) -> None
             "--axon.ip",
             "127.0.0.1",
             "--axon.port",
-            str(free_port()),
+            "0",
             "--axon.http_port",
-            str(free_port()),
+            "0",
             "--wallet.path",
             str(tmp_path / "wallets"),
         ]
@@ -301,12 +306,12 @@ def test_demo_calls_over_grpc_and_over_the_bridge(tmp_path, monkeypatch) -> None
 
 def test_fastapi_threaded_server_run_in_thread_context() -> None:
     app = FastAPI()
-    port = free_port()
     server = FastAPIThreadedServer(
-        config=uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="off")
+        config=uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning", lifespan="off")
     )
     with server.run_in_thread():
         assert server.started
+        port = bound_port(server)
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=10)
         assert caught.value.code == 404
@@ -342,7 +347,7 @@ def _request(path: str, body: bytes, headers: dict[str, str]) -> Request:
 
 
 async def test_verify_body_integrity() -> None:
-    axon = build_axon(dummy_forward, http_port=free_port())
+    axon = build_axon(dummy_forward, http_port=0)
     good = Dummy(input=3).body_hash
     payload = {"input": 3, "output": None}
     assert (
@@ -435,7 +440,7 @@ async def test_the_app_alone_serves_the_synapse_routes() -> None:
     """``axon.app`` without the middleware in front (as under a test client) answers the same."""
     import httpx
 
-    axon = build_axon(dummy_forward, http_port=free_port())
+    axon = build_axon(dummy_forward, http_port=0)
     await axon.start_async()
     try:
         client = LegacyClient(int(axon.http_port), axon.wallet.hotkey.ss58_address)
@@ -459,7 +464,7 @@ def test_bridge_socket_is_tcp_so_responses_are_not_delayed_by_nagle() -> None:
 
     from bridge.server import bind_socket
 
-    sock = bind_socket("127.0.0.1", free_port())
+    sock = bind_socket("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP  # asyncio then sets TCP_NODELAY per connection
     finally:

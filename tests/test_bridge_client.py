@@ -21,7 +21,7 @@ import aiohttp
 from axon_grpc import Axon, Keypair, Synapse
 from axon_grpc.auth.legacy import PROTOCOL_VERSION
 from axon_grpc.synapse import TerminalInfo
-from axon_grpc.testing import Attachment, build_axon, free_port
+from axon_grpc.testing import Attachment, build_axon
 
 from .support import Dummy, boom_forward, dummy_blacklist, dummy_forward, said_forward
 
@@ -160,7 +160,7 @@ class Bridged:
 @asynccontextmanager
 async def serve_bridge(*attachments: Attachment, **axon_kwargs: Any) -> AsyncIterator[Bridged]:
     """An axon with gRPC and the HTTP bridge on free loopback ports, and a legacy client."""
-    axon = build_axon(*(attachments or ATTACHMENTS), http_port=free_port(), **axon_kwargs)
+    axon = build_axon(*(attachments or ATTACHMENTS), http_port=0, **axon_kwargs)
     await axon.start_async()
     client = LegacyClient(int(axon.http_port), axon.wallet.hotkey.ss58_address)
     try:

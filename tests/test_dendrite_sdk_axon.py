@@ -17,13 +17,12 @@ from typing import Any, AsyncIterator, Iterator, Optional
 import pytest
 
 from axon_grpc import AxonInfo, Dendrite, KeypairWallet, StreamingSynapse
-from axon_grpc.testing import free_port
 
 from .support import Dummy
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_PYTHON = Path(os.environ.get("AXON_GRPC_LEGACY_PYTHON") or ROOT / ".venv" / "legacy" / "bin" / "python")
-SERVER = ROOT / "axon_grpc" / "bench" / "legacy_server.py"
+SERVER = ROOT / "bench" / "legacy_server.py"
 
 
 class Unknown(Dummy):
@@ -37,9 +36,8 @@ def sdk_axon() -> Iterator[AxonInfo]:
             f"no Python with bittensor==10.5.0 at {LEGACY_PYTHON} (make bench builds .venv/legacy, "
             "or set AXON_GRPC_LEGACY_PYTHON)"
         )
-    port = free_port()
     process = subprocess.Popen(
-        [str(LEGACY_PYTHON), str(SERVER), "--port", str(port)],
+        [str(LEGACY_PYTHON), str(SERVER), "--port", "0"],  # the port it bound is in its ready line
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -52,7 +50,12 @@ def sdk_axon() -> Iterator[AxonInfo]:
         ready = json.loads(line.split(" ", 1)[1])
         assert ready["bittensor"] == "10.5.0"
         yield AxonInfo(
-            version=10005000, ip="127.0.0.1", port=port, ip_type=4, hotkey=ready["hotkey"], coldkey=ready["hotkey"]
+            version=10005000,
+            ip="127.0.0.1",
+            port=int(ready["port"]),
+            ip_type=4,
+            hotkey=ready["hotkey"],
+            coldkey=ready["hotkey"],
         )
     finally:
         process.terminate()

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from axon_grpc import AxonInfo, Dendrite, KeypairWallet
-from axon_grpc.testing import free_port, serve_axon
+from axon_grpc.testing import serve_axon
 
 from .redis_support import RedisServer
-from .support import Boom, Dummy, Said, dummy_forward
+from .support import Boom, Dummy, Said, dummy_forward, refused_port
 from .test_bridge_client import serve_bridge
 
 
@@ -98,21 +98,16 @@ async def test_auto_learns_each_axons_protocol_and_remembers_it() -> None:
 
 async def test_auto_to_nothing_listening_is_503_and_nothing_learned() -> None:
     dendrite = Dendrite(KeypairWallet.generate(), transport="auto")
-    target = AxonInfo(
-        version=0,
-        ip="127.0.0.1",
-        port=free_port(),
-        ip_type=4,
-        hotkey=KeypairWallet.generate().hotkey.ss58_address,
-        coldkey="",
-    )
-    try:
-        result = await dendrite.call(target, Dummy(input=1), timeout=3.0, deserialize=False)
-        assert result.dendrite.status_code == 503
-        assert result.dendrite.status_message == f"Service at {target.ip_str()}/Dummy unavailable."
-        assert dendrite.transport_for(target) == "auto"
-    finally:
-        await dendrite.aclose()
+    with refused_port() as port:
+        hotkey = KeypairWallet.generate().hotkey.ss58_address
+        target = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey, coldkey="")
+        try:
+            result = await dendrite.call(target, Dummy(input=1), timeout=3.0, deserialize=False)
+            assert result.dendrite.status_code == 503
+            assert result.dendrite.status_message == f"Service at {target.ip_str()}/Dummy unavailable."
+            assert dendrite.transport_for(target) == "auto"
+        finally:
+            await dendrite.aclose()
 
 
 async def test_http_timeout_is_408() -> None:
@@ -152,7 +147,7 @@ def nonce_store(request: pytest.FixtureRequest) -> Any:
 
 
 async def test_one_dendrite_many_concurrent_http_calls_none_refused(nonce_store: Any) -> None:
-    async with serve_axon(dummy_forward, nonce_store=nonce_store, http_port=free_port()) as h:
+    async with serve_axon(dummy_forward, nonce_store=nonce_store, http_port=0) as h:
         target = http_info(h.info, int(h.axon.http_port))  # type: ignore[arg-type]
         dendrite = Dendrite(KeypairWallet.generate(), transport="http")
         try:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from axon_grpc import Axon, Dendrite, Keypair, Synapse
 from axon_grpc.auth import btauth
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, grpc_body_hash
-from axon_grpc.testing import build_axon, free_port
+from axon_grpc.testing import build_axon
 
 from .support import Dummy, dummy_forward
 
@@ -92,7 +92,7 @@ def served() -> Iterator[tuple[Axon, Loud]]:
     root.addHandler(loud)
     level = root.level
     root.setLevel(logging.DEBUG)
-    axon = build_axon(dummy_forward, fuzzed_forward, http_port=free_port()).start()
+    axon = build_axon(dummy_forward, fuzzed_forward, http_port=0).start()
     try:
         yield axon, loud
     finally:

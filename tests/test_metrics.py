@@ -16,7 +16,7 @@ from axon_grpc.errors import SynapseException
 from axon_grpc.metrics.observer import CONTENT_TYPE, TopCallers
 from axon_grpc.schema import schema_for
 from axon_grpc.streaming import StreamingSynapse
-from axon_grpc.testing import free_port, serve_axon
+from axon_grpc.testing import serve_axon
 
 from .support import Dummy, RawCaller, dummy_blacklist, dummy_forward
 
@@ -79,9 +79,8 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
         gate_forward,
         words_forward,
     ]
-    metrics_port = free_port()
     async with serve_axon(
-        *attachments, http_port=free_port(), metrics_port=metrics_port, max_workers=1, max_queue=0, metrics_hotkeys=2
+        *attachments, http_port=0, metrics_port=0, max_workers=1, max_queue=0, metrics_hotkeys=2
     ) as h:
         axon = h.axon
         raw = RawCaller(f"127.0.0.1:{axon.port}", axon.wallet.hotkey.ss58_address)
@@ -190,7 +189,7 @@ async def test_scrape_counts_each_outcome_exactly() -> None:
         assert len(builds) == 1 and builds[0]["mode"] == "inprocess" and builds[0]["version"]
 
         # the metrics port answers the same scrape; the embedder's API too
-        own, _ = await asyncio.to_thread(scrape, metrics_port)
+        own, _ = await asyncio.to_thread(scrape, axon.metrics_port)
         assert value(own, requests, synapse="Dummy", transport="grpc", scheme="legacy", status_class="2xx") == 3
         body_bytes, content_type = axon.metrics.exposition()
         assert b"axon_refusals_total" in body_bytes and content_type == CONTENT_TYPE
@@ -219,7 +218,7 @@ async def test_a_client_leaving_a_stream_counts_as_cancelled() -> None:
 
 
 async def test_metrics_off_serves_no_metrics_route() -> None:
-    async with serve_axon(dummy_forward, metrics=False, http_port=free_port()) as h:
+    async with serve_axon(dummy_forward, metrics=False, http_port=0) as h:
         assert h.axon.metrics is None
         assert (await h.call(Dummy(input=2))).output == 4
         with pytest.raises(urllib.error.HTTPError) as missing:
@@ -242,7 +241,7 @@ def test_top_callers_stay_bounded_and_keep_the_heavy_ones() -> None:
 async def test_a_flood_of_scrapes_builds_one_a_second() -> None:
     """``/metrics`` is on the public port and a scrape costs tens of calls' CPU: a stranger's
     flood of them is answered from the last one, rebuilt at most once a second."""
-    async with serve_axon(dummy_forward, http_port=free_port()) as h:
+    async with serve_axon(dummy_forward, http_port=0) as h:
         metrics = h.axon.metrics
         assert metrics is not None
         built = []

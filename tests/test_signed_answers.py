@@ -14,7 +14,7 @@ from axon_grpc.auth.legacy import answer_message
 from axon_grpc.schema import schema_for
 from axon_grpc.server.call import Outcome
 from axon_grpc.synapse import answer_body_hash
-from axon_grpc.testing import free_port, serve_axon
+from axon_grpc.testing import serve_axon
 
 from .support import Dummy, dummy_forward
 
@@ -23,7 +23,7 @@ TRANSPORTS = ["grpc", "http"]
 
 @pytest.fixture
 async def signing_axon() -> AsyncIterator[Any]:
-    async with serve_axon(dummy_forward, http_port=free_port(), sign_answers=True) as h:
+    async with serve_axon(dummy_forward, http_port=0, sign_answers=True) as h:
         yield h
 
 
@@ -53,7 +53,7 @@ async def test_signed_answer_is_verified_and_kept(signing_axon: Any, transport: 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_request_asks_for_a_signed_answer(transport: str) -> None:
-    async with serve_axon(dummy_forward, http_port=free_port()) as h:  # the axon does not sign by default
+    async with serve_axon(dummy_forward, http_port=0) as h:  # the axon does not sign by default
         plain = Dendrite(KeypairWallet.generate(), transport=transport)
         checking = Dendrite(KeypairWallet.generate(), transport=transport, verify_response=True)
         try:

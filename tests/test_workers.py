@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -19,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from axon_grpc import PROTOCOL_VERSION, AxonInfo, Dendrite
 from axon_grpc.server.config import DEFAULT_MAX_WORKERS
 from axon_grpc.server.workers import SharedStoreRequired, WorkerGroup, load_factory
-from axon_grpc.testing import free_port
 
 from .fixtures.workers_app import WhoAmI, hotkey
 from .redis_support import RedisServer
@@ -36,7 +37,9 @@ def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_serve(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess.Popen[str]:
+def start_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """``axon-grpc serve`` on ports the system picks (``--axon.port 0``; the HTTP bridge's and the
+    metrics port too when given as 0): :func:`wait_serving` reads the ports it printed."""
     command = [
         sys.executable,
         "-m",
@@ -48,7 +51,7 @@ def start_serve(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess
         "--axon.ip",
         "127.0.0.1",
         "--axon.port",
-        str(port),
+        "0",
         *args,
     ]  # the in-process workers (tests/edge covers --server envoy)
     return subprocess.Popen(
@@ -74,17 +77,46 @@ async def call_fresh(port: int, value: int = 7) -> WhoAmI:
         return await dendrite.call(info(port), WhoAmI(input=value), timeout=5.0, deserialize=False)
 
 
-async def wait_serving(process: subprocess.Popen[str], port: int, timeout: float = 60.0) -> None:
-    """Until ``serve`` reports that every worker serves, and a call succeeds."""
+@dataclass
+class Served:
+    """What ``serve`` printed once serving: its lines and the ports it bound."""
+
+    lines: list[str]
+    port: int
+    http_port: int | None
+    metrics_port: int | None
+
+
+async def read_serving(process: subprocess.Popen[str], metrics: bool = False, timeout: float = 60.0) -> Served:
+    """The lines ``serve`` prints up to the address it advertises (and the metrics port)."""
     assert process.stderr is not None
     deadline = time.monotonic() + timeout
-    while True:
+    lines: list[str] = []
+
+    def done() -> bool:
+        return any("advertises" in line for line in lines) and not (metrics and "GET /metrics" not in lines[-1])
+
+    while not done():
         line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), deadline - time.monotonic())
-        assert line, f"serve exited with {process.wait()}"
-        if "serving" in line:
-            break
-    result = await call_fresh(port)
+        assert line, f"serve exited with {process.wait()}: {lines}"
+        lines.append(line.strip())
+    printed = "\n".join(lines)
+
+    def port(pattern: str) -> int | None:
+        found = re.search(pattern, printed)
+        return int(found.group(1)) if found else None
+
+    grpc_port = port(r"gRPC \(HTTP/2, h2c\) on [^ ]+:(\d+):")
+    assert grpc_port, printed
+    return Served(lines, grpc_port, port(r"legacy bridge .* on [^ ]+:(\d+):"), port(r"/metrics of all .* port (\d+)"))
+
+
+async def wait_serving(process: subprocess.Popen[str], metrics: bool = False) -> Served:
+    """Until ``serve`` reports that every worker serves, and a call succeeds."""
+    served = await read_serving(process, metrics)
+    result = await call_fresh(served.port)
     assert result.dendrite.status_code == 200, result.dendrite.status_message
+    return served
 
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
@@ -99,10 +131,9 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int
 
 
 async def test_two_workers_share_the_port_and_the_replay_state(tmp_path: Path, redis_server: RedisServer) -> None:
-    port = free_port()
-    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url)
+    process = start_serve(tmp_path, "--workers", "2", "--axon.nonce_store", redis_server.url)
     try:
-        await wait_serving(process, port)
+        port = (await wait_serving(process)).port
         hits: dict[int, int] = {}
         for _ in range(40):
             result = await call_fresh(port)
@@ -130,7 +161,7 @@ async def test_two_workers_share_the_port_and_the_replay_state(tmp_path: Path, r
 
 
 def test_several_workers_need_a_shared_store(tmp_path: Path) -> None:
-    process = start_serve(tmp_path, free_port(), "--workers", "2")
+    process = start_serve(tmp_path, "--workers", "2")
     try:
         process.wait(60)
     finally:
@@ -140,10 +171,9 @@ def test_several_workers_need_a_shared_store(tmp_path: Path) -> None:
 
 
 async def test_a_dead_worker_stops_the_group_with_an_error(tmp_path: Path, redis_server: RedisServer) -> None:
-    port = free_port()
-    process = start_serve(tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url)
+    process = start_serve(tmp_path, "--workers", "2", "--axon.nonce_store", redis_server.url)
     try:
-        await wait_serving(process, port)
+        port = (await wait_serving(process)).port
         victim = (await call_fresh(port)).pid
         os.kill(victim, signal.SIGKILL)
         await asyncio.to_thread(process.wait, 30)
@@ -154,10 +184,9 @@ async def test_a_dead_worker_stops_the_group_with_an_error(tmp_path: Path, redis
 
 
 async def test_one_worker_serves_in_process(tmp_path: Path) -> None:
-    port = free_port()
-    process = start_serve(tmp_path, port, "--workers", "1")  # the in-memory store is fine here
+    process = start_serve(tmp_path, "--workers", "1")  # the in-memory store is fine here
     try:
-        await wait_serving(process, port)
+        port = (await wait_serving(process)).port
         assert (await call_fresh(port)).pid == process.pid
     finally:
         code, err = stop(process, signal.SIGINT)
@@ -167,14 +196,15 @@ async def test_one_worker_serves_in_process(tmp_path: Path) -> None:
 def test_python_api_from_a_script(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in worker_env(tmp_path).items():
         monkeypatch.setenv(key, value)
-    port = free_port()
     monkeypatch.setenv("BT_AXON_IP", "127.0.0.1")
-    monkeypatch.setenv("BT_AXON_PORT", str(port))
+    monkeypatch.setenv("BT_AXON_PORT", "0")  # the first worker binds a port the system picks, the other joins it
     with pytest.raises(SharedStoreRequired):
         WorkerGroup(APP, workers=2).start()
     monkeypatch.setenv("BT_AXON_NONCE_STORE", redis_server.url)
     with WorkerGroup(APP, workers=2) as group:
-        assert group.port == port and len(set(group.pids)) == 2
+        port = group.port
+        assert port and len(set(group.pids)) == 2
+        assert os.environ["BT_AXON_PORT"] == "0"  # the group's choice stays out of this process's settings
         pids = {asyncio.run(call_fresh(port)).pid for _ in range(30)}
         assert pids == set(group.pids)
     assert group.stop() == [0, 0]
@@ -199,12 +229,10 @@ def _http_axon_uuid(port: int) -> str | None:
 
 
 async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: RedisServer) -> None:
-    port, http_port = free_port(), free_port()
-    process = start_serve(
-        tmp_path, port, "--workers", "2", "--axon.nonce_store", redis_server.url, "--axon.http_port", str(http_port)
-    )
+    process = start_serve(tmp_path, "--workers", "2", "--axon.nonce_store", redis_server.url, "--axon.http_port", "0")
     try:
-        await wait_serving(process, port)
+        http_port = (await wait_serving(process)).http_port
+        assert http_port
         uuids = {await asyncio.to_thread(_http_axon_uuid, http_port) for _ in range(30)}
         assert len(uuids) == 2 and None not in uuids, uuids
     finally:
@@ -213,17 +241,11 @@ async def test_the_http_bridge_port_is_shared_too(tmp_path: Path, redis_server: 
 
 
 async def test_serve_prints_hotkey_ports_and_protocols_and_a_client_calls_with_them(tmp_path: Path) -> None:
-    port, http_port = free_port(), free_port()
-    process = start_serve(
-        tmp_path, port, "--workers", "1", "--axon.http_port", str(http_port), "--axon.external_ip", "127.0.0.1"
-    )
-    lines: list[str] = []
+    process = start_serve(tmp_path, "--workers", "1", "--axon.http_port", "0", "--axon.external_ip", "127.0.0.1")
     try:
-        assert process.stderr is not None
-        while not lines or "advertises" not in lines[-1]:
-            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
-            assert line, f"serve exited with {process.wait()}"
-            lines.append(line.strip())
+        served = await read_serving(process)
+        lines, port, http_port = served.lines, served.port, served.http_port
+        assert http_port and http_port != port
         printed = "\n".join(lines)
         hotkey_line = next(line for line in lines if line.startswith("axon-grpc: hotkey "))
         printed_hotkey = hotkey_line.split()[2]
@@ -255,21 +277,21 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_one_scrape_shows_every_workers_counts(tmp_path: Path, redis_server: RedisServer) -> None:
-    port, metrics_port, http_port = free_port(), free_port(), free_port()
     process = start_serve(
         tmp_path,
-        port,
         "--workers",
         "2",
         "--axon.nonce_store",
         redis_server.url,
         "--metrics-port",
-        str(metrics_port),
+        "0",
         "--axon.http_port",
-        str(http_port),
+        "0",
     )
     try:
-        await wait_serving(process, port)  # one call
+        served = await wait_serving(process, metrics=True)  # one call
+        port, metrics_port, http_port = served.port, served.metrics_port, served.http_port
+        assert metrics_port and http_port
         hits: dict[int, int] = {1: 1}
         for _ in range(39):
             result = await call_fresh(port)
@@ -295,7 +317,16 @@ async def test_one_scrape_shows_every_workers_counts(tmp_path: Path, redis_serve
         assert samples.get(("axon_request_duration_seconds_count", tuple(sorted(duration.items())))) == 46
         assert samples.get(("axon_forward_duration_seconds_count", (("synapse", "WhoAmI"),))) == 41
         assert samples.get(("axon_workers", ())) == 2 * DEFAULT_MAX_WORKERS  # each worker's slots, summed
-        assert samples.get(("axon_workers_busy", ())) == 0 and samples.get(("axon_admission_queue_depth", ())) == 0
+        # Each worker writes its queue gauges to the shared files once a second (multiprocess
+        # mode), so a scrape may show a call that has just ended; within a few refreshes, none.
+        deadline = time.monotonic() + 5
+        idle = {"axon_workers_busy": 0.0, "axon_admission_queue_depth": 0.0}
+        gauges = {name: samples.get((name, ())) for name in idle}
+        while gauges != idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            later = await asyncio.to_thread(_scrape, metrics_port)
+            gauges = {name: later.get((name, ())) for name in idle}
+        assert gauges == idle
         build = [labels for name, labels in samples if name == "axon_build_info"]
         assert build and all(dict(labels)["mode"] == "workers" for labels in build), build
         # GET /metrics on the shared bridge port: whichever worker answers shows them all too.

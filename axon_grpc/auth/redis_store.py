@@ -30,9 +30,12 @@ import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+try:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as e:  # an optional dependency: only a redis:// nonce store needs it
+    raise ImportError(f"the Redis nonce store needs the redis client: pip install 'axon-grpc[redis]' ({e})") from e
 
 from axon_grpc._aio import within
 from axon_grpc.auth.nonces import (

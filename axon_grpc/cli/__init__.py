@@ -9,15 +9,17 @@ import sys
 from pathlib import Path
 
 from axon_grpc import __version__, logs
-from axon_grpc.bench.cli import add_bench_command
 from axon_grpc.cli.commands import add_commands
 from axon_grpc.server.config import Config, add_args, add_wallet_args
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from axon_grpc.cli.demo import run_demo
+    from axon_grpc.cli.demo import run_demo, run_serve_demo
 
-    return run_demo(Config.from_namespace(args), value=args.value)
+    in_process = args.in_process
+    del args.in_process
+    run = run_demo if in_process else run_serve_demo
+    return run(Config.from_namespace(args), value=args.value)
 
 
 def _proto(args: argparse.Namespace) -> int:
@@ -63,14 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="Start an axon on the embedded defaults and call it once.",
-        description="Start an axon with the example Dummy synapse (gRPC on 127.0.0.1:8091 unless told "
-        "otherwise), call it with the Python Dendrite, print the result and the status.",
+        help="Serve the example axon as in production (axon-grpc serve on Envoy) and call it.",
+        description="Start `axon-grpc serve` (Envoy, one port) with the example Dummy synapse on 127.0.0.1 and a "
+        "port the system picks unless told otherwise, then call it once with the Python Dendrite over gRPC, once "
+        "as a legacy SDK 10.5 dendrite over HTTP, scrape its /metrics, and print each answer. Where Envoy cannot "
+        "run (pyvoy missing), says why and shows the in-process servers instead.",
     )
     add_args(demo)
     add_wallet_args(demo)
-    demo.set_defaults(**{"axon.ip": os.getenv("BT_AXON_IP") or "127.0.0.1"}, func=_demo)
+    demo.set_defaults(
+        **{"axon.ip": os.getenv("BT_AXON_IP") or "127.0.0.1", "axon.port": int(os.getenv("BT_AXON_PORT") or 0)},
+        func=_demo,
+    )
     demo.add_argument("--value", type=int, default=21, help="The input to send (default 21).")
+    demo.add_argument(
+        "--in-process",
+        action="store_true",
+        help="The development servers instead (axon.start(): grpc.aio and uvicorn on two ports).",
+    )
 
     proto = sub.add_parser(
         "proto",
@@ -107,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     from axon_grpc.edge.front import add_front_command
 
     add_front_command(sub)  # Envoy over several hosts (docs/FLEET.md)
-    add_bench_command(sub)  # load, latency and server CPU against reference servers
     return parser
 
 

@@ -63,11 +63,11 @@ def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
     for cidr in args.trusted_front:
         parse_cidr(cidr)  # a typo fails here, in one line, not inside Envoy
     address = str(getattr(args, "axon.ip")).strip("[]") or "::"
-    port = int(getattr(args, "axon.port"))
-    if port == 0 and not args.print_envoy_config:  # one port for every process, known to the axon
-        port = free_port(address)
+
+    def on_port(port: int) -> None:
+        """One port for every process, known to the axon (``--axon.port 0``: the one picked);
+        the factory's errors and a missing shared store, here and in one line."""
         os.environ["BT_AXON_PORT"] = str(port)
-    if not args.print_envoy_config:  # the factory's errors and a missing shared store, here and in one line
         axon = workers.build(args.app)
         workers.require_shared_store(axon, args.workers)
         use_edge_port(axon, port)
@@ -77,30 +77,26 @@ def _serve_envoy(args: argparse.Namespace, app_dir: str) -> int:
             file=sys.stderr,
             flush=True,
         )
-    return edge.serve(
-        args.app,
-        address=address,
-        port=port,
-        workers=args.workers,
-        grace=args.grace,
-        tls=tls,
-        limits=limits_from_args(args),
-        app_dir=app_dir,
-        log_level=args.worker_log_level,
-        print_config=args.print_envoy_config,
-        trusted_fronts=tuple(args.trusted_front),
-        drain_delay=args.drain_delay,
-    )
 
-
-def free_port(address: str) -> int:
-    """A port free on ``address`` a moment ago (``--axon.port 0`` under Envoy)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
+    try:
+        return edge.serve(
+            args.app,
+            address=address,
+            port=int(getattr(args, "axon.port")),
+            workers=args.workers,
+            grace=args.grace,
+            tls=tls,
+            limits=limits_from_args(args),
+            app_dir=app_dir,
+            log_level=args.worker_log_level,
+            print_config=args.print_envoy_config,
+            trusted_fronts=tuple(args.trusted_front),
+            drain_delay=args.drain_delay,
+            on_port=None if args.print_envoy_config else on_port,
+        )
+    except edge.NotStarted as e:
+        print(f"axon-grpc: {e}", file=sys.stderr, flush=True)
+        return 1
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -38,8 +38,29 @@ def pyvoy_missing() -> str | None:
     try:
         import pyvoy  # noqa: F401
     except ImportError:
-        return "pyvoy is not installed (it ships Envoy for glibc Linux amd64/arm64 and macOS arm64)"
+        return (
+            "pyvoy is not installed (pip install 'axon-grpc[edge]'; "
+            "it ships Envoy for glibc Linux amd64/arm64 and macOS arm64)"
+        )
     return None
+
+
+class NotStarted(RuntimeError):
+    """Envoy did not start (a port taken, a configuration refused); nothing serves."""
+
+
+def port_taken(address: str, port: int) -> bool:
+    """Whether ``address:port`` is bound by someone (a start that failed there may retry
+    another port; one that failed on a free port failed for another reason)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return True
+    return False
 
 
 def _edge_server_class() -> type:
@@ -165,7 +186,10 @@ async def run(
     ready: Callable[[list[Any]], None] | None = None,
     drain_delay: float = 0.0,
 ) -> int:
-    """Start ``servers``, serve until SIGTERM/SIGINT or until one exits, drain; the exit status."""
+    """Start ``servers``, serve until SIGTERM/SIGINT or until one exits, drain; the exit status.
+
+    Raises :class:`NotStarted` when one of them did not start (all are stopped).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,9 +199,8 @@ async def run(
             for server in servers:
                 await server.start()
         except Exception as e:
-            logger.error("Envoy did not start: %s", e)
             await asyncio.gather(*(server.stop() for server in servers))
-            return 1
+            raise NotStarted(f"Envoy did not start: {e}") from None
         if ready is not None:
             ready(servers)
         waits = [asyncio.ensure_future(server.wait()) for server in servers]
@@ -191,6 +214,21 @@ async def run(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+#: How many ports ``port=0`` tries when the one picked was taken before Envoy bound it.
+PICK_ATTEMPTS = 5
+
+
+def free_port(address: str) -> int:
+    """A port free on ``address`` a moment ago: Envoy is given a port number, and every
+    process of one edge needs the same; :func:`serve` picks again if it was taken since."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
 
 
 def serve(
@@ -209,15 +247,64 @@ def serve(
     app: str = APP,
     trusted_fronts: tuple[str, ...] = (),
     drain_delay: float = 0.0,
+    on_port: Callable[[int], Any] | None = None,
 ) -> int:
-    """Serve ``factory``'s axon on Envoy until SIGTERM/SIGINT; returns the exit status."""
+    """Serve ``factory``'s axon on Envoy until SIGTERM/SIGINT; returns the exit status.
+
+    ``port=0`` picks a free port, and another one (up to :data:`PICK_ATTEMPTS` in all) when
+    Envoy found it taken; ``on_port(port)`` is called with each port before Envoy starts on
+    it. Raises :class:`NotStarted` when Envoy did not start.
+    """
     say = out or (lambda line: print(line, file=sys.stderr, flush=True))
     tls = tls or TlsFiles()
     tls.check()
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    if workers > 1 and port == 0:
-        raise ValueError("--workers above 1 needs a fixed --axon.port")
+    pick = port == 0 and not print_config
+    for attempt in range(1, PICK_ATTEMPTS + 1 if pick else 2):
+        chosen = free_port(address) if pick else port
+        if on_port is not None:
+            on_port(chosen)
+        try:
+            return _serve_on(
+                factory,
+                address,
+                chosen,
+                workers,
+                grace,
+                tls,
+                limits,
+                app_dir,
+                log_level,
+                print_config,
+                say,
+                app,
+                trusted_fronts,
+                drain_delay,
+            )
+        except NotStarted:
+            if not (pick and attempt < PICK_ATTEMPTS and port_taken(address, chosen)):
+                raise
+            say(f"axon-grpc: port {chosen} was taken before Envoy bound it; picking another")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _serve_on(
+    factory: str,
+    address: str,
+    port: int,
+    workers: int,
+    grace: float,
+    tls: TlsFiles,
+    limits: EdgeLimits | None,
+    app_dir: str | None,
+    log_level: str | None,
+    print_config: bool,
+    say: Callable[[str], Any],
+    app: str,
+    trusted_fronts: tuple[str, ...],
+    drain_delay: float,
+) -> int:
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="axon-grpc-edge-") as folder:
         drain_file = os.path.join(folder, "draining")

@@ -24,12 +24,14 @@ class MetricsListener:
         self._server: Any = None
         self._refresh: asyncio.Task[None] | None = None
 
-    def start(self, metrics: PrometheusMetrics, port: int | None, host: str) -> None:
-        """On the running loop; what already runs is left as it is."""
-        if port and self._server is None:
+    def start(self, metrics: PrometheusMetrics, port: int | None, host: str) -> int | None:
+        """On the running loop; what already runs is left as it is. Returns the port bound
+        (the system's pick for port 0), None without a metrics port."""
+        if port is not None and self._server is None:
             self._server, _ = metrics.serve(port, host)
         if multiprocess() and self._refresh is None:
             self._refresh = asyncio.get_running_loop().create_task(_refresh_every(metrics, 1.0))
+        return None if self._server is None else int(self._server.server_port)
 
     def stop(self) -> None:
         server, self._server = self._server, None

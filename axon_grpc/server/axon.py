@@ -49,6 +49,11 @@ __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
 RPC_HEADROOM = 32
 
 
+def _optional_port(value: Any) -> int | None:
+    """A configured port: None when unset, else the number (0: any free port)."""
+    return None if value is None or value == "" else int(value)
+
+
 def load_transport(name: str) -> Callable[[TransportParts], Any]:
     """A transport factory registered under the ``axon_grpc.transports`` entry points.
 
@@ -165,7 +170,8 @@ class Axon:
     def _servers(self, section: Config, edge: bool | None) -> None:
         """What serves the request path: built or bound by ``start``, none yet."""
         #: Port of a listener answering only ``GET /metrics``; None: none of its own.
-        self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
+        #: 0 binds a port the system picks; ``start`` puts the bound port here.
+        self.metrics_port: int | None = _optional_port(section.get("metrics_port"))
         self._metrics_listener = MetricsListener()
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
@@ -173,7 +179,8 @@ class Axon:
         #: The loop thread ``start()`` serves from; None when serving on the caller's loop.
         self._runner: LoopThread | None = None
         #: Port of the HTTP bridge for legacy dendrites; None serves gRPC only.
-        self.http_port: int | None = int(section["http_port"]) if section.get("http_port") else None
+        #: None: no bridge; 0 binds a port the system picks, and ``start`` puts the bound port here.
+        self.http_port: int | None = _optional_port(section.get("http_port"))
         self._http: Any = None
         #: ``start()`` publishes through a stock Envoy process (:mod:`axon_grpc.edge.proxy`):
         #: None follows ``$AXON_GRPC_EDGE`` (default on), False serves directly.
@@ -249,7 +256,7 @@ class Axon:
     def http(self) -> Any:
         """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set or the axon
         serves through the Envoy edge (the legacy protocol on the public port), else None."""
-        if self._http is None and (self.http_port or self.proxy is not None):
+        if self._http is None and (self.http_port is not None or self.proxy is not None):
             self._http = load_transport("http")(self.transport_parts())
             for endpoint in self.endpoints.values():
                 self._http.add_route(endpoint)
@@ -424,7 +431,7 @@ class Axon:
             bound = await server.start()
             started.append(lambda: server.stop(None))
             self.grpc_server = server
-            http = self.http if (self.http_port or proxy is not None) else None
+            http = self.http if (self.http_port is not None or proxy is not None) else None
             if http is not None:
                 http.peer_header = PEER_HEADER if proxy is not None else None
                 await http.start(proxy.http_socket if proxy is not None else None)
@@ -435,9 +442,11 @@ class Axon:
                 bound = ports[0]
                 if http is not None:
                     http.bound_port = ports[-1]
-            self.port = bound
+            self._bound(bound)
+            if http is not None and self.http_port == 0:  # the system's pick
+                self.http_port = http.bound_port
             if self.metrics is not None:
-                self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
+                self.metrics_port = self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
         except BaseException:
             for stop in reversed(started):
                 await stop()
@@ -449,6 +458,15 @@ class Axon:
         how = f"through Envoy (pid {proxy.pid})" if proxy is not None else "directly"
         logger.info("axon serving %s on %s:%s %s", list(self.endpoints), self.ip, self.port, how)
         return self
+
+    def _bound(self, port: int) -> None:
+        """The gRPC port bound (the one asked for, or the system's pick for port 0): an external
+        port that followed the bind port (0) follows it to the bound one."""
+        if self.external_port == 0:
+            self.external_port = port
+            self.terminal.readdress()
+        self.port = port
+        self.full_address = f"{self.ip}:{port}"
 
     async def stop_async(self, grace: float | None = 5.0) -> Axon:
         """Stop serving; calls in flight get ``grace`` seconds to finish.

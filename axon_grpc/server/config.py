@@ -176,23 +176,29 @@ def parse_config(args: Iterable[str] | None = None) -> Config:
     return Config.from_namespace(namespace)
 
 
+def _listen_port(port: Any) -> bool:
+    """A port an axon may bind: 1025-65534, or 0 for one the system picks when it binds."""
+    return int(port) == 0 or 1024 < int(port) < 65535
+
+
 def check_config(config: Config) -> None:
-    """Assert the ports are in range (1024, 65535) and an external IP, if set, is an IP address."""
+    """Assert the ports are in range (1024, 65535), or 0 for a port the system picks at start (the
+    external port excepted), and an external IP, if set, is an IP address."""
     axon = config.axon
     if axon.get("external_ip"):
         try:
             ip_version(axon.external_ip)
         except ValueError as e:
             raise AssertionError(f"External IP: {e}") from None
-    assert 1024 < int(axon.port) < 65535, "Axon port must be in range [1024, 65535]"
+    assert _listen_port(axon.port), "Axon port must be in range [1024, 65535] (or 0: any free port)"
     assert axon.get("external_port") is None or 1024 < int(axon.external_port) < 65535, (
         "External port must be in range [1024, 65535]"
     )
-    assert axon.get("http_port") is None or 1024 < int(axon.http_port) < 65535, (
-        "HTTP port must be in range [1024, 65535]"
+    assert axon.get("http_port") is None or _listen_port(axon.http_port), (
+        "HTTP port must be in range [1024, 65535] (or 0: any free port)"
     )
-    assert axon.get("metrics_port") is None or 1024 < int(axon.metrics_port) < 65535, (
-        "Metrics port must be in range [1024, 65535]"
+    assert axon.get("metrics_port") is None or _listen_port(axon.metrics_port), (
+        "Metrics port must be in range [1024, 65535] (or 0: any free port)"
     )
     assert axon.get("metrics_hotkeys") is None or int(axon.metrics_hotkeys) >= 1, "metrics_hotkeys must be at least 1"
     store = (axon.get("nonce_store") or "").strip()

@@ -68,6 +68,10 @@ class AxonTerminal:
             self._address = self._resolve_address()
         return self._address
 
+    def readdress(self) -> None:
+        """Resolve the advertised address again (once the port the system picked is known)."""
+        self._address = None
+
     def info(self, status: int, message: str | None, process_time: float | None = None) -> TerminalInfo:
         """This axon's terminal info for one answer (a fresh nonce)."""
         ip, port = self.endpoint

@@ -50,6 +50,8 @@ Factory = Union[str, Callable[[], "Axon"]]
 
 #: Exit status when the command is refused as configured (as argparse uses).
 EXIT_USAGE = 2
+#: The variables giving the workers their gRPC and HTTP bridge ports (0: the first worker's pick).
+PORT_ENVS = ("BT_AXON_PORT", "BT_AXON_HTTP_PORT")
 
 SHARED_STORE_HINT = (
     "--workers {n} needs a nonce store shared by the workers: with the in-memory store each worker "
@@ -159,7 +161,7 @@ def _worker_main(
         sys.exit(1)
 
     def ready(started: Axon) -> None:
-        report.send(("ready", os.getpid(), started.port, startup_lines(started)))
+        report.send(("ready", os.getpid(), started.port, started.http_port, startup_lines(started)))
 
     try:
         asyncio.run(serve_until_signal(axon, grace, ready, signals=(signal.SIGTERM,)))
@@ -198,6 +200,8 @@ class WorkerGroup:
         self.processes: list[BaseProcess] = []
         self.pids: list[int] = []
         self.port: int | None = None
+        #: The HTTP bridge's shared port (None without a bridge).
+        self.http_port: int | None = None
         #: What a worker serves (:func:`startup_lines`), as the first one to start reported it.
         self.startup: list[str] = []
         self._reports: list[Connection] = []
@@ -218,30 +222,50 @@ class WorkerGroup:
         os.environ[MULTIPROC_ENV] = self._metrics_dir
 
     def start(self) -> list[int]:
-        """Spawn the workers; returns their pids once all serve."""
+        """Spawn the workers; returns their pids once all serve.
+
+        With ``BT_AXON_PORT`` (or ``BT_AXON_HTTP_PORT``) 0, the first worker binds a port the
+        system picks and the others join it there, so no port is chosen before it is bound.
+        """
         self._share_metrics()
+        picked: dict[str, str | None] = {name: None for name in PORT_ENVS if os.environ.get(name) == "0"}
+        try:
+            self._spawn(0 if picked else self.workers)
+            if picked:
+                self._spawn(1)
+                self._await_ready()
+                picked = {name: os.environ.get(name) for name in picked}
+                os.environ[PORT_ENVS[0]], http = str(self.port), self.http_port
+                if http is not None:
+                    os.environ[PORT_ENVS[1]] = str(http)
+                self._spawn(self.workers - 1)
+            self._await_ready()
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for name, value in picked.items():
+                if value is not None:
+                    os.environ[name] = value
+        return self.pids
+
+    def _spawn(self, count: int) -> None:
         context = multiprocessing.get_context("spawn")
-        for index in range(self.workers):
+        for _ in range(count):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker_main,
-                name=f"axon-worker-{index}",
+                name=f"axon-worker-{len(self.processes)}",
                 args=(self.factory, self.workers, self.grace, self.log_level, sender),
             )
             process.start()
             sender.close()
             self.processes.append(process)
             self._reports.append(receiver)
-        try:
-            self._await_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self.pids
 
     def _await_ready(self) -> None:
         deadline = None if self.start_timeout is None else time.monotonic() + self.start_timeout
-        waiting = dict(zip(self._reports, self.processes))
+        waiting = {r: p for r, p in zip(self._reports, self.processes) if p.pid not in self.pids}
         while waiting:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             if timeout == 0.0:
@@ -263,7 +287,8 @@ class WorkerGroup:
                 waiting.pop(ready)
                 self.pids.append(int(message[1]))
                 self.port = int(message[2])
-                self.startup = list(message[3])
+                self.http_port = None if message[3] is None else int(message[3])
+                self.startup = list(message[4])
 
     def failed(self) -> BaseProcess | None:
         """A worker that exited on its own (None while all serve)."""
@@ -327,7 +352,7 @@ def startup_lines(axon: Axon) -> list[str]:
         f"hotkey {hotkey.ss58_address} ({crypto})",
         f"gRPC (HTTP/2, h2c) on {axon.ip}:{axon.port}: axon.v1.Axon/{{{names}}}, reflection, health",
     ]
-    if axon.http_port:
+    if axon.http_port is not None:
         lines.append(
             f"HTTP/1.1 legacy bridge (SDK 7.2-10.5 dendrites) on {axon.ip}:{axon.http_port}: POST /{{{names}}}"
         )
@@ -389,7 +414,7 @@ def serve(
         metrics_server = None
         if metrics_port:
             metrics_server, _ = serve_aggregate(int(metrics_port), os.environ.get("BT_AXON_IP") or "::")
-            say(f"axon-grpc: GET /metrics of all {workers} workers on port {metrics_port}")
+            say(f"axon-grpc: GET /metrics of all {workers} workers on port {metrics_server.server_port}")
         try:
             dead = group.wait(stop)
         finally:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
-
-from axon_grpc.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +33,64 @@ def pyvoy_missing() -> str | None:
 requires_pyvoy = pytest.mark.skipif(pyvoy_missing() is not None, reason=str(pyvoy_missing()))
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+#: The line a server prints once it listens, with the port it bound: ``axon-grpc serve`` on Envoy,
+#: the ``pyvoy`` command, ``axon-grpc serve`` on grpcio.
+LISTENING = re.compile(
+    r"^(?:axon-grpc: Envoy serving gRPC and legacy HTTP|pyvoy listening|axon-grpc: serving \[.*\])"
+    r" on 127\.0\.0\.1:(\d+)"
+)
+
+
+@dataclass
+class Served:
+    """A server process started on a port it picked, and what it printed on stderr."""
+
+    process: subprocess.Popen[str]
+    port: int
+    lines: list[str]
+    reader: threading.Thread
+
+    def output(self, timeout: float = 10.0) -> list[str]:
+        """Every line printed, once the process has closed its stderr."""
+        self.reader.join(timeout)
+        return self.lines
+
+
+def start_server(command: list[str], env: dict[str, str], timeout: float = 60.0) -> Served:
+    """Start ``command`` (a server told to bind port 0) and return once it printed the port it
+    listens on. Its stderr is read to the end and passed on to this process's stderr."""
+    process = subprocess.Popen(
+        command, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    found: queue.Queue[int | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stderr is not None
+        with process.stderr:
+            for line in process.stderr:
+                lines.append(line.rstrip("\n"))
+                sys.stderr.write(line)
+                match = LISTENING.search(line)
+                if match:
+                    found.put(int(match.group(1)))
+        found.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        port = found.get(timeout=timeout)
+    except queue.Empty:
+        stop(process)
+        raise RuntimeError(f"the server printed no listening port within {timeout} s: {lines[-5:]}") from None
+    if port is None:
+        raise RuntimeError(f"the server exited with status {process.wait()}: {lines[-5:]}")
+    return Served(process, port, lines, reader)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Until something answers on ``port`` (a server given a port number; prefer
+    :func:`start_server` and port 0, which reads back the port the server bound)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -51,7 +110,7 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+def stop(process: subprocess.Popen[Any], timeout: float = 15.0) -> int:
     if process.poll() is None:
         process.terminate()
         try:
@@ -63,25 +122,21 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
 
 
 def run_pyvoy(app: str, **env: str) -> Iterator[int]:
-    """Serve ``app`` with the ``pyvoy`` command on a free loopback port; yields the port."""
-    port = free_port()
-    process = subprocess.Popen(
+    """Serve ``app`` with the ``pyvoy`` command on a loopback port Envoy picks; yields the port."""
+    served = start_server(
         [
             str(Path(sys.executable).with_name("pyvoy")),
             app,
             "--address",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
             "--log-level",
             "error",
         ],
-        env=environment(**env),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
+        environment(**env),
     )
     try:
-        wait_for_port(port, process)
-        yield port
+        yield served.port
     finally:
-        stop(process)
+        stop(served.process)

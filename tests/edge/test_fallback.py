@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 from axon_grpc import Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.testing import free_port
 
 from ..support import Dummy
-from .support import ROOT, environment, stop, wait_for_port
+from .support import environment, start_server, stop
 
 SEED = "0x" + "17" * 32
 
@@ -20,8 +18,7 @@ WITHOUT_PYVOY = "import sys; sys.modules['pyvoy'] = None; from axon_grpc.cli imp
 
 
 async def test_serve_falls_back_to_grpcio_without_pyvoy() -> None:
-    port = free_port()
-    process = subprocess.Popen(
+    served = start_server(
         [
             sys.executable,
             "-c",
@@ -31,15 +28,12 @@ async def test_serve_falls_back_to_grpcio_without_pyvoy() -> None:
             "--axon.ip",
             "127.0.0.1",
             "--axon.port",
-            str(port),
+            "0",
         ],
-        env=environment(EDGE_TEST_AXON_SEED=SEED),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        environment(EDGE_TEST_AXON_SEED=SEED),
     )
+    process, port = served.process, served.port
     try:
-        wait_for_port(port, process)
         hotkey = Keypair.create_from_seed(SEED).ss58_address
         info = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=hotkey, coldkey="")
         async with Dendrite() as dendrite:
@@ -47,8 +41,6 @@ async def test_serve_falls_back_to_grpcio_without_pyvoy() -> None:
         assert result.output == 8
     finally:
         assert stop(process) == 0
-        assert process.stderr is not None
-        with process.stderr:
-            first = process.stderr.read().decode().splitlines()[0]
+    first = served.output()[0]
     assert first.startswith("axon-grpc: pyvoy is not installed")
     assert first.endswith("serving with grpcio instead (--server grpcio)")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.cli import codegen
-from axon_grpc.testing import free_port
 
 from ..test_node_client import pytestmark as node_marks
 from ..test_node_client import run_client
-from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+from .support import environment, requires_pyvoy, start_server, stop
 
 pytestmark = [requires_pyvoy, *node_marks]
 
@@ -22,8 +20,7 @@ AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
 
 async def test_node_client_calls_the_envoy_axon_and_its_replay_is_refused(tmp_path: Path) -> None:
     proto = codegen.write(["tests.support:Dummy"], tmp_path)
-    port = free_port()
-    process = subprocess.Popen(
+    served = start_server(
         [
             sys.executable,
             "-m",
@@ -33,16 +30,14 @@ async def test_node_client_calls_the_envoy_axon_and_its_replay_is_refused(tmp_pa
             "--axon.ip",
             "127.0.0.1",
             "--axon.port",
-            str(port),
+            "0",
             "--grace",
             "2",
         ],
-        env=environment(EDGE_TEST_AXON_SEED=SEED),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
+        environment(EDGE_TEST_AXON_SEED=SEED),
     )
+    process, port = served.process, served.port
     try:
-        wait_for_port(port, process)
         result = await run_client(
             "--address",
             f"127.0.0.1:{port}",

@@ -24,13 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from axon_grpc import Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
-from axon_grpc.testing import free_port
 
 from ..support import Dummy
 from ..test_bridge_client import LegacyClient
 from ..test_deadline_endings import CALLS, calls_past_the_deadline, counted
 from .axon_app import Nap, Story
-from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+from .support import ROOT, environment, requires_pyvoy, start_server, stop
 
 pytestmark = [requires_pyvoy]
 
@@ -38,7 +37,8 @@ SEED = "0x" + "42" * 32
 AXON_HOTKEY = Keypair.create_from_seed(SEED).ss58_address
 
 
-def serve(port: int) -> subprocess.Popen[bytes]:
+def serve() -> tuple[subprocess.Popen[str], int]:
+    """``axon-grpc serve`` on a port it picks; the process and the port it printed."""
     command = [
         sys.executable,
         "-m",
@@ -50,24 +50,17 @@ def serve(port: int) -> subprocess.Popen[bytes]:
         "--axon.ip",
         "127.0.0.1",
         "--axon.port",
-        str(port),
+        "0",
         "--grace",
         "5",
     ]
-    process = subprocess.Popen(
-        command,
-        env=environment(EDGE_TEST_AXON_SEED=SEED, AXON_GRPC_HOME=str(ROOT / ".pytest_cache")),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
-    )
-    wait_for_port(port, process)
-    return process
+    served = start_server(command, environment(EDGE_TEST_AXON_SEED=SEED, AXON_GRPC_HOME=str(ROOT / ".pytest_cache")))
+    return served.process, served.port
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    port = free_port()
-    process = serve(port)
+    process, port = serve()
     try:
         yield port
     finally:
@@ -173,8 +166,7 @@ def test_health_and_reflection(port: int) -> None:
 
 async def test_sigterm_drains_both_protocols() -> None:
     """SIGTERM: health NOT_SERVING, no new connections, calls in flight on both protocols finish, exit 0."""
-    port = free_port()
-    process = serve(port)
+    process, port = serve()
     legacy = LegacyClient(port, AXON_HOTKEY)
     try:
         async with Dendrite() as dendrite, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -17,23 +17,19 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from axon_grpc.testing import free_port
-
 from .certs import OPENSSL_MISSING, Pki, make_pki
-from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+from .support import environment, requires_pyvoy, start_server, stop
 
 pytestmark = requires_pyvoy
 
 
-def start(port: int, *tls: Path, workers: int = 1) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.edge.serve_fake", str(port), *map(str, tls)],
-        env=environment(EDGE_TEST_WORKERS=str(workers)),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
+def start(*tls: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+    """serve() on a port it picks; the process and the port it printed."""
+    served = start_server(
+        [sys.executable, "-m", "tests.edge.serve_fake", "0", *map(str, tls)],
+        environment(EDGE_TEST_WORKERS=str(workers)),
     )
-    wait_for_port(port, process)
-    return process
+    return served.process, served.port
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +41,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def cleartext() -> Iterator[int]:
-    port = free_port()
-    process = start(port)
+    process, port = start()
     try:
         yield port
     finally:
@@ -58,8 +53,7 @@ def echo(channel: grpc.Channel) -> bytes:
 
 
 def test_tls_serves_grpc_and_http_on_one_port(pki: Pki) -> None:
-    port = free_port()
-    process = start(port, pki.server_cert, pki.server_key)
+    process, port = start(pki.server_cert, pki.server_key)
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
@@ -78,8 +72,7 @@ def test_tls_serves_grpc_and_http_on_one_port(pki: Pki) -> None:
 
 
 def test_mtls_requires_a_client_certificate(pki: Pki) -> None:
-    port = free_port()
-    process = start(port, pki.server_cert, pki.server_key, pki.ca)
+    process, port = start(pki.server_cert, pki.server_key, pki.ca)
     try:
         root = pki.ca.read_bytes()
         with_cert = grpc.ssl_channel_credentials(root, pki.client_key.read_bytes(), pki.client_cert.read_bytes())
@@ -101,8 +94,7 @@ def test_mtls_requires_a_client_certificate(pki: Pki) -> None:
 
 
 def test_sigterm_drains_calls_in_flight_on_both_protocols() -> None:
-    port = free_port()
-    process = start(port)
+    process, port = start()
     results: dict[str, object] = {}
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -144,8 +136,7 @@ def test_sigterm_drains_calls_in_flight_on_both_protocols() -> None:
 
 
 def test_two_envoy_processes_share_the_port() -> None:
-    port = free_port()
-    process = start(port, workers=2)
+    process, port = start(workers=2)
     try:
         pids = set()
         deadline = time.monotonic() + 20  # the second process may still be starting

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +22,7 @@ from axon_grpc.registry import REGISTRY_ENV, LocalRegistry
 
 from ..support import Dummy
 from .certs import OPENSSL_MISSING, Pki, make_pki
-from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+from .support import environment, requires_pyvoy, start_server, stop
 
 pytestmark = [requires_pyvoy]
 
@@ -71,8 +70,8 @@ def stranger(pki: Pki) -> Path:
     return folder / "stranger.pem"
 
 
-def serve(*flags: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    """``axon-grpc serve`` on ``--axon.port 0``; the port is read from the local registry."""
+def serve(*flags: str, **env: str) -> tuple[subprocess.Popen[str], int]:
+    """``axon-grpc serve`` on ``--axon.port 0``; the port it printed, which the registry records."""
     command = [
         sys.executable,
         "-m",
@@ -87,21 +86,10 @@ def serve(*flags: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
         "2",
         *flags,
     ]
-    process = subprocess.Popen(
-        command,
-        env=environment(EDGE_TEST_AXON_SEED=SEED, EDGE_TEST_NETUID=str(NETUID), **env),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
-    )
-    registry = LocalRegistry(env[REGISTRY_ENV])
-    for _ in range(600):
-        if registry.axons(NETUID) or process.poll() is not None:
-            break
-        time.sleep(0.05)
-    entries = registry.entries(NETUID)
-    assert entries, "the axon was not recorded in the registry"
-    wait_for_port(entries[0].info.port, process)
-    return process, entries[0].info.port
+    served = start_server(command, environment(EDGE_TEST_AXON_SEED=SEED, EDGE_TEST_NETUID=str(NETUID), **env))
+    entries = LocalRegistry(env[REGISTRY_ENV]).entries(NETUID)
+    assert [entry.info.port for entry in entries] == [served.port], "the axon's registry record is not the edge port"
+    return served.process, served.port
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ second: the second process refuses it, as it shares the first one's nonces in Re
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from typing import Any
@@ -21,12 +20,11 @@ from axon_grpc import Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
 from axon_grpc.schema import schema_for
-from axon_grpc.testing import free_port
 
 from ..redis_support import RedisServer
 from ..support import Dummy
 from .axon_app import Whoami
-from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
+from .support import environment, requires_pyvoy, start_server, stop
 
 pytestmark = [requires_pyvoy]
 
@@ -55,8 +53,7 @@ async def pid_of(dendrite: Dendrite, channel: grpc.aio.Channel, info: AxonInfo) 
 
 
 async def test_a_replay_sent_to_the_other_envoy_process_is_refused(redis_server: RedisServer) -> None:
-    port = free_port()
-    process = subprocess.Popen(
+    served = start_server(
         [
             sys.executable,
             "-m",
@@ -68,19 +65,17 @@ async def test_a_replay_sent_to_the_other_envoy_process_is_refused(redis_server:
             "--axon.ip",
             "127.0.0.1",
             "--axon.port",
-            str(port),
+            "0",
             "--axon.nonce_store",
             redis_server.url,
             "--grace",
             "2",
         ],
-        env=environment(EDGE_TEST_AXON_SEED=SEED),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
+        environment(EDGE_TEST_AXON_SEED=SEED),
     )
+    process, port = served.process, served.port
     channels: dict[int, grpc.aio.Channel] = {}
     try:
-        wait_for_port(port, process)
         info = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=AXON_HOTKEY, coldkey="")
         async with Dendrite() as dendrite:
             deadline = time.monotonic() + 30  # the second process starts after the first one answers

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from axon_grpc.bench.servers import READY_PREFIX
-from axon_grpc.testing import free_port
+from .servers import READY_PREFIX
 
 #: Label and one-line description of each target, in report order.
 TARGETS: dict[str, tuple[str, str]] = {
@@ -92,6 +91,8 @@ TRANSPORTS = {
 #: Targets served by worker processes (axon_grpc.server.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
+#: The project's checkout, which holds this package.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -193,6 +194,9 @@ def _spawn(
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[str] = open(log_path, "w")
+    if env is None:  # ``-m bench.servers`` imports this folder's package from the project's checkout
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     try:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env
@@ -208,7 +212,7 @@ def default_legacy_python() -> Path | None:
     env = os.environ.get("AXON_GRPC_LEGACY_PYTHON")
     if env:
         return Path(env)
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for root in (Path.cwd(), ROOT):
         candidate = root / ".venv" / "legacy" / "bin" / "python"
         if candidate.exists():
             return candidate
@@ -234,9 +238,10 @@ def _started(
 
 
 def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cprofile: Path | None = None) -> Target:
-    """Start target ``name`` in its own process on free loopback ports; raises TargetUnavailable."""
+    """Start target ``name`` in its own process on loopback ports it binds (port 0: the system
+    picks, and the server's ready line names them); raises TargetUnavailable."""
     log_path = logs / f"server-{name}.log"
-    port = free_port()
+    port = 0
     if name == "legacy":
         if legacy_python is None or not legacy_python.exists():
             raise TargetUnavailable(
@@ -253,14 +258,12 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
     if name in ("envoy", "envoy-http", "envoy-echo-verified"):
         kind = "envoy-echo-verified" if name == "envoy-echo-verified" else "envoy"
-        process, ready = _spawn([sys.executable, "-m", "axon_grpc.bench.servers", kind, "--port", str(port)], log_path)
+        process, ready = _spawn([sys.executable, "-m", "bench.servers", kind, "--port", str(port)], log_path)
         pids = [int(p) for p in ready["worker_pids"]]
         return _started(name, ready, process, log_path, {"envoy_pids": pids}, worker_pids=pids)
-    command = [sys.executable, "-m", "axon_grpc.bench.servers", name, "--port", str(port)]
-    http_port = None
+    command = [sys.executable, "-m", "bench.servers", name, "--port", str(port)]
     if name == "http":
-        http_port = free_port()
-        command += ["--http-port", str(http_port)]
+        command += ["--http-port", "0"]
     if cprofile is not None:
         command += ["--cprofile", str(cprofile)]
     process, ready = _spawn(command, log_path)
@@ -273,10 +276,10 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
 
 def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, workers: int) -> Target:
     """A private redis-server, then ``workers`` axon processes on ``port`` sharing it."""
-    from axon_grpc.bench.redis_server import LocalRedis, redis_binary
+    from .redis_server import LocalRedis, redis_binary
 
     if redis_binary() is None:
-        from axon_grpc.bench.redis_server import MISSING
+        from .redis_server import MISSING
 
         raise TargetUnavailable(MISSING)
     redis = LocalRedis(logs / f"redis-{name}.log")
@@ -288,7 +291,7 @@ def _start_workers_with_redis(name: str, port: int, logs: Path, log_path: Path, 
         command = [
             sys.executable,
             "-m",
-            "axon_grpc.bench.servers",
+            "bench.servers",
             name,
             "--port",
             str(port),

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from axon_grpc.bench.procstat import process_cpu_seconds
 from axon_grpc.testing import RedisServer
+
+from .procstat import process_cpu_seconds
 
 #: Calls per store in the round-trip probe (about a second in all on a 2-core machine).
 PROBE_CALLS = 4000

@@ -1,4 +1,4 @@
-"""``axon-grpc bench --in-process``: the pipeline's own cost per call, with no network.
+"""``python -m bench --in-process``: the pipeline's own cost per call, with no network.
 
 Signed gRPC-shaped calls (the Dendrite's metadata, a fresh nonce and uuid each, signed
 beforehand, outside the timed loop) are handed to ``Pipeline.handle`` one after another,
@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 from axon_grpc.auth.keys import Keypair, parse_signature, verify_signature
 from axon_grpc.auth.legacy import grpc_body_hash
-from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid, pipeline_call
 from axon_grpc.cli.demo import Dummy, blacklist, priority
 from axon_grpc.testing import build_axon
 from axon_grpc.transports.grpc_codec import reply_message, trailing_metadata
+
+from .wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid, pipeline_call
 
 
 async def _forward_async(synapse: Dummy) -> Dummy:

@@ -1,4 +1,4 @@
-"""The benchmark's server processes: ``python -m axon_grpc.bench.servers KIND --port P``.
+"""The benchmark's server processes: ``python -m bench.servers KIND --port P``.
 
 Kinds:
 
@@ -175,7 +175,7 @@ async def serve_echo(port: int, verified: bool) -> None:
 
 
 def build_dummy_axon(
-    port: int,
+    port: int | None,
     http_port: int | None = None,
     run_async: bool = False,
     seed: str | None = None,
@@ -235,13 +235,17 @@ def serve_workers(port: int, workers: int, nonce_store: str) -> int:
     import threading
 
     from axon_grpc.auth.keys import Keypair
-    from axon_grpc.bench.servers import build_dummy_axon
     from axon_grpc.server.workers import WorkerGroup
+
+    from .servers import build_dummy_axon
 
     # The factory by its importable name (not ``__main__``'s): the spawned workers unpickle it.
 
     seed = os.urandom(32).hex()
-    factory = functools.partial(build_dummy_axon, port, seed=seed, nonce_store=nonce_store)
+    # The port through the workers' settings (BT_AXON_PORT): with 0, the first worker binds a port
+    # the system picks and the others join it there.
+    os.environ["BT_AXON_PORT"] = str(port)
+    factory = functools.partial(build_dummy_axon, None, seed=seed, nonce_store=nonce_store)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -284,7 +288,7 @@ def serve_edge(port: int, app: str | None = None) -> int:
         return 2
     seed = os.urandom(32).hex()
     os.environ.update({EDGE_PORT_ENV: str(port), EDGE_SEED_ENV: seed})
-    servers = build_servers("axon_grpc.bench.servers:edge_axon", address="127.0.0.1", port=port, app=app or APP)
+    servers = build_servers("bench.servers:edge_axon", address="127.0.0.1", port=port, app=app or APP)
 
     def ready(started: list[Any]) -> None:
         announce(
@@ -297,7 +301,7 @@ def serve_edge(port: int, app: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.servers")
+    parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http-port", type=int)
@@ -317,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "envoy":
         return serve_edge(args.port)
     if args.kind == "envoy-echo-verified":
-        return serve_edge(args.port, app="axon_grpc.bench.edge_echo:app")
+        return serve_edge(args.port, app="bench.edge_echo:app")
     if args.kind in ("echo", "echo-verified"):
         coro = serve_echo(args.port, args.kind == "echo-verified")
     else:
-        if args.kind == "http" and not args.http_port:
+        if args.kind == "http" and args.http_port is None:
             parser.error("http needs --http-port")
         coro = serve_axon(
             args.port,

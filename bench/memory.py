@@ -1,4 +1,4 @@
-"""``axon-grpc bench --memory``: does the server's memory stay flat under many dendrite uuids?
+"""``python -m bench --memory``: does the server's memory stay flat under many dendrite uuids?
 
 The issue's check is "after 1,000,000 requests from 100,000 distinct dendrite uuids the
 server's resident memory has grown by less than 50 MB". Sending a million signed
@@ -29,7 +29,7 @@ import time
 from collections.abc import Sized
 from typing import Any, Callable
 
-from axon_grpc.bench.procstat import rss_bytes
+from .procstat import rss_bytes
 
 LIMIT_MB = 50.0
 
@@ -38,9 +38,10 @@ async def _measure(
     requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
 ) -> dict[str, Any]:
     from axon_grpc.auth.keys import Keypair
-    from axon_grpc.bench.wire import GrpcSigner, grpc_body, new_uuid, pipeline_call
     from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
     from axon_grpc.testing import build_axon
+
+    from .wire import GrpcSigner, grpc_body, new_uuid, pipeline_call
 
     axon = build_axon({"forward_fn": forward, "blacklist_fn": blacklist, "priority_fn": priority})
     body = grpc_body()

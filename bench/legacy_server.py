@@ -7,7 +7,7 @@ Run as a script by the interpreter of a virtualenv holding ``bittensor==10.5.0``
 (``make bench`` builds ``.venv/legacy``); it never imports ``axon_grpc``, whose test extra
 pins an incompatible SDK::
 
-    .venv/legacy/bin/python axon_grpc/bench/legacy_server.py --port 8093
+    .venv/legacy/bin/python bench/legacy_server.py --port 8093
 
 Prints ``BENCH-READY {json}`` (pid, port, the axon hotkey) once the axon listens; stops
 on SIGTERM or SIGINT.
@@ -17,6 +17,7 @@ on SIGTERM or SIGINT.
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import ClassVar, Optional, Tuple
 
-# Run as a script, this file's folder (axon_grpc/bench) is sys.path[0]: drop it so its
+# Run as a script, this file's folder (bench) is sys.path[0]: drop it so its
 # modules never shadow the SDK's imports.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
@@ -34,7 +35,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="legacy_server.py")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="default 0: a port the system picks (printed)")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # bittensor's config parser reads sys.argv
 
@@ -96,7 +97,14 @@ def main() -> int:
             self.coldkeypub = self.hotkey
 
     wallet = _Wallet()
+    # The port is bound here, before the axon exists (port 0: the system picks), and handed to
+    # its uvicorn server, which would otherwise bind the number itself later.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", args.port))
+    args.port = listener.getsockname()[1]
     axon = bittensor.Axon(wallet=wallet, port=args.port, ip="127.0.0.1", external_ip="127.0.0.1")
+    axon.fast_server.run = functools.partial(type(axon.fast_server).run, axon.fast_server, sockets=[listener])
     axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
     axon.attach(forward_fn=story)
     axon.attach(forward_fn=endless)

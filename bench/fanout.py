@@ -1,8 +1,8 @@
-"""``axon-grpc bench --dendrite``: a validator's step at scale, this Dendrite against the SDK 10.5.0 one.
+"""``python -m bench --dendrite``: a validator's step at scale, this Dendrite against the SDK 10.5.0 one.
 
-A fleet process (:mod:`~axon_grpc.bench.fleet`) serves ``axons`` axons on loopback, a
+A fleet process (:mod:`~bench.fleet`) serves ``axons`` axons on loopback, a
 tenth (``dead_fraction``) of which accept connections and never answer. Each client runs
-in its own process (:mod:`~axon_grpc.bench.fanout_client`): this Dendrite over gRPC and
+in its own process (:mod:`~bench.fanout_client`): this Dendrite over gRPC and
 over the legacy HTTP protocol, and the SDK 10.5.0 Dendrite (HTTP, from ``legacy_python``)
 when that interpreter exists. Each measures its own CPU per call over warm steps to the
 answering axons, the wall time of steps to every axon (goal: the timeout plus a small
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parent
 
 
 def _env() -> dict[str, str]:
@@ -30,7 +30,7 @@ def _env() -> dict[str, str]:
 
 def start_fleet(live: int, dead: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "axon_grpc.bench.fleet", "--live", str(live), "--dead", str(dead)],
+        [sys.executable, "-m", "bench.fleet", "--live", str(live), "--dead", str(dead)],
         stdout=subprocess.PIPE,
         text=True,
         env=_env(),

@@ -4,7 +4,7 @@ One axon (one hotkey, one pipeline, an ``async def`` Dummy forward) listens on `
 gRPC ports and as many HTTP bridge ports; ``--dead`` more ports accept connections and
 never answer (an axon that hangs). Run as a module::
 
-    python -m axon_grpc.bench.fleet --live 230 --dead 26
+    python -m bench.fleet --live 230 --dead 26
 
 Prints ``BENCH-READY {json}`` (pid, hotkey, grpc, http and dead ports) once listening;
 stops on SIGTERM or SIGINT. The nonce store's replay window is widened: every port is
@@ -27,7 +27,6 @@ import uvicorn
 from axon_grpc import Axon, KeypairWallet, Synapse
 from axon_grpc.auth.legacy import VerifyPolicy
 from axon_grpc.auth.nonces import InMemoryNonceStore
-from axon_grpc.testing import free_port
 from axon_grpc.transports.grpc_aio import AxonService
 
 
@@ -51,8 +50,8 @@ async def serve(live: int, dead: int) -> None:
         wallet=KeypairWallet.generate(),
         ip="127.0.0.1",
         external_ip="127.0.0.1",
-        port=free_port(),
-        http_port=free_port(),
+        port=0,
+        http_port=0,
         max_workers=max(live, 10),
         max_queue=4 * max(live, 10),
         nonce_store=store,
@@ -98,7 +97,7 @@ async def serve(live: int, dead: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m axon_grpc.bench.fleet")
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet")
     parser.add_argument("--live", type=int, default=230)
     parser.add_argument("--dead", type=int, default=26)
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 Run as a script by the interpreter that has the client (``.venv/legacy/bin/python`` for
 ``--client sdk``, which must not import ``axon_grpc``)::
 
-    python axon_grpc/bench/fanout_client.py --client ours --transport grpc --hotkey 5F... \\
+    python bench/fanout_client.py --client ours --transport grpc --hotkey 5F... \\
         --live 40001,40002 --dead 40100 --steps 6 --timeout 2
 
 Prints one JSON line: CPU per call over warm steps to the live axons, the wall time of

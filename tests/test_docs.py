@@ -1,6 +1,7 @@
-"""Every Python example in the README runs: each code block stands, line for line (each of
-its blank-line-separated parts in order), in a program under ``examples/``, and each of
-those programs runs here with its expected output."""
+"""Every Python example of the documentation runs: each ```python block of README.md and of
+the pages under docs/ stands, line for line (each of its blank-line-separated parts in
+order), in a program under ``examples/``, and each of those programs runs here with its
+expected output."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from axon_grpc.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -30,9 +29,17 @@ EXPECTED = {
 }
 
 
-def readme_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+#: The Markdown the blocks come from: the README and every page of the docs site.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """``(page, block)`` for every ```python block of the pages."""
+    return [
+        (str(page.relative_to(ROOT)), block)
+        for page in PAGES
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    ]
 
 
 def _lines(text: str) -> list[str]:
@@ -56,15 +63,23 @@ def _stands_in(program: list[str], parts: list[list[str]]) -> bool:
     return True
 
 
-def test_every_readme_block_stands_in_an_example_program() -> None:
+def test_every_python_block_of_the_docs_stands_in_an_example_program() -> None:
     programs = {name: _lines((EXAMPLES / name).read_text()) for name in EXPECTED}
-    blocks = readme_blocks()
+    blocks = python_blocks()
     assert len(blocks) >= len(EXPECTED)
-    for block in blocks:
+    shown = set()
+    for page, block in blocks:
         parts = _parts(block)
-        assert any(_stands_in(program, parts) for program in programs.values()), (
-            f"this README block is in no example program under examples/:\n{block}"
-        )
+        homes = [name for name, program in programs.items() if _stands_in(program, parts)]
+        assert homes, f"this block of {page} is in no example program under examples/:\n{block}"
+        shown.update(homes)
+    assert shown == set(EXPECTED), f"example programs no page shows: {set(EXPECTED) - shown}"
+
+
+def test_the_readme_stays_short_and_starts_with_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    assert lines[3].startswith("make demo ") and lines[4].startswith("make test ")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -72,8 +87,8 @@ def test_example_program_runs(name: str, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "BT_AXON_IP": "127.0.0.1",
-        "BT_AXON_PORT": str(free_port()),
-        "EXAMPLE_HTTP_PORT": str(free_port()),
+        "BT_AXON_PORT": "0",  # the system picks; the examples call axon.info() / axon.http_port
+        "EXAMPLE_HTTP_PORT": "0",
         "AXON_GRPC_HOME": str(tmp_path),
         "AXON_GRPC_REGISTRY": str(tmp_path / "registry.sqlite"),
         "BT_WALLET_PATH": str(tmp_path / "bt"),

@@ -89,7 +89,8 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     import grpc
 
     from axon_grpc.auth.keys import Keypair
-    from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
+
+    from .wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
 
     signer = GrpcSigner(Keypair.generate(), spec.axon_hotkey, grpc_body())
     body = signer.body
@@ -148,7 +149,7 @@ async def _balanced_channels(
     """
     import grpc
 
-    from axon_grpc.bench.wire import GRPC_METHOD, NonceClock, new_uuid
+    from .wire import GRPC_METHOD, NonceClock, new_uuid
 
     wanted = max(wanted, spec.workers)
     share = -(-wanted // spec.workers)  # per worker, rounded up
@@ -224,7 +225,8 @@ class _HttpConnection:
 
 async def _http_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     from axon_grpc.auth.keys import Keypair
-    from axon_grpc.bench.wire import LegacyHttpRequest, new_uuid
+
+    from .wire import LegacyHttpRequest, new_uuid
 
     keypair = Keypair.generate()
     requests = [

@@ -13,7 +13,8 @@ import struct
 from typing import Any
 
 from axon_grpc.auth.keys import Keypair
-from axon_grpc.bench.servers import EDGE_SEED_ENV, verified_echo_refusal
+
+from .servers import EDGE_SEED_ENV, verified_echo_refusal
 
 _CONTENT = [(b"content-type", b"application/grpc")]
 _OK = [(b"grpc-status", b"0")]

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from axon_grpc.bench.load import GeneratorSpec, generator_main
-from axon_grpc.bench.procstat import machine_cpu_seconds, process_cpu_seconds
-from axon_grpc.bench.targets import Target
+from .load import GeneratorSpec, generator_main
+from .procstat import machine_cpu_seconds, process_cpu_seconds
+from .targets import Target
 
 #: A generator process whose CPU reaches this share of a core is reported as saturated.
 SATURATION = 0.9

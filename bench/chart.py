@@ -99,7 +99,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     meta = results.get("meta", {})
     machine = meta.get("machine", {})
     fig.suptitle(
-        f"axon-grpc bench: {machine.get('nproc')} cores {machine.get('cpu_model')}, Python {machine.get('python')}, "
+        f"python -m bench: {machine.get('nproc')} cores {machine.get('cpu_model')}, Python {machine.get('python')}, "
         f"grpcio {machine.get('grpcio')}; {meta.get('options', {}).get('duration')} s per level",
         fontsize=10,
     )

@@ -1,4 +1,4 @@
-"""``axon-grpc bench``: the command's arguments and its run."""
+"""``python -m bench``: the command's arguments and its run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from axon_grpc.bench import DEFAULT_TARGETS, TARGET_NAMES
+from axon_grpc import logs
+
+from . import DEFAULT_TARGETS, TARGET_NAMES
 
 DEFAULT_OUT = "bench-results"
 
@@ -32,11 +34,10 @@ def _targets(text: str) -> list[str]:
     return [n for n in TARGET_NAMES if n in names]
 
 
-def add_bench_command(sub: Any) -> argparse.ArgumentParser:
-    """Register ``bench`` on the ``axon-grpc`` subcommands."""
-    bench = sub.add_parser(
-        "bench",
-        help="Measure requests/s, latency and server CPU per request against reference servers.",
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m bench``."""
+    bench = argparse.ArgumentParser(
+        prog="python -m bench",
         description="Start each target server in its own process and drive it from load generator processes "
         "(multiprocessing spawn, asyncio clients) with requests signed with sr25519 and a fresh nonce each, as "
         "real clients send them. Targets: grpc (this project's Axon over gRPC), grpc-async (the same, async forward), "
@@ -49,7 +50,7 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         "milliseconds per request (all worker processes summed), then the ratios the performance targets name "
         "and, with grpc-2w-redis, the scaling factor over grpc and the Redis round trip per request; writes "
         "bench.json and "
-        "bench.png (latency vs load; needs matplotlib: pip install 'axon-grpc[bench]').",
+        "bench.png (latency vs load; needs matplotlib: pip install -e '.[bench]').",
     )
     bench.add_argument(
         "--targets",
@@ -149,20 +150,28 @@ def add_bench_command(sub: Any) -> argparse.ArgumentParser:
         default=6,
         help="with --dendrite: steps to the answering axons, the first unmeasured (default 6)",
     )
+    bench.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING).")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
-    bench.set_defaults(func=run_bench)
     return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench [options]``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, "text")
+    return run_bench(args, argv)
 
 
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """The ``bench`` command; 0 when it ran (targets missed are reported, not an error)."""
-    from axon_grpc.bench.procstat import machine
+    from .procstat import machine
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if argv is None:
-        argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
-    command = "axon-grpc bench " + " ".join(shlex.quote(a) for a in argv)
+        argv = sys.argv[1:]
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in argv)
     results: dict[str, Any] = {
         "meta": {
             "command": command.strip(),
@@ -171,18 +180,18 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         },
     }
     if args.in_process:
-        from axon_grpc.bench.inprocess import in_process_text, measure_in_process
+        from .inprocess import in_process_text, measure_in_process
 
         results["in_process_us"] = figures = measure_in_process()
         print(in_process_text(figures))
-        from axon_grpc.bench.report import write_json
+        from .report import write_json
 
         print(f"wrote {write_json(results, out / 'bench-in-process.json')}")
         return 0
     if args.dendrite:
-        from axon_grpc.bench.fanout import fanout_text, measure_fanout
-        from axon_grpc.bench.report import write_json
-        from axon_grpc.bench.targets import default_legacy_python
+        from .fanout import fanout_text, measure_fanout
+        from .report import write_json
+        from .targets import default_legacy_python
 
         legacy = args.legacy_python or default_legacy_python()
         results["dendrite"] = fanout = measure_fanout(
@@ -192,7 +201,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"wrote {write_json(results, out / 'bench-dendrite.json')}")
         return 0
     if args.memory:
-        from axon_grpc.bench.memory import measure_memory, memory_text
+        from .memory import measure_memory, memory_text
 
         print(
             f"memory: {args.memory_requests:,} requests from {args.memory_uuids:,} uuids "
@@ -202,7 +211,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         memory = measure_memory(args.memory_requests, args.memory_uuids, args.memory_verified)
         results["memory"] = memory
         print(memory_text(memory))
-        from axon_grpc.bench.report import write_json
+        from .report import write_json
 
         print(f"wrote {write_json(results, out / 'bench-memory.json')}")
         return 0
@@ -210,10 +219,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 
 def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
-    from axon_grpc.bench.chart import available, write_chart
-    from axon_grpc.bench.report import ratios, ratios_text, scaling, scaling_text, table, write_json
-    from axon_grpc.bench.runner import Options, Progress, run_level
-    from axon_grpc.bench.targets import TargetUnavailable, default_legacy_python, external_target, start_target
+    from .chart import available, write_chart
+    from .report import ratios, ratios_text, scaling, scaling_text, table, write_json
+    from .runner import Options, Progress, run_level
+    from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
 
     options = Options(
         concurrency=args.concurrency,
@@ -299,7 +308,7 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
 
 def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> dict[str, Any]:
     """The Redis round-trip probe against the target's own redis-server (while it still runs)."""
-    from axon_grpc.bench.redis_server import PROBE_CALLS, round_trip
+    from .redis_server import PROBE_CALLS, round_trip
 
     calls = calls or PROBE_CALLS
     label = f"{target.name} redis round trip"
@@ -317,7 +326,7 @@ def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> d
 
 
 def _label(name: str) -> str:
-    from axon_grpc.bench.targets import TARGETS
+    from .targets import TARGETS
 
     return TARGETS.get(name, (name, ""))[0]
 
@@ -326,9 +335,9 @@ def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any
     """The grpc target at the highest level under ``tool`` during the measured window."""
     import subprocess
 
-    from axon_grpc.bench.profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
-    from axon_grpc.bench.runner import profile_window, run_level
-    from axon_grpc.bench.targets import start_target
+    from .profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
+    from .runner import profile_window, run_level
+    from .targets import start_target
 
     concurrency = options.concurrency[-1]
     if tool == "cprofile":
