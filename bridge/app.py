@@ -188,7 +188,7 @@ class HttpBridge:
         """Bind ``parts.host:parts.port`` (or ``unix_socket``, behind the Envoy edge) and
         serve on the running loop (raises OSError)."""
         parts = self.parts
-        port = parts.port
+        port = parts.port or self.bound_port or 0  # port 0: the system's pick, kept across restarts
         if unix_socket is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(unix_socket)

@@ -20,7 +20,7 @@ import h2.connection
 
 from axon_grpc import Dendrite
 from axon_grpc.schema import schema_for
-from axon_grpc.testing import free_port, serve_axon
+from axon_grpc.testing import serve_axon
 
 from .edge.support import requires_pyvoy, stop
 from .edge.test_serve_axon import AXON_HOTKEY, serve
@@ -142,8 +142,7 @@ def _gauges(port: int) -> tuple[float, float, float]:
 
 @requires_pyvoy
 async def test_envoy_streams_nobody_reads_free_their_slots_at_the_deadline() -> None:
-    port = free_port()
-    process = serve(port)
+    process, port = serve()
     raw = RawCaller(f"127.0.0.1:{port}", AXON_HOTKEY)
     body = schema_for(Flood).to_bytes({"seed": 1})
     sockets = [_stalled_h2_call(port, raw, body) for _ in range(WORKERS)]
