@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class Kit:
     vectors: list[str]  #: the program that computes the vectors (then FILE)
     example: list[str]  #: docs/CLIENTS.md's program (then ADDRESS)
     forging_mode: list[str]  #: the driver's arguments before ADDRESS for a forging server
+    window_mode: tuple[list[str], list[str]]  #: the driver's arguments before ADDRESS, after AXON_HOTKEY
     crypto: str  #: the caller's key type
     checks_sr25519: bool  #: whether the kit can verify sr25519 signatures
 
@@ -94,6 +96,10 @@ class Kit:
 
     def call_forging(self, address: str, axon_hotkey: str) -> dict[str, Any]:
         return json.loads(run([*self.driver, *self.forging_mode, address, *self.arguments, axon_hotkey], timeout=60))
+
+    def call_holding(self, address: str, axon_hotkey: str) -> dict[str, Any]:
+        before, after = self.window_mode
+        return json.loads(run([*self.driver, *before, address, *self.arguments, axon_hotkey, *after], timeout=60))
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +154,7 @@ def typescript_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit
         vectors=[node, str(build / "build" / "test" / "vectors.js")],
         example=[node, str(build / "build" / "test" / "doc_example.js")],
         forging_mode=[],
+        window_mode=([], ["window"]),
         crypto="sr25519",
         checks_sr25519=True,
     )
@@ -194,6 +201,7 @@ def go_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit:
         vectors=[binary, "vectors"],
         example=[str(build / "docexample")],
         forging_mode=["forged"],
+        window_mode=(["window"], []),
         crypto="ed25519",
         checks_sr25519=False,
     )
@@ -405,6 +413,20 @@ IMPOSTOR = Keypair.create_from_seed("0x" + "1d" * 32, "ed25519")
 
 
 @contextlib.contextmanager
+def dummy_server(dummy: Any, threads: int) -> Iterator[str]:
+    """A gRPC server on a port of the system's choice whose ``axon.v1.Axon/Dummy`` is ``dummy``."""
+    server = grpc.server(ThreadPoolExecutor(threads))
+    handler = grpc.unary_unary_rpc_method_handler(dummy)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("axon.v1.Axon", {"Dummy": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+@contextlib.contextmanager
 def forging_server() -> Iterator[str]:
     """A server posing as GENUINE's axon: ``Dummy`` answers ``input`` 1 signed by another key,
     2 unsigned, 3 signed by GENUINE (the control), each with a right answer body."""
@@ -422,15 +444,8 @@ def forging_server() -> Iterator[str]:
         context.set_trailing_metadata(trailers)
         return answer
 
-    server = grpc.server(ThreadPoolExecutor(4))
-    handler = grpc.unary_unary_rpc_method_handler(dummy)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("axon.v1.Axon", {"Dummy": handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+    with dummy_server(dummy, threads=4) as address:
+        yield address
 
 
 def test_kit_refuses_an_answer_the_axon_did_not_sign(kit: Kit) -> None:
@@ -451,3 +466,59 @@ def test_kit_refuses_an_answer_the_axon_did_not_sign(kit: Kit) -> None:
         "axon_hotkey": GENUINE.ss58_address,
         "verified": True,
     }
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+@contextlib.contextmanager
+def holding_server(seen: dict[str, int]) -> Iterator[str]:
+    """A server that holds ``Dummy`` 0 until 63 calls with newer nonces (of its uuid) arrived, or
+    10 s passed, then 0.5 s more; ``seen["newer"]`` counts the newer nonces it saw meanwhile."""
+    lock = threading.Condition()
+    held: dict[str, int] = {}
+
+    def dummy(request: bytes, context: grpc.ServicerContext) -> bytes:
+        sent = dict(context.invocation_metadata())
+        nonce = int(sent["bt_header_dendrite_nonce"])
+        value = 0
+        if request:  # Dummy{input: value}: 08 varint
+            for shift, byte in enumerate(request[1:]):
+                value |= (byte & 0x7F) << (7 * shift)
+                if byte < 0x80:
+                    break
+        with lock:
+            if value == 0:
+                held["nonce"] = nonce
+                lock.wait_for(lambda: seen["newer"] >= REPLAY_WINDOW - 1, timeout=10)
+                lock.wait(0.5)  # any call past the window would arrive now
+                seen["while_held"] = seen["newer"]
+                held.clear()
+            elif "nonce" in held and nonce > held["nonce"]:
+                seen["newer"] += 1
+                lock.notify_all()
+        return b"\x08" + varint(value) + b"\x10" + varint(2 * value)
+
+    with dummy_server(dummy, threads=8) as address:
+        yield address
+
+
+#: The axon accepts a nonce overtaken by at most this many newer ones of its key (rule R14).
+REPLAY_WINDOW = 64
+
+
+def test_kit_never_lets_a_call_be_overtaken_past_the_replay_window(kit: Kit) -> None:
+    """While one call is unfinished, at most 63 calls of its uuid are signed after it (rule R23),
+    so however the calls are reordered on their way (transport retries, an axon checking nonces
+    in parallel), none is refused for its nonce (R14); the others wait for a slot."""
+    seen = {"newer": 0}
+    with holding_server(seen) as address:
+        got = kit.call_holding(address, GENUINE.ss58_address)
+    assert seen["while_held"] == REPLAY_WINDOW - 1
+    assert got == {"right": 200}
