@@ -10,6 +10,7 @@ reason, except under CI, where ``make test`` installs it and its absence fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,8 +27,10 @@ from typing import Any, Generator, Iterator
 import grpc
 import pytest
 
+from axon_grpc import AxonInfo, Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.auth.legacy import answer_message, grpc_body_hash, reply_hash
+from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.cli import codegen
 from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT
 from axon_grpc.testing import free_port
@@ -35,6 +38,7 @@ from axon_grpc.testing import free_port
 from .edge.support import environment, pyvoy_missing, stop, wait_for_port
 from .kits_app import SYNAPSES, build_axon
 from .redis_support import in_ci
+from .support import Dummy
 
 ROOT = Path(__file__).resolve().parent.parent
 TS_KIT = ROOT / "clients" / "typescript"
@@ -522,3 +526,24 @@ def test_kit_never_lets_a_call_be_overtaken_past_the_replay_window(kit: Kit) -> 
         got = kit.call_holding(address, GENUINE.ss58_address)
     assert seen["while_held"] == REPLAY_WINDOW - 1
     assert got == {"right": 200}
+
+
+async def test_dendrite_never_lets_a_call_be_overtaken_past_the_replay_window() -> None:
+    """The Python Dendrite keeps the same window (rule R23): 63 newer nonces while one is held."""
+    seen = {"newer": 0}
+    dendrite = Dendrite(wallet=KeypairWallet(Keypair.create_from_seed(CALLER_SEED, "ed25519")))
+    with holding_server(seen) as address:
+        ip, port = address.rsplit(":", 1)
+        info = AxonInfo(version=0, ip=ip, port=int(port), ip_type=4, hotkey=GENUINE.ss58_address, coldkey="")
+        try:
+            await dendrite.call(info, Dummy(input=1))  # the Dendrite learns the axon speaks gRPC
+            first = asyncio.ensure_future(dendrite.call(info, Dummy(input=0), deserialize=False))
+            await asyncio.sleep(0.3)  # Dummy 0 is signed first
+            rest = await asyncio.gather(
+                *(dendrite.call(info, Dummy(input=i), deserialize=False) for i in range(1, 200))
+            )
+            results = [await first, *rest]
+        finally:
+            await dendrite.aclose()
+    assert seen["while_held"] == REPLAY_WINDOW - 1
+    assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 2 * i) for i in range(200)]
