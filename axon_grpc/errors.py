@@ -32,16 +32,16 @@ count refusals by (:mod:`axon_grpc.metrics.observer`); :func:`reason_of` reads i
 exception.
 
 The HTTP-style code travels on both transports (``bt_header_axon_status_code``); the
-gRPC status is derived from it with :func:`grpc_status_for`, and a client maps a
-gRPC status back with :func:`http_status_for`.
+gRPC status number is derived from it by the one table (:data:`GRPC_STATUS`,
+:func:`grpc_status_number`), and a client maps a gRPC status back with
+:func:`status_of_grpc_number`; ``grpc.StatusCode`` appears only at the gRPC edge
+(:mod:`axon_grpc.transports.grpc_codec`).
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
-
-import grpc
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.synapse import Synapse
@@ -59,6 +59,7 @@ class Status(IntEnum):
     TOO_LARGE = 413  #: request body or metadata over the configured bound
     UNPROCESSABLE = 422  #: the body is not JSON (bridge) or the response unparsable (client)
     HEADERS_TOO_LARGE = 431  #: too many or too large headers (bridge)
+    CLIENT_CLOSED = 499  #: the caller left before the answer (nginx's 499): counted, never sent
     INTERNAL = 500  #: the forward or the axon failed; detail in the server log
     NOT_IMPLEMENTED = 501  #: the transport does not offer this call shape
     UNAVAILABLE = 503  #: overloaded, shutting down, or unreachable
@@ -82,50 +83,85 @@ class Reason:
     FORWARD = "forward"  #: the forward answered with a status of its own (``synapse.axon.status_code``)
 
 
-_HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
-    200: grpc.StatusCode.OK,
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.UNIMPLEMENTED,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    500: grpc.StatusCode.INTERNAL,
-    501: grpc.StatusCode.UNIMPLEMENTED,
-    503: grpc.StatusCode.UNAVAILABLE,
+class GrpcStatus(IntEnum):
+    """gRPC status numbers (the ``grpc-status`` trailer), as the gRPC spec numbers them."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+#: The one status table: each HTTP-style status and the gRPC status it goes out as (unknown: INTERNAL).
+GRPC_STATUS: dict[int, GrpcStatus] = {
+    Status.OK: GrpcStatus.OK,
+    Status.BAD_REQUEST: GrpcStatus.INVALID_ARGUMENT,
+    Status.UNAUTHORIZED: GrpcStatus.UNAUTHENTICATED,
+    Status.FORBIDDEN: GrpcStatus.PERMISSION_DENIED,
+    Status.NOT_FOUND: GrpcStatus.UNIMPLEMENTED,
+    Status.TIMEOUT: GrpcStatus.DEADLINE_EXCEEDED,
+    Status.TOO_LARGE: GrpcStatus.RESOURCE_EXHAUSTED,
+    Status.UNPROCESSABLE: GrpcStatus.INVALID_ARGUMENT,
+    Status.HEADERS_TOO_LARGE: GrpcStatus.RESOURCE_EXHAUSTED,
+    Status.CLIENT_CLOSED: GrpcStatus.CANCELLED,
+    Status.INTERNAL: GrpcStatus.INTERNAL,
+    Status.NOT_IMPLEMENTED: GrpcStatus.UNIMPLEMENTED,
+    Status.UNAVAILABLE: GrpcStatus.UNAVAILABLE,
 }
 
-_GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.UNIMPLEMENTED: 404,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
-    grpc.StatusCode.CANCELLED: 408,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.ABORTED: 500,
-    grpc.StatusCode.ALREADY_EXISTS: 500,
+#: How a client reads a gRPC status as an HTTP-style one (unknown: 500).
+STATUS_OF_GRPC: dict[int, int] = {
+    GrpcStatus.OK: Status.OK,
+    GrpcStatus.INVALID_ARGUMENT: Status.BAD_REQUEST,
+    GrpcStatus.FAILED_PRECONDITION: Status.BAD_REQUEST,
+    GrpcStatus.OUT_OF_RANGE: Status.BAD_REQUEST,
+    GrpcStatus.UNAUTHENTICATED: Status.UNAUTHORIZED,
+    GrpcStatus.PERMISSION_DENIED: Status.FORBIDDEN,
+    GrpcStatus.NOT_FOUND: Status.NOT_FOUND,
+    GrpcStatus.UNIMPLEMENTED: Status.NOT_FOUND,
+    GrpcStatus.DEADLINE_EXCEEDED: Status.TIMEOUT,
+    GrpcStatus.CANCELLED: Status.TIMEOUT,
+    GrpcStatus.RESOURCE_EXHAUSTED: Status.TOO_LARGE,
+    GrpcStatus.UNAVAILABLE: Status.UNAVAILABLE,
+    GrpcStatus.INTERNAL: Status.INTERNAL,
+    GrpcStatus.UNKNOWN: Status.INTERNAL,
+    GrpcStatus.DATA_LOSS: Status.INTERNAL,
+    GrpcStatus.ABORTED: Status.INTERNAL,
+    GrpcStatus.ALREADY_EXISTS: Status.INTERNAL,
 }
 
 
-def grpc_status_for(http_status: int) -> grpc.StatusCode:
-    """The gRPC status for an HTTP-style code (unknown codes are INTERNAL)."""
-    return _HTTP_TO_GRPC.get(int(http_status), grpc.StatusCode.INTERNAL)
+def grpc_status_number(http_status: int) -> GrpcStatus:
+    """The gRPC status number of an HTTP-style status (the one table; unknown codes are INTERNAL)."""
+    return GRPC_STATUS.get(int(http_status), GrpcStatus.INTERNAL)
 
 
-def http_status_for(code: grpc.StatusCode) -> int:
-    """The HTTP-style code for a gRPC status (unknown statuses are 500)."""
-    return _GRPC_TO_HTTP.get(code, 500)
+def status_of_grpc_number(code: int) -> int:
+    """The HTTP-style status a client reads gRPC status ``code`` as (unknown numbers are 500)."""
+    return STATUS_OF_GRPC.get(int(code), Status.INTERNAL)
+
+
+def __getattr__(name: str) -> Any:
+    """``grpc_status_for`` and ``http_status_for`` (``grpc.StatusCode`` in and out) live at the
+    gRPC edge, :mod:`axon_grpc.transports.grpc_codec`; this module imports no grpc."""
+    if name in ("grpc_status_for", "http_status_for"):
+        from axon_grpc.transports import grpc_codec
+
+        return getattr(grpc_codec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AxonError(Exception):
@@ -133,6 +169,8 @@ class AxonError(Exception):
 
     status_code: int = Status.INTERNAL
     reason: str = Reason.ERROR
+    #: Whether the answer carries the axon's signature (overload refusals do not: the cheapest answers).
+    signed: bool = True
 
     def __init__(self, message: str = "", synapse: Synapse | None = None, *, rule: str | None = None) -> None:
         super().__init__(message)
@@ -170,6 +208,7 @@ class RequestTooLarge(AxonError):
 class ServiceUnavailable(AxonError):
     status_code = Status.UNAVAILABLE
     reason = Reason.OVERLOAD
+    signed = False
 
 
 class Shed(ServiceUnavailable):
@@ -277,9 +316,12 @@ def reason_of(exc: BaseException) -> str:
 
 
 __all__: list[Any] = [
+    "GRPC_STATUS",
+    "STATUS_OF_GRPC",
     "AxonError",
     "BlacklistedException",
     "BodyHashMismatch",
+    "GrpcStatus",
     "InternalServerError",
     "InvalidAddress",
     "InvalidRequestNameError",
@@ -301,8 +343,8 @@ __all__: list[Any] = [
     "SynapseParsingError",
     "UnknownSynapseError",
     "VerifyRefused",
-    "grpc_status_for",
-    "http_status_for",
+    "grpc_status_number",
     "reason_of",
     "status_of",
+    "status_of_grpc_number",
 ]

@@ -10,34 +10,29 @@ routes without FastAPI's layers and hands every other request to the app.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from axon_grpc.errors import AxonError, RequestTooLarge, UnknownSynapseError
+from axon_grpc.errors import AxonError
+from axon_grpc.server.compose import TransportParts
 from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.pipeline import MAX_QUOTED_NAME
 from axon_grpc.server.reporting import log_and_handle_error
 from axon_grpc.synapse import Synapse
-from axon_grpc.transports.json_body import load_json_object
 
 from .exchange import Exchange
-from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, read_body
-from .middleware import AxonMiddleware, header_map, send_reply
-from .responses import error_reply, json_invalid_detail, to_response
+from .limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, Limits, header_map, read_body
+from .middleware import AxonMiddleware, send_reply
+from .responses import error_reply, to_response
+from .seed_stages import verify_body_integrity
 from .server import FastAPIThreadedServer, bind_socket, make_config
-
-if TYPE_CHECKING:  # pragma: no cover
-    from axon_grpc.server.axon import Axon
 
 logger = logging.getLogger("axon_grpc.bridge")
 
@@ -52,10 +47,14 @@ _REQUEST_BODY = {"requestBody": {"required": False, "content": {"application/jso
 
 
 class HttpBridge:
-    """Serves an axon's synapses over the legacy HTTP protocol on ``axon.http_port``.
+    """Serves an axon's synapses over the legacy HTTP protocol on ``parts.host:parts.port``.
+
+    Handed its collaborators (:class:`~axon_grpc.server.compose.TransportParts`: the
+    endpoints, the pipeline, the drain, the metrics), never the Axon; an object with
+    ``transport_parts()`` (an Axon) is read through it once, here.
 
     Bounds, read on every request (so they may be changed while serving):
-    ``max_request_bytes`` (default ``axon.max_request_bytes``; 413),
+    ``max_request_bytes`` (default ``parts.max_request_bytes``; 413),
     ``max_header_count`` (100) and ``max_header_bytes`` (32 KiB; 431).
     """
 
@@ -63,19 +62,21 @@ class HttpBridge:
 
     def __init__(
         self,
-        axon: Axon,
+        parts: TransportParts | Any,
         *,
         max_request_bytes: int | None = None,
         max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     ) -> None:
-        self.axon = axon
+        if not isinstance(parts, TransportParts):
+            parts = parts.transport_parts()
+        self.parts: TransportParts = parts
         self.limits = Limits(
-            max_request_bytes=max_request_bytes if max_request_bytes is not None else axon.max_request_bytes,
+            max_request_bytes=max_request_bytes if max_request_bytes is not None else parts.max_request_bytes,
             max_header_count=max_header_count,
             max_header_bytes=max_header_bytes,
         )
-        self.exchange = Exchange(axon.endpoints, axon.pipeline)
+        self.exchange = Exchange(parts.endpoints, parts.pipeline)
         self.app = FastAPI(
             title="axon-grpc HTTP bridge",
             description="Legacy Bittensor HTTP protocol: POST /{SynapseName} with bt_header_* headers.",
@@ -88,13 +89,13 @@ class HttpBridge:
         self.app.add_exception_handler(AxonError, self._axon_error)  # type: ignore[arg-type]
         #: The last scrape of ``/metrics``: ``(monotonic time, body, content type)``.
         self._scrape: tuple[float, bytes, str] | None = None
-        if getattr(axon, "metrics", None) is not None:
+        if parts.metrics is not None:
             self.app.add_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         #: What uvicorn serves: the middleware in front of the app. (The app works alone too,
         #: its synapse routes run the same exchange; in front, they skip FastAPI's layers.)
-        self.asgi = self.middleware_cls(self.app, axon, bridge=self)
-        host = str(axon.ip).strip("[]") or "::"
-        self.fast_config = make_config(self.asgi, host, int(axon.http_port or 0), max_header_bytes=max_header_bytes)
+        self.asgi = self.middleware_cls(self.app, None, bridge=self)
+        host = parts.host.strip("[]") or "::"
+        self.fast_config = make_config(self.asgi, host, parts.port, max_header_bytes=max_header_bytes)
         self.fast_server = FastAPIThreadedServer(config=self.fast_config)
         #: The port actually bound, once started.
         self.bound_port: int | None = None
@@ -170,7 +171,7 @@ class HttpBridge:
         await send_reply(send, self.exchange.not_found(scope["path"][1:]))
 
     async def _metrics(self, request: Request) -> Response:
-        metrics = self.axon.metrics
+        metrics = self.parts.metrics
         if metrics is None:  # the route is only added with metrics on; kept safe all the same
             return Response(status_code=404)
         now = time.monotonic()
@@ -184,15 +185,15 @@ class HttpBridge:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, unix_socket: str | None = None) -> None:
-        """Bind ``axon.ip:axon.http_port`` (or ``unix_socket``, behind the Envoy edge) and
+        """Bind ``parts.host:parts.port`` (or ``unix_socket``, behind the Envoy edge) and
         serve on the running loop (raises OSError)."""
-        axon = self.axon
-        port = int(axon.http_port or 0)
+        parts = self.parts
+        port = parts.port
         if unix_socket is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(unix_socket)
         else:
-            sock = bind_socket(str(axon.ip), port, reuse_port=bool(getattr(axon, "reuse_port", False)))
+            sock = bind_socket(parts.host, port, reuse_port=parts.reuse_port)
         self.fast_config.port = port
         try:
             await self.fast_server.serve_in_loop([sock])
@@ -200,10 +201,10 @@ class HttpBridge:
             sock.close()
             raise
         if unix_socket is not None:
-            logger.info("HTTP bridge serving %s on %s", list(axon.endpoints), unix_socket)
+            logger.info("HTTP bridge serving %s on %s", list(parts.endpoints), unix_socket)
             return
         self.bound_port = int(sock.getsockname()[1])
-        logger.info("HTTP bridge serving %s on %s:%s", list(axon.endpoints), self.fast_config.host, self.bound_port)
+        logger.info("HTTP bridge serving %s on %s:%s", list(parts.endpoints), self.fast_config.host, self.bound_port)
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop serving; requests in flight get ``grace`` seconds."""
@@ -211,26 +212,6 @@ class HttpBridge:
 
     # -- seed API ------------------------------------------------------------------------------------
     async def verify_body_integrity(self, request: Request) -> dict[str, Any]:
-        """The request's JSON body, once its legacy body hash matches ``computed_body_hash``.
-
-        Not JSON: FastAPI's 422 (``RequestValidationError``); not an object of the
-        route's synapse: 400; hash mismatch: 400 ``Hash mismatch: computed_body_hash is
-        not the hash of this body's required_hash_fields`` (neither hash echoed).
-        """
-        raw = await request.body()
-        if len(raw) > self.limits.max_request_bytes:
-            raise RequestTooLarge(self.limits.too_large_message())
-        pipeline = self.axon.pipeline
-        name = request.url.path.split("/")[1]
-        endpoint = self.axon.endpoints.get(name)
-        if endpoint is None:
-            raise UnknownSynapseError(f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found")
-        try:
-            payload = load_json_object(raw, endpoint.name)
-        except json.JSONDecodeError as e:
-            raise RequestValidationError(json_invalid_detail(e)) from None
-        data = dict(endpoint.defaults_for_missing())
-        data.update((key, payload[key]) for key in endpoint.user_fields if key in payload)
-        synapse = pipeline.validate(endpoint, data)
-        pipeline.check_legacy_hash(endpoint, synapse, request.headers.get("computed_body_hash", ""))
-        return payload
+        """The request's JSON body, once its legacy body hash matches (the seed's method; see
+        :func:`bridge.seed_stages.verify_body_integrity`)."""
+        return await verify_body_integrity(self.parts, self.limits, request)

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ValidationError
 
 from axon_grpc.auth import btauth
 from axon_grpc.errors import Status
-from axon_grpc.server.call import HTTP, BodyReader, Call, Outcome
-from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.pipeline import MAX_QUOTED_NAME
+from axon_grpc.server.call import BodyReader, Call, Outcome, parse_peer
+from axon_grpc.server.endpoints import MAX_QUOTED_NAME, Endpoint
 from axon_grpc.streaming import chunk_encoder
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash
+from axon_grpc.transports.json_body import JSON_CODEC
 
 from .responses import (
     Reply,
@@ -123,15 +123,6 @@ class Route:
         return stream_reply(synapse, endpoint.required_fields, hashed, outcome.encoded(self.encode), outcome)
 
 
-def _peer(client: tuple[str, int] | list[Any] | None) -> tuple[str | None, int | None]:
-    if not client:
-        return None, None
-    host, port = client[0], client[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]  # an IPv4 client of a dual-stack socket
-    return host, port
-
-
 class Exchange:
     """Legacy HTTP requests in, through the pipeline, legacy answers out."""
 
@@ -157,19 +148,16 @@ class Exchange:
         path: str | None = None,
     ) -> Reply | StreamReply:
         """Answer one request for synapse ``name``; never raises for bad input."""
-        peer_ip, peer_port = _peer(client)
+        peer_ip, peer_port = parse_peer(client)
         call = Call(
-            name,
-            headers,
-            HTTP,
-            None,
-            read_body,
-            peer_ip,
-            peer_port,
-            None,
-            False,
-            method,
-            path if path is not None else f"/{name}",
+            name=name,
+            headers=headers,
+            codec=JSON_CODEC,
+            read_body=read_body,
+            peer_ip=peer_ip,
+            peer_port=peer_port,
+            method=method,
+            path=path if path is not None else f"/{name}",
         )
         outcome = await self.pipeline.handle(call)
         return self.reply(outcome, btauth.is_btauth(headers))

@@ -95,3 +95,13 @@ def guarded_receive(receive: Receive, limits: Limits) -> Receive:
         return message
 
     return guarded
+
+
+def header_map(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], int]:
+    """Lowercase-keyed str headers (last one wins) and their total size in bytes."""
+    headers: dict[str, str] = {}
+    size = 0
+    for key, value in raw:
+        size += len(key) + len(value)
+        headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+    return headers, size

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, AsyncIterator, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, NamedTuple, Sequence
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -51,7 +51,7 @@ class StreamReply(NamedTuple):
     chunks: AsyncIterator[bytes]
     #: The pipeline's outcome behind ``chunks``: its deadline bounds the writes (a client
     #: that stops reading is cut there), its ``cut`` ends the stream.
-    outcome: Optional[Outcome] = None
+    outcome: Outcome
 
 
 EVENT_STREAM_CONTENT_TYPE = (b"content-type", b"text/event-stream")
@@ -62,7 +62,7 @@ def stream_reply(
     required_fields: Sequence[str],
     computed_hash: str,
     chunks: AsyncIterator[bytes],
-    outcome: Optional[Outcome] = None,
+    outcome: Outcome,
 ) -> StreamReply:
     """200 ``text/event-stream`` with the synapse's headers; the body is ``chunks``."""
     return StreamReply(

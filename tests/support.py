@@ -11,7 +11,7 @@ from typing import Optional
 
 import grpc
 
-from axon_grpc import Keypair, Synapse, SynapseException
+from axon_grpc import Keypair, StreamingSynapse, Synapse, SynapseException
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, grpc_body_hash
 from axon_grpc.auth.nonces import NonceStore, NonceVerdict
 
@@ -53,6 +53,33 @@ class Said(Synapse):
 
 def said_forward(synapse: Said) -> Said:
     raise SynapseException("the miner says no")
+
+
+class Sleepy(Synapse):
+    """Its forward sleeps ``seconds``: longer than a caller's patience, in the deadline tests."""
+
+    seconds: float = 0.0
+
+
+async def sleepy_forward(synapse: Sleepy) -> Sleepy:
+    await asyncio.sleep(synapse.seconds)
+    return synapse
+
+
+class Flood(StreamingSynapse):
+    """Answers with chunks for as long as anyone takes them."""
+
+    seed: int = 0
+
+
+#: One chunk of :class:`Flood`: more than a few of them fill any flow-control window.
+FLOOD_CHUNK = "x" * (256 * 1024)
+
+
+async def flood_forward(synapse: Flood):
+    while True:
+        yield FLOOD_CHUNK
+        await asyncio.sleep(0)
 
 
 class RawCaller:

@@ -159,6 +159,25 @@ def test_bridge_limits_are_constructor_arguments_and_attributes() -> None:
     assert custom.limits.max_header_count == 8
 
 
+async def test_the_bridge_is_handed_its_collaborators_not_the_axon() -> None:
+    """Built from TransportParts alone (port 0: bound by the system), it serves; it keeps no Axon."""
+    axon = build_axon(dummy_forward)
+    parts = axon.transport_parts(port=0)
+    assert parts.host == "127.0.0.1" and parts.pipeline is axon.pipeline and parts.drain is axon.drain
+    http = HttpBridge(parts)
+    for endpoint in parts.endpoints.values():
+        http.add_route(endpoint)
+    assert not hasattr(http, "axon") and http.asgi.axon is None
+    await http.start()
+    client = LegacyClient(int(http.bound_port or 0), axon.wallet.hotkey.ss58_address)
+    try:
+        reply = await client.call(Dummy(input=6))
+        assert (reply.status, reply.json["output"]) == (200, 12)
+    finally:
+        await client.close()
+        await http.stop(None)
+
+
 async def test_attach_after_start_is_served(bridged: Bridged) -> None:
     class Late(Synapse):
         value: int = 0

@@ -143,5 +143,41 @@ def test_import_graph_has_no_cycle() -> None:
         if start not in state:
             visit(start, [start])
     assert cycles == []
-    # The graph is real: the server imports the pipeline, which imports no transport.
-    assert "axon_grpc.server.pipeline" in graph["axon_grpc.server.axon"]
+    # The graph is real: the Axon builds its collaborators by the composition root, which
+    # imports the pipeline.
+    assert "axon_grpc.server.compose" in graph["axon_grpc.server.axon"]
+    assert "axon_grpc.server.pipeline" in graph["axon_grpc.server.compose"]
+
+
+#: The transport-neutral core: it names no wire format (issue 24).
+CORE = (
+    "server/call.py",
+    "server/pipeline.py",
+    "server/admission.py",
+    "server/forwarding.py",
+    "server/stream_writer.py",
+)
+WIRE = ("grpc", "axon_grpc.transports", "bridge", "fastapi", "starlette", "pyvoy")
+
+
+def _all_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_core_names_no_transport_and_errors_no_grpc() -> None:
+    for relative in CORE:
+        path = PACKAGE / relative
+        wired = {m for m in _all_imports(path) if m.split(".")[0] in WIRE or m.startswith(WIRE)}
+        assert wired == set(), relative
+        tree = ast.parse(path.read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        constants = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not names & {"GRPC", "HTTP", "GRPC_METHOD"} and not constants & {"grpc", "http"}, relative
+    assert not any(m.split(".")[0] == "grpc" for m in _all_imports(PACKAGE / "errors.py"))

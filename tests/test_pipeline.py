@@ -12,11 +12,14 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from axon_grpc import Keypair, StreamingSynapse
+from axon_grpc import Keypair, StreamingSynapse, SynapseException
 from axon_grpc.auth.legacy import grpc_body_hash
+from axon_grpc.metrics.observer import GRPC, HTTP
 from axon_grpc.schema import schema_for
-from axon_grpc.server.call import GRPC, HTTP, Call, Outcome
+from axon_grpc.server.call import Call, Outcome
 from axon_grpc.testing import build_axon
+from axon_grpc.transports.grpc_codec import GRPC_CODEC
+from axon_grpc.transports.json_body import JSON_CODEC
 
 from .support import Dummy, dummy_forward
 
@@ -48,7 +51,15 @@ class Signer:
     def grpc(self, synapse: Dummy, name: str = "Dummy", **overrides: str) -> Call:
         body = schema_for(type(synapse)).to_bytes(synapse)
         headers = self.headers(grpc_body_hash(f"/axon.v1.Axon/{name}", body), **overrides)
-        return Call(name, headers, GRPC, body, peer_ip="127.0.0.1", peer_port=4000, path=f"/axon.v1.Axon/{name}")
+        return Call(
+            name=name,
+            headers=headers,
+            codec=GRPC_CODEC,
+            body=body,
+            peer_ip="127.0.0.1",
+            peer_port=4000,
+            path=f"/axon.v1.Axon/{name}",
+        )
 
     def http(self, synapse: Dummy, **overrides: str) -> Call:
         body = json.dumps(synapse.model_dump()).encode()
@@ -57,7 +68,13 @@ class Signer:
             return body
 
         return Call(
-            type(synapse).__name__, self.headers(synapse.body_hash, **overrides), HTTP, None, read, "127.0.0.1", 4000
+            name=type(synapse).__name__,
+            headers=self.headers(synapse.body_hash, **overrides),
+            codec=JSON_CODEC,
+            read_body=read,
+            peer_ip="127.0.0.1",
+            peer_port=4000,
+            path=f"/{type(synapse).__name__}",
         )
 
 
@@ -90,10 +107,13 @@ async def test_refusals_are_outcomes_never_exceptions() -> None:
     assert forged.synapse.axon.signature  # errors are signed by the axon
     replayed = signer.grpc(Dummy(input=1))
     assert (await handle(replayed)).ok
-    again = await handle(Call(replayed.name, replayed.headers, GRPC, replayed.body, path=METHOD))
+    again = await handle(
+        Call(name=replayed.name, headers=replayed.headers, codec=GRPC_CODEC, body=replayed.body, path=METHOD)
+    )
     assert again.status == 401 and "newer one" in again.message
     call = signer.grpc(Dummy(input=1))
-    tampered = await handle(Call("Dummy", call.headers, GRPC, schema_for(Dummy).to_bytes(Dummy(input=2)), path=METHOD))
+    tampered_body = schema_for(Dummy).to_bytes(Dummy(input=2))
+    tampered = await handle(Call(name="Dummy", headers=call.headers, codec=GRPC_CODEC, body=tampered_body, path=METHOD))
     assert tampered.status == 400 and tampered.message.startswith("body hash does not match")
 
 
@@ -188,16 +208,25 @@ class Counting(StreamingSynapse):
 async def count(synapse: Counting) -> AsyncIterator[int]:
     for i in range(synapse.upto):
         yield i
+    if synapse.upto == 13:
+        raise SynapseException("no more after thirteen")
+
+
+async def counting_outcome(upto: int) -> Outcome:
+    """What the pipeline returns for a signed gRPC call of ``Counting(upto)``."""
+    axon, signer = axon_with(count)
+    body = schema_for(Counting).to_bytes(Counting(upto=upto))
+    headers = signer.headers(grpc_body_hash("/axon.v1.Axon/Counting", body))
+    call = Call(name="Counting", headers=headers, codec=GRPC_CODEC, body=body, path="/axon.v1.Axon/Counting")
+    return await axon.pipeline.handle(call)
 
 
 async def test_a_stream_outcome_turns_final_when_its_chunks_end() -> None:
-    axon, signer = axon_with(count)
-    body = schema_for(Counting).to_bytes(Counting(upto=3))
-    headers = signer.headers(grpc_body_hash("/axon.v1.Axon/Counting", body))
-    outcome: Outcome = await axon.pipeline.handle(Call("Counting", headers, GRPC, body, path="/axon.v1.Axon/Counting"))
+    outcome = await counting_outcome(3)
     assert outcome.ok and outcome.stream is not None
     assert [chunk async for chunk in outcome.stream] == [0, 1, 2]
-    assert outcome.status == 200 and outcome.synapse.axon.status_code == 200
+    final = outcome.final
+    assert final.status == 200 and final.synapse.axon.status_code == 200
 
 
 async def test_the_seed_dicts_are_live_views_of_the_endpoints() -> None:
@@ -293,3 +322,14 @@ async def test_a_forwards_own_status_reaches_both_kinds_of_client() -> None:
         response = await b.client.call(Dummy(input=1))
         assert response.status == 409 and response.message == "already answered this round"
         assert response.headers["bt_header_axon_status_code"] == "409"
+
+
+async def test_an_outcome_never_changes_once_handle_returned_it() -> None:
+    """A stream that fails midway: the returned outcome stays what it was; ``final`` is the failure."""
+    outcome = await counting_outcome(13)
+    assert outcome.final is outcome
+    assert [chunk async for chunk in outcome.stream] == list(range(13))
+    assert (outcome.status, outcome.message, outcome.reason) == (200, "Success", None)
+    final = outcome.final
+    assert (final.status, final.message, final.reason) == (500, "no more after thirteen", "error")
+    assert final.synapse.axon.status_code == 500

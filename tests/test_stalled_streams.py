@@ -2,7 +2,8 @@
 
 The forward produces more than any flow-control window holds, so the transport's write
 blocks; the deadline comes from the signed ``timeout`` alone (no gRPC deadline), so the
-axon itself must cut the stream.
+axon itself must cut the stream. On every transport: grpc.aio, the HTTP bridge, and the
+Envoy edge of ``axon-grpc serve`` (issue 25), there with a raw HTTP/2 client.
 """
 
 from __future__ import annotations
@@ -14,29 +15,22 @@ import socket
 import time
 
 import grpc
+import h2.config
+import h2.connection
 
-from axon_grpc import StreamingSynapse
+from axon_grpc import Dendrite
 from axon_grpc.schema import schema_for
-from axon_grpc.testing import serve_axon
+from axon_grpc.testing import free_port, serve_axon
 
-from .support import Dummy, RawCaller, dummy_forward
+from .edge.support import requires_pyvoy, stop
+from .edge.test_serve_axon import AXON_HOTKEY, serve
+from .edge.test_serve_axon import info as _info
+from .support import Dummy, Flood, RawCaller, dummy_forward, flood_forward
 from .test_bridge_client import serve_bridge
+from .test_metrics import scrape, value
 
 WORKERS = 2
-CHUNK = "x" * (256 * 1024)
 DEADLINE_S = 1.0
-
-
-class Flood(StreamingSynapse):
-    """Answers with chunks for as long as anyone takes them."""
-
-    seed: int = 0
-
-
-async def flood_forward(synapse: Flood):
-    while True:
-        yield CHUNK
-        await asyncio.sleep(0)
 
 
 async def _slots_free_within(axon, seconds: float) -> bool:
@@ -112,3 +106,57 @@ async def test_grpc_stream_read_to_the_deadline_ends_408() -> None:
             assert await call.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         finally:
             await raw.close()
+
+
+def _stalled_h2_call(port: int, raw: RawCaller, body: bytes) -> socket.socket:
+    """Open one HTTP/2 connection, send a signed Flood call on it and never read a byte:
+    no SETTINGS ack, no WINDOW_UPDATE, a small receive buffer."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/axon.v1.Axon/Flood"),
+        (":authority", f"127.0.0.1:{port}"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        *raw.metadata(body, method="Flood", timeout=str(DEADLINE_S)),
+    ]
+    connection.send_headers(1, headers)
+    connection.send_data(1, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
+    sock.sendall(connection.data_to_send())
+    return sock
+
+
+def _gauges(port: int) -> tuple[float, float, float]:
+    """(workers busy, Flood streams open, Flood streams cut at the deadline) of one scrape."""
+    samples, _ = scrape(port)
+    return (
+        value(samples, "axon_workers_busy"),
+        value(samples, "axon_streams_open", synapse="Flood"),
+        value(samples, "axon_refusals_total", synapse="Flood", transport="grpc", reason="deadline"),
+    )
+
+
+@requires_pyvoy
+async def test_envoy_streams_nobody_reads_free_their_slots_at_the_deadline() -> None:
+    port = free_port()
+    process = serve(port)
+    raw = RawCaller(f"127.0.0.1:{port}", AXON_HOTKEY)
+    body = schema_for(Flood).to_bytes({"seed": 1})
+    sockets = [_stalled_h2_call(port, raw, body) for _ in range(WORKERS)]
+    try:
+        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(_gauges, port) == (WORKERS, WORKERS, 0)  # the floods hold their slots
+        await asyncio.sleep(DEADLINE_S + 1.0)
+        assert await asyncio.to_thread(_gauges, port) == (0, 0, WORKERS)  # cut at the deadline, still unread
+        async with Dendrite() as dendrite:
+            result = await dendrite.call(_info(port), Dummy(input=2), timeout=5, deserialize=False)
+        assert (result.dendrite.status_code, result.output) == (200, 4)
+    finally:
+        for sock in sockets:
+            sock.close()
+        await raw.close()
+        stop(process)

@@ -57,13 +57,15 @@ class Verifier:
         legacy_store: NonceStore,
         btauth_store: NonceStore,
         policy: VerifyPolicy,
+        *,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._receiver = receiver
         self.legacy_store = legacy_store
         self.btauth_store = btauth_store
         self.policy = policy
         #: Told of every nonce check (:class:`~axon_grpc.metrics.observer.Observer`).
-        self.observer: Observer = NULL_OBSERVER
+        self.observer: Observer = observer
         self._observed: dict[int, ObservedStore] = {}
 
     def _store(self, store: NonceStore) -> NonceStore:

@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 from axon_grpc.auth.keys import Keypair, parse_signature, verify_signature
 from axon_grpc.auth.legacy import grpc_body_hash
-from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid, pipeline_call
 from axon_grpc.cli.demo import Dummy, blacklist, priority
-from axon_grpc.server.call import GRPC, Call
 from axon_grpc.testing import build_axon
 from axon_grpc.transports.grpc_codec import reply_message, trailing_metadata
 
@@ -57,9 +56,7 @@ async def _time_pipeline(
         started = time.perf_counter()
         for headers in batch:
             deadline = time.monotonic() + 12.0  # the Dendrite's grpc-timeout, which grpc.aio enforces
-            outcome = await handle(
-                Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000, deadline, True, "POST", GRPC_METHOD)
-            )
+            outcome = await handle(pipeline_call(headers, body, 40000, deadline))
             if not outcome.ok:
                 raise RuntimeError(f"the bench call was refused: {outcome.status} {outcome.message}")
             reply_message(outcome), trailing_metadata(outcome)  # the answer as the gRPC transport sends it

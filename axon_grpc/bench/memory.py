@@ -38,9 +38,8 @@ async def _measure(
     requests: int, uuids: int, verified: int, hotkeys: int, progress: Callable[[str, int, int], None]
 ) -> dict[str, Any]:
     from axon_grpc.auth.keys import Keypair
-    from axon_grpc.bench.wire import GRPC_METHOD, GrpcSigner, grpc_body, new_uuid
+    from axon_grpc.bench.wire import GrpcSigner, grpc_body, new_uuid, pipeline_call
     from axon_grpc.cli.demo import Dummy, blacklist, forward, priority
-    from axon_grpc.server.call import GRPC, Call
     from axon_grpc.testing import build_axon
 
     axon = build_axon({"forward_fn": forward, "blacklist_fn": blacklist, "priority_fn": priority})
@@ -62,9 +61,7 @@ async def _measure(
         u = i % uuids
         signer = clients[min(u // per_key, hotkeys - 1)]
         headers = dict(signer.metadata(uuid_list[u], time.time_ns()))
-        outcome = await pipeline.handle(
-            Call("Dummy", headers, GRPC, body, None, "127.0.0.1", 40000 + i % 20000, path=GRPC_METHOD)
-        )
+        outcome = await pipeline.handle(pipeline_call(headers, body, 40000 + i % 20000))
         if not outcome.ok:  # counted: a refusal here would make the figure meaningless
             refused += 1
         if i % 5000 == 0:

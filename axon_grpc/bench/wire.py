@@ -28,7 +28,9 @@ from axon_grpc.auth.keys import Keypair
 from axon_grpc.auth.legacy import CRYPTO_HEADER, PROTOCOL_VERSION, grpc_body_hash
 from axon_grpc.cli.demo import Dummy
 from axon_grpc.schema import schema_for
+from axon_grpc.server.call import Call
 from axon_grpc.synapse import DENDRITE_PREFIX, TerminalInfo
+from axon_grpc.transports.grpc_codec import GRPC_CODEC
 
 #: The synapse every target serves, and the request sent: ``Dummy(input=3)``.
 SYNAPSE_NAME = "Dummy"
@@ -200,3 +202,18 @@ class LegacyHttpRequest:
             out.append(values[slot])
             out.append(parts[k + 1])
         return b"".join(out)
+
+
+def pipeline_call(headers: dict[str, str], body: bytes, peer_port: int, deadline: float | None = None) -> Call:
+    """The :class:`~axon_grpc.server.call.Call` grpc.aio would hand the pipeline for one bench request."""
+    return Call(
+        name=SYNAPSE_NAME,
+        headers=headers,
+        codec=GRPC_CODEC,
+        body=body,
+        peer_ip="127.0.0.1",
+        peer_port=peer_port,
+        deadline=deadline,
+        deadline_enforced=deadline is not None,
+        path=GRPC_METHOD,
+    )

@@ -20,12 +20,11 @@ from axon_grpc.client.answer import (
 )
 from axon_grpc.client.signing import RequestSigner, SigningWindow
 from axon_grpc.client.tls import ClientTls
-from axon_grpc.errors import http_status_for
 from axon_grpc.info import AxonInfo
 from axon_grpc.schema import schema_for
 from axon_grpc.streaming import CHUNK_TAG, StreamedBody, chunk_encoder, chunk_schema, processes_chunks, unframe
 from axon_grpc.synapse import Synapse
-from axon_grpc.transports.grpc_aio import METHOD_PREFIX
+from axon_grpc.transports.grpc_codec import METHOD_PREFIX, http_status_for
 
 #: Channel options: keep idle connections healthy without flooding the server.
 CHANNEL_OPTIONS = [

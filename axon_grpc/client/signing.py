@@ -39,7 +39,7 @@ from axon_grpc.synapse import (
     legacy_body_hash,
 )
 from axon_grpc.synapse import input_obj_placeholder as _placeholder
-from axon_grpc.transports.grpc_aio import METHOD_PREFIX
+from axon_grpc.transports.grpc_codec import METHOD_PREFIX
 
 #: The signing schemes a Dendrite speaks.
 AUTH_SCHEMES = ("legacy", "btauth")

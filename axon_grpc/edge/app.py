@@ -91,17 +91,17 @@ def use_edge_port(axon: Any, port: int) -> None:
 def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
     """The edge application of ``axon``: its pipeline over gRPC, its HTTP bridge, health, reflection."""
     from axon_grpc.server.axon import load_transport
-    from axon_grpc.transports import grpc_codec
     from axon_grpc.transports.aio_discovery import SERVICE_NAME, DescriptorSource
+    from axon_grpc.transports.grpc_codec import GRPC_CODEC
 
     axon.prepare()
     if axon.metrics is not None:
         axon.metrics.set_mode("envoy")
     if codec is None:
-        codec = grpc_codec
+        codec = GRPC_CODEC
     bridge = axon.http if axon.http_port else None
     if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
-        bridge = load_transport("http")(axon)
+        bridge = load_transport("http")(axon.transport_parts(port=0))
         for endpoint in axon.endpoints.values():
             bridge.add_route(endpoint)
     health = Health((SERVICE_NAME,), drain_file=drain_file)

@@ -43,8 +43,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import REGISTRY
 
+from axon_grpc.errors import Status
 from axon_grpc.metrics.top_callers import TopCallers, TopCallersCollector
-from axon_grpc.server.call import GRPC, HTTP
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.auth.nonces import NonceVerdict
@@ -64,7 +64,11 @@ UNKNOWN_SYNAPSE = "_unknown"
 #: The ``scheme`` label of calls refused before their credentials were read.
 NO_SCHEME = "none"
 #: HTTP-style status of a call whose client left before the answer was complete (nginx's 499).
-CLIENT_CLOSED = 499
+CLIENT_CLOSED = int(Status.CLIENT_CLOSED)
+
+#: The ``transport`` labels, one per wire format (a :class:`~axon_grpc.server.call.Codec`'s).
+GRPC = "grpc"  #: protobuf message bytes (grpc.aio, the Envoy edge)
+HTTP = "http"  #: the legacy JSON body (the HTTP bridge)
 
 _TRANSPORTS = (GRPC, HTTP)
 _SCHEMES = ("legacy", "btauth")
@@ -231,6 +235,7 @@ class PrometheusMetrics:
         mode: str | None = None,
         version: str = "",
     ) -> None:
+        # Long by design: one declaration per metric, read top to bottom like the list above.
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.admission = admission
         r = self.registry

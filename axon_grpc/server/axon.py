@@ -17,26 +17,20 @@ from typing import Any, Awaitable, Callable
 
 from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
-from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
-from axon_grpc.auth.verifier import Verifier
+from axon_grpc.auth.nonces import NonceStore
 from axon_grpc.auth.wallet import default_wallet
 from axon_grpc.edge.config import EdgeLimits, TlsFiles, connection_budget, raise_open_files_limit
 from axon_grpc.edge.proxy import PEER_HEADER, EnvoyProxy, proxy_for
 from axon_grpc.info import AxonInfo, advertised_address, ip_version
 from axon_grpc.metrics.listener import MetricsListener
-from axon_grpc.metrics.observer import NULL_OBSERVER, PrometheusMetrics
+from axon_grpc.metrics.observer import PrometheusMetrics
 from axon_grpc.schema import schema_for
 from axon_grpc.server import config as config_mod
-from axon_grpc.server.admission import AdmissionQueue
+from axon_grpc.server.compose import AxonSettings, TransportParts, compose
 from axon_grpc.server.config import Config, data_dir
-from axon_grpc.server.drain import Drain
-from axon_grpc.server.endpoints import VIEWS, ClassView, Endpoint, HookView, is_async
-from axon_grpc.server.executor import ForwardPool
-from axon_grpc.server.forwarding import Forwarder
+from axon_grpc.server.endpoints import VIEWS, ClassView, Endpoint, HookView
 from axon_grpc.server.hooks import check_attach
 from axon_grpc.server.loop_thread import LoopThread
-from axon_grpc.server.pipeline import Pipeline
-from axon_grpc.server.terminal import AxonTerminal
 from axon_grpc.synapse import Synapse
 from axon_grpc.transports.grpc_aio import (
     DEFAULT_MAX_METADATA_BYTES,
@@ -55,7 +49,7 @@ __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
 RPC_HEADROOM = 32
 
 
-def load_transport(name: str) -> Callable[[Axon], Any]:
+def load_transport(name: str) -> Callable[[TransportParts], Any]:
     """A transport factory registered under the ``axon_grpc.transports`` entry points.
 
     The HTTP bridge registers itself there, so the core never imports it.
@@ -79,6 +73,18 @@ class _FromBridge:
 
     def __get__(self, axon: Any, owner: type | None = None) -> Any:
         return self if axon is None else getattr(axon.http, self.name, None)
+
+
+def _resolved_config(config: Config | None, given: dict[str, Any]) -> Config:
+    """``config`` (default: the command line's defaults) with the settings ``given`` as
+    arguments over its ``axon`` section; checked (``AssertionError``)."""
+    config = Config(config) if config is not None else Axon.config(args=[])
+    if "axon" not in config:
+        config["axon"] = Axon.config(args=[]).axon
+    section = config.axon = Config(config.axon)
+    section.update({key: value for key, value in given.items() if value is not None})
+    Axon.check_config(config)
+    return config
 
 
 def _ping(synapse: Synapse) -> Synapse:
@@ -117,21 +123,15 @@ class Axon:
         sign_answers: bool = False,
         edge: bool | None = None,
     ) -> None:
-        config = Config(config) if config is not None else Axon.config(args=[])
-        if "axon" not in config:
-            config["axon"] = Axon.config(args=[]).axon
-        section = config.axon = Config(config.axon)
         given_settings = {
             "port": port, "ip": ip, "external_ip": external_ip, "external_port": external_port,
             "max_workers": max_workers, "http_port": http_port, "max_queue": max_queue,
             "nonce_store": nonce_store if isinstance(nonce_store, str) else None,
             "metrics_port": metrics_port, "metrics_hotkeys": metrics_hotkeys,
         }  # fmt: skip
-        section.update({key: value for key, value in given_settings.items() if value is not None})
-        Axon.check_config(config)
         #: The configuration in force (the seed's attribute, beside the ``config()`` classmethod).
-        self.config = config  # type: ignore[method-assign,assignment]
-
+        self.config = config = _resolved_config(config, given_settings)  # type: ignore[method-assign,assignment]
+        section = config.axon
         self._wallet = wallet
         self.ip: str = section.ip
         self.port: int = int(section.port)
@@ -142,15 +142,13 @@ class Axon:
         self.uuid = str(uuid_lib.uuid1())
         self.version = PROTOCOL_VERSION
         self.started = False
-
-        self.verify_policy = policy = verify_policy or VerifyPolicy()
+        self.verify_policy = verify_policy or VerifyPolicy()
         #: Stores this axon opened from a URL (``nonce_store="redis://..."``); closed on stop.
         self.owned_stores: list[NonceStore] = []
         store = nonce_store if nonce_store is not None else section.get("nonce_store")
         #: A store URL, opened on first use (it is namespaced by the hotkey, read from disk).
         self._store_url: str | None = store if isinstance(store, str) else None
         self._store_timeout: float | None = section.get("nonce_store_timeout")
-        given = store if isinstance(store, NonceStore) else None
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
         self.reuse_port = reuse_port
@@ -159,58 +157,18 @@ class Axon:
         self.grpc_limits: dict[str, Any] = {}
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
-
-        #: The threads of sync forwards; the admission queue decides what runs when.
-        self.thread_pool = ForwardPool(self.max_workers)
-        queue_bound = section.get("max_queue")
-        #: Admission in front of the forwards: ``max_workers`` running, a bounded priority queue.
-        self.admission = AdmissionQueue(
-            self.max_workers, int(queue_bound) if queue_bound is not None else 8 * self.max_workers
-        )
         self.endpoints: dict[str, Endpoint] = {}
-        self.forward_fns = HookView(self.endpoints, VIEWS["forward_fns"])
-        self.blacklist_fns = HookView(self.endpoints, VIEWS["blacklist_fns"])
-        self.priority_fns = HookView(self.endpoints, VIEWS["priority_fns"])
-        self.verify_fns = HookView(self.endpoints, VIEWS["verify_fns"], fallback=self.default_verify)
-        self.forward_class_types = ClassView(self.endpoints)
+        self._compose(section, store if isinstance(store, NonceStore) else None, metrics, sign_answers)
+        self._servers(section, edge)
+        self.attach(forward_fn=_ping)
 
-        self.terminal = AxonTerminal(
-            lambda: self.wallet.hotkey,
-            self.uuid,
-            self.version,
-            lambda: (self.external_ip, self.external_port),
-            sign_answers,
-        )
-        self.verifier = Verifier(
-            lambda: self.terminal.address,
-            given if given is not None else InMemoryNonceStore(policy.retention_ns),
-            given if given is not None else InMemoryNonceStore(policy.btauth_retention_ns),
-            policy,
-        )
-        self.pipeline = Pipeline(
-            self.endpoints, self.verifier, self.admission, Forwarder(self.admission, self.thread_pool), self.terminal
-        )
-        if type(self).default_verify is not Axon.default_verify:
-            self.pipeline.extra_verify = self.default_verify
-            self.pipeline.extra_verify_async = is_async(self.default_verify)
-        #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics.observer`), or None with ``metrics=False``;
-        #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
-        self.metrics: PrometheusMetrics | None = None
-        if metrics is True:
-            hotkeys = section.get("metrics_hotkeys")
-            self.metrics = PrometheusMetrics(hotkeys=int(hotkeys) if hotkeys else None, admission=self.admission)
-        elif isinstance(metrics, PrometheusMetrics):
-            self.metrics = metrics
-            metrics.admission = metrics.admission or self.admission
-        observer = self.metrics if self.metrics is not None else NULL_OBSERVER
-        self.pipeline.observer = self.pipeline.forwarder.observer = self.verifier.observer = observer
+    def _servers(self, section: Config, edge: bool | None) -> None:
+        """What serves the request path: built or bound by ``start``, none yet."""
         #: Port of a listener answering only ``GET /metrics``; None: none of its own.
         self.metrics_port: int | None = int(section["metrics_port"]) if section.get("metrics_port") else None
         self._metrics_listener = MetricsListener()
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
-        #: The requests in flight on both transports, drained by ``stop``.
-        self.drain = Drain()
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The loop thread ``start()`` serves from; None when serving on the caller's loop.
         self._runner: LoopThread | None = None
@@ -225,7 +183,48 @@ class Axon:
         self.edge_tls: TlsFiles | None = None
         #: The Envoy process publishing this axon while it serves through the edge, else None.
         self.proxy: EnvoyProxy | None = None
-        self.attach(forward_fn=_ping)
+
+    def _compose(
+        self, section: Config, store: NonceStore | None, metrics: bool | PrometheusMetrics, sign_answers: bool
+    ) -> None:
+        """The request path from the settings, by the composition root (:func:`compose`)."""
+        queue_bound, hotkeys = section.get("max_queue"), section.get("metrics_hotkeys")
+        settings = AxonSettings(
+            max_workers=self.max_workers,
+            max_queue=int(queue_bound) if queue_bound is not None else None,
+            uuid=self.uuid,
+            version=self.version,
+            verify_policy=self.verify_policy,
+            nonce_store=store,
+            metrics=metrics,
+            metrics_hotkeys=int(hotkeys) if hotkeys else None,
+            sign_answers=sign_answers,
+        )
+        own_verify = type(self).default_verify is not Axon.default_verify
+        parts = compose(
+            settings,
+            self.endpoints,
+            lambda: self.wallet.hotkey,
+            lambda: (self.external_ip, self.external_port),
+            extra_verify=self.default_verify if own_verify else None,
+        )
+        #: The threads of sync forwards; the admission queue decides what runs when.
+        self.thread_pool = parts.thread_pool
+        #: Admission in front of the forwards: ``max_workers`` running, a bounded priority queue.
+        self.admission = parts.admission
+        self.terminal = parts.terminal
+        self.verifier = parts.verifier
+        self.pipeline = parts.pipeline
+        #: The axon's Prometheus metrics (:mod:`axon_grpc.metrics.observer`), or None with ``metrics=False``;
+        #: ``axon.metrics.exposition()`` is what ``GET /metrics`` answers.
+        self.metrics: PrometheusMetrics | None = parts.metrics
+        #: The requests in flight on every transport, drained by ``stop``.
+        self.drain = parts.drain
+        self.forward_fns = HookView(self.endpoints, VIEWS["forward_fns"])
+        self.blacklist_fns = HookView(self.endpoints, VIEWS["blacklist_fns"])
+        self.priority_fns = HookView(self.endpoints, VIEWS["priority_fns"])
+        self.verify_fns = HookView(self.endpoints, VIEWS["verify_fns"], fallback=self.default_verify)
+        self.forward_class_types = ClassView(self.endpoints)
 
     # -- resolved on first use: no disk, DNS or entry-point work before it is needed --------------
     @property
@@ -251,10 +250,24 @@ class Axon:
         """The HTTP transport (``bridge.HttpBridge``) when ``http_port`` is set or the axon
         serves through the Envoy edge (the legacy protocol on the public port), else None."""
         if self._http is None and (self.http_port or self.proxy is not None):
-            self._http = load_transport("http")(self)
+            self._http = load_transport("http")(self.transport_parts())
             for endpoint in self.endpoints.values():
                 self._http.add_route(endpoint)
         return self._http
+
+    def transport_parts(self, port: int | None = None) -> TransportParts:
+        """What a transport registered apart (the HTTP bridge) is handed: the request path's
+        collaborators, the bind address (``port``: default ``http_port``) and the limits."""
+        return TransportParts(
+            endpoints=self.endpoints,
+            pipeline=self.pipeline,
+            drain=self.drain,
+            metrics=self.metrics,
+            host=str(self.ip),
+            port=int(self.http_port or 0) if port is None else port,
+            max_request_bytes=self.max_request_bytes,
+            reuse_port=self.reuse_port,
+        )
 
     def _open_stores(self) -> None:
         """Open a store given by URL (namespaced by this axon's hotkey), once."""
@@ -270,7 +283,8 @@ class Axon:
             namespace=self.terminal.address,
             timeout_s=self._store_timeout,
         )
-        if store is not None:
+        if store is not None:  # the one change to a collaborator after construction: the store's
+            # namespace is the hotkey, read from disk, so the URL is opened at first use, not in compose
             self.owned_stores.append(store)
             self.verifier.legacy_store = self.verifier.btauth_store = store
 

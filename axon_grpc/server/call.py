@@ -10,21 +10,65 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Protocol
+
+from axon_grpc.info import split_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.server.endpoints import Endpoint
     from axon_grpc.synapse import Synapse
 
-#: The transport kinds a call can arrive by.
-GRPC = "grpc"  #: protobuf message bytes; legacy body hash = SHA3-256 of those bytes
-HTTP = "http"  #: the legacy JSON body; legacy body hash over ``required_hash_fields``
-
 #: Reads the whole request body; raises :class:`~axon_grpc.errors.RequestTooLarge` past the limit.
 BodyReader = Callable[[], Awaitable[bytes]]
 
 
-@dataclass(eq=False)
+class Codec(Protocol):
+    """A wire format as the pipeline needs it: how a request body becomes a synapse's
+    fields and what the legacy hashes cover. The transport puts its codec on each
+    :class:`Call`, so the pipeline names no transport (``transports.grpc_codec.GRPC_CODEC``,
+    ``transports.json_body.JSON_CODEC``)."""
+
+    #: The ``transport`` label of metrics and logs.
+    transport: str
+    #: Whether a refusal's message names the rule of docs/SPEC.md it applies (`` (rule Rn)``).
+    names_rules: bool
+
+    def check_message_hash(self, path: str, body: bytes, claimed: str) -> bool:
+        """When this format hashes the message bytes: raise
+        :class:`~axon_grpc.errors.BodyHashMismatch` (400) unless ``claimed`` is their legacy
+        hash, and return True; False when it hashes the synapse's ``required_hash_fields``
+        instead (checked once the synapse is built)."""
+
+    def decode(self, endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], Any]:
+        """The synapse's user fields of ``body`` and what answers may echo of it (None);
+        raises an :class:`~axon_grpc.errors.AxonError` (400, 422) for a body it cannot read."""
+
+    def answer_hash(self, endpoint: Endpoint, synapse: Synapse) -> tuple[bytes | None, str]:
+        """What a signed answer's hash covers: the serialised reply when this format sends
+        those very bytes (else None), and the hash."""
+
+
+def parse_peer(peer: str | tuple[Any, ...] | list[Any] | None) -> tuple[str | None, int | None]:
+    """The caller's ``(ip, port)``, whichever way a transport names it: a gRPC peer string
+    (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:...``), an address an edge in
+    front passed on (``1.2.3.4:5678``, ``[::1]:5678``) or an ASGI ``client`` pair. An IPv4
+    caller of a dual-stack socket (``::ffff:1.2.3.4``) is its IPv4 address."""
+    if not peer:
+        return None, None
+    if isinstance(peer, str):
+        kind, _, address = peer.partition(":")
+        if kind in ("ipv4", "ipv6"):
+            return split_address(address)
+        if kind == "unix":
+            return address, None
+        return split_address(peer)
+    host, port = str(peer[0]), (int(peer[1]) if len(peer) > 1 and peer[1] is not None else None)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+@dataclass(eq=False, kw_only=True)
 class Call:
     """One request as the pipeline sees it, whatever carried it."""
 
@@ -32,8 +76,8 @@ class Call:
     name: str
     #: Request metadata or HTTP headers: lowercase keys, ``str`` values (binary metadata left out).
     headers: Mapping[str, str]
-    #: :data:`GRPC` or :data:`HTTP`: how the body is encoded and hashed.
-    transport: str = GRPC
+    #: The wire format of the body: how it is decoded and hashed.
+    codec: Codec
     #: The body, when the transport already has it (gRPC always does).
     body: bytes | None = None
     #: Reads the body when ``body`` is None (the HTTP bridge reads it only once admitted).
@@ -49,6 +93,11 @@ class Call:
     method: str = "POST"
     path: str = ""
 
+    @property
+    def transport(self) -> str:
+        """The ``transport`` label of metrics and logs (the codec's)."""
+        return self.codec.transport
+
 
 @dataclass(eq=False)
 class Outcome:
@@ -63,8 +112,8 @@ class Outcome:
 
     A streaming synapse's outcome has ``stream``: the forward's chunk values. The
     first chunk was already awaited, so a request that fails at once has no stream and
-    its own status. Once ``stream`` is exhausted (or closed), ``status``, ``message``
-    and ``synapse`` hold the final result: a failure after the first chunk shows there.
+    its own status. An outcome never changes once ``handle`` returned it: the result a
+    stream ends with (a failure after the first chunk included) is :attr:`final`.
     """
 
     status: int
@@ -86,6 +135,12 @@ class Outcome:
     #: so the forward's slot never outlives the call's deadline.
     deadline: float | None = None
 
+    @property
+    def final(self) -> Outcome:
+        """The call's result: once ``stream`` has ended, the outcome it ended with; else this one."""
+        ending = getattr(self.stream, "ending", None)
+        return ending if ending is not None else self
+
     def remaining(self) -> float | None:
         """Seconds left before ``deadline`` (never below zero), or None without one."""
         if self.deadline is None:
@@ -93,8 +148,8 @@ class Outcome:
         return max(0.0, self.deadline - time.monotonic())
 
     async def cut(self, error: Exception) -> None:
-        """End ``stream`` with ``error`` as if the forward had raised it: the outcome turns
-        into that failure, the forward is closed and its slot freed."""
+        """End ``stream`` with ``error`` as if the forward had raised it: :attr:`final` is
+        that failure, the forward is closed and its slot freed."""
         chunks = self.stream
         if chunks is None:
             return
@@ -116,7 +171,7 @@ class Outcome:
         """``stream``'s chunks through a transport's ``encode``.
 
         A chunk ``encode`` refuses (raises) fails the stream like a forward's own error
-        would: the outcome turns into that failure and the chunks stop.
+        would: :attr:`final` is that failure and the chunks stop.
         """
         chunks = self.stream
         if chunks is None:
@@ -131,3 +186,29 @@ class Outcome:
                 yield message
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class Stream:
+    """A streaming answer's chunks (the pipeline's async generator) and, once they end,
+    the outcome they ended with (:attr:`Outcome.final`)."""
+
+    __slots__ = ("chunks", "ending")
+
+    def __init__(self) -> None:
+        self.chunks: AsyncGenerator[Any, None] | None = None
+        self.ending: Outcome | None = None
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        assert self.chunks is not None
+        return await self.chunks.__anext__()
+
+    async def athrow(self, error: BaseException) -> Any:
+        assert self.chunks is not None
+        return await self.chunks.athrow(error)
+
+    async def aclose(self) -> None:
+        if self.chunks is not None:
+            await self.chunks.aclose()

@@ -12,14 +12,26 @@ from __future__ import annotations
 import enum
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
 from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn
+from axon_grpc.errors import UnknownSynapseError
 from axon_grpc.schema import SynapseSchema
 from axon_grpc.streaming import is_streaming
 from axon_grpc.synapse import BASE_FIELDS, Synapse, hash_fields_of
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum)
+
+#: Longest synapse name quoted back in a 404 message.
+MAX_QUOTED_NAME = 128
+
+
+def unknown_synapse(name: str, endpoints: Mapping[str, Any], rule: str | None = None) -> UnknownSynapseError:
+    """The 404 of a name no attached synapse has, as the legacy server words it (every transport's);
+    ``rule``: the rule of docs/SPEC.md a gRPC answer names."""
+    return UnknownSynapseError(
+        f"Synapse name '{str(name)[:MAX_QUOTED_NAME]}' not found. Available synapses {list(endpoints)}", rule=rule
+    )
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

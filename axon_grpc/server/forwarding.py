@@ -45,11 +45,13 @@ class Limit:
 class Forwarder:
     """Runs forwards under admission; ``executor`` runs the sync ones."""
 
-    def __init__(self, admission: AdmissionQueue, executor: concurrent.futures.Executor) -> None:
+    def __init__(
+        self, admission: AdmissionQueue, executor: concurrent.futures.Executor, *, observer: Observer = NULL_OBSERVER
+    ) -> None:
         self.admission = admission
         self.executor = executor
         #: Told each forward's queue wait and run time (:class:`~axon_grpc.metrics.observer.Observer`).
-        self.observer: Observer = NULL_OBSERVER
+        self.observer: Observer = observer
 
     async def _slot(self, synapse: Synapse, priority: float, limit: Limit) -> None:
         try:

@@ -10,10 +10,11 @@ Every request passes the same stages, in this order, whichever transport carried
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
 4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
-5. **Body**: read (413 past the limit), checked against the signed body hash (400; over
-   gRPC the hash covers the method path too, see :func:`~axon_grpc.auth.legacy.grpc_body_hash`),
-   decoded and validated once into the synapse (400). Base fields come from the
-   verified credentials and the axon's own state; user fields from the body only.
+5. **Body**: read (413 past the limit), checked against the signed body hash and decoded
+   by the call's codec (:class:`~axon_grpc.server.call.Codec`: the transport's wire
+   format, so no stage here names a transport), validated once into the synapse (400).
+   Base fields come from the verified credentials and the axon's own state; user fields
+   from the body only.
 6. **Hooks** on that synapse: ``blacklist_fn`` (403), ``verify_fn`` (401),
    ``priority_fn``.
 7. **Admission and forward**: a slot in priority order (503 when shed, 408 when the
@@ -30,18 +31,16 @@ Every request passes the same stages, in this order, whichever transport carried
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid as uuid_lib
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from pydantic import ValidationError
 
 from axon_grpc._aio import within
 from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
-from axon_grpc.auth.legacy import check_grpc_body_hash
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.errors import (
     AxonError,
@@ -49,28 +48,24 @@ from axon_grpc.errors import (
     BodyHashMismatch,
     Reason,
     RequestTimeout,
-    ServiceUnavailable,
     Shed,
+    Status,
     SynapseParsingError,
-    UnknownSynapseError,
     VerifyRefused,
     reason_of,
 )
-from axon_grpc.metrics.observer import CLIENT_CLOSED, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
-from axon_grpc.server.call import GRPC, Call, Outcome
-from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.forwarding import Forwarder, Limit
+from axon_grpc.server.call import Call, Codec, Outcome, Stream
+from axon_grpc.server.endpoints import Endpoint, is_async, unknown_synapse
+from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
 from axon_grpc.server.reporting import describe, log_call
 from axon_grpc.server.terminal import AxonTerminal, forward_status
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
-from axon_grpc.transports.json_body import NotJson, load_json_object
 
 logger = logging.getLogger("axon_grpc")
 
-#: Longest synapse name quoted back in a 404 message.
-MAX_QUOTED_NAME = 128
 #: Longest a request body may take to arrive once the checks that need none have passed.
 MAX_BODY_READ_S = 30.0
 #: The 408 of a body that did not arrive in time.
@@ -82,11 +77,24 @@ _NO_PRIORITY = float("-inf")
 #: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
 #: the legacy signed message does not cover the route, so this is what binds them.
 WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
+
+
+#: A cancellation this close to the call's deadline is the deadline's (the transport's timer
+#: and the pipeline's reading of it are a clock read apart).
+DEADLINE_SLACK_S = 0.05
+
+
+def ended_early(deadline: float | None) -> tuple[int, str]:
+    """The status and reason of a call cancelled before its answer (one rule, every transport):
+    408 ``deadline`` once the call's deadline has come, else 499 ``cancelled`` (the caller left)."""
+    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+        return Status.TIMEOUT, Reason.DEADLINE
+    return Status.CLIENT_CLOSED, Reason.CANCELLED
+
+
 #: The 400 of a legacy HTTP request whose body is not the signed one (the SDK 10.5 axon
 #: answers 500; neither hash is echoed: the caller has its own).
 LEGACY_HASH_MISMATCH = "Hash mismatch: computed_body_hash is not the hash of this body's required_hash_fields"
-#: The gRPC method of synapse ``{name}`` when a transport does not say.
-GRPC_METHOD = "/axon.v1.Axon/{name}"
 
 
 def _parse_error_detail(error: ValidationError) -> str:
@@ -95,11 +103,11 @@ def _parse_error_detail(error: ValidationError) -> str:
     return f"{location}: {first.get('msg', 'invalid')}"
 
 
-def with_rule(message: str, error: BaseException, transport: str | None) -> str:
-    """``message``, over gRPC followed by `` (rule Rn)`` when ``error`` breaks a rule of
-    docs/SPEC.md; the legacy HTTP answer keeps the SDK's words."""
+def with_rule(message: str, error: BaseException, codec: Codec | None) -> str:
+    """``message``, followed by `` (rule Rn)`` when ``error`` breaks a rule of docs/SPEC.md
+    and the call's wire format names rules (gRPC); the legacy HTTP answer keeps the SDK's words."""
     rule = getattr(error, "rule", None)
-    return f"{message} (rule {rule})" if rule is not None and transport == GRPC else message
+    return f"{message} (rule {rule})" if rule is not None and codec is not None and codec.names_rules else message
 
 
 class Pipeline:
@@ -112,6 +120,9 @@ class Pipeline:
         admission: AdmissionQueue,
         forwarder: Forwarder,
         terminal: AxonTerminal,
+        *,
+        observer: Observer = NULL_OBSERVER,
+        extra_verify: Callable[[Synapse], Any] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.verifier = verifier
@@ -121,17 +132,17 @@ class Pipeline:
         self._priorities: OrderedDict[str, float] = OrderedDict()
         #: Runs after the signature check and before the endpoint's ``verify_fn``
         #: (an Axon subclass's ``default_verify``), or None; and whether it is a coroutine function.
-        self.extra_verify: Callable[[Synapse], Any] | None = None
-        self.extra_verify_async = False
+        self.extra_verify = extra_verify
+        self.extra_verify_async = extra_verify is not None and is_async(extra_verify)
         #: Told of every answered call (:class:`~axon_grpc.metrics.observer.Observer`).
-        self.observer: Observer = NULL_OBSERVER
+        self.observer: Observer = observer
 
     async def handle(self, call: Call) -> Outcome:
         """Answer one call (stages 1-8); never raises for the request's fault."""
         start = time.time()
         endpoint = self.endpoints.get(call.name)
         if endpoint is None:
-            outcome = self.unknown(call.name, start, call.transport)
+            outcome = self.unknown(call.name, start, call.codec)
             self.observer.finished(
                 UNKNOWN_SYNAPSE, call.transport, NO_SCHEME, outcome.status, outcome.reason, time.time() - start, None
             )
@@ -149,35 +160,55 @@ class Pipeline:
             body = await self._authenticate(call, credentials, endpoint, dendrite)
             synapse, request_body = self._build(endpoint, call, credentials, body, dendrite)
             priority = await self._hooks(endpoint, synapse)
-            limit = self._limit(call, synapse)
+            limit = self._limit(call.deadline, call.deadline_enforced, synapse)
             if endpoint.streaming:
                 outcome = await self._open_stream(
-                    call.transport, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
+                    call.codec, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
                 )
                 if outcome.stream is not None:
                     return outcome  # reported when the stream ends
             else:
                 own = synapse.__dict__["axon"]
                 result = await self.forwarder.run(endpoint, synapse, priority, limit)
-                outcome = self._success(call.transport, endpoint, result, start, request_body, own)
+                outcome = self._success(call.codec, endpoint, result, start, request_body, own)
                 if self.terminal.wants_signed_answer(call.headers):
                     self.terminal.sign_answer(
-                        outcome, call.transport, credentials.nonce, credentials.hotkey, credentials.uuid
+                        outcome, call.codec, credentials.nonce, credentials.hotkey, credentials.uuid
                     )
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
-            outcome = self._failure(call.transport, endpoint, failed, e, start, request_body)
+            outcome = self._failure(call.codec, endpoint, failed, e, start, request_body)
+        except asyncio.CancelledError:  # the caller's deadline, or the caller left: report, then go on
+            try:
+                status, reason = ended_early(call.deadline)
+                log_call(call.transport, endpoint.name, synapse or endpoint.header_synapse(), status, start)
+                self._report(endpoint, call, credentials, synapse, status, reason, start)
+            except Exception:  # never in place of the cancellation
+                logger.exception("reporting a cancelled call of %s failed", endpoint.name)
+            raise
+        self._report(endpoint, call, credentials, synapse, outcome.status, outcome.reason, start)
+        return outcome
+
+    def _report(
+        self,
+        endpoint: Endpoint,
+        call: Call,
+        credentials: Credentials | None,
+        synapse: Synapse | None,
+        status: int,
+        reason: str | None,
+        start: float,
+    ) -> None:
         verified = synapse.dendrite if synapse is not None else None
         self.observer.finished(
             endpoint.name,
             call.transport,
             credentials.scheme if credentials is not None else NO_SCHEME,
-            outcome.status,
-            outcome.reason,
+            status,
+            reason,
             time.time() - start,
             verified.hotkey if verified is not None else None,
         )
-        return outcome
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
@@ -194,7 +225,7 @@ class Pipeline:
         if credentials.scheme == BTAUTH:
             self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
             body = await self._body(call, timeout)
-            await self.verifier.verify_btauth(call.headers, body, call.method, call.path or f"/{call.name}")
+            await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
             return body
         await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
         return await self._body(call, timeout)
@@ -220,32 +251,21 @@ class Pipeline:
     def _build(
         self, endpoint: Endpoint, call: Call, credentials: Credentials, body: bytes, dendrite: TerminalInfo
     ) -> tuple[Synapse, Any]:
-        """The synapse from the signed body, checked against the signed hash; and the decoded body."""
+        """The synapse from the signed body, checked against the signed hash by the call's
+        codec's rule; and what answers may echo of the body."""
         legacy = credentials.scheme != BTAUTH
-        if call.transport == GRPC:
-            if legacy:
-                check_grpc_body_hash(call.path or GRPC_METHOD.format(name=call.name), body, credentials.body_hash)
-            try:
-                data = endpoint.schema.from_bytes(body)
-            except ValueError as e:
-                raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
-            decoded: Any = None
-        else:
-            try:
-                decoded = load_json_object(body, endpoint.name)
-            except json.JSONDecodeError as e:
-                raise NotJson(e) from None
-            data = dict(endpoint.defaults_for_missing()) if endpoint.zero_values else {}
-            data.update((key, decoded[key]) for key in endpoint.user_fields if key in decoded)
+        codec = call.codec
+        checked = codec.check_message_hash(call.path, body, credentials.body_hash) if legacy else True
+        data, echo = codec.decode(endpoint, body)
         if credentials.timeout is not None:
             data["timeout"] = credentials.timeout
         data["computed_body_hash"] = credentials.body_hash
         data["dendrite"] = dendrite
         data["axon"] = self.terminal.info(100, None)
         synapse = self.validate(endpoint, data)
-        if legacy and call.transport != GRPC:
+        if not checked:  # the format hashes the fields, not the bytes
             self.check_legacy_hash(endpoint, synapse, credentials.body_hash)
-        return synapse, decoded
+        return synapse, echo
 
     @staticmethod
     def validate(endpoint: Endpoint, data: Mapping[str, Any]) -> Synapse:
@@ -330,24 +350,25 @@ class Pipeline:
 
     # -- stage 7 -----------------------------------------------------------------------------
     @staticmethod
-    def _limit(call: Call, synapse: Synapse) -> Limit:
-        """The earlier of the transport's deadline and ``synapse.timeout``; timed unless enforced."""
+    def _limit(deadline: float | None, enforced: bool, synapse: Synapse) -> Limit:
+        """The earlier of the transport's ``deadline`` and ``synapse.timeout``; timed unless the
+        transport ``enforced`` it."""
         timeout = synapse.timeout
-        now = time.monotonic()
-        own = None if timeout is None else now + timeout
-        if call.deadline is None or (own is not None and own < call.deadline):
+        own = None if timeout is None else time.monotonic() + timeout
+        if deadline is None or (own is not None and own < deadline):
             return Limit(own, own is not None)
-        return Limit(call.deadline, not call.deadline_enforced)
+        return Limit(deadline, not enforced)
 
-    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float = 0.0) -> Synapse:
-        """Stage 7 and the success stamp for a synapse already through stages 1-6."""
+    async def forward(self, endpoint: Endpoint, synapse: Synapse, priority: float, codec: Codec) -> Synapse:
+        """Stage 7 and the success stamp for a synapse already through stages 1-6 (the seed's
+        ``AxonMiddleware.run``); ``codec``: the wire format it came by."""
         start, own = time.time(), synapse.__dict__.get("axon")
-        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(Call(endpoint.name, {}), synapse))
-        return self._success("http", endpoint, result, start, None, own).synapse
+        result = await self.forwarder.run(endpoint, synapse, priority, self._limit(None, False, synapse))
+        return self._success(codec, endpoint, result, start, None, own).synapse
 
     async def _open_stream(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint,
         synapse: Synapse,
         priority: float,
@@ -361,26 +382,31 @@ class Pipeline:
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            return self._success(transport, endpoint, synapse, start, request_body, own)
+            return self._success(codec, endpoint, synapse, start, request_body, own)
         except BaseException:
             await chunks.aclose()
             raise
         self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
-        outcome = Outcome(200, "Success", synapse, endpoint, request_body=request_body, deadline=limit.deadline)
-        outcome.stream = self._relay(transport, outcome, first, chunks, start, own, scheme)
+        stream = Stream()
+        outcome = Outcome(
+            200, "Success", synapse, endpoint, stream=stream, request_body=request_body, deadline=limit.deadline
+        )
+        stream.chunks = self._relay(codec, outcome, stream, first, chunks, start, own, scheme)
         return outcome
 
     async def _relay(
         self,
-        transport: str,
+        codec: Codec,
         outcome: Outcome,
+        stream: Stream,
         first: Any,
         chunks: AsyncIterator[Any],
         start: float,
         own: TerminalInfo,
         scheme: str,
-    ) -> AsyncIterator[Any]:
-        """The chunks as they come; the outcome turns final when they end or fail (or the client leaves)."""
+    ) -> AsyncGenerator[Any, None]:
+        """The chunks as they come; ``stream.ending`` is the result once they end or fail (a
+        client that left: none, counted cancelled)."""
         endpoint = outcome.endpoint
         assert endpoint is not None
         observer, name = self.observer, endpoint.name
@@ -392,25 +418,32 @@ class Pipeline:
             async for chunk in chunks:
                 yield chunk
                 observer.stream_chunk(name)
+        except asyncio.CancelledError:  # the deadline's cancellation ends it as the deadline's failure
+            if ended_early(outcome.deadline)[1] == Reason.DEADLINE:
+                final = self._failure(
+                    codec, endpoint, outcome.synapse, timed_out(outcome.synapse), start, outcome.request_body
+                )
+            raise
         except Exception as e:
-            final = self._failure(transport, endpoint, outcome.synapse, e, start, outcome.request_body)
+            final = self._failure(codec, endpoint, outcome.synapse, e, start, outcome.request_body)
         else:
-            final = self._success(transport, endpoint, outcome.synapse, start, outcome.request_body, own)
+            final = self._success(codec, endpoint, outcome.synapse, start, outcome.request_body, own)
         finally:
             try:
                 await chunks.aclose()  # type: ignore[attr-defined]
             finally:
-                status, reason = (final.status, final.reason) if final is not None else (CLIENT_CLOSED, "cancelled")
+                status, reason = (final.status, final.reason) if final is not None else ended_early(outcome.deadline)
                 observer.stream_closed(name, final is None)
                 d = outcome.synapse.dendrite
-                observer.finished(name, transport, scheme, status, reason, time.time() - start, d.hotkey if d else None)
-        outcome.status, outcome.message, outcome.synapse = final.status, final.message, final.synapse
-        outcome.reason = final.reason
+                observer.finished(
+                    name, codec.transport, scheme, status, reason, time.time() - start, d.hotkey if d else None
+                )
+                stream.ending = final
 
     # -- stage 8 -----------------------------------------------------------------------------
     def _success(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint,
         result: Synapse,
         start: float,
@@ -420,7 +453,7 @@ class Pipeline:
         """200 (or the forward's own status), stamped in the request's own terminal info
         (``own``) when the forward kept it."""
         status, message = self.terminal.stamp(result, own, 200, "Success", time.time() - start)
-        log_call(transport, endpoint.name, result, status, start)
+        log_call(codec.transport, endpoint.name, result, status, start)
         if status == 200:
             return Outcome(200, message, result, endpoint, request_body=request_body)
         self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
@@ -428,30 +461,25 @@ class Pipeline:
 
     def _failure(
         self,
-        transport: str,
+        codec: Codec,
         endpoint: Endpoint | None,
         synapse: Synapse,
         error: BaseException,
         start: float,
         request_body: Any,
     ) -> Outcome:
-        if isinstance(error, NotJson):
-            status, message = 422, "Request body is not valid JSON"
-            logger.debug("%s refused with 422: body is not JSON", synapse.name)
-            request_body = error.error
-        else:
-            status, message = describe(error, synapse.name)
-            message = with_rule(message, error, transport)
-            carried = getattr(error, "synapse", None)
-            own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
-            if own is not None:  # a SynapseException about a synapse whose status the forward set
-                status, message = own
+        status, message = describe(error, synapse.name)
+        message = with_rule(message, error, codec)
+        carried = getattr(error, "synapse", None)
+        own = forward_status(carried.__dict__.get("axon")) if isinstance(carried, Synapse) else None
+        if own is not None:  # a SynapseException about a synapse whose status the forward set
+            status, message = own
+        request_body = getattr(error, "echo", request_body)  # what the answer of a refused body names
         synapse.__dict__["axon"] = self.terminal.info(status, message, time.time() - start)
-        if not isinstance(error, (ServiceUnavailable, NotJson)):  # unsigned, as legacy: the cheapest answers
+        if getattr(error, "signed", True):  # overload and not-JSON refusals unsigned, as legacy: the cheapest
             self.terminal.sign(synapse)
-        log_call(transport, synapse.name, synapse, status, start, message)
-        reason = Reason.INVALID if isinstance(error, NotJson) else reason_of(error)
-        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason)
+        log_call(codec.transport, synapse.name, synapse, status, start, message)
+        return Outcome(status, message, synapse, endpoint, request_body=request_body, reason=reason_of(error))
 
     @staticmethod
     def stand_in(endpoint: Endpoint, credentials: Credentials | None, call: Call) -> Synapse:
@@ -467,19 +495,14 @@ class Pipeline:
             base["timeout"] = credentials.timeout
         return endpoint.header_synapse(**base)
 
-    def unknown(self, name: str, start: float | None = None, transport: str | None = None) -> Outcome:
+    def unknown(self, name: str, start: float | None = None, codec: Codec | None = None) -> Outcome:
         """404, as the legacy server answers it: an unsigned base synapse (over gRPC naming rule R1)."""
         start = time.time() if start is None else start
-        error = UnknownSynapseError(
-            f"Synapse name '{name[:MAX_QUOTED_NAME]}' not found. Available synapses {list(self.endpoints)}",
-            rule=RULE_METHOD,
-        )
-        synapse = Synapse()
-        return self._unsigned(synapse, error, start, transport)
+        return self._unsigned(Synapse(), unknown_synapse(name, self.endpoints, rule=RULE_METHOD), start, codec)
 
-    def _unsigned(self, synapse: Synapse, error: AxonError, start: float, transport: str | None = None) -> Outcome:
+    def _unsigned(self, synapse: Synapse, error: AxonError, start: float, codec: Codec | None = None) -> Outcome:
         status, message = describe(error, synapse.name)
-        message = with_rule(message, error, transport)
+        message = with_rule(message, error, codec)
         synapse.__dict__["axon"] = TerminalInfo.model_construct(
             status_code=status, status_message=message, process_time=time.time() - start
         )

@@ -17,9 +17,9 @@ import time
 from typing import Callable, Mapping
 
 from axon_grpc._types import Signer
-from axon_grpc.auth.legacy import SIGN_ANSWER_HEADER, answer_message, reply_hash, response_message
-from axon_grpc.server.call import GRPC, Outcome
-from axon_grpc.synapse import AXON_PREFIX, Synapse, TerminalInfo, answer_body_hash, terminal_info
+from axon_grpc.auth.legacy import SIGN_ANSWER_HEADER, answer_message, response_message
+from axon_grpc.server.call import Codec, Outcome
+from axon_grpc.synapse import AXON_PREFIX, Synapse, TerminalInfo, terminal_info
 
 
 def forward_status(info: object) -> tuple[int, str] | None:
@@ -117,21 +117,18 @@ class AxonTerminal:
         return self.sign_answers or headers.get(SIGN_ANSWER_HEADER) == "1"
 
     def sign_answer(
-        self, outcome: Outcome, transport: str, nonce: int | None, dendrite_hotkey: str | None, uuid: str | None
+        self, outcome: Outcome, codec: Codec, nonce: int | None, dendrite_hotkey: str | None, uuid: str | None
     ) -> None:
         """Sign a successful unary answer to the verified request ``nonce``/``dendrite_hotkey``/``uuid``
-        into ``outcome.synapse.axon.signature``.
+        into ``outcome.synapse.axon.signature``, over what ``codec`` says the answer's hash covers.
 
-        Over gRPC the response message is serialised here, once, into ``outcome.reply``
-        (the bytes the transport sends and the hash covers).
+        A format that sends the serialised reply (gRPC) has it serialised here, once, into
+        ``outcome.reply`` (the bytes the transport sends and the hash covers).
         """
         synapse = outcome.synapse
         endpoint = outcome.endpoint
-        if transport == GRPC and endpoint is not None:
-            outcome.reply = endpoint.schema.to_bytes(synapse)
-            body_hash = reply_hash(outcome.reply)
-        else:
-            body_hash = answer_body_hash(synapse)
+        assert endpoint is not None
+        outcome.reply, body_hash = codec.answer_hash(endpoint, synapse)
         info = synapse.axon
         assert info is not None
         message = answer_message(nonce, dendrite_hotkey, self.address, uuid, body_hash)

@@ -15,7 +15,6 @@ a message that stops arriving holds what it sent only until that limit.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
@@ -23,38 +22,26 @@ from typing import Any, Awaitable, Callable, Mapping
 import grpc
 
 from axon_grpc.errors import SynapseParsingError
-from axon_grpc.info import split_address
-from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc.server.call import Call, Outcome, parse_peer
 from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
 from axon_grpc.server.endpoints import Endpoint
-from axon_grpc.server.forwarding import timed_out, within
-from axon_grpc.transports.aio_discovery import SERVICE_NAME, Discovery
-from axon_grpc.transports.grpc_codec import reply_message, status_code, stream_messages, trailing_metadata
-
-METHOD_PREFIX = f"/{SERVICE_NAME}/"
+from axon_grpc.server.stream_writer import write_stream
+from axon_grpc.transports.aio_discovery import Discovery
+from axon_grpc.transports.grpc_codec import (
+    GRPC_CODEC,
+    METHOD_PREFIX,
+    reply_message,
+    status_code,
+    stream_messages,
+    synapse_name,
+    trailing_metadata,
+)
 
 #: Default bounds: request message size and total metadata size.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
 
 Handle = Callable[[Call], Awaitable[Outcome]]
-
-
-def synapse_name(method: str) -> str | None:
-    """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
-    if method.startswith(METHOD_PREFIX):
-        return method[len(METHOD_PREFIX) :]
-    return None
-
-
-def parse_peer(peer: str | None) -> tuple[str | None, int | None]:
-    """``("127.0.0.1", 5555)`` from gRPC peer strings like ``ipv4:127.0.0.1:5555``."""
-    if not peer:
-        return None, None
-    kind, _, address = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return address or kind, None
-    return split_address(address)
 
 
 async def read_message(context: grpc.aio.ServicerContext) -> bytes:
@@ -74,21 +61,19 @@ def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | N
     remaining = context.time_remaining()
     metadata = dict(context.invocation_metadata() or ())
     if peer_header is not None:
-        ip, port = split_address(str(metadata.pop(peer_header, "")))
+        ip, port = parse_peer(str(metadata.pop(peer_header, "")))
     else:
         ip, port = parse_peer(context.peer())
     return Call(
-        name,
-        metadata,
-        GRPC,
-        None,
-        lambda: read_message(context),
-        ip,
-        port,
-        None if remaining is None else time.monotonic() + remaining,
-        True,
-        "POST",
-        METHOD_PREFIX + name,
+        name=name,
+        headers=metadata,
+        codec=GRPC_CODEC,
+        read_body=lambda: read_message(context),
+        peer_ip=ip,
+        peer_port=port,
+        deadline=None if remaining is None else time.monotonic() + remaining,
+        deadline_enforced=True,
+        path=METHOD_PREFIX + name,
     )
 
 
@@ -147,28 +132,15 @@ def unary_handler(
     return grpc.stream_unary_rpc_method_handler(unary)
 
 
-async def _write_stream(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
-    """Write the stream's messages; a write still blocked at the outcome's deadline (the
-    client stopped reading) cuts the stream there with 408, freeing the forward's slot."""
-    messages = stream_messages(outcome)
-    try:
-        async for message in messages:
-            try:
-                await within(context.write(message), outcome.remaining())
-            except (asyncio.TimeoutError, TimeoutError):
-                await outcome.cut(timed_out(outcome.synapse))
-                return
-    finally:
-        await messages.aclose()  # type: ignore[attr-defined]
-
-
 def stream_handler(
     name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
 ) -> grpc.RpcMethodHandler:
     async def serve(context: grpc.aio.ServicerContext) -> Outcome:
+        """The stream's messages by the one stream writer (grpc.aio itself cancels the handler
+        when the caller leaves or its gRPC deadline passes); the call's final outcome."""
         outcome = await handle(grpc_call(name, context, peer_header))
-        await _write_stream(context, outcome)
-        return outcome
+        await write_stream(outcome, stream_messages(outcome), context.write)
+        return outcome.final
 
     async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
         peer = context.peer()

@@ -20,8 +20,11 @@ import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
-from axon_grpc.errors import SynapseParsingError
-from axon_grpc.server.call import GRPC, Call, Outcome
+from axon_grpc._aio import within
+from axon_grpc.errors import GrpcStatus, SynapseParsingError
+from axon_grpc.server.call import Call, Codec, Outcome, parse_peer
+from axon_grpc.server.stream_writer import CUT, GONE, write_stream
+from axon_grpc.transports.grpc_codec import METHOD_PREFIX, synapse_name
 from axon_grpc.transports.grpc_wire import (
     Disconnected,
     MessageReader,
@@ -37,21 +40,28 @@ logger = logging.getLogger("axon_grpc.edge")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Scope = Mapping[str, Any]
 
-#: gRPC status numbers used by the adapter itself (the rest come from the codec).
-OK, CANCELLED, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL = 0, 1, 4, 12, 13
+#: gRPC status numbers the adapter answers by itself (the one table's, :class:`~axon_grpc.errors.GrpcStatus`).
+OK, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL = (
+    GrpcStatus.OK,
+    GrpcStatus.DEADLINE_EXCEEDED,
+    GrpcStatus.UNIMPLEMENTED,
+    GrpcStatus.INTERNAL,
+)
 
-AXON_METHOD_PREFIX = "/axon.v1.Axon/"
 CONTENT_TYPE = (b"content-type", b"application/grpc")
 ACCEPT_ENCODING = (b"grpc-accept-encoding", b"identity")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: How long a stream cut at its deadline (its caller reads nothing) may take to send its status.
+CUT_STATUS_S = 0.1
 
 
 class PipelineLike(Protocol):
     async def handle(self, call: Call) -> Outcome: ...
 
 
-class CodecLike(Protocol):
-    """The gRPC encoding of an Outcome (``axon_grpc.transports.grpc_codec``)."""
+class CodecLike(Codec, Protocol):
+    """The gRPC wire format (``axon_grpc.transports.grpc_codec.GRPC_CODEC``): put on each
+    :class:`Call`, and the encoding of its Outcome."""
 
     def reply_message(self, outcome: Outcome) -> bytes: ...
 
@@ -59,17 +69,11 @@ class CodecLike(Protocol):
 
     def trailer_headers(self, outcome: Outcome) -> list[tuple[bytes, bytes]]: ...
 
-    def status_code(self, outcome: Outcome) -> Any: ...
+    def status_number(self, outcome: Outcome) -> int: ...
 
 
 #: Raw header pairs as ASGI carries them.
 RawHeaders = list[tuple[bytes, bytes]]
-
-
-def _status_number(code: Any) -> int:
-    """The number of a ``grpc.StatusCode`` (its value is ``(number, name)``) or of an int."""
-    value = getattr(code, "value", code)
-    return int(value[0] if isinstance(value, tuple) else value)
 
 
 def _status_headers(code: int, message: str, trailers: RawHeaders) -> RawHeaders:
@@ -199,7 +203,7 @@ class GrpcAsgi:
         reader = MessageReader(receive, self.max_message_bytes)
         try:
             async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # pyvoy needs Python >= 3.11
-                if path.startswith(AXON_METHOD_PREFIX):
+                if synapse_name(path) is not None:
                     deadline = None if timeout is None else time.monotonic() + timeout
                     await self._axon_call(scope, path, headers, deadline, reader, stream, receive)
                 else:
@@ -239,20 +243,19 @@ class GrpcAsgi:
         if length is None:
             raise WireError("request has no message")
         body = reader.complete(length)
-        client = scope.get("client") or (None, None)
+        peer_ip, peer_port = parse_peer(scope.get("client"))
         call = Call(
-            name=path[len(AXON_METHOD_PREFIX) :],
+            name=path[len(METHOD_PREFIX) :],
             headers=headers,
-            transport=GRPC,
+            codec=self.codec,
             body=body,
             # Not all here yet: read once the pipeline has checked what needs no body (a
             # stranger's half-sent message is refused without being held).
             read_body=None if body is not None else _body_reader(reader, length),
-            peer_ip=client[0],
-            peer_port=client[1],
+            peer_ip=peer_ip,
+            peer_port=peer_port,
             deadline=deadline,
             deadline_enforced=deadline is not None,
-            method="POST",
             path=path,
         )
         codec = self.codec
@@ -262,7 +265,7 @@ class GrpcAsgi:
                 await stream.reply(codec.reply_message(outcome), codec.trailer_headers(outcome))
                 return
             await stream.finish(
-                _status_number(codec.status_code(outcome)),
+                codec.status_number(outcome),
                 "" if outcome.ok else outcome.message,
                 codec.trailer_headers(outcome),
             )
@@ -270,41 +273,22 @@ class GrpcAsgi:
         await self._stream(outcome, stream, receive)
 
     async def _stream(self, outcome: Outcome, stream: GrpcStream, receive: Receive) -> None:
-        """Send each message of a streaming answer; a client that leaves cancels the forward."""
+        """Send each message of a streaming answer with the one stream writer, then the status."""
         codec = self.codec
-        messages = codec.stream_messages(outcome)
-
-        async def pump() -> None:
-            async for message in messages:
-                await stream.message(message)
-
-        pumping = asyncio.ensure_future(pump())
-        watching = asyncio.ensure_future(_until_disconnect(receive))
-        try:
-            await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the deadline: stop the forward too
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-            await _aclose(messages)
-            raise
-        if not pumping.done():  # the client went away
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-            await _aclose(messages)
+        watching = asyncio.ensure_future(_until_disconnect(receive))  # never cancelled (see there)
+        ending = await write_stream(outcome, codec.stream_messages(outcome), stream.message, watching)
+        if ending == GONE:
             return
-        pumping.result()  # a failure inside the codec or the stream: INTERNAL, logged
-        await stream.finish(
-            _status_number(codec.status_code(outcome)),
-            "" if outcome.ok else outcome.message,
-            codec.trailer_headers(outcome),
+        final = outcome.final
+        finish = stream.finish(
+            codec.status_number(final), "" if final.ok else final.message, codec.trailer_headers(final)
         )
+
+        if ending == CUT:  # the caller reads nothing: say so if it can go out at once, never wait on it
+            try:
+                await within(finish, CUT_STATUS_S)
+            except (asyncio.TimeoutError, TimeoutError, Exception):
+                logger.debug("a cut stream's status could not be sent", exc_info=True)
+            return
+        await finish
         await watching  # receive() answers http.disconnect once the response is complete
-
-
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:
-            logger.debug("closing a stream failed", exc_info=True)

@@ -10,16 +10,33 @@ non-ASCII character survives).
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 from urllib.parse import quote
 
 import grpc
 
-from axon_grpc.errors import grpc_status_for
+from axon_grpc.auth.legacy import check_grpc_body_hash, reply_hash
+from axon_grpc.errors import GrpcStatus, SynapseParsingError, grpc_status_number, status_of_grpc_number
+from axon_grpc.metrics.observer import GRPC
 from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT, CONTRACT_TRAILER
 from axon_grpc.server.call import Outcome
 from axon_grpc.streaming import FINAL_TAG, chunk_schema, encode_chunk, frame
-from axon_grpc.synapse import AXON_PREFIX, TerminalInfo
+from axon_grpc.synapse import AXON_PREFIX, Synapse, TerminalInfo
+from axon_grpc.transports.aio_discovery import SERVICE_NAME
+
+if TYPE_CHECKING:  # pragma: no cover
+    from axon_grpc.server.endpoints import Endpoint
+
+#: The path of synapse ``{Name}``'s method is this prefix and the name.
+METHOD_PREFIX = f"/{SERVICE_NAME}/"
+
+
+def synapse_name(method: str) -> str | None:
+    """``Dummy`` for ``/axon.v1.Axon/Dummy``; None for other services."""
+    if method.startswith(METHOD_PREFIX):
+        return method[len(METHOD_PREFIX) :]
+    return None
+
 
 #: ``bt_header_axon_{field}`` for each terminal-info field, built once.
 _NAMES = {key: AXON_PREFIX + key for key in TerminalInfo.model_fields}
@@ -91,9 +108,28 @@ def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
     return out
 
 
+#: ``grpc.StatusCode`` by number: the status table's numbers in grpcio's terms.
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def grpc_status_for(http_status: int) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` of an HTTP-style status (the one table; unknown codes are INTERNAL)."""
+    return _STATUS_CODES[grpc_status_number(http_status)]
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP-style status of a ``grpc.StatusCode`` (unknown statuses are 500)."""
+    return status_of_grpc_number(code.value[0])
+
+
+def status_number(outcome: Outcome) -> int:
+    """The gRPC status number of the outcome (the one status table)."""
+    return GrpcStatus.OK if outcome.ok else grpc_status_number(outcome.status)
+
+
 def status_code(outcome: Outcome) -> grpc.StatusCode:
-    """The gRPC status of the outcome (the one status table)."""
-    return grpc.StatusCode.OK if outcome.ok else grpc_status_for(outcome.status)
+    """:func:`status_number` as a ``grpc.StatusCode`` (for grpc.aio)."""
+    return _STATUS_CODES[status_number(outcome)]
 
 
 def reply_message(outcome: Outcome) -> bytes:
@@ -108,7 +144,7 @@ def reply_message(outcome: Outcome) -> bytes:
 async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
     """A streaming answer's messages: ``{Name}Stream.chunk`` each, then ``final`` on success.
 
-    Once this ends, ``outcome`` holds the final status (a failure midway included).
+    Once this ends, ``outcome.final`` is the call's result (a failure midway included).
     """
     endpoint = outcome.endpoint
     assert endpoint is not None
@@ -117,5 +153,42 @@ async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
         name = endpoint.name
         async for message in outcome.encoded(lambda chunk: encode_chunk(codec, chunk, name)):
             yield message
-    if outcome.ok:
-        yield frame(FINAL_TAG, endpoint.schema.to_bytes(outcome.synapse))
+    final = outcome.final
+    if final.ok:
+        yield frame(FINAL_TAG, endpoint.schema.to_bytes(final.synapse))
+
+
+class GrpcCodec:
+    """The protobuf message of ``/axon.v1.Axon/{Name}`` (:class:`~axon_grpc.server.call.Codec`):
+    the legacy hash is over the method path and the message bytes as sent
+    (:func:`~axon_grpc.auth.legacy.grpc_body_hash`), a signed answer's over the reply bytes."""
+
+    transport = GRPC
+    names_rules = True
+
+    @staticmethod
+    def check_message_hash(path: str, body: bytes, claimed: str) -> bool:
+        check_grpc_body_hash(path, body, claimed)
+        return True
+
+    @staticmethod
+    def decode(endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], Any]:
+        try:
+            return endpoint.schema.from_bytes(body), None
+        except ValueError as e:
+            raise SynapseParsingError(f"Improperly formatted request. Could not parse body: {e}") from None
+
+    @staticmethod
+    def answer_hash(endpoint: Endpoint, synapse: Synapse) -> tuple[bytes | None, str]:
+        reply = endpoint.schema.to_bytes(synapse)
+        return reply, reply_hash(reply)
+
+    # the answer side, for the transports
+    reply_message = staticmethod(reply_message)
+    stream_messages = staticmethod(stream_messages)
+    trailer_headers = staticmethod(trailer_headers)
+    trailing_metadata = staticmethod(trailing_metadata)
+    status_number = staticmethod(status_number)
+
+
+GRPC_CODEC = GrpcCodec()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Awaitable, Callable
 
+from axon_grpc.errors import GrpcStatus
 from axon_grpc.transports.grpc_codec import metadata_value
 
 #: ASGI's ``receive`` callable.
@@ -28,7 +29,7 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 class WireError(Exception):
     """A request that breaks the wire format; ``code`` is the gRPC status number to answer."""
 
-    code = 13  #: INTERNAL
+    code: int = GrpcStatus.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -36,11 +37,11 @@ class WireError(Exception):
 
 
 class MessageTooLarge(WireError):
-    code = 8  #: RESOURCE_EXHAUSTED
+    code = GrpcStatus.RESOURCE_EXHAUSTED
 
 
 class CompressedMessage(WireError):
-    code = 12  #: UNIMPLEMENTED: only the identity encoding is served
+    code = GrpcStatus.UNIMPLEMENTED  #: only the identity encoding is served
 
 
 class Disconnected(Exception):

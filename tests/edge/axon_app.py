@@ -19,7 +19,7 @@ from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.streaming import StreamingSynapse
 from axon_grpc.synapse import Synapse
 
-from ..support import dummy_blacklist, dummy_forward
+from ..support import dummy_blacklist, dummy_forward, flood_forward, sleepy_forward
 
 
 class Story(StreamingSynapse):
@@ -62,6 +62,8 @@ def build_axon() -> Axon:
     axon.attach(forward_fn=story_forward)
     axon.attach(forward_fn=nap_forward)
     axon.attach(forward_fn=whoami_forward)
+    axon.attach(forward_fn=sleepy_forward)
+    axon.attach(forward_fn=flood_forward)
     return axon
 
 

@@ -13,7 +13,7 @@ import os
 from typing import Any, AsyncIterator
 
 from axon_grpc.edge.app import EdgeApp
-from axon_grpc.errors import grpc_status_for
+from axon_grpc.errors import grpc_status_number
 from axon_grpc.server.call import Call, Outcome
 from axon_grpc.transports.asgi_health import Health
 from axon_grpc.transports.asgi_reflection import Reflection
@@ -87,8 +87,8 @@ class FakeCodec:
         return [(k.encode(), v.encode()) for k, v in outcome.synapse[1].items()]  # type: ignore[index]
 
     @staticmethod
-    def status_code(outcome: Outcome) -> Any:
-        return grpc_status_for(outcome.status)
+    def status_number(outcome: Outcome) -> int:
+        return grpc_status_number(outcome.status)
 
 
 async def legacy(scope: Any, receive: Any, send: Any) -> None:

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import Dendrite
 from axon_grpc.auth.keys import Keypair
@@ -27,6 +28,7 @@ from axon_grpc.testing import free_port
 
 from ..support import Dummy
 from ..test_bridge_client import LegacyClient
+from ..test_deadline_endings import CALLS, calls_past_the_deadline, counted
 from .axon_app import Nap, Story
 from .support import ROOT, environment, requires_pyvoy, stop, wait_for_port
 
@@ -122,6 +124,17 @@ async def test_streaming_on_both_protocols(port: int) -> None:
         assert reply.text == "THREEFOUR"
     finally:
         await legacy.close()
+
+
+async def test_calls_ended_by_the_callers_deadline_are_counted(port: int) -> None:
+    """The adapter's ``grpc-timeout`` timer cancels the call: counted 408 ``deadline``, timed."""
+    await calls_past_the_deadline(f"127.0.0.1:{port}", AXON_HOTKEY)
+    await asyncio.sleep(0.3)  # the last report follows the client's status
+    samples = {}
+    for family in text_string_to_metric_families(await asyncio.to_thread(_get, port, "/metrics")):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert counted(samples, "grpc") == (CALLS, CALLS, CALLS)
 
 
 def test_health_and_reflection(port: int) -> None:
