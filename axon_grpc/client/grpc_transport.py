@@ -104,7 +104,9 @@ class GrpcLink:
 
         A call is signed once its connection is up: calls made while it connects are held by
         gRPC and may start in another order than they were made, and a nonce overtaken by
-        more than the axon's replay window (64) of the same ``hotkey:uuid`` is refused.
+        more than the axon's replay window (64) of the same ``hotkey:uuid`` is refused. What
+        bounds that for calls reordered anywhere (transport, axon) is the signing window
+        (:meth:`slot`, SPEC R23).
         """
         channel = self.channel(info)
         state = channel.get_state(try_to_connect=True)
