@@ -484,9 +484,14 @@ def varint(value: int) -> bytes:
 @contextlib.contextmanager
 def holding_server(seen: dict[str, int]) -> Iterator[str]:
     """A server that holds ``Dummy`` 0 until 63 calls with newer nonces (of its uuid) arrived, or
-    10 s passed, then 0.5 s more; ``seen["newer"]`` counts the newer nonces it saw meanwhile."""
+    10 s passed, then 0.5 s more; ``seen["while_held"]`` counts the newer nonces that reached it
+    by then, before Dummy 0 itself or while it was held."""
     lock = threading.Condition()
+    arrived: list[int] = []  # the other calls' nonces, until Dummy 0 is answered
     held: dict[str, int] = {}
+
+    def newer() -> int:
+        return sum(nonce > held["nonce"] for nonce in arrived)
 
     def dummy(request: bytes, context: grpc.ServicerContext) -> bytes:
         sent = dict(context.invocation_metadata())
@@ -500,12 +505,11 @@ def holding_server(seen: dict[str, int]) -> Iterator[str]:
         with lock:
             if value == 0:
                 held["nonce"] = nonce
-                lock.wait_for(lambda: seen["newer"] >= REPLAY_WINDOW - 1, timeout=10)
+                lock.wait_for(lambda: newer() >= REPLAY_WINDOW - 1, timeout=10)
                 lock.wait(0.5)  # any call past the window would arrive now
-                seen["while_held"] = seen["newer"]
-                held.clear()
-            elif "nonce" in held and nonce > held["nonce"]:
-                seen["newer"] += 1
+                seen["while_held"] = newer()
+            elif "while_held" not in seen:
+                arrived.append(nonce)
                 lock.notify_all()
         return b"\x08" + varint(value) + b"\x10" + varint(2 * value)
 
@@ -521,7 +525,7 @@ def test_kit_never_lets_a_call_be_overtaken_past_the_replay_window(kit: Kit) -> 
     """While one call is unfinished, at most 63 calls of its uuid are signed after it (rule R23),
     so however the calls are reordered on their way (transport retries, an axon checking nonces
     in parallel), none is refused for its nonce (R14); the others wait for a slot."""
-    seen = {"newer": 0}
+    seen: dict[str, int] = {}
     with holding_server(seen) as address:
         got = kit.call_holding(address, GENUINE.ss58_address)
     assert seen["while_held"] == REPLAY_WINDOW - 1
@@ -530,7 +534,7 @@ def test_kit_never_lets_a_call_be_overtaken_past_the_replay_window(kit: Kit) -> 
 
 async def test_dendrite_never_lets_a_call_be_overtaken_past_the_replay_window() -> None:
     """The Python Dendrite keeps the same window (rule R23): 63 newer nonces while one is held."""
-    seen = {"newer": 0}
+    seen: dict[str, int] = {}
     dendrite = Dendrite(wallet=KeypairWallet(Keypair.create_from_seed(CALLER_SEED, "ed25519")))
     with holding_server(seen) as address:
         ip, port = address.rsplit(":", 1)
