@@ -10,6 +10,7 @@ reason, except under CI, where ``make test`` installs it and its absence fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,10 @@ from typing import Any, Generator, Iterator
 import grpc
 import pytest
 
+from axon_grpc import AxonInfo, Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.auth.legacy import answer_message, grpc_body_hash, reply_hash
+from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.cli import codegen
 from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT
 from axon_grpc.testing import free_port
@@ -34,6 +38,7 @@ from axon_grpc.testing import free_port
 from .edge.support import environment, pyvoy_missing, stop, wait_for_port
 from .kits_app import SYNAPSES, build_axon
 from .redis_support import in_ci
+from .support import Dummy
 
 ROOT = Path(__file__).resolve().parent.parent
 TS_KIT = ROOT / "clients" / "typescript"
@@ -86,6 +91,7 @@ class Kit:
     vectors: list[str]  #: the program that computes the vectors (then FILE)
     example: list[str]  #: docs/CLIENTS.md's program (then ADDRESS)
     forging_mode: list[str]  #: the driver's arguments before ADDRESS for a forging server
+    window_mode: tuple[list[str], list[str]]  #: the driver's arguments before ADDRESS, after AXON_HOTKEY
     crypto: str  #: the caller's key type
     checks_sr25519: bool  #: whether the kit can verify sr25519 signatures
 
@@ -94,6 +100,10 @@ class Kit:
 
     def call_forging(self, address: str, axon_hotkey: str) -> dict[str, Any]:
         return json.loads(run([*self.driver, *self.forging_mode, address, *self.arguments, axon_hotkey], timeout=60))
+
+    def call_holding(self, address: str, axon_hotkey: str) -> dict[str, Any]:
+        before, after = self.window_mode
+        return json.loads(run([*self.driver, *before, address, *self.arguments, axon_hotkey, *after], timeout=60))
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +158,7 @@ def typescript_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit
         vectors=[node, str(build / "build" / "test" / "vectors.js")],
         example=[node, str(build / "build" / "test" / "doc_example.js")],
         forging_mode=[],
+        window_mode=([], ["window"]),
         crypto="sr25519",
         checks_sr25519=True,
     )
@@ -194,6 +205,7 @@ def go_kit(proto: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit:
         vectors=[binary, "vectors"],
         example=[str(build / "docexample")],
         forging_mode=["forged"],
+        window_mode=(["window"], []),
         crypto="ed25519",
         checks_sr25519=False,
     )
@@ -405,6 +417,20 @@ IMPOSTOR = Keypair.create_from_seed("0x" + "1d" * 32, "ed25519")
 
 
 @contextlib.contextmanager
+def dummy_server(dummy: Any, threads: int) -> Iterator[str]:
+    """A gRPC server on a port of the system's choice whose ``axon.v1.Axon/Dummy`` is ``dummy``."""
+    server = grpc.server(ThreadPoolExecutor(threads))
+    handler = grpc.unary_unary_rpc_method_handler(dummy)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("axon.v1.Axon", {"Dummy": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+@contextlib.contextmanager
 def forging_server() -> Iterator[str]:
     """A server posing as GENUINE's axon: ``Dummy`` answers ``input`` 1 signed by another key,
     2 unsigned, 3 signed by GENUINE (the control), each with a right answer body."""
@@ -422,15 +448,8 @@ def forging_server() -> Iterator[str]:
         context.set_trailing_metadata(trailers)
         return answer
 
-    server = grpc.server(ThreadPoolExecutor(4))
-    handler = grpc.unary_unary_rpc_method_handler(dummy)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("axon.v1.Axon", {"Dummy": handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+    with dummy_server(dummy, threads=4) as address:
+        yield address
 
 
 def test_kit_refuses_an_answer_the_axon_did_not_sign(kit: Kit) -> None:
@@ -451,3 +470,84 @@ def test_kit_refuses_an_answer_the_axon_did_not_sign(kit: Kit) -> None:
         "axon_hotkey": GENUINE.ss58_address,
         "verified": True,
     }
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+@contextlib.contextmanager
+def holding_server(seen: dict[str, int]) -> Iterator[str]:
+    """A server that holds ``Dummy`` 0 until 63 calls with newer nonces (of its uuid) arrived, or
+    10 s passed, then 0.5 s more; ``seen["while_held"]`` counts the newer nonces that reached it
+    by then, before Dummy 0 itself or while it was held."""
+    lock = threading.Condition()
+    arrived: list[int] = []  # the other calls' nonces, until Dummy 0 is answered
+    held: dict[str, int] = {}
+
+    def newer() -> int:
+        return sum(nonce > held["nonce"] for nonce in arrived)
+
+    def dummy(request: bytes, context: grpc.ServicerContext) -> bytes:
+        sent = dict(context.invocation_metadata())
+        nonce = int(sent["bt_header_dendrite_nonce"])
+        value = 0
+        if request:  # Dummy{input: value}: 08 varint
+            for shift, byte in enumerate(request[1:]):
+                value |= (byte & 0x7F) << (7 * shift)
+                if byte < 0x80:
+                    break
+        with lock:
+            if value == 0:
+                held["nonce"] = nonce
+                lock.wait_for(lambda: newer() >= REPLAY_WINDOW - 1, timeout=10)
+                lock.wait(0.5)  # any call past the window would arrive now
+                seen["while_held"] = newer()
+            elif "while_held" not in seen:
+                arrived.append(nonce)
+                lock.notify_all()
+        return b"\x08" + varint(value) + b"\x10" + varint(2 * value)
+
+    with dummy_server(dummy, threads=8) as address:
+        yield address
+
+
+#: The axon accepts a nonce overtaken by at most this many newer ones of its key (rule R14).
+REPLAY_WINDOW = 64
+
+
+def test_kit_never_lets_a_call_be_overtaken_past_the_replay_window(kit: Kit) -> None:
+    """While one call is unfinished, at most 63 calls of its uuid are signed after it (rule R23),
+    so however the calls are reordered on their way (transport retries, an axon checking nonces
+    in parallel), none is refused for its nonce (R14); the others wait for a slot."""
+    seen: dict[str, int] = {}
+    with holding_server(seen) as address:
+        got = kit.call_holding(address, GENUINE.ss58_address)
+    assert seen["while_held"] == REPLAY_WINDOW - 1
+    assert got == {"right": 200}
+
+
+async def test_dendrite_never_lets_a_call_be_overtaken_past_the_replay_window() -> None:
+    """The Python Dendrite keeps the same window (rule R23): 63 newer nonces while one is held."""
+    seen: dict[str, int] = {}
+    dendrite = Dendrite(wallet=KeypairWallet(Keypair.create_from_seed(CALLER_SEED, "ed25519")))
+    with holding_server(seen) as address:
+        ip, port = address.rsplit(":", 1)
+        info = AxonInfo(version=0, ip=ip, port=int(port), ip_type=4, hotkey=GENUINE.ss58_address, coldkey="")
+        try:
+            await dendrite.call(info, Dummy(input=1))  # the Dendrite learns the axon speaks gRPC
+            first = asyncio.ensure_future(dendrite.call(info, Dummy(input=0), deserialize=False))
+            await asyncio.sleep(0.3)  # Dummy 0 is signed first
+            rest = await asyncio.gather(
+                *(dendrite.call(info, Dummy(input=i), deserialize=False) for i in range(1, 200))
+            )
+            results = [await first, *rest]
+        finally:
+            await dendrite.aclose()
+    assert seen["while_held"] == REPLAY_WINDOW - 1
+    assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 2 * i) for i in range(200)]

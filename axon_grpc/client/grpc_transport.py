@@ -18,7 +18,7 @@ from axon_grpc.client.answer import (
     unavailable_result,
     unverified_result,
 )
-from axon_grpc.client.signing import RequestSigner
+from axon_grpc.client.signing import RequestSigner, SigningWindow
 from axon_grpc.client.tls import ClientTls
 from axon_grpc.info import AxonInfo
 from axon_grpc.schema import schema_for
@@ -71,6 +71,19 @@ class GrpcLink:
         self._channels: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, bytes | None], grpc.aio.Channel]
         ] = weakref.WeakKeyDictionary()
+        self._windows: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SigningWindow] = weakref.WeakKeyDictionary()
+
+    async def slot(self, timeout: float) -> tuple[SigningWindow, int, float] | None:
+        """A signing slot of this loop's window (SPEC R23): the window, the call's number in it
+        and the seconds left of ``timeout``; None when none came within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        window = self._windows.setdefault(loop, SigningWindow())
+        began = loop.time()
+        try:
+            seq = await asyncio.wait_for(window.enter(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return None
+        return window, seq, max(timeout - (loop.time() - began), 0.001)
 
     def channel(self, info: AxonInfo) -> grpc.aio.Channel:
         channels = self._channels.setdefault(asyncio.get_running_loop(), {})
@@ -91,7 +104,9 @@ class GrpcLink:
 
         A call is signed once its connection is up: calls made while it connects are held by
         gRPC and may start in another order than they were made, and a nonce overtaken by
-        more than the axon's replay window (64) of the same ``hotkey:uuid`` is refused.
+        more than the axon's replay window (64) of the same ``hotkey:uuid`` is refused. What
+        bounds that for calls reordered anywhere (transport, axon) is the signing window
+        (:meth:`slot`, SPEC R23).
         """
         channel = self.channel(info)
         state = channel.get_state(try_to_connect=True)
@@ -112,6 +127,16 @@ class GrpcLink:
 
     async def call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
         """One unary call; fills ``synapse`` from the answer (once verified, when asked)."""
+        slot = await self.slot(timeout)
+        if slot is None:
+            return timeout_result(timeout)
+        window, seq, left = slot
+        try:
+            return await self._call(info, synapse, left)
+        finally:
+            window.finish(seq)
+
+    async def _call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
         schema = schema_for(type(synapse))
         channel = await self.ready_channel(info, timeout)
         body, metadata = self.signer.grpc(info, synapse, timeout, schema)
@@ -144,6 +169,18 @@ class GrpcLink:
         yielded; the fields it set keep its values, the final message fills the others.
         The stream's answer is not signed (``verify_response`` covers unary calls).
         """
+        slot = await self.slot(timeout)
+        if slot is None:
+            done.append(timeout_result(timeout))
+            return
+        window, seq, left = slot
+        try:
+            async for item in self._stream(info, synapse, left, done):
+                yield item
+        finally:
+            window.finish(seq)
+
+    async def _stream(self, info: AxonInfo, synapse: Synapse, timeout: float, done: list[Result]) -> AsyncIterator[Any]:
         cls = type(synapse)
         schema = schema_for(cls)
         chunks = chunk_schema(cls)  # type: ignore[arg-type]

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from typing import Any
 
 from axon_grpc.auth import btauth
@@ -41,6 +43,50 @@ from axon_grpc.transports.grpc_codec import METHOD_PREFIX
 
 #: The signing schemes a Dendrite speaks.
 AUTH_SCHEMES = ("legacy", "btauth")
+
+#: The axon's replay window (SPEC R14): a nonce overtaken by more newer ones of its key is refused.
+REPLAY_WINDOW = 64
+
+
+class SigningWindow:
+    """The calls of one uuid (on one event loop) in signing order (SPEC R23): a call is signed
+    only while fewer than ``size`` calls were signed since the oldest one still unfinished,
+    counting it, so no call has more than ``size - 1`` newer nonces of its key, whatever order
+    the calls reach the axon's nonce check in. Calls without a slot wait, in order."""
+
+    def __init__(self, size: int = REPLAY_WINDOW) -> None:
+        self.size = size
+        self._next = 0  # sequence number of the next call signed
+        self._oldest = 0  # the oldest unfinished call's (``_next`` when none is)
+        self._finished: set[int] = set()
+        self._waiting: deque[asyncio.Future[int]] = deque()
+
+    def _take(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+    async def enter(self) -> int:
+        """The call's sequence number, once it has a slot; give it back with :meth:`finish`."""
+        if not self._waiting and self._next - self._oldest < self.size:
+            return self._take()
+        slot: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append(slot)
+        try:
+            return await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():  # given its slot as it was cancelled
+                self.finish(slot.result())
+            raise
+
+    def finish(self, seq: int) -> None:
+        self._finished.add(seq)
+        while self._oldest in self._finished:
+            self._finished.remove(self._oldest)
+            self._oldest += 1
+        while self._waiting and self._next - self._oldest < self.size:
+            slot = self._waiting.popleft()
+            if not slot.cancelled():
+                slot.set_result(self._take())
 
 
 class RequestSigner:

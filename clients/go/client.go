@@ -147,26 +147,36 @@ func newUUID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
+// ReplayWindow is the axon's replay window (rule R14): a nonce overtaken by more newer ones of
+// its key is refused.
+const ReplayWindow = 64
+
 type signer struct {
-	order   sync.Mutex
-	hotkey  *Hotkey
-	axon    atomic.Value // string
-	timeout time.Duration
-	verify  bool
-	uuid    string
+	order    sync.Mutex
+	window   sync.Mutex // guards next, oldest, finished, freed
+	next     uint64     // sequence number of the next call signed
+	oldest   uint64     // the oldest unfinished call's (next when none is)
+	finished map[uint64]bool
+	freed    chan struct{} // closed (and replaced) whenever a call finishes
+	hotkey   *Hotkey
+	axon     atomic.Value // string
+	timeout  time.Duration
+	verify   bool
+	uuid     string
 }
 
 type pingKey struct{}
 
 // sign returns the context carrying the signed metadata of a call of method with body.
 func (s *signer) sign(ctx context.Context, method string, body []byte) (context.Context, context.CancelFunc, string, string) {
-	cancel := context.CancelFunc(func() {})
+	var cancel context.CancelFunc
 	timeout := s.timeout
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)
 		if timeout <= 0 {
 			timeout = time.Millisecond
 		}
+		ctx, cancel = context.WithCancel(ctx) // ends with the call (cancel): it frees the call's slot
 	} else {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
@@ -175,13 +185,56 @@ func (s *signer) sign(ctx context.Context, method string, body []byte) (context.
 	return metadata.AppendToOutgoingContext(ctx, signed.Metadata...), cancel, signed.Nonce, axon
 }
 
-// open signs body for method and starts the call, its request sent. Calls are signed and
-// started one at a time, so they reach the axon in the order of their nonces (the axon accepts
-// a nonce overtaken by at most 64 newer ones of the same uuid).
+// acquire waits for a slot: a call is signed only when fewer than ReplayWindow calls were signed
+// since the oldest one still unfinished, so no call can be overtaken by more than
+// ReplayWindow-1 newer nonces of its key, whatever order the calls reach the axon's nonce
+// check in (rule R23).
+func (s *signer) acquire(ctx context.Context) (uint64, error) {
+	for {
+		s.window.Lock()
+		if s.next-s.oldest < ReplayWindow {
+			seq := s.next
+			s.next++
+			s.window.Unlock()
+			return seq, nil
+		}
+		freed := s.freed
+		s.window.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return 0, status.Error(codes.DeadlineExceeded, "axonclient: no signing slot before the deadline")
+			}
+			return 0, status.Error(codes.Canceled, "axonclient: cancelled while waiting for a signing slot")
+		}
+	}
+}
+
+// release frees the slot of the call numbered seq, once it has ended.
+func (s *signer) release(seq uint64) {
+	s.window.Lock()
+	defer s.window.Unlock()
+	s.finished[seq] = true
+	for s.finished[s.oldest] {
+		delete(s.finished, s.oldest)
+		s.oldest++
+	}
+	close(s.freed)
+	s.freed = make(chan struct{})
+}
+
+// open signs body for method and starts the call, its request sent. Calls get their slots
+// (acquire), are signed and started one at a time, in the order they come; each slot is freed
+// when its call ends (its context is done).
 func (s *signer) open(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, body []byte,
 	streamer grpc.Streamer, opts []grpc.CallOption) (grpc.ClientStream, context.CancelFunc, string, string, error) {
 	s.order.Lock()
 	defer s.order.Unlock()
+	seq, err := s.acquire(ctx)
+	if err != nil {
+		return nil, func() {}, "", "", err
+	}
 	ctx, cancel, nonce, axon := s.sign(ctx, method, body)
 	stream, err := streamer(ctx, desc, cc, method, append(opts, grpc.ForceCodec(Codec{}))...)
 	if err == nil {
@@ -190,6 +243,10 @@ func (s *signer) open(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Clien
 	if err != nil {
 		cancel()
 	}
+	go func() { // the call's context ends with the call (cancel), its deadline, or its parent
+		<-ctx.Done()
+		s.release(seq)
+	}()
 	return stream, cancel, nonce, axon, err
 }
 
@@ -333,7 +390,8 @@ func newSigner(o Options) (*signer, error) {
 	if o.Hotkey == nil {
 		return nil, errors.New("axonclient: Options.Hotkey is required")
 	}
-	s := &signer{hotkey: o.Hotkey, timeout: o.Timeout, verify: o.VerifyAnswers, uuid: o.UUID}
+	s := &signer{hotkey: o.Hotkey, timeout: o.Timeout, verify: o.VerifyAnswers, uuid: o.UUID,
+		finished: map[uint64]bool{}, freed: make(chan struct{})}
 	if s.timeout <= 0 {
 		s.timeout = defaultTimeoutS * time.Second
 	}

@@ -163,15 +163,38 @@ function deadlineMs(deadline: grpc.Deadline): number {
   return deadline instanceof Date ? deadline.getTime() : deadline;
 }
 
-/** Waits (when it returns a promise) until the channel is connected. */
-type Gate = (deadline: grpc.Deadline) => Promise<void> | null;
+/** The axon's replay window (rule R14): a nonce overtaken by more newer ones of its key is refused. */
+export const REPLAY_WINDOW = 64;
+
+/** The calls of one uuid in signing order: a call is signed only when fewer than REPLAY_WINDOW
+ *  calls were signed since the oldest one still unfinished, so no call can be overtaken by more
+ *  than REPLAY_WINDOW - 1 newer nonces of its key, whatever order the calls reach the axon's
+ *  nonce check in (rule R23). Calls waiting for a slot are signed in the order they were made. */
+class SigningWindow {
+  private next = 0; // sequence number of the next call signed
+  private oldest = 0; // the oldest unfinished call's (next when none is)
+  private readonly finished = new Set<number>();
+  private readonly waiting: (() => void)[] = [];
+
+  /** Runs `sign` with the call's sequence number once it has a slot; `finish(seq)` frees it. */
+  enter(sign: (seq: number) => void): void {
+    if (this.waiting.length === 0 && this.next - this.oldest < REPLAY_WINDOW) sign(this.next++);
+    else this.waiting.push(() => sign(this.next++));
+  }
+
+  finish(seq: number): void {
+    this.finished.add(seq);
+    while (this.finished.delete(this.oldest)) this.oldest++;
+    while (this.waiting.length > 0 && this.next - this.oldest < REPLAY_WINDOW) this.waiting.shift()!();
+  }
+}
 
 function makeInterceptor(
   options: Omit<SigningOptions, 'axonHotkey'>,
   axonHotkey: () => string,
-  gate: Gate = () => null,
 ): grpc.Interceptor {
   const uuid = options.uuid ?? randomUUID();
+  const window = new SigningWindow();
   const defaultTimeout = options.timeout ?? 12;
   const verify = options.verifyAnswers === true;
   const hotkey = options.hotkey;
@@ -207,15 +230,12 @@ function makeInterceptor(
           setImmediate(() => listener?.onReceiveStatus(refusal));
           return;
         }
-        // Signed once the channel is up: calls queued while it connects may start in another
-        // order, and a nonce overtaken by more than 64 newer ones is refused (rules R14, R23).
-        const waiting = gate(forward.deadline ?? Infinity);
-        if (waiting === null) send(message, next, false);
-        else void waiting.then(() => send(message, next, true));
+        const made = Date.now();
+        window.enter((seq) => send(message, next, seq, made));
       },
     };
-    const send = (message: unknown, next: (message: unknown) => void, waited: boolean): void => {
-      if (waited) timeout = Math.max((deadlineMs(forward.deadline!) - Date.now()) / 1000, 0.001);
+    const send = (message: unknown, next: (message: unknown) => void, seq: number, made: number): void => {
+      if (Date.now() > made) timeout = Math.max((deadlineMs(forward.deadline!) - Date.now()) / 1000, 0.001);
       const body = serialize(message);
       const axon = axonHotkey();
       const request = { nonce: nextNonce(), hotkey: hotkey.address, uuid };
@@ -232,6 +252,7 @@ function makeInterceptor(
           else passOn(answer);
         },
         onReceiveStatus(status, passOn) {
+          window.finish(seq);
           const info = readTerminal(status.metadata);
           let outcome = status;
           if (held !== undefined) {
@@ -322,11 +343,7 @@ export async function connect<C extends grpc.Client>(
 ): Promise<C> {
   let axon = options.axonHotkey;
   if (axon !== undefined) ss58Decode(axon);
-  const ready = (deadline: grpc.Deadline): Promise<void> | null =>
-    client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY
-      ? null
-      : new Promise((resolve) => client.waitForReady(deadline, () => resolve()));
-  const interceptor = makeInterceptor(options, () => axon!, ready);
+  const interceptor = makeInterceptor(options, () => axon!);
   const client: C = new Stub(address, options.credentials ?? grpc.credentials.createInsecure(), {
     ...options.channelOptions,
     interceptors: [...(options.channelOptions?.interceptors ?? []), interceptor],

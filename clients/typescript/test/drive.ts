@@ -2,6 +2,7 @@
 // prints what each call got, as JSON (tests/test_client_kits.py asserts on it).
 //   node drive.js ADDRESS PROTO SEED CRYPTO
 //   node drive.js ADDRESS PROTO SEED CRYPTO AXON_HOTKEY   (a forging server: Dummy 1, 2, 3 with verifyAnswers)
+//   node drive.js ADDRESS PROTO SEED CRYPTO AXON_HOTKEY window   (a holding server: Dummy 0, then 1..199 at once)
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { type Crypto, Hotkey, axonHotkey, connect, signable, terminal } from '../src/index.js';
@@ -72,10 +73,25 @@ async function burst(client: AxonClient): Promise<Record<string, unknown>> {
 }
 
 async function main(): Promise<void> {
-  const [address, proto, seed, crypto, forging] = process.argv.slice(2) as [string, string, string, Crypto, string?];
+  const [address, proto, seed, crypto, forging, mode] = process.argv.slice(2) as [
+    string,
+    string,
+    string,
+    Crypto,
+    string?,
+    string?,
+  ];
   const definition = signable(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true }));
   const { Axon } = (grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType).axon.v1;
   const hotkey = Hotkey.fromSeed(crypto, seed);
+  if (mode === 'window') {
+    const held = await connect(Axon, address, { hotkey, axonHotkey: forging! });
+    const dummy = held.Dummy.bind(held);
+    const calls = await Promise.all(Array.from({ length: 200 }, (_, i) => call(dummy, { input: i })));
+    held.close();
+    process.stdout.write(JSON.stringify({ right: calls.filter((o, i) => o.reply?.output === 2 * i).length }) + '\n');
+    return;
+  }
   if (forging !== undefined) {
     const checking = await connect(Axon, address, { hotkey, axonHotkey: forging, verifyAnswers: true });
     const answers: Record<string, Outcome> = {};

@@ -4,6 +4,7 @@
 //	drive ADDRESS SEED_HEX
 //	drive vectors FILE
 //	drive forged ADDRESS SEED_HEX AXON_HOTKEY   (a forging server: Dummy 1, 2, 3 with VerifyAnswers)
+//	drive window ADDRESS SEED_HEX AXON_HOTKEY   (a holding server: Dummy 0, then 1..199 at once)
 package main
 
 import (
@@ -84,18 +85,28 @@ func story(ctx context.Context, client axonv1.AxonClient, prompt string) outcome
 	}
 }
 
-// burst makes 200 calls at once on one client: their status codes, how many answers are right, the messages.
-func burst(ctx context.Context, client axonv1.AxonClient) map[string]any {
+// dummies makes 200 Dummy calls at once, of inputs first..first+199 (after a pause past the first
+// call when pause is set, so that it is signed first), and returns what each got.
+func dummies(ctx context.Context, client axonv1.AxonClient, first int, pause bool) []outcome {
 	calls := make([]outcome, 200)
 	var wg sync.WaitGroup
 	for i := range calls {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			calls[i] = dummy(ctx, client, int64(100+i))
+			calls[i] = dummy(ctx, client, int64(first+i))
 		}(i)
+		if i == 0 && pause {
+			time.Sleep(300 * time.Millisecond)
+		}
 	}
 	wg.Wait()
+	return calls
+}
+
+// burst makes 200 calls at once on one client: their status codes, how many answers are right, the messages.
+func burst(ctx context.Context, client axonv1.AxonClient) map[string]any {
+	calls := dummies(ctx, client, 100, false)
 	codes, right, details := map[string]int{}, 0, map[string]bool{}
 	for i, call := range calls {
 		codes[fmt.Sprint(call.Code)]++
@@ -128,8 +139,8 @@ func main() {
 		return
 	}
 	ctx := context.Background()
-	forging := os.Args[1] == "forged"
-	if forging {
+	forging, window := os.Args[1] == "forged", os.Args[1] == "window"
+	if forging || window {
 		os.Args = os.Args[1:]
 	}
 	address := os.Args[1]
@@ -142,6 +153,21 @@ func main() {
 		panic(err)
 	}
 	result := map[string]any{"hotkey": hotkey.Address}
+	if window {
+		held := axonclient.Options{Hotkey: hotkey, AxonHotkey: os.Args[3]}
+		conn, client := dial(ctx, address, &held)
+		calls := dummies(ctx, client, 0, true) // Dummy 0 is signed first
+		conn.Close()
+		right := 0
+		for i, call := range calls {
+			if call.Reply != nil && call.Reply["output"] == int64(2*i) {
+				right++
+			}
+		}
+		out, _ := json.Marshal(map[string]any{"right": right})
+		fmt.Println(string(out))
+		return
+	}
 	if forging {
 		checking := axonclient.Options{Hotkey: hotkey, AxonHotkey: os.Args[3], VerifyAnswers: true}
 		conn, client := dial(ctx, address, &checking)
