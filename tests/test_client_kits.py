@@ -496,12 +496,7 @@ def holding_server(seen: dict[str, int]) -> Iterator[str]:
     def dummy(request: bytes, context: grpc.ServicerContext) -> bytes:
         sent = dict(context.invocation_metadata())
         nonce = int(sent["bt_header_dendrite_nonce"])
-        value = 0
-        if request:  # Dummy{input: value}: 08 varint
-            for shift, byte in enumerate(request[1:]):
-                value |= (byte & 0x7F) << (7 * shift)
-                if byte < 0x80:
-                    break
+        value = dummy_input(request)
         with lock:
             if value == 0:
                 held["nonce"] = nonce
@@ -511,10 +506,24 @@ def holding_server(seen: dict[str, int]) -> Iterator[str]:
             elif "while_held" not in seen:
                 arrived.append(nonce)
                 lock.notify_all()
-        return b"\x08" + varint(value) + b"\x10" + varint(2 * value)
+        return dummy_reply(value)
 
     with dummy_server(dummy, threads=8) as address:
         yield address
+
+
+def dummy_input(request: bytes) -> int:
+    """``Dummy.input`` of a serialised request (``08`` varint, or nothing for 0)."""
+    value = 0
+    for shift, byte in enumerate(request[1:]):
+        value |= (byte & 0x7F) << (7 * shift)
+        if byte < 0x80:
+            break
+    return value
+
+
+def dummy_reply(value: int) -> bytes:
+    return b"\x08" + varint(value) + b"\x10" + varint(2 * value)
 
 
 #: The axon accepts a nonce overtaken by at most this many newer ones of its key (rule R14).
@@ -551,3 +560,33 @@ async def test_dendrite_never_lets_a_call_be_overtaken_past_the_replay_window() 
             await dendrite.aclose()
     assert seen["while_held"] == REPLAY_WINDOW - 1
     assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 2 * i) for i in range(200)]
+
+
+async def test_a_held_call_holds_back_no_call_to_another_axon() -> None:
+    """The Dendrite's signing window is per axon (each axon keeps its own replay window): while
+    one axon holds a call, 150 calls to another axon are signed and answered at once."""
+    seen: dict[str, int] = {}
+    dendrite = Dendrite(wallet=KeypairWallet(Keypair.create_from_seed(CALLER_SEED, "ed25519")))
+
+    def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return dummy_reply(dummy_input(request))
+
+    def info_of(address: str) -> AxonInfo:
+        ip, port = address.rsplit(":", 1)
+        return AxonInfo(version=0, ip=ip, port=int(port), ip_type=4, hotkey=GENUINE.ss58_address, coldkey="")
+
+    with holding_server(seen) as slow, dummy_server(answer, threads=8) as quick:
+        try:
+            for address in (slow, quick):  # the Dendrite learns each axon speaks gRPC
+                await dendrite.call(info_of(address), Dummy(input=1))
+            held = asyncio.ensure_future(dendrite.call(info_of(slow), Dummy(input=0), deserialize=False))
+            await asyncio.sleep(0.3)  # Dummy 0 is held by the slow axon (for 10 s: nothing newer reaches it)
+            rest = await asyncio.gather(
+                *(dendrite.call(info_of(quick), Dummy(input=i), deserialize=False) for i in range(1, 151)),
+            )
+            assert not held.done()  # every call to the other axon was answered while it was held
+            assert [(r.dendrite.status_code, r.output) for r in rest] == [(200, 2 * i) for i in range(1, 151)]
+            assert (await held).dendrite.status_code == 200
+        finally:
+            await dendrite.aclose()
+    assert seen["while_held"] == 0

@@ -71,13 +71,18 @@ class GrpcLink:
         self._channels: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, bytes | None], grpc.aio.Channel]
         ] = weakref.WeakKeyDictionary()
-        self._windows: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SigningWindow] = weakref.WeakKeyDictionary()
+        #: One signing window per axon (each axon keeps its own replay window of our uuid).
+        self._windows: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SigningWindow]] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    async def slot(self, timeout: float) -> tuple[SigningWindow, int, float] | None:
-        """A signing slot of this loop's window (SPEC R23): the window, the call's number in it
-        and the seconds left of ``timeout``; None when none came within ``timeout``."""
+    async def slot(self, info: AxonInfo, timeout: float) -> tuple[SigningWindow, int, float] | None:
+        """A signing slot of the window for ``info``'s axon on this loop (SPEC R23): the window,
+        the call's number in it and the seconds left of ``timeout``; None when none came within
+        ``timeout``. Calls to other axons never wait on it: a validator's fan-out is not held
+        back by one slow miner."""
         loop = asyncio.get_running_loop()
-        window = self._windows.setdefault(loop, SigningWindow())
+        window = self._windows.setdefault(loop, {}).setdefault(info.ip_str(), SigningWindow())
         began = loop.time()
         try:
             seq = await asyncio.wait_for(window.enter(), timeout)
@@ -127,7 +132,7 @@ class GrpcLink:
 
     async def call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
         """One unary call; fills ``synapse`` from the answer (once verified, when asked)."""
-        slot = await self.slot(timeout)
+        slot = await self.slot(info, timeout)
         if slot is None:
             return timeout_result(timeout)
         window, seq, left = slot
@@ -169,7 +174,7 @@ class GrpcLink:
         yielded; the fields it set keep its values, the final message fills the others.
         The stream's answer is not signed (``verify_response`` covers unary calls).
         """
-        slot = await self.slot(timeout)
+        slot = await self.slot(info, timeout)
         if slot is None:
             done.append(timeout_result(timeout))
             return
