@@ -35,6 +35,15 @@ async def settles_to(probe: Callable[[], Awaitable[T]], expected: T, timeout: fl
         await asyncio.sleep(0.05)
 
 
+def settles(probe: Callable[[], T], expected: T, timeout: float = 20.0) -> None:
+    """:func:`settles_to` for a test without an event loop: ``probe()`` is called in this thread."""
+
+    async def awaited() -> T:
+        return probe()
+
+    asyncio.run(settles_to(awaited, expected, timeout))
+
+
 class Dummy(Synapse):
     input: int
     output: Optional[int] = None
