@@ -36,6 +36,8 @@ SEED_ENV = "AXON_FLEET_SEED"
 HOST_ENV = "AXON_FLEET_HOST"
 DEFAULT_SEED = "0x" + "5a" * 32
 APP = "axon_grpc.fleet_lab:build_axon"
+#: Fixed ports: each host binds them in a network namespace of its own, on its own address, so
+#: no other program on the machine can take one between the pick and the bind.
 AXON_PORT = 8091
 ADMIN_PORT = 9901
 REDIS_PORT = 6379

@@ -1,4 +1,4 @@
-"""A test harness: an axon on a free loopback port and a Dendrite connected to it.
+"""A test harness: an axon on a loopback port the system picks and a Dendrite connected to it.
 
 ::
 
@@ -25,15 +25,6 @@ from axon_grpc.client.dendrite import Dendrite
 from axon_grpc.info import AxonInfo
 from axon_grpc.server.axon import Axon
 from axon_grpc.synapse import Synapse
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free on ``host`` a moment ago. Another program may take it before it is
-    bound: prefer port 0 (an axon binds a port the system picks and reports it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 #: A forward function, or the keyword arguments of one ``Axon.attach`` call.
 Attachment = Union[Callable[..., Any], Mapping[str, Any]]

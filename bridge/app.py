@@ -99,6 +99,7 @@ class HttpBridge:
         self.fast_server = FastAPIThreadedServer(config=self.fast_config)
         #: The port actually bound, once started.
         self.bound_port: int | None = None
+        self._tcp_port = 0  #: the port the last TCP start bound: a restart binds it again
         #: Header holding the caller's address, trusted when serving behind the Envoy edge.
         self.peer_header: str | None = None
 
@@ -188,7 +189,7 @@ class HttpBridge:
         """Bind ``parts.host:parts.port`` (or ``unix_socket``, behind the Envoy edge) and
         serve on the running loop (raises OSError)."""
         parts = self.parts
-        port = parts.port or self.bound_port or 0  # port 0: the system's pick, kept across restarts
+        port = parts.port or self._tcp_port
         if unix_socket is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(unix_socket)
@@ -203,7 +204,7 @@ class HttpBridge:
         if unix_socket is not None:
             logger.info("HTTP bridge serving %s on %s", list(parts.endpoints), unix_socket)
             return
-        self.bound_port = self.fast_config.port = int(sock.getsockname()[1])
+        self.bound_port = self._tcp_port = self.fast_config.port = int(sock.getsockname()[1])
         logger.info("HTTP bridge serving %s on %s:%s", list(parts.endpoints), self.fast_config.host, self.bound_port)
 
     async def stop(self, grace: float | None = 5.0) -> None:

@@ -110,7 +110,8 @@ def build_axon() -> Any:
 
 def serve_library(port: int, http_port: int, edge: bool) -> None:
     """``--serve-library``: ``build_axon()``'s axon under ``axon.start(edge=...)`` until SIGTERM;
-    prints one JSON line (``pid``, ``envoy_pid``) once serving."""
+    prints one JSON line (``pid``, ``envoy_pid``, the bound ``port`` and ``http_port``: 0 picks)
+    once serving."""
     import json
     import threading
 
@@ -123,7 +124,8 @@ def serve_library(port: int, http_port: int, edge: bool) -> None:
     axon.http_port = http_port
     axon.start(edge=edge)
     proxy = axon.proxy
-    print(json.dumps({"pid": os.getpid(), "envoy_pid": proxy.pid if proxy else None}), flush=True)
+    ports = {"port": axon.port, "http_port": axon.http_port}
+    print(json.dumps({"pid": os.getpid(), "envoy_pid": proxy.pid if proxy else None, **ports}), flush=True)
     while not stopping.wait(0.5):
         pass
     axon.stop(grace=2)

@@ -9,7 +9,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Awaitable, Callable, Iterator, Optional, TypeVar
 
 import grpc
 
@@ -19,6 +19,29 @@ from axon_grpc.auth.nonces import NonceStore, NonceVerdict
 
 #: Requests and responses captured from a real Bittensor SDK 10.5.0 exchange (see its README).
 CONFORMANCE = Path(__file__).resolve().parent / "data" / "conformance"
+
+
+T = TypeVar("T")
+
+
+async def settles_to(probe: Callable[[], Awaitable[T]], expected: T, timeout: float = 20.0) -> None:
+    """Until ``await probe()`` gives ``expected``; fails with the last value seen after ``timeout``
+    seconds. For server state that changes a moment after the event a test caused (a
+    cancellation, a cut, a drain): the bound is generous, the assertion as strict as one check."""
+    deadline = time.monotonic() + timeout
+    while (seen := await probe()) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{seen!r} != {expected!r} after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def settles(probe: Callable[[], T], expected: T, timeout: float = 20.0) -> None:
+    """:func:`settles_to` for a test without an event loop: ``probe()`` is called in this thread."""
+
+    async def awaited() -> T:
+        return probe()
+
+    asyncio.run(settles_to(awaited, expected, timeout))
 
 
 class Dummy(Synapse):

@@ -33,9 +33,8 @@ from axon_grpc.auth.legacy import answer_message, grpc_body_hash, reply_hash
 from axon_grpc.auth.wallet import KeypairWallet
 from axon_grpc.cli import codegen
 from axon_grpc.schema.contract import CONTRACT_ANNOUNCEMENT
-from axon_grpc.testing import free_port
 
-from .edge.support import environment, pyvoy_missing, stop, wait_for_port
+from .edge.support import environment, pyvoy_missing, start_server, stop
 from .kits_app import SYNAPSES, build_axon
 from .redis_support import in_ci
 from .support import Dummy
@@ -290,7 +289,7 @@ def served() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
 
 
 def in_process(crypto: str) -> Generator[str, None, None]:
-    axon = build_axon(AXON_SEED, crypto, ip="127.0.0.1", port=free_port())
+    axon = build_axon(AXON_SEED, crypto, ip="127.0.0.1", port=0)
     axon.start()
     try:
         yield f"127.0.0.1:{axon.port}"
@@ -302,17 +301,11 @@ def by_serve(crypto: str) -> Generator[str, None, None]:
     missing = pyvoy_missing()
     if missing is not None:
         pytest.skip(missing)
-    port = free_port()
     command = [sys.executable, "-m", "axon_grpc", "serve", "tests.kits_app:build_axon"]
-    command += ["--axon.ip", "127.0.0.1", "--axon.port", str(port), "--grace", "2"]
-    process = subprocess.Popen(
-        command,
-        env=environment(KITS_AXON_SEED=AXON_SEED, KITS_AXON_CRYPTO=crypto),
-        cwd=str(ROOT),
-        stdin=subprocess.DEVNULL,
-    )
+    command += ["--axon.ip", "127.0.0.1", "--axon.port", "0", "--grace", "2"]
+    served = start_server(command, environment(KITS_AXON_SEED=AXON_SEED, KITS_AXON_CRYPTO=crypto))
+    process, port = served.process, served.port
     try:
-        wait_for_port(port, process)
         yield f"127.0.0.1:{port}"
     finally:
         assert stop(process) == 0

@@ -14,7 +14,7 @@ import logging
 import grpc
 
 from axon_grpc.schema import schema_for
-from axon_grpc.testing import free_port, serve_axon
+from axon_grpc.testing import serve_axon
 
 from .support import RawCaller, Sleepy, sleepy_forward
 from .test_bridge_client import serve_bridge
@@ -67,7 +67,7 @@ def _call_lines(caplog, transport: str) -> list[int]:
 async def test_grpc_calls_ended_by_the_callers_deadline_arecounted(caplog) -> None:
     """grpc.aio cancels the handler at the gRPC deadline (the signed timeout is longer)."""
     caplog.set_level(logging.DEBUG, logger="axon_grpc")
-    async with serve_axon(sleepy_forward, http_port=free_port()) as h:
+    async with serve_axon(sleepy_forward, http_port=0) as h:
         await calls_past_the_deadline(f"127.0.0.1:{h.axon.port}", h.info.hotkey)
         await _idle(h.axon)
         samples, _ = await asyncio.to_thread(scrape, h.axon.http_port)

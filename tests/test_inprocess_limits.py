@@ -21,7 +21,7 @@ from axon_grpc.schema import schema_for
 from axon_grpc.server.axon import RPC_HEADROOM
 from axon_grpc.testing import AxonHarness, build_axon
 
-from .support import RawCaller
+from .support import RawCaller, settles_to
 from .test_bridge_client import serve_bridge
 
 
@@ -228,15 +228,16 @@ async def test_concurrency_is_capped() -> None:
         assert config.limit_concurrency == 1024
         config.limit_concurrency = 2  # read by each new connection
         held = [await _in_thread(_silent_connection, b.client.http_port) for _ in range(2)]
+
+        async def status() -> int:
+            return int((await b.client.call(Nap(seconds=0.0))).status)
+
         try:
-            await asyncio.sleep(0.2)
-            response = await b.client.call(Nap(seconds=0.0))
-            assert response.status == 503
+            await settles_to(status, 503)  # once the server has both silent connections
         finally:
             for sock in held:
                 sock.close()
-        await asyncio.sleep(0.2)
-        assert (await b.client.call(Nap(seconds=0.0))).status == 200
+        await settles_to(status, 200)  # once it has seen them close
 
 
 @pytest.mark.parametrize("field", ["limit_concurrency", "timeout_keep_alive", "h11_max_incomplete_event_size"])

@@ -21,7 +21,6 @@ from axon_grpc.auth.nonces import NonceVerdict
 from axon_grpc.auth.redis_ha import parse_target
 from axon_grpc.auth.redis_store import RedisNonceStore, is_redis_url, open_nonce_store, redacted
 from axon_grpc.errors import ServiceUnavailable
-from axon_grpc.testing import free_port
 
 from .redis_support import RedisServer, SentinelServer, redis_cli
 
@@ -89,18 +88,21 @@ def servers(make_redis_server: Callable[..., RedisServer]) -> Callable[..., Redi
     return make
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 above) exists and is free too."""
-    while True:
-        port = free_port()
-        if port <= 55535:
-            try:
-                free = socket.socket()
-                free.bind(("127.0.0.1", port + 10000))
-                free.close()
-                return port
-            except OSError:
-                continue
+def cluster_node(servers: Callable[..., RedisServer]) -> RedisServer:
+    """A cluster node. redis-server takes a port number only and binds its cluster bus 10,000
+    above it: the port is picked below 55,536, and picked again when either was taken."""
+    for _ in range(4 * RedisServer.PICK_ATTEMPTS):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port > 55535:
+            continue
+        try:
+            return servers("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", port=port)
+        except RuntimeError as e:
+            if "is taken" not in str(e):
+                raise
+    raise RuntimeError("no port for a cluster node")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -183,10 +185,7 @@ async def test_a_sentinel_failover_keeps_every_nonce_accepted_with_wait(
 async def test_a_cluster_spreads_callers_over_slots_and_keeps_each_window_on_one(
     servers: Callable[..., RedisServer],
 ) -> None:
-    nodes = [
-        servers("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", port=cluster_port())
-        for _ in range(6)
-    ]
+    nodes = [cluster_node(servers) for _ in range(6)]
     create = await asyncio.create_subprocess_exec(
         "redis-cli",
         "--cluster",

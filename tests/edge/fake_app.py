@@ -19,7 +19,7 @@ from axon_grpc.transports.asgi_health import Health
 from axon_grpc.transports.asgi_reflection import Reflection
 from axon_grpc.transports.grpc_asgi import GrpcAsgi
 
-STATS = {"cancelled": 0, "stream_closed": 0}
+STATS = {"cancelled": 0, "stream_closed": 0, "slow_started": 0, "legacy_started": 0}
 
 
 class FakePipeline:
@@ -34,6 +34,7 @@ class FakePipeline:
         if name == "Fail":
             return Outcome(403, "Forbidden: caf\u00e9 100%", synapse=(b"", {"bt_header_axon_status_code": "403"}))  # type: ignore[arg-type]
         if name == "Slow":
+            STATS["slow_started"] += 1
             try:
                 await asyncio.sleep(float(call.body or b"5"))
             except asyncio.CancelledError:
@@ -92,6 +93,7 @@ class FakeCodec:
 
 
 async def legacy(scope: Any, receive: Any, send: Any) -> None:
+    STATS["legacy_started"] += 1
     body = b""
     while True:
         event = await receive()

@@ -17,7 +17,6 @@ import pytest
 
 from axon_grpc import Dendrite
 from axon_grpc.edge.proxy import envoy_path
-from axon_grpc.testing import free_port
 
 from .support import ROOT, environment, stop
 
@@ -80,11 +79,13 @@ def alive(pid: int) -> bool:
 class LibraryServer:
     """``build_axon()`` of scripts/stress_edge.py under ``axon.start()`` in a process of its own."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, http_port: int, seed: str) -> None:
-        self.process, self.port, self.http_port = process, port, http_port
+    def __init__(self, process: subprocess.Popen[bytes], seed: str) -> None:
+        self.process = process
         assert process.stdout is not None
         self.started = json.loads(process.stdout.readline() or b"null")
         assert self.started is not None, "the library server did not start"
+        port = self.port = int(self.started["port"])  # bound on port 0: the system's pick
+        self.http_port = int(self.started["http_port"])
         self.info = stress.axon_info(port, seed)
 
     @property
@@ -112,16 +113,15 @@ class LibraryServer:
 @contextmanager
 def library_server(edge: bool, nofile: str | None = None) -> Iterator[LibraryServer]:
     seed = "0x" + os.urandom(32).hex()
-    port, http_port = free_port(), free_port()
     process = subprocess.Popen(
-        stress.library_command(port, http_port, edge, nofile),
+        stress.library_command(0, 0, edge, nofile),
         env=environment(STRESS_AXON_SEED=seed),
         cwd=str(ROOT),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
     )
     try:
-        yield LibraryServer(process, port, http_port, seed)
+        yield LibraryServer(process, seed)
     finally:
         stop(process, 20)
         assert process.stdout is not None

@@ -1,6 +1,7 @@
 """``python -m tests.edge.serve_fake PORT [CERT KEY [CA]]``: the edge's serve() over the fake app.
 
-``$EDGE_TEST_WORKERS`` sets the number of Envoy processes (default 1).
+``$EDGE_TEST_WORKERS`` sets the number of Envoy processes (default 1), ``$EDGE_TEST_GRACE``
+the seconds a drain waits for calls in flight (default 5).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if __name__ == "__main__":
             "unused:unused",
             address="127.0.0.1",
             port=int(port),
-            grace=5.0,
+            grace=float(os.environ.get("EDGE_TEST_GRACE", "5")),
             tls=files,
             workers=int(os.environ.get("EDGE_TEST_WORKERS", "1")),
             app="tests.edge.fake_app:app",

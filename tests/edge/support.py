@@ -8,11 +8,12 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -88,19 +89,32 @@ def start_server(command: list[str], env: dict[str, str], timeout: float = 60.0)
     return Served(process, port, lines, reader)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    """Until something answers on ``port`` (a server given a port number; prefer
-    :func:`start_server` and port 0, which reads back the port the server bound)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within {timeout} s")
+def start_on_a_picked_port(
+    command: Callable[[int], list[str]], env: dict[str, str], timeout: float = 30.0, attempts: int = 5
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command(port)``, a program that takes a port number only (Envoy in ``axon-grpc
+    front``), on a port the system picked a moment ago; on another one when the program exits
+    saying the port was taken since. Returns once the program listens."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(command(port), env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL, stderr=err)
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        return process, port
+                except OSError:
+                    time.sleep(0.05)
+            stop(process)
+            err.seek(0)
+            output = err.read().decode(errors="replace")
+            sys.stderr.write(output)
+        if "address already in use" not in output.lower():
+            raise RuntimeError(f"the server did not listen within {timeout} s (exit status {process.returncode})")
+    raise RuntimeError(f"{attempts} picked ports were taken")
 
 
 def environment(**extra: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ from axon_grpc.edge import proxy
 from axon_grpc.edge.config import EdgeLimits, TlsFiles
 from axon_grpc.registry import LocalRegistry
 from axon_grpc.schema import schema_for
-from axon_grpc.testing import build_axon, free_port
+from axon_grpc.testing import build_axon
 
 from ..support import Dummy, RawCaller
 from ..test_bridge_client import LegacyClient
@@ -51,7 +51,7 @@ def peer_recorder(seen: list[tuple[Any, Any]]) -> Any:
 def test_a_template_miner_is_served_through_envoy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(proxy.EDGE_ENV, raising=False)
     seen: list[tuple[Any, Any]] = []
-    axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=free_port())
+    axon = Axon(wallet=KeypairWallet.generate(), ip="127.0.0.1", external_ip="127.0.0.1", port=0)
     axon.attach(forward_fn=peer_recorder(seen))
     axon.serve(netuid=7, subtensor=LocalRegistry(tmp_path / "registry.sqlite"))
     axon.start()

@@ -25,9 +25,10 @@ from axon_grpc import Dendrite
 from axon_grpc.auth.keys import Keypair
 from axon_grpc.info import AxonInfo
 
-from ..support import Dummy
+from ..support import Dummy, settles_to
 from ..test_bridge_client import LegacyClient
 from ..test_deadline_endings import CALLS, calls_past_the_deadline, counted
+from ..test_metrics import scrape, value
 from .axon_app import Nap, Story
 from .support import ROOT, environment, requires_pyvoy, start_server, stop
 
@@ -178,15 +179,27 @@ async def test_sigterm_drains_both_protocols() -> None:
             stream = dendrite.call_stream(info(port), Nap(seconds=1.5), timeout=10, deserialize=False)
             first = await stream.__anext__()
             assert first == "start"
-            await asyncio.sleep(0.2)  # the legacy request has reached the axon too
+
+            async def busy() -> float:
+                return value((await asyncio.to_thread(scrape, port))[0], "axon_workers_busy")
+
+            await settles_to(busy, 2)  # the legacy request has reached the axon too
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.5)
-            assert (
-                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            ).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            with pytest.raises(OSError):  # the listener no longer accepts
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+            async def serving() -> int:
+                return int((await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status)
+
+            await settles_to(serving, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            async def accepting() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except OSError:
+                    return False
+                return True
+
+            await settles_to(accepting, False)  # the listener no longer accepts
             rest = [item async for item in stream]
             reply = await legacy_call
         assert rest[0] == "end" and rest[-1].dendrite.status_code == 200
