@@ -18,7 +18,7 @@ import pytest
 from axon_grpc import Synapse
 from axon_grpc.client.dendrite import Dendrite
 from axon_grpc.schema import schema_for
-from axon_grpc.server.axon import RPC_HEADROOM
+from axon_grpc.server.serving import RPC_HEADROOM
 from axon_grpc.testing import AxonHarness, build_axon
 
 from .support import RawCaller, settles_to

@@ -90,7 +90,7 @@ def use_edge_port(axon: Any, port: int) -> None:
 
 def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> EdgeApp:
     """The edge application of ``axon``: its pipeline over gRPC, its HTTP bridge, health, reflection."""
-    from axon_grpc.server.axon import load_transport
+    from axon_grpc.server.serving import load_transport
     from axon_grpc.transports.aio_discovery import SERVICE_NAME, DescriptorSource
     from axon_grpc.transports.grpc_codec import GRPC_CODEC
 

@@ -9,75 +9,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import uuid as uuid_lib
-from importlib.metadata import entry_points
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
 from axon_grpc.auth.nonces import NonceStore
 from axon_grpc.auth.wallet import default_wallet
-from axon_grpc.edge.config import EdgeLimits, TlsFiles, connection_budget, raise_open_files_limit
-from axon_grpc.edge.proxy import PEER_HEADER, EnvoyProxy, proxy_for
+from axon_grpc.edge.config import EdgeLimits, TlsFiles
+from axon_grpc.edge.proxy import EnvoyProxy
 from axon_grpc.info import AxonInfo, advertised_address, ip_version
 from axon_grpc.metrics.listener import MetricsListener
 from axon_grpc.metrics.observer import PrometheusMetrics
 from axon_grpc.schema import schema_for
 from axon_grpc.server import config as config_mod
+from axon_grpc.server import serving
 from axon_grpc.server.compose import AxonSettings, TransportParts, compose
 from axon_grpc.server.config import Config, data_dir
 from axon_grpc.server.endpoints import VIEWS, ClassView, Endpoint, HookView
 from axon_grpc.server.hooks import check_attach
 from axon_grpc.server.loop_thread import LoopThread
+from axon_grpc.server.serving import FromBridge, load_transport
 from axon_grpc.synapse import Synapse
-from axon_grpc.transports.grpc_aio import (
-    DEFAULT_MAX_METADATA_BYTES,
-    DEFAULT_MAX_REQUEST_BYTES,
-    GrpcServer,
-    GrpcSettings,
-)
+from axon_grpc.transports.grpc_aio import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_REQUEST_BYTES, GrpcServer
 
 logger = logging.getLogger("axon_grpc")
 
 __all__ = ["V_7_2_0", "Axon", "data_dir", "default_wallet"]
 
 
-#: gRPC calls at once beyond what admission holds (running plus queued): health checks,
-#: reflection, calls refused before admission. Past them, RESOURCE_EXHAUSTED.
-RPC_HEADROOM = 32
-
-
 def _optional_port(value: Any) -> int | None:
     """A configured port: None when unset, else the number (0: any free port)."""
     return None if value is None or value == "" else int(value)
-
-
-def load_transport(name: str) -> Callable[[TransportParts], Any]:
-    """A transport factory registered under the ``axon_grpc.transports`` entry points.
-
-    The HTTP bridge registers itself there, so the core never imports it.
-    """
-    for entry in entry_points(group="axon_grpc.transports"):
-        if entry.name == name:
-            return entry.load()  # type: ignore[no-any-return]
-    raise RuntimeError(f"no '{name}' transport is installed (entry point group axon_grpc.transports)")
-
-
-class _FromBridge:
-    """A seed attribute that is the HTTP bridge's (``axon.http``) of the same name; None
-    without a bridge."""
-
-    def __init__(self, doc: str) -> None:
-        self.__doc__ = doc
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, axon: Any, owner: type | None = None) -> Any:
-        return self if axon is None else getattr(axon.http, self.name, None)
 
 
 def _resolved_config(config: Config | None, given: dict[str, Any]) -> Config:
@@ -172,7 +136,7 @@ class Axon:
         #: Port of a listener answering only ``GET /metrics``; None: none of its own.
         #: 0 binds a port the system picks; ``start`` puts the bound port here.
         self.metrics_port: int | None = _optional_port(section.get("metrics_port"))
-        self._metrics_listener = MetricsListener()
+        self.metrics_listener = MetricsListener()
         #: The gRPC server, built by ``start`` from the settings in force then.
         self.grpc_server: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -262,6 +226,11 @@ class Axon:
                 self._http.add_route(endpoint)
         return self._http
 
+    @property
+    def http_bridge(self) -> Any:
+        """The HTTP bridge once built (:attr:`http` builds it), else None."""
+        return self._http
+
     def transport_parts(self, port: int | None = None) -> TransportParts:
         """What a transport registered apart (the HTTP bridge) is handed: the request path's
         collaborators, the bind address (``port``: default ``http_port``) and the limits."""
@@ -308,11 +277,11 @@ class Axon:
         return self.verifier.btauth_store
 
     # -- the HTTP bridge's objects (seed API; None without an HTTP port) ---------------------
-    app = _FromBridge("The FastAPI application of the HTTP bridge.")
-    router = _FromBridge("The FastAPI router holding one route per attached synapse.")
-    fast_config = _FromBridge("The ``uvicorn.Config`` of the HTTP bridge.")
-    fast_server = _FromBridge("The ``FastAPIThreadedServer`` running the HTTP bridge.")
-    middleware_cls = _FromBridge("The ASGI middleware class of the HTTP bridge (``AxonMiddleware``).")
+    app = FromBridge("The FastAPI application of the HTTP bridge.")
+    router = FromBridge("The FastAPI router holding one route per attached synapse.")
+    fast_config = FromBridge("The ``uvicorn.Config`` of the HTTP bridge.")
+    fast_server = FromBridge("The ``FastAPIThreadedServer`` running the HTTP bridge.")
+    middleware_cls = FromBridge("The ASGI middleware class of the HTTP bridge (``AxonMiddleware``).")
 
     async def verify_body_integrity(self, request: Any) -> dict[str, Any]:
         """Parse an HTTP request body and check it against its ``computed_body_hash`` header."""
@@ -409,57 +378,16 @@ class Axon:
 
         ``edge``: publish through Envoy (True), directly (False), or as ``self.edge`` and
         ``$AXON_GRPC_EDGE`` say (None; the default is through Envoy where it is installed).
+        How: :func:`axon_grpc.server.serving.publish`.
         """
         if self.started:
             return self
-        self.prepare()
-        raise_open_files_limit()
-        proxy = self.proxy = proxy_for(self, edge if edge is not None else self.edge)
-        settings = GrpcSettings(
-            self.ip, self.port, self.max_request_bytes, self.max_metadata_bytes, self.reuse_port, **self.grpc_limits
-        )
-        if settings.max_concurrent_rpcs is None:  # what admission can hold, and room for health checks
-            settings.max_concurrent_rpcs = self.admission.slots + self.admission.max_queue + RPC_HEADROOM
-        if proxy is not None:
-            settings.unix_socket, settings.peer_header = proxy.grpc_socket, PEER_HEADER
-        else:
-            settings.max_connections = connection_budget(settings.max_connections, servers=2)
-        self.drain.reset()
-        server = GrpcServer(settings, self.endpoints, self.pipeline.handle, self.extra_services, self.drain)
-        started: list[Callable[[], Awaitable[None]]] = []
-        try:
-            bound = await server.start()
-            started.append(lambda: server.stop(None))
-            self.grpc_server = server
-            http = self.http if (self.http_port is not None or proxy is not None) else None
-            if http is not None:
-                http.peer_header = PEER_HEADER if proxy is not None else None
-                await http.start(proxy.http_socket if proxy is not None else None)
-                started.append(lambda: http.stop(None))
-            if proxy is not None:
-                ports = await proxy.start(with_http=http is not None)
-                started.append(proxy.stop)
-                bound = ports[0]
-                if http is not None:
-                    http.bound_port = ports[-1]
-            self._bound(bound)
-            if http is not None and self.http_port == 0:  # the system's pick
-                self.http_port = http.bound_port
-            if self.metrics is not None:
-                self.metrics_port = self._metrics_listener.start(self.metrics, self.metrics_port, self.ip)
-        except BaseException:
-            for stop in reversed(started):
-                await stop()
-            self.proxy = None
-            raise
+        await serving.publish(self, edge)
         self._loop = asyncio.get_running_loop()
         self.started = True
-        gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
-        how = f"through Envoy (pid {proxy.pid})" if proxy is not None else "directly"
-        logger.info("axon serving %s on %s:%s %s", list(self.endpoints), self.ip, self.port, how)
         return self
 
-    def _bound(self, port: int) -> None:
+    def bound(self, port: int) -> None:
         """The gRPC port bound (the one asked for, or the system's pick for port 0): an external
         port that followed the bind port (0) follows it to the bound one."""
         if self.external_port == 0:
@@ -474,26 +402,9 @@ class Axon:
         At once: health NOT_SERVING, and neither gRPC nor the HTTP bridge takes new work.
         Both drain together; what still runs after ``grace`` is answered 503 ``Service
         unavailable: shutting down``, and the stop returns right after.
+        How: :func:`axon_grpc.server.serving.withdraw`.
         """
-        self._metrics_listener.stop()
-        server, http, proxy = self.grpc_server, self._http, self.proxy
-        if server is not None:
-            await server.not_serving()
-        if proxy is not None:
-            await proxy.stop_listening()  # no new connections; those open finish their calls
-        stopping = [asyncio.ensure_future(server.stop(grace))] if server is not None else []
-        if http is not None:
-            stopping.append(asyncio.ensure_future(http.stop(grace)))
-        try:
-            await self.drain.wait(grace)
-        finally:
-            await asyncio.gather(*stopping)
-            if proxy is not None:
-                await proxy.flushed(1.0)  # the last answers leave Envoy
-                await proxy.stop()
-                self.proxy = None
-        for store in self.owned_stores:
-            await store.close()
+        await serving.withdraw(self, grace)
         self.started = False
         return self
 

@@ -35,7 +35,7 @@ import logging
 import time
 import uuid as uuid_lib
 from collections import OrderedDict
-from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -49,7 +49,6 @@ from axon_grpc.errors import (
     Reason,
     RequestTimeout,
     Shed,
-    Status,
     SynapseParsingError,
     VerifyRefused,
     reason_of,
@@ -57,10 +56,11 @@ from axon_grpc.errors import (
 from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
-from axon_grpc.server.call import Call, Codec, Outcome, Stream
+from axon_grpc.server.call import Call, Codec, Outcome
 from axon_grpc.server.endpoints import Endpoint, is_async, unknown_synapse
-from axon_grpc.server.forwarding import Forwarder, Limit, timed_out
+from axon_grpc.server.forwarding import Forwarder, Limit
 from axon_grpc.server.reporting import describe, log_call
+from axon_grpc.server.streams import ended_early, open_stream
 from axon_grpc.server.terminal import AxonTerminal, forward_status
 from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, signed_fields
 
@@ -77,19 +77,6 @@ _NO_PRIORITY = float("-inf")
 #: The legacy ``name`` header (SDK dendrites send it) naming another synapse than the route:
 #: the legacy signed message does not cover the route, so this is what binds them.
 WRONG_NAME = "Improperly formatted request. The name header does not match the synapse called"
-
-
-#: A cancellation this close to the call's deadline is the deadline's (the transport's timer
-#: and the pipeline's reading of it are a clock read apart).
-DEADLINE_SLACK_S = 0.05
-
-
-def ended_early(deadline: float | None) -> tuple[int, str]:
-    """The status and reason of a call cancelled before its answer (one rule, every transport):
-    408 ``deadline`` once the call's deadline has come, else 499 ``cancelled`` (the caller left)."""
-    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
-        return Status.TIMEOUT, Reason.DEADLINE
-    return Status.CLIENT_CLOSED, Reason.CANCELLED
 
 
 #: The 400 of a legacy HTTP request whose body is not the signed one (the SDK 10.5 axon
@@ -162,22 +149,22 @@ class Pipeline:
             priority = await self._hooks(endpoint, synapse)
             limit = self._limit(call.deadline, call.deadline_enforced, synapse)
             if endpoint.streaming:
-                outcome = await self._open_stream(
-                    call.codec, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
+                outcome = await open_stream(
+                    self, call.codec, endpoint, synapse, priority, limit, start, request_body, credentials.scheme
                 )
                 if outcome.stream is not None:
                     return outcome  # reported when the stream ends
             else:
                 own = synapse.__dict__["axon"]
                 result = await self.forwarder.run(endpoint, synapse, priority, limit)
-                outcome = self._success(call.codec, endpoint, result, start, request_body, own)
+                outcome = self.success(call.codec, endpoint, result, start, request_body, own)
                 if self.terminal.wants_signed_answer(call.headers):
                     self.terminal.sign_answer(
                         outcome, call.codec, credentials.nonce, credentials.hotkey, credentials.uuid
                     )
         except Exception as e:
             failed = synapse if synapse is not None else self.stand_in(endpoint, credentials, call)
-            outcome = self._failure(call.codec, endpoint, failed, e, start, request_body)
+            outcome = self.failure(call.codec, endpoint, failed, e, start, request_body)
         except asyncio.CancelledError:  # the caller's deadline, or the caller left: report, then go on
             try:
                 status, reason = ended_early(call.deadline)
@@ -364,84 +351,10 @@ class Pipeline:
         ``AxonMiddleware.run``); ``codec``: the wire format it came by."""
         start, own = time.time(), synapse.__dict__.get("axon")
         result = await self.forwarder.run(endpoint, synapse, priority, self._limit(None, False, synapse))
-        return self._success(codec, endpoint, result, start, None, own).synapse
-
-    async def _open_stream(
-        self,
-        codec: Codec,
-        endpoint: Endpoint,
-        synapse: Synapse,
-        priority: float,
-        limit: Limit,
-        start: float,
-        request_body: Any,
-        scheme: str = NO_SCHEME,
-    ) -> Outcome:
-        own = synapse.__dict__["axon"]
-        chunks = self.forwarder.stream(endpoint, synapse, priority, limit)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            return self._success(codec, endpoint, synapse, start, request_body, own)
-        except BaseException:
-            await chunks.aclose()
-            raise
-        self.terminal.stamp(synapse, own, 200, "Success", time.time() - start)  # the status goes out first
-        stream = Stream()
-        outcome = Outcome(
-            200, "Success", synapse, endpoint, stream=stream, request_body=request_body, deadline=limit.deadline
-        )
-        stream.chunks = self._relay(codec, outcome, stream, first, chunks, start, own, scheme)
-        return outcome
-
-    async def _relay(
-        self,
-        codec: Codec,
-        outcome: Outcome,
-        stream: Stream,
-        first: Any,
-        chunks: AsyncIterator[Any],
-        start: float,
-        own: TerminalInfo,
-        scheme: str,
-    ) -> AsyncGenerator[Any, None]:
-        """The chunks as they come; ``stream.ending`` is the result once they end or fail (a
-        client that left: none, counted cancelled)."""
-        endpoint = outcome.endpoint
-        assert endpoint is not None
-        observer, name = self.observer, endpoint.name
-        observer.stream_opened(name)
-        final: Outcome | None = None
-        try:
-            yield first
-            observer.stream_chunk(name)
-            async for chunk in chunks:
-                yield chunk
-                observer.stream_chunk(name)
-        except asyncio.CancelledError:  # the deadline's cancellation ends it as the deadline's failure
-            if ended_early(outcome.deadline)[1] == Reason.DEADLINE:
-                final = self._failure(
-                    codec, endpoint, outcome.synapse, timed_out(outcome.synapse), start, outcome.request_body
-                )
-            raise
-        except Exception as e:
-            final = self._failure(codec, endpoint, outcome.synapse, e, start, outcome.request_body)
-        else:
-            final = self._success(codec, endpoint, outcome.synapse, start, outcome.request_body, own)
-        finally:
-            try:
-                await chunks.aclose()  # type: ignore[attr-defined]
-            finally:
-                status, reason = (final.status, final.reason) if final is not None else ended_early(outcome.deadline)
-                observer.stream_closed(name, final is None)
-                d = outcome.synapse.dendrite
-                observer.finished(
-                    name, codec.transport, scheme, status, reason, time.time() - start, d.hotkey if d else None
-                )
-                stream.ending = final
+        return self.success(codec, endpoint, result, start, None, own).synapse
 
     # -- stage 8 -----------------------------------------------------------------------------
-    def _success(
+    def success(
         self,
         codec: Codec,
         endpoint: Endpoint,
@@ -459,7 +372,7 @@ class Pipeline:
         self.terminal.sign(result)  # a refusal of the forward's own: signed like every error
         return Outcome(status, message, result, endpoint, request_body=request_body, reason=Reason.FORWARD)
 
-    def _failure(
+    def failure(
         self,
         codec: Codec,
         endpoint: Endpoint | None,
