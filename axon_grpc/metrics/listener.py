@@ -5,7 +5,9 @@ shared multiprocess files."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry
 
 from axon_grpc.metrics.observer import PrometheusMetrics, multiprocess
 
@@ -41,3 +43,31 @@ class MetricsListener:
         task, self._refresh = self._refresh, None
         if task is not None:
             task.cancel()
+
+
+def serve_aggregate(port: int, host: str = "::") -> tuple[Any, Any]:
+    """Answer scrapes of every worker's metrics (multiprocess mode) on ``host:port`` from a
+    daemon thread of this process: the parent of several workers serves the metrics port."""
+    from prometheus_client.exposition import start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged)
+    return start_http_server(port, host.strip("[]") or "::", registry=merged)
+
+
+def asgi_app(scrape: Callable[[], tuple[bytes, str]]) -> Any:
+    """A plain ASGI app answering ``GET /metrics`` with ``scrape()`` (404 elsewhere)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
+            status, body, content_type = 404, b"Not Found", "text/plain; charset=utf-8"
+        else:
+            status, (body, content_type) = 200, scrape()
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    return app

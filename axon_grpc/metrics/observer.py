@@ -5,7 +5,8 @@ once per answered call (:meth:`~Observer.finished`), once per admitted forward (
 wait, forward time), per stream event and per nonce-store check. :class:`NullObserver`
 does nothing (``Axon(metrics=False)``); :class:`PrometheusMetrics` counts with
 ``prometheus_client``. Its label children are bound when a synapse is attached, so a
-call costs a few increments and observations, never a ``labels()`` lookup. Gauges that
+call costs a few additions to plain tallies (:mod:`~axon_grpc.metrics.tallies`, added to the
+children when scraped), never a ``labels()`` lookup or a lock. Gauges that
 read the axon's state (queue depth, workers busy, shed and expired counts, the nonce
 store's health) are refreshed when scraped, not per call.
 
@@ -37,13 +38,15 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import REGISTRY
 
 from axon_grpc.errors import Status
+from axon_grpc.metrics.tallies import Count, EagerCount, EagerHisto, Flush, Histo
 from axon_grpc.metrics.top_callers import TopCallers, TopCallersCollector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -159,7 +162,7 @@ NULL_OBSERVER = NullObserver()
 
 
 class _Bound:
-    """One synapse's label children, bound at attach time."""
+    """One synapse's label children, bound at attach time, with their per-call tallies."""
 
     __slots__ = (
         "_metrics",
@@ -177,42 +180,52 @@ class _Bound:
     def __init__(self, metrics: PrometheusMetrics, name: str) -> None:
         self._metrics = metrics
         self.name = name
-        self.requests: dict[tuple[str, str, int], Any] = {
-            (t, s, 200): metrics.requests.labels(name, t, s, "2xx") for t in _TRANSPORTS for s in _SCHEMES
+        count, histo = metrics.tallies
+        self.requests: dict[tuple[str, str, int], Count] = {
+            (t, s, 200): count(metrics.requests.labels(name, t, s, "2xx")) for t in _TRANSPORTS for s in _SCHEMES
         }
-        self.refusals: dict[tuple[str, str], Any] = {}
-        self.duration = {t: metrics.request_duration.labels(name, t) for t in _TRANSPORTS}
-        self.queue_wait = metrics.queue_wait.labels(name)
-        self.forward = metrics.forward_duration.labels(name)
+        self.refusals: dict[tuple[str, str], Count] = {}
+        self.duration = {t: histo(metrics.request_duration.labels(name, t)) for t in _TRANSPORTS}
+        self.queue_wait = histo(metrics.queue_wait.labels(name))
+        self.forward = histo(metrics.forward_duration.labels(name))
         self.streams_open = metrics.streams_open.labels(name)
         self.chunks = metrics.stream_chunks.labels(name)
         self.cancelled = metrics.streams_cancelled.labels(name)
 
-    def request(self, transport: str, scheme: str, status: int) -> Any:
+    def request(self, transport: str, scheme: str, status: int) -> Count:
         key = (transport, scheme, status)
-        child = self.requests.get(key)
-        if child is None:
-            child = self.requests[key] = self._metrics.requests.labels(
-                self.name, transport, scheme, f"{status // 100}xx"
-            )
-        return child
+        tally = self.requests.get(key)
+        if tally is None:
+            child = self._metrics.requests.labels(self.name, transport, scheme, f"{status // 100}xx")
+            tally = self.requests[key] = self._metrics.tallies[0](child)
+        return tally
 
-    def refusal(self, transport: str, reason: str) -> Any:
+    def refusal(self, transport: str, reason: str) -> Count:
         key = (transport, reason)
-        child = self.refusals.get(key)
-        if child is None:
-            child = self.refusals[key] = self._metrics.refusals.labels(self.name, transport, reason)
-        return child
+        tally = self.refusals.get(key)
+        if tally is None:
+            child = self._metrics.refusals.labels(self.name, transport, reason)
+            tally = self.refusals[key] = self._metrics.tallies[0](child)
+        return tally
+
+    def tallies(self) -> list[Count | Histo]:
+        return [
+            *list(self.requests.values()),
+            *list(self.refusals.values()),
+            *list(self.duration.values()),
+            self.queue_wait,
+            self.forward,
+        ]
 
 
 class _NonceBound:
-    """One nonce store's label children and its last known health."""
+    """One nonce store's label children (and tallies) and its last known health."""
 
     __slots__ = ("duration", "gauge", "healthy", "verdicts")
 
     def __init__(self, metrics: PrometheusMetrics, store: str) -> None:
-        self.verdicts: dict[str, Any] = {}
-        self.duration = metrics.nonce_duration.labels(store)
+        self.verdicts: dict[str, Count] = {}
+        self.duration = metrics.tallies[1](metrics.nonce_duration.labels(store))
         self.gauge = metrics.nonce_healthy.labels(store)
         self.healthy: bool | None = None
 
@@ -238,7 +251,14 @@ class PrometheusMetrics:
         # Long by design: one declaration per metric, read top to bottom like the list above.
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.admission = admission
+        #: How calls are tallied: in plain ints added to the children at scrape time, or, with
+        #: several workers sharing multiprocess files, written through at once.
+        self.tallies: tuple[type[Count], type[Histo]] = (EagerCount, EagerHisto) if multiprocess() else (Count, Histo)
+        self._bound: dict[str, _Bound] = {}
+        self._nonce: dict[str, _NonceBound] = {}
+        self._flushing = threading.Lock()  # scrapes may come from several threads at once
         r = self.registry
+        r.register(Flush(self.flush))  # type: ignore[arg-type]
         self.requests = Counter(
             "axon_requests",
             "Calls answered, by synapse, transport, auth scheme and status class",
@@ -312,8 +332,6 @@ class PrometheusMetrics:
         self.top_callers = TopCallers(hotkeys) if hotkeys else None
         if self.top_callers is not None and not multiprocess():
             r.register(TopCallersCollector(self.top_callers))  # type: ignore[arg-type]
-        self._bound: dict[str, _Bound] = {}
-        self._nonce: dict[str, _NonceBound] = {}
         self._admission_seen = (0, 0)
 
     def set_mode(self, mode: str) -> None:
@@ -377,10 +395,10 @@ class PrometheusMetrics:
         if bound is None:
             bound = self._nonce[store] = _NonceBound(self, store)
         name = "error" if verdict is None else verdict.value
-        child = bound.verdicts.get(name)
-        if child is None:
-            child = bound.verdicts[name] = self.nonce_checks.labels(store, name)
-        child.inc()
+        tally = bound.verdicts.get(name)
+        if tally is None:
+            tally = bound.verdicts[name] = self.tallies[0](self.nonce_checks.labels(store, name))
+        tally.inc()
         bound.duration.observe(seconds)
         healthy = verdict is not None
         if healthy is not bound.healthy:  # the gauge is written on changes only
@@ -388,8 +406,20 @@ class PrometheusMetrics:
             bound.gauge.set(1 if healthy else 0)
 
     # -- read at scrape time ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Add what calls tallied since the last scrape to the prometheus_client children."""
+        with self._flushing:
+            for bound in list(self._bound.values()):
+                for tally in bound.tallies():
+                    tally.fold()
+            for nonce in list(self._nonce.values()):
+                for verdict in list(nonce.verdicts.values()):
+                    verdict.fold()
+                nonce.duration.fold()
+
     def refresh(self) -> None:
-        """Set the gauges and counters that read the admission queue."""
+        """Add the calls' tallies; set the gauges and counters that read the admission queue."""
+        self.flush()
         admission = self.admission
         if admission is None:
             return
@@ -440,17 +470,6 @@ def exposition(collector: Any) -> tuple[bytes, str]:
     return generate_latest(collector), CONTENT_TYPE
 
 
-def serve_aggregate(port: int, host: str = "::") -> tuple[Any, Any]:
-    """Answer scrapes of every worker's metrics (multiprocess mode) on ``host:port`` from a
-    daemon thread of this process: the parent of several workers serves the metrics port."""
-    from prometheus_client.exposition import start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    merged = CollectorRegistry()
-    MultiProcessCollector(merged)
-    return start_http_server(port, host.strip("[]") or "::", registry=merged)
-
-
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -458,20 +477,3 @@ def _version() -> str:
         return version("axon-grpc")
     except Exception:  # pragma: no cover - running from a source tree without metadata
         return "unknown"
-
-
-def asgi_app(scrape: Callable[[], tuple[bytes, str]]) -> Any:
-    """A plain ASGI app answering ``GET /metrics`` with ``scrape()`` (404 elsewhere)."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
-            status, body, content_type = 404, b"Not Found", "text/plain; charset=utf-8"
-        else:
-            status, (body, content_type) = 200, scrape()
-        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-    return app

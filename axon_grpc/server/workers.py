@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from axon_grpc import logs
 from axon_grpc.auth.nonces import InMemoryNonceStore
-from axon_grpc.metrics.observer import MULTIPROC_ENV, serve_aggregate
+from axon_grpc.metrics.listener import serve_aggregate
+from axon_grpc.metrics.observer import MULTIPROC_ENV
 
 if TYPE_CHECKING:  # pragma: no cover
     from multiprocessing.process import BaseProcess
