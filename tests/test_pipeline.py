@@ -117,6 +117,33 @@ async def test_refusals_are_outcomes_never_exceptions() -> None:
     assert tampered.status == 400 and tampered.message.startswith("body hash does not match")
 
 
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        ("bt_header_dendrite_hotkey", "5" * 51),
+        ("bt_header_dendrite_uuid", "u" * 65),
+        ("bt_header_dendrite_nonce", "9" * 21),
+        ("bt_header_dendrite_version", "9" * 11),
+    ],
+)
+async def test_a_caller_string_past_its_bound_is_400_before_the_signature(header: str, value: str) -> None:
+    """Read and bounded once (the credentials); the signature check does not check them again."""
+    axon, signer = axon_with(dummy_forward)
+    checked: list[str] = []
+    verify = axon.pipeline.verifier.verify_legacy
+
+    async def counting(*args: Any, **kwargs: Any) -> None:
+        checked.append(header)
+        await verify(*args, **kwargs)
+
+    axon.pipeline.verifier.verify_legacy = counting  # type: ignore[method-assign]
+    outcome = await axon.pipeline.handle(signer.grpc(Dummy(input=1), **{header: value}))
+    assert outcome.status == 400
+    assert outcome.message.startswith(f"Improperly formatted request. {header} is longer than")
+    assert checked == []  # refused before any signature work
+    assert (await axon.pipeline.handle(signer.grpc(Dummy(input=1)))).ok and checked == [header]
+
+
 async def test_the_signature_is_checked_before_any_hook_runs() -> None:
     seen: list[str] = []
 

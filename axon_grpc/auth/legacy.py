@@ -239,15 +239,20 @@ async def verify_legacy(
     store: NonceStore,
     policy: VerifyPolicy,
     crypto: str = "sr25519",
+    *,
+    bounded: bool = False,
 ) -> None:
     """Check signature and nonce of a header-built synapse; store the nonce on success.
 
     Raises :class:`NotVerifiedException` (401) with the reason,
     :class:`~axon_grpc.errors.SynapseParsingError` (400) for a caller field past its
     bound, :class:`~axon_grpc.errors.ServiceUnavailable` (503) when the store is full.
+    ``bounded``: the caller's fields were read by
+    :meth:`~axon_grpc.auth.credentials.Credentials.read`, which checked the same bounds
+    (and more), so they are not checked twice.
     """
     d = synapse.dendrite
-    if d is not None:
+    if d is not None and not bounded:
         check_caller_fields(hotkey=d.hotkey, uuid=d.uuid, nonce=d.nonce, version=d.version)
     if d is None or not d.hotkey:
         raise _fail(MISSING_HOTKEY, rule=RULE_REQUIRED)

@@ -77,9 +77,11 @@ class Verifier:
             observed = self._observed[id(store)] = ObservedStore(store, self)
         return observed
 
-    async def verify_legacy(self, synapse: Synapse, crypto: str = "sr25519") -> None:
-        """``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` over the synapse's dendrite info."""
-        await verify_legacy(synapse, self._receiver(), self._store(self.legacy_store), self.policy, crypto)
+    async def verify_legacy(self, synapse: Synapse, crypto: str = "sr25519", *, bounded: bool = False) -> None:
+        """``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` over the synapse's dendrite info;
+        ``bounded`` when its fields come from :meth:`~axon_grpc.auth.credentials.Credentials.read`."""
+        store = self._store(self.legacy_store)
+        await verify_legacy(synapse, self._receiver(), store, self.policy, crypto, bounded=bounded)
 
     def check_btauth_headers(self, headers: Mapping[str, str]) -> None:
         """The btauth/1 checks that need no body (shape, receiver, freshness): run before it is read."""

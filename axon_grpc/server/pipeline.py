@@ -214,7 +214,8 @@ class Pipeline:
             body = await self._body(call, timeout)
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
             return body
-        await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
+        signed = signed_fields(timeout, credentials.body_hash, dendrite)
+        await self.verifier.verify_legacy(signed, credentials.crypto, bounded=True)  # bounded when read
         return await self._body(call, timeout)
 
     @staticmethod
