@@ -19,6 +19,7 @@ printed with the ratio after/before. Without REV, only this tree is measured.
 
     python scripts/ab_bench.py HEAD~1            # the last commit's effect
     python scripts/ab_bench.py main --pairs 5    # this branch against main
+    python scripts/ab_bench.py C~1 --after C     # commit C's effect, whatever the working tree holds
     python scripts/ab_bench.py                   # this tree only
 """
 
@@ -256,6 +257,7 @@ def _table(sides: dict[str, list[dict[str, dict[str, float]]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/ab_bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", nargs="?", help="the revision before the change (default: measure this tree only)")
+    parser.add_argument("--after", help="the revision after the change (default: this working tree)")
     parser.add_argument("--pairs", type=int, default=3, help="A/B alternations (default 3)")
     parser.add_argument("--calls", type=int, default=1000, help="requests per batch (default 1000)")
     parser.add_argument("--rounds", type=int, default=5, help="timed batches per run, best kept (default 5)")
@@ -280,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ab-bench-") as tmp:
         trees = {"this tree": ROOT}
         if args.rev:
-            trees = {args.rev: _export(args.rev, Path(tmp)), "this tree": ROOT}
+            (Path(tmp) / "a").mkdir()
+            trees = {args.rev: _export(args.rev, Path(tmp) / "a"), "this tree": ROOT}
+        if args.rev and args.after:
+            (Path(tmp) / "b").mkdir()
+            trees = {args.rev: trees[args.rev], args.after: _export(args.after, Path(tmp) / "b")}
         sides: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
         for index in range(args.pairs):
             for name, tree in trees.items():
