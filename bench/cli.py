@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated levels: requests in flight (default 1,16,64)",
     )
     bench.add_argument("--duration", type=float, default=5.0, help="measured seconds per level (default 5)")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every target this many times, interleaved (round 1: each target in turn, then round 2, "
+        "...; all servers stay up meanwhile); each level reports its median round, the ratios the median of "
+        "the rounds' own ratios (default 1)",
+    )
     bench.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level (default 1)")
     bench.add_argument(
         "--generators",
@@ -220,7 +228,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) -> int:
     from .chart import available, write_chart
-    from .report import ratios, ratios_text, scaling, scaling_text, table, write_json
+    from .report import median_rounds, ratios, ratios_text, scaling, scaling_text, table, write_json
     from .runner import Options, Progress, run_level
     from .targets import TargetUnavailable, default_legacy_python, external_target, start_target
 
@@ -247,38 +255,57 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
     logs = out / "logs"
     targets_out: list[dict[str, Any]] = []
     results["targets"] = targets_out
+    results["meta"]["options"]["rounds"] = rounds = max(1, args.rounds)
     names = ["external"] if args.address else args.targets
-    for name in names:
+
+    def start(name: str) -> Any:
         try:
             if name == "external":
-                target = external_target(args.address, args.axon_hotkey, args.server_pid)
-            else:
-                target = start_target(name, logs, legacy_python=legacy_python)
+                return external_target(args.address, args.axon_hotkey, args.server_pid)
+            return start_target(name, logs, legacy_python=legacy_python)
         except TargetUnavailable as e:
             print(f"{name}: skipped: {e}", file=sys.stderr)
             targets_out.append({"name": name, "label": _label(name), "skipped": str(e), "levels": []})
-            continue
-        entry: dict[str, Any] = {
-            "name": target.name,
-            "label": target.label,
-            "description": target.description,
-            "transport": target.transport,
-            "address": f"{target.host}:{target.port}",
-            "server_pid": target.pid,
-            **({"server": target.extra} if target.extra else {}),
-            "levels": [],
-        }
-        targets_out.append(entry)
+            return None
+
+    def measure(target: Any, entry: dict[str, Any]) -> None:
         try:
             for concurrency in options.concurrency:
-                entry["levels"].append(run_level(target, concurrency, options, progress))
-            if "redis" in target.aux_pids and entry["levels"]:
+                entry.setdefault("rounds", []).append(run_level(target, concurrency, options, progress))
+            if "redis" in target.aux_pids and entry["rounds"] and "redis_round_trip" not in entry:
                 entry["redis_round_trip"] = _redis_round_trip(target, progress, args.redis_probe_calls)
         except RuntimeError as e:
-            print(f"{name}: stopped: {e}", file=sys.stderr)
+            print(f"{target.name}: stopped: {e}", file=sys.stderr)
             entry["error"] = str(e)
+
+    if rounds == 1:  # one target up at a time
+        for name in names:
+            target = start(name)
+            if target is None:
+                continue
+            entry = _entry(target)
+            targets_out.append(entry)
+            try:
+                measure(target, entry)
+            finally:
+                target.stop()
+    else:  # every target up, measured in turn, round after round
+        started: list[tuple[Any, dict[str, Any]]] = []
+        try:
+            for name in names:
+                target = start(name)
+                if target is not None:
+                    started.append((target, _entry(target)))
+                    targets_out.append(started[-1][1])
+            for _ in range(rounds):
+                for target, entry in started:
+                    if "error" not in entry:
+                        measure(target, entry)
         finally:
-            target.stop()
+            for target, _ in started:
+                target.stop()
+    for entry in targets_out:
+        entry["levels"] = median_rounds(entry.pop("rounds", []))
     if args.profile and not args.address:
         results["profile"] = _profile(args.profile, out, options, progress)
 
@@ -304,6 +331,18 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
         print()
         print(results["profile"]["text"])
     return 0
+
+
+def _entry(target: Any) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "label": target.label,
+        "description": target.description,
+        "transport": target.transport,
+        "address": f"{target.host}:{target.port}",
+        "server_pid": target.pid,
+        **({"server": target.extra} if target.extra else {}),
+    }
 
 
 def _redis_round_trip(target: Any, progress: Any, calls: int | None = None) -> dict[str, Any]:

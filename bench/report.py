@@ -36,9 +36,33 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _spread(level: dict[str, Any]) -> list[str]:
-    """For a several-worker target: each worker's cores and Redis's CPU per request."""
+def median_rounds(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per concurrency level, the round whose server CPU per request is the median (the lower
+    of the middle two for an even count), with every round's figure in ``rounds_cpu_ms_per_req``;
+    levels measured once are returned as they are."""
+    by_level: dict[int, list[dict[str, Any]]] = {}
+    for level in levels:
+        by_level.setdefault(level["concurrency"], []).append(level)
     out = []
+    for concurrency in sorted(by_level):
+        runs = by_level[concurrency]
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        ranked = sorted(runs, key=lambda lv: lv["server_cpu_ms_per_req"] or 0.0)
+        median = dict(ranked[(len(ranked) - 1) // 2])
+        median["rounds_cpu_ms_per_req"] = [lv["server_cpu_ms_per_req"] for lv in runs]  # in round order
+        median["rounds_rps"] = [lv["rps"] for lv in runs]
+        out.append(median)
+    return out
+
+
+def _spread(level: dict[str, Any]) -> list[str]:
+    """For a several-worker target: each worker's cores and Redis's CPU per request; the rounds."""
+    out = []
+    rounds = level.get("rounds_cpu_ms_per_req")
+    if rounds:
+        out.append(f"median of {len(rounds)} rounds: " + " ".join(_f(v, 3) for v in rounds) + " ms")
     workers = level.get("worker_cpu_cores")
     if workers:
         out.append("workers " + " + ".join(_f(c) for c in workers) + " cores")
@@ -105,6 +129,18 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         la, lb = _level(a, level), _level(b, level)  # type: ignore[arg-type]
         if not la or not lb or not la["server_cpu_ms_per_req"] or not lb["server_cpu_ms_per_req"]:
             return None, "no CPU figures"
+        ra, rb = la.get("rounds_cpu_ms_per_req"), lb.get("rounds_cpu_ms_per_req")
+        if ra and rb and len(ra) == len(rb) and all(ra) and all(rb):
+            in_order = [a / b for a, b in zip(ra, rb)]  # round by round: the same moment's load
+            each = sorted(in_order)
+            half = len(each) // 2
+            median = each[half] if len(each) % 2 else (each[half - 1] + each[half]) / 2
+            rounds_text = " ".join(f"{r:.2f}" for r in in_order)
+            return median, (
+                f"median of {len(each)} rounds' ratios ({rounds_text}); median rounds {numerator} "
+                f"{la['server_cpu_ms_per_req']:.3f} ms vs {denominator} "
+                f"{lb['server_cpu_ms_per_req']:.3f} ms at c={level}"
+            )
         return (
             la["server_cpu_ms_per_req"] / lb["server_cpu_ms_per_req"],
             f"{numerator} {la['server_cpu_ms_per_req']:.3f} ms vs {denominator} "
@@ -179,7 +215,21 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         detail,
     )
     value, detail = cpu_ratio("envoy", "envoy-echo-verified")
-    add("Envoy gRPC CPU/request vs the verified echo on Envoy (its floor)", "informative", value, None, detail)
+    add(
+        "Envoy gRPC CPU/request vs the verified echo on Envoy (its floor)",
+        "envoy/envoy-echo-verified <= 1.3",
+        value,
+        lambda v: v <= 1.3,
+        detail,
+    )
+    value, detail = cpu_ratio("envoy-http", "envoy-echo-verified")
+    add(
+        "Envoy legacy HTTP CPU/request vs the verified echo on Envoy",
+        "envoy-http/envoy-echo-verified <= 1.6",
+        value,
+        lambda v: v <= 1.6,
+        detail,
+    )
     value, detail = cpu_ratio("legacy", "envoy-http")
     add("Envoy legacy HTTP CPU/request vs legacy", "legacy/envoy-http >= 15", value, lambda v: v >= 15, detail)
     value, detail = p99_ratio("envoy", "legacy")

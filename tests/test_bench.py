@@ -18,7 +18,7 @@ from axon_grpc.synapse import field_body_hash
 from bench import TARGET_NAMES
 from bench.cli import build_parser, main
 from bench.memory import measure_memory
-from bench.report import ratios, scaling, scaling_text, table
+from bench.report import median_rounds, ratios, scaling, scaling_text, table
 from bench.runner import percentile
 from bench.wire import GrpcSigner, LegacyHttpRequest, grpc_body, new_uuid
 
@@ -122,6 +122,33 @@ def test_ratios_follow_the_issue_targets() -> None:
     assert "skipped" in table(results)
 
 
+def test_rounds_keep_the_median_round_and_compare_round_by_round() -> None:
+    # the machine slowed down in round 2: both targets' CPU doubled, their ratio did not move
+    envoy = median_rounds([_level(64, 3000, 0.30, 20), _level(64, 1500, 0.60, 40), _level(64, 2900, 0.31, 21)])
+    floor = median_rounds([_level(64, 5000, 0.20, 10), _level(64, 2500, 0.40, 20), _level(64, 4800, 0.21, 11)])
+    ((level,),) = (envoy,)
+    assert level["server_cpu_ms_per_req"] == 0.31 and level["rounds_cpu_ms_per_req"] == [0.30, 0.60, 0.31]
+    assert level["rounds_rps"] == [3000, 1500, 2900]
+    assert "median of 3 rounds: 0.300 0.600 0.310 ms" in table({"targets": [{"label": "e", "levels": envoy}]})
+    results = {
+        "targets": [
+            {"name": "envoy", "label": "e", "levels": envoy},
+            {"name": "envoy-echo-verified", "label": "f", "levels": floor},
+            {"name": "envoy-http", "label": "h", "levels": [_level(64, 2000, 0.33, 20)]},
+        ]
+    }
+    rows = {row["name"]: row for row in ratios(results)}
+    floor_row = rows["Envoy gRPC CPU/request vs the verified echo on Envoy (its floor)"]
+    assert floor_row["value"] == pytest.approx(1.5) and floor_row["met"] is False  # 1.5, 1.5, 1.476: median 1.5
+    assert (
+        floor_row["goal"] == "envoy/envoy-echo-verified <= 1.3"
+        and "rounds' ratios (1.50 1.50 1.48)" in floor_row["detail"]
+    )
+    http_row = rows["Envoy legacy HTTP CPU/request vs the verified echo on Envoy"]
+    assert http_row["value"] == pytest.approx(0.33 / 0.21) and http_row["met"] is True  # one round: the median rounds
+    assert median_rounds([_level(1, 10, 0.5, 1)]) == [_level(1, 10, 0.5, 1)]  # one round: as it was
+
+
 def test_bench_command_arguments() -> None:
     args = build_parser().parse_args(["--concurrency", "64,1,16", "--targets", "legacy,grpc"])
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
@@ -183,6 +210,24 @@ def test_smoke_run_writes_the_figures(tmp_path: Path, capsys: pytest.CaptureFixt
         assert level["rps"] > 0 and 0 < level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
         assert level["server_cpu_ms_per_req"] > 0 and level["generator_cpu_cores"] >= 0
     assert {row["name"] for row in data["ratios"]} >= {"gRPC (async forward) CPU/request vs bare verified echo"}
+
+
+def test_rounds_interleave_the_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--targets", "grpc-async,echo-verified", "--concurrency", "2", "--duration", "0.4", "--warmup", "0.2"]
+    argv += ["--generators", "1", "--channels", "1", "--rounds", "2", "--no-chart", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    progress = [line.split()[0] for line in capsys.readouterr().err.splitlines() if " c=2 " in f" {line} "]
+    assert progress == ["grpc-async", "echo-verified", "grpc-async", "echo-verified"]  # round by round
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["meta"]["options"]["rounds"] == 2
+    for target in data["targets"]:
+        (level,) = target["levels"]
+        assert (
+            len(level["rounds_cpu_ms_per_req"]) == 2
+            and level["server_cpu_ms_per_req"] in level["rounds_cpu_ms_per_req"]
+        )
+    (row,) = [r for r in data["ratios"] if r["name"] == "gRPC (async forward) CPU/request vs bare verified echo"]
+    assert row["value"] > 0 and "median of 2 rounds' ratios" in row["detail"]
 
 
 def test_scaling_compares_two_workers_with_one_process_level_by_level() -> None:
