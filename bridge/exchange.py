@@ -20,7 +20,7 @@ from axon_grpc.errors import Status
 from axon_grpc.server.call import BodyReader, Call, Outcome, parse_peer
 from axon_grpc.server.endpoints import MAX_QUOTED_NAME, Endpoint
 from axon_grpc.streaming import chunk_encoder
-from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash
+from axon_grpc.synapse import Synapse, TerminalInfo, legacy_body_hash, terminal_info
 from axon_grpc.transports.json_body import JSON_CODEC
 
 from .responses import (
@@ -64,6 +64,7 @@ def _echo(payload: Mapping[str, Any]) -> _Echo | None:
         return None  # malformed client-side blocks: answer with the axon's own
 
 
+_INFO_FIELDS = tuple(TerminalInfo.model_fields)
 #: What a legacy 200's axon block always carries.
 _STATUS_FIELDS = frozenset({"status_code", "status_message", "process_time"})
 
@@ -75,7 +76,7 @@ def _own_info_shaped_like(own: TerminalInfo, sent: TerminalInfo) -> TerminalInfo
     mine = own.__dict__
     if mine["signature"] is not None:
         keep.add("signature")  # a signed answer's signature
-    return TerminalInfo.model_construct(**{key: mine[key] for key in TerminalInfo.model_fields if key in keep})
+    return terminal_info(**{key: mine[key] for key in _INFO_FIELDS if key in keep})  # model_construct's, cheaper
 
 
 class Route:
