@@ -10,6 +10,7 @@ non-ASCII character survives).
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, AsyncIterator
 from urllib.parse import quote
 
@@ -58,32 +59,41 @@ _PER_ANSWER = ("status_code", "status_message", "process_time", "nonce", "signat
 #: answer carries them, as the SDK's does).
 _NOT_SENT = ("ip", "port")
 _IDENTITY = tuple(key for key in TerminalInfo.model_fields if key not in _PER_ANSWER and key not in _NOT_SENT)
+_identity_of = itemgetter(*_IDENTITY)  # a terminal info's identity values, as one tuple
 _Pairs = tuple[tuple[str, str], ...]
 _RawPairs = tuple[tuple[bytes, bytes], ...]
 _identity_pairs: dict[tuple[object, ...], tuple[_Pairs, _RawPairs]] = {}
-_BYTE_NAMES = {key: name.encode("ascii") for key, name in _NAMES.items()}
+_PER_ANSWER_NAMES = tuple((key, _NAMES[key]) for key in _PER_ANSWER)
+_PER_ANSWER_BYTE_NAMES = tuple((key, _NAMES[key].encode("ascii")) for key in _PER_ANSWER)
 
 
 def _text(value: object) -> str:
-    return metadata_value(value if type(value) is str else str(value))
+    """A value as metadata text: an int or a float prints as ASCII (digits, sign, point,
+    exponent, inf, nan), so only other values need :func:`metadata_value`."""
+    if type(value) is str:
+        return metadata_value(value)
+    if type(value) is int or type(value) is float:
+        return str(value)
+    return metadata_value(str(value))
+
+
+#: ``axon-contract: axon.v1;rules=N`` on every answer: the contract and rules this axon speaks (rule R22).
+CONTRACT_PAIRS: _Pairs = ((CONTRACT_TRAILER, CONTRACT_ANNOUNCEMENT),)
+_CONTRACT_RAW: _RawPairs = ((CONTRACT_TRAILER.encode("ascii"), CONTRACT_ANNOUNCEMENT.encode("ascii")),)
 
 
 def _identity(values: dict[str, object]) -> tuple[_Pairs, _RawPairs]:
-    """The encoded identity pairs of one axon (as text and as bytes), built once per identity."""
-    identity = tuple(values[key] for key in _IDENTITY)
+    """The encoded identity pairs of one axon and the contract pair after them (as text and
+    as bytes): every answer's last pairs, built once per identity."""
+    identity = _identity_of(values)
     found = _identity_pairs.get(identity)
     if found is None:
         if len(_identity_pairs) > 64:  # one axon has one identity; bound it anyway
             _identity_pairs.clear()
         text = tuple((_NAMES[key], _text(value)) for key, value in zip(_IDENTITY, identity) if value is not None)
         raw = tuple((name.encode("ascii"), value.encode("ascii")) for name, value in text)
-        found = _identity_pairs[identity] = (text, raw)
+        found = _identity_pairs[identity] = (text + CONTRACT_PAIRS, raw + _CONTRACT_RAW)
     return found
-
-
-#: ``axon-contract: axon.v1;rules=N`` on every answer: the contract and rules this axon speaks (rule R22).
-CONTRACT_PAIRS: _Pairs = ((CONTRACT_TRAILER, CONTRACT_ANNOUNCEMENT),)
-_CONTRACT_RAW: _RawPairs = ((CONTRACT_TRAILER.encode("ascii"), CONTRACT_ANNOUNCEMENT.encode("ascii")),)
 
 
 def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
@@ -92,8 +102,8 @@ def trailing_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
     if info is None:
         return CONTRACT_PAIRS
     values = info.__dict__
-    changing = tuple((_NAMES[key], _text(values[key])) for key in _PER_ANSWER if values[key] is not None)
-    return changing + _identity(values)[0] + CONTRACT_PAIRS
+    changing = tuple((name, _text(values[key])) for key, name in _PER_ANSWER_NAMES if values[key] is not None)
+    return changing + _identity(values)[0]
 
 
 def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
@@ -102,9 +112,12 @@ def trailer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
     if info is None:
         return list(_CONTRACT_RAW)
     values = info.__dict__
-    out = [(_BYTE_NAMES[key], _text(values[key]).encode("ascii")) for key in _PER_ANSWER if values[key] is not None]
+    out = []
+    for key, name in _PER_ANSWER_BYTE_NAMES:
+        value = values[key]
+        if value is not None:
+            out.append((name, _text(value).encode("ascii")))
     out.extend(_identity(values)[1])
-    out.extend(_CONTRACT_RAW)
     return out
 
 
