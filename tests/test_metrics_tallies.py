@@ -47,6 +47,9 @@ def test_a_scrape_shows_what_writing_every_call_through_shows() -> None:
     assert 'axon_requests_total{scheme="legacy",status_class="4xx",synapse="Dummy",transport="http"}' in "\n".join(
         _scrape(tallied)
     )
+    text = "\n".join(_scrape(tallied))
+    for verdict in ("accepted", "not_newer", "error"):  # 51 checks, every third each
+        assert f'axon_nonce_checks_total{{store="memory",verdict="{verdict}"}} 17.0' in text
     # a second round after a scrape is added once, not twice
     _calls(tallied)
     _calls(written)
