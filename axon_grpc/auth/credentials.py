@@ -52,6 +52,8 @@ _LIMITS = (
     (btauth.HEADER_SIGNATURE, MAX_SIGNATURE),
     (btauth.HEADER_RECEIVER, MAX_HOTKEY_CHARS),
 )
+_KEYS = tuple(key for key, _ in _LIMITS)
+_BOUNDS = tuple(limit for _, limit in _LIMITS)
 
 
 def _integer(value: str | None, name: str) -> int | None:
@@ -93,35 +95,26 @@ class Credentials:
     def read(cls, headers: Mapping[str, str]) -> Credentials:
         """The credentials in ``headers``; raises :class:`SynapseParsingError` (400) on a bad shape."""
         get = headers.get
-        for key, limit in _LIMITS:
-            value = get(key)
+        values = tuple(map(get, _KEYS))  # every bounded key, read once, in the order checked
+        for value, key, limit in zip(values, _KEYS, _BOUNDS):
             if value is not None and len(value) > limit:
                 raise malformed(f"{key} is longer than {limit} characters")
-        timeout = _timeout(get(TIMEOUT))
+        hotkey, uuid, nonce, version, signature, body_hash, timeout, bt_hotkey, bt_nonce, bt_signature, _ = values
+        seconds = _timeout(timeout)
         if btauth.HEADER_VERSION in headers:
-            raw_nonce = get(btauth.HEADER_NONCE)
-            nonce = int(raw_nonce) if raw_nonce is not None and raw_nonce.isascii() and raw_nonce.isdigit() else None
-            return cls(
-                BTAUTH,
-                get(btauth.HEADER_HOTKEY),
-                nonce,
-                None,
-                get(btauth.HEADER_SIGNATURE),
-                None,
-                get(btauth.HEADER_CRYPTO, btauth.DEFAULT_SCHEME),
-                "",
-                timeout,
-            )
+            number = int(bt_nonce) if bt_nonce is not None and bt_nonce.isascii() and bt_nonce.isdigit() else None
+            crypto = get(btauth.HEADER_CRYPTO, btauth.DEFAULT_SCHEME)
+            return cls(BTAUTH, bt_hotkey, number, None, bt_signature, None, crypto, "", seconds)
         return cls(
             LEGACY,
-            get(HOTKEY),
-            _integer(get(NONCE), NONCE),
-            get(UUID),
-            get(SIGNATURE),
-            _integer(get(VERSION), VERSION),
+            hotkey,
+            _integer(nonce, NONCE),
+            uuid,
+            signature,
+            _integer(version, VERSION),
             get(CRYPTO, "sr25519"),
-            get(BODY_HASH, ""),
-            timeout,
+            body_hash if body_hash is not None else "",
+            seconds,
         )
 
     def dendrite(self, peer_ip: str | None, peer_port: int | None) -> TerminalInfo:
