@@ -110,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="cprofile",
         choices=("cprofile", "py-spy"),
-        help="after the measurements, run the grpc target once more at the highest level under a "
+        help="after the measurements, run the first of --targets once more at the highest level under a "
         "profiler and print its top costs: cprofile (default; the serving loop's thread, "
-        "profile-grpc.prof in --out) or py-spy (sampling every thread, without pausing the server; "
-        "profile-grpc.txt). The profiled level's figures are not the measurement's.",
+        "profile-TARGET.prof in --out; the targets served by this bench's own server process) or py-spy "
+        "(sampling every thread without pausing the server, profile-TARGET.txt; for an Envoy target, "
+        "the Envoy process that runs the application's Python). The profiled level's figures are not "
+        "the measurement's.",
     )
     bench.add_argument(
         "--in-process",
@@ -307,7 +309,7 @@ def _run_levels(args: argparse.Namespace, results: dict[str, Any], out: Path) ->
     for entry in targets_out:
         entry["levels"] = median_rounds(entry.pop("rounds", []))
     if args.profile and not args.address:
-        results["profile"] = _profile(args.profile, out, options, progress)
+        results["profile"] = _profile(args.profile, out, options, progress, args.targets[0])
 
     print()
     print(table(results))
@@ -370,8 +372,12 @@ def _label(name: str) -> str:
     return TARGETS.get(name, (name, ""))[0]
 
 
-def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any]:
-    """The grpc target at the highest level under ``tool`` during the measured window."""
+#: Targets whose server is this bench's own ``bench.servers`` process, on its main thread's loop.
+CPROFILED = ("grpc", "grpc-async", "grpc-async-nometrics", "grpc-inline", "http", "echo", "echo-verified")
+
+
+def _profile(tool: str, out: Path, options: Any, progress: Any, name: str = "grpc") -> dict[str, Any]:
+    """Target ``name`` at the highest level under ``tool`` during the measured window."""
     import subprocess
 
     from .profiling import py_spy_binary, py_spy_command, summarize, summarize_py_spy
@@ -380,23 +386,26 @@ def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any
 
     concurrency = options.concurrency[-1]
     if tool == "cprofile":
-        path = out / "profile-grpc.prof"
-        target = start_target("grpc", out / "logs", cprofile=path.resolve())
+        if name not in CPROFILED:
+            return {"tool": tool, "text": f"profile skipped: cProfile runs in {', '.join(CPROFILED)}; use py-spy"}
+        path = out / f"profile-{name}.prof"
+        target = start_target(name, out / "logs", cprofile=path.resolve())
         try:
             level = run_level(target, concurrency, options, progress, on_window=profile_window(target))
         finally:
             target.stop()
-        summary = summarize(path, level)
+        summary = summarize(path, level, target=name)
     else:
         binary = py_spy_binary()
         if binary is None:
             return {"tool": tool, "text": "profile skipped: py-spy not found (pip install py-spy)"}
-        path = out / "profile-grpc.txt"
-        target = start_target("grpc", out / "logs")
+        path = out / f"profile-{name}.txt"
+        target = start_target(name, out / "logs")
         spies: list[subprocess.Popen[bytes]] = []
+        pid = (target.worker_pids or [target.pid or 0])[0]  # an Envoy target: the process running the app
 
         def start() -> None:
-            command = py_spy_command(binary, target.pid or 0, options.duration, path)
+            command = py_spy_command(binary, pid, options.duration, path)
             spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         try:
@@ -407,6 +416,6 @@ def _profile(tool: str, out: Path, options: Any, progress: Any) -> dict[str, Any
             target.stop()
         if not path.exists():
             return {"tool": tool, "text": "profile failed: py-spy wrote nothing (is ptrace allowed here?)"}
-        summary = summarize_py_spy(path, level)
+        summary = summarize_py_spy(path, level, target=name)
     summary.update(tool=tool, concurrency=concurrency, path=str(path), level=level)
     return summary

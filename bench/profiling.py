@@ -46,7 +46,7 @@ def _is_idle(label: str) -> bool:
     return any(fragment in label for fragment in IDLE)
 
 
-def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15) -> dict[str, Any]:
+def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15, target: str = "grpc") -> dict[str, Any]:
     """Top functions by own time and by cumulative time, as shares of the busy time."""
     stats = pstats.Stats(str(path))
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
@@ -73,6 +73,7 @@ def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15) ->
 
     out: dict[str, Any] = {
         "tool": "cprofile",
+        "target": target,
         "busy_s": round(total, 3),
         "idle_s": round(idle, 3),
         "requests": requests,
@@ -91,8 +92,8 @@ def summarize(path: Path, level: dict[str, Any] | None = None, top: int = 15) ->
 
 def summary_text(p: dict[str, Any]) -> str:
     lines = [
-        f"profile of the grpc server's loop thread (cProfile, wall time while busy; {p['busy_s']} s busy, "
-        f"{p['idle_s']} s waiting; {p['requests']} requests; "
+        f"profile of the {p.get('target', 'grpc')} server's loop thread (cProfile, wall time while busy; "
+        f"{p['busy_s']} s busy, {p['idle_s']} s waiting; {p['requests']} requests; "
         f"{p['busy_us_per_request']} us busy per request under the profiler):",
         "  by bucket (own time): " + ", ".join(f"{b['bucket']} {b['own_pct']}%" for b in p["buckets"]),
         "  top functions by own time:",
@@ -162,7 +163,9 @@ def _function(frame: str) -> str:
     return frame.split(" (", 1)[0]
 
 
-def summarize_py_spy(path: Path, level: dict[str, Any] | None = None, top: int = 15) -> dict[str, Any]:
+def summarize_py_spy(
+    path: Path, level: dict[str, Any] | None = None, top: int = 15, target: str = "grpc"
+) -> dict[str, Any]:
     """Shares of the samples by thread, by leaf function (own time) and by any frame on the stack."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
@@ -215,6 +218,7 @@ def summarize_py_spy(path: Path, level: dict[str, Any] | None = None, top: int =
     )
     out: dict[str, Any] = {
         "tool": "py-spy",
+        "target": target,
         "samples": total,
         "idle_samples": idle,
         "requests": (level or {}).get("requests"),
@@ -233,7 +237,7 @@ def summarize_py_spy(path: Path, level: dict[str, Any] | None = None, top: int =
 
 def py_spy_text(p: dict[str, Any]) -> str:
     lines = [
-        f"profile of the grpc server process (py-spy, all threads: {p['samples']} busy samples, "
+        f"profile of the {p.get('target', 'grpc')} server process (py-spy, all threads: {p['samples']} busy samples, "
         f"{p['idle_samples']} samples of threads waiting left out):",
         "  by thread: " + ", ".join(f"{t['thread']} {t['pct']}%" for t in p["threads"][:6]),
         "  by bucket (leaf frame): " + ", ".join(f"{b['bucket']} {b['own_pct']}%" for b in p["buckets"]),

@@ -353,7 +353,17 @@ def test_py_spy_summary_leaves_waiting_threads_out(tmp_path: Path) -> None:
     assert p["threads"][0] == {"thread": "MainThread", "pct": 90.0}
     assert p["top_own"][0] == {"function": "Handle._run (asyncio/events.py:80)", "own_pct": 60.0}
     assert {"function": "verify_legacy", "cum_pct": 30.0} in p["top_cumulative"]
-    assert "py-spy" in p["text"]
+    assert "py-spy" in p["text"] and p["text"].startswith("profile of the grpc server process")
+    assert summarize_py_spy(raw, target="envoy")["text"].startswith("profile of the envoy server process")
+
+
+def test_profile_names_its_target_and_cprofile_only_the_bench_servers(tmp_path: Path) -> None:
+    from bench.cli import _profile
+    from bench.runner import Options, Progress
+
+    skipped = _profile("cprofile", tmp_path, Options(concurrency=[2]), Progress(enabled=False), "envoy")
+    assert skipped["text"].startswith("profile skipped: cProfile runs in grpc,") and "use py-spy" in skipped["text"]
+    assert not list(tmp_path.iterdir())  # nothing was started
 
 
 def test_dendrite_fanout_bench_runs_small(tmp_path: Path) -> None:
