@@ -22,6 +22,26 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of each thread of process ``pid``, by ``{name}:{tid}``
+    (``/proc/<pid>/task/<tid>/stat``); empty when it cannot be read."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = data[data.index(b"(") + 1 : data.rindex(b")")].decode(errors="replace")
+        fields = data[data.rindex(b")") + 2 :].split()
+        out[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
 def machine_cpu_seconds() -> tuple[float, float, float] | None:
     """(busy, stolen, total) CPU seconds of the whole machine since boot (``/proc/stat``).
 

@@ -66,6 +66,9 @@ def _spread(level: dict[str, Any]) -> list[str]:
     workers = level.get("worker_cpu_cores")
     if workers:
         out.append("workers " + " + ".join(_f(c) for c in workers) + " cores")
+    threads = level.get("thread_cpu_ms_per_req")
+    if threads:
+        out.append("threads " + ", ".join(f"{t.rsplit(':', 1)[0]} {ms:.3f}" for t, ms in threads.items()) + " ms/req")
     if level.get("redis_cpu_ms_per_req") is not None:
         out.append(f"redis-server {level['redis_cpu_ms_per_req']:.3f} ms/req")
     return out

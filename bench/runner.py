@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .load import GeneratorSpec, generator_main
-from .procstat import machine_cpu_seconds, process_cpu_seconds
+from .procstat import machine_cpu_seconds, process_cpu_seconds, thread_cpu_seconds
 from .targets import Target
 
 #: A generator process whose CPU reaches this share of a core is reported as saturated.
@@ -179,6 +179,8 @@ def _cpu_snapshot(target: Target, procs: list[Any]) -> dict[str, Any]:
         # Every server process (the one started and its workers); None if any cannot be read.
         "server": sum(servers) if servers and None not in servers else None,  # type: ignore[arg-type]
         "workers": [process_cpu_seconds(pid) for pid in target.worker_pids],
+        # Each thread of an Envoy process: the application's Python thread apart from Envoy's own.
+        "threads": {pid: thread_cpu_seconds(pid) for pid in target.extra.get("envoy_pids", ())},
         "aux": {name: process_cpu_seconds(pid) for name, pid in target.aux_pids.items()},
         "generators": [process_cpu_seconds(p.pid) for p in procs],
         "machine": machine_cpu_seconds(),
@@ -244,6 +246,7 @@ def _figures(
             for worker, count in (out.get("connections_per_worker") or {}).items():
                 per_worker[worker] = per_worker.get(worker, 0) + count
         figures["connections_per_worker"] = sorted(per_worker.values(), reverse=True)
+    figures["thread_cpu_ms_per_req"] = _busiest_threads(before["threads"], after["threads"], answered)
     aux_cores = 0.0
     for name in before["aux"]:
         cores = _delta_cores(before["aux"][name], after["aux"].get(name), window)
@@ -284,6 +287,21 @@ def _figures(
     figures["machine_saturated"] = bool(machine is not None and machine >= SATURATION * cores)
     figures["notes"] = notes
     return figures
+
+
+def _busiest_threads(
+    before: dict[int, dict[str, float]], after: dict[int, dict[str, float]], requests: int, top: int = 3
+) -> dict[str, float] | None:
+    """The busiest threads' CPU ms per request over the window (``{name}:{tid}``), or None."""
+    if not requests or not after:
+        return None
+    spent = {
+        thread: seconds - before.get(pid, {}).get(thread, 0.0)
+        for pid, threads in after.items()
+        for thread, seconds in threads.items()
+    }
+    busiest = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
+    return {thread: round(seconds * 1e3 / requests, 4) for thread, seconds in busiest if seconds > 0}
 
 
 def _scaled(seconds: float | None) -> float | None:

@@ -149,6 +149,23 @@ def test_rounds_keep_the_median_round_and_compare_round_by_round() -> None:
     assert median_rounds([_level(1, 10, 0.5, 1)]) == [_level(1, 10, 0.5, 1)]  # one round: as it was
 
 
+def test_threads_of_an_envoy_process_are_read_apart() -> None:
+    import os
+    import threading
+
+    from bench.procstat import thread_cpu_seconds
+    from bench.runner import _busiest_threads
+
+    own = thread_cpu_seconds(os.getpid())
+    assert f"{threading.main_thread().native_id}" in {name.rsplit(":", 1)[1] for name in own}
+    before = {7: {"envoy:7": 1.0, "wrk:worker_0:9": 2.0, "envoy:8": 0.5}}
+    after = {7: {"envoy:7": 1.3, "wrk:worker_0:9": 2.1, "envoy:8": 0.5, "new:10": 0.05}}
+    assert _busiest_threads(before, after, 1000) == {"envoy:7": 0.3, "wrk:worker_0:9": 0.1, "new:10": 0.05}
+    assert _busiest_threads({}, {}, 1000) is None
+    level = {**_level(64, 3000, 0.4, 20), "thread_cpu_ms_per_req": {"envoy:7": 0.3, "wrk:worker_0:9": 0.1}}
+    assert "threads envoy 0.300, wrk:worker_0 0.100 ms/req" in table({"targets": [{"label": "e", "levels": [level]}]})
+
+
 def test_bench_command_arguments() -> None:
     args = build_parser().parse_args(["--concurrency", "64,1,16", "--targets", "legacy,grpc"])
     assert args.concurrency == [1, 16, 64] and args.targets == ["grpc", "legacy"]
