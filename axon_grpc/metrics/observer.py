@@ -224,7 +224,7 @@ class _NonceBound:
     __slots__ = ("duration", "gauge", "healthy", "verdicts")
 
     def __init__(self, metrics: PrometheusMetrics, store: str) -> None:
-        self.verdicts: dict[NonceVerdict | None, Count] = {}
+        self.verdicts: dict[str, Count] = {}
         self.duration = metrics.tallies[1](metrics.nonce_duration.labels(store))
         self.gauge = metrics.nonce_healthy.labels(store)
         self.healthy: bool | None = None
@@ -394,10 +394,10 @@ class PrometheusMetrics:
         bound = self._nonce.get(store)
         if bound is None:
             bound = self._nonce[store] = _NonceBound(self, store)
-        tally = bound.verdicts.get(verdict)  # by the verdict itself: its label is read once
+        name = "error" if verdict is None else verdict.value
+        tally = bound.verdicts.get(name)
         if tally is None:
-            name = "error" if verdict is None else verdict.value
-            tally = bound.verdicts[verdict] = self.tallies[0](self.nonce_checks.labels(store, name))
+            tally = bound.verdicts[name] = self.tallies[0](self.nonce_checks.labels(store, name))
         tally.inc()
         bound.duration.observe(seconds)
         healthy = verdict is not None
