@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from axon_grpc.auth import btauth
+from axon_grpc.auth import session_wire as session
 from axon_grpc.auth.legacy import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS, malformed
 from axon_grpc.schema.contract import RULE_TIMEOUT
 from axon_grpc.synapse import TerminalInfo, terminal_info
@@ -31,6 +32,9 @@ NAME = "name"  #: the synapse name; when sent, it must be the one called
 
 LEGACY = "legacy"  #: signed ``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` (SDK 7.2-10.5, our Dendrite)
 BTAUTH = "btauth"  #: SDK 11's ``btauth/1`` headers, signing method, path and the raw body
+#: ``axon-session/1``: a session id, a counter and a MAC (docs/SESSIONS.md); read as hotkey None
+#: (the session's, once verified), uuid the session id, nonce the counter, signature the MAC
+SESSION = "session"
 
 #: Bounds on caller-chosen strings (characters), checked before anything is parsed: those of
 #: :mod:`axon_grpc.auth.legacy`, plus a 64-byte signature's 130 with its ``0x``, a SHA3-256 hex
@@ -51,6 +55,9 @@ _LIMITS = (
     (btauth.HEADER_NONCE, MAX_NONCE_DIGITS),
     (btauth.HEADER_SIGNATURE, MAX_SIGNATURE),
     (btauth.HEADER_RECEIVER, MAX_HOTKEY_CHARS),
+    (session.SESSION_KEY, session.MAX_SESSION_ID),
+    (session.COUNTER_KEY, session.MAX_COUNTER_DIGITS),
+    (session.MAC_KEY, session.MAC_HEX),
 )
 
 
@@ -98,6 +105,18 @@ class Credentials:
             if value is not None and len(value) > limit:
                 raise malformed(f"{key} is longer than {limit} characters")
         timeout = _timeout(get(TIMEOUT))
+        if session.SESSION_KEY in headers:  # takes precedence over the signed schemes' keys
+            return cls(
+                SESSION,
+                None,
+                _integer(get(session.COUNTER_KEY), session.COUNTER_KEY),
+                get(session.SESSION_KEY),
+                get(session.MAC_KEY),
+                None,
+                "",
+                "",
+                timeout,
+            )
         if btauth.HEADER_VERSION in headers:
             raw_nonce = get(btauth.HEADER_NONCE)
             nonce = int(raw_nonce) if raw_nonce is not None and raw_nonce.isascii() and raw_nonce.isdigit() else None

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 from pydantic import ValidationError
 
 from axon_grpc._aio import within
-from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
+from axon_grpc.auth.credentials import BTAUTH, LEGACY, NAME, SESSION, TIMEOUT, Credentials
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.errors import (
     AxonError,
@@ -53,7 +53,7 @@ from axon_grpc.errors import (
     VerifyRefused,
     reason_of,
 )
-from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.metrics.observer import GRPC, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import Call, Codec, Outcome
@@ -199,7 +199,7 @@ class Pipeline:
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
-        claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
+        claimed = self._priorities.get(self.verifier.claimed_hotkey(credentials) or "", _NO_PRIORITY)
         if not self.admission.would_admit(claimed):
             self.admission.stats.shed += 1
             raise Shed(OVERLOADED)
@@ -213,6 +213,13 @@ class Pipeline:
             self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
             body = await self._body(call, timeout)
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
+            return body
+        if credentials.scheme == SESSION:
+            grpc = call.transport == GRPC
+            body = await self.verifier.verify_session(
+                credentials, call.path, call.headers.get(TIMEOUT), grpc, lambda: self._body(call, timeout)
+            )
+            dendrite.__dict__["hotkey"] = credentials.hotkey  # the session's, verified
             return body
         await self.verifier.verify_legacy(signed_fields(timeout, credentials.body_hash, dendrite), credentials.crypto)
         return await self._body(call, timeout)
@@ -240,7 +247,7 @@ class Pipeline:
     ) -> tuple[Synapse, Any]:
         """The synapse from the signed body, checked against the signed hash by the call's
         codec's rule; and what answers may echo of the body."""
-        legacy = credentials.scheme != BTAUTH
+        legacy = credentials.scheme == LEGACY  # btauth/1 and session MACs covered the bytes already
         codec = call.codec
         checked = codec.check_message_hash(call.path, body, credentials.body_hash) if legacy else True
         data, echo = codec.decode(endpoint, body)
