@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.error
+import urllib.request
 from typing import Any
 
 import grpc
@@ -66,8 +68,25 @@ async def test_the_axon_announces_sessions_on_every_answer() -> None:
                 assert trailers["axon-contract"] == "axon.v1;rules=27"
 
 
+def _http_session_call(port: int) -> tuple[int, str]:
+    """A session call over the legacy HTTP protocol: (status, the axon's status message)."""
+    headers = {"axon-session": "x", "axon-session-counter": "1", "axon-session-mac": "0" * 64}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/Dummy", data=b'{"input": 7}', method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.headers["bt_header_axon_status_message"]
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["bt_header_axon_status_message"]
+
+
 async def test_a_session_call_to_an_axon_without_sessions_is_refused() -> None:
-    async with serve_axon(dummy_forward) as h, serve_axon(dummy_forward, sessions=False) as off:
+    async with serve_axon(dummy_forward, http_port=0) as h, serve_axon(dummy_forward, sessions=False) as off:
+        assert await asyncio.to_thread(_http_session_call, int(h.axon.http_port)) == (
+            401,
+            "Not Verified with error: Sessions are not served over this protocol; use gRPC",
+        )
         channel = grpc.aio.insecure_channel(h.info.ip_str())
         other = grpc.aio.insecure_channel(off.info.ip_str())
         try:
@@ -301,3 +320,52 @@ async def test_a_forged_mac_flood_is_refused_without_any_signature_work(
     assert (verified, signed) == ([], [])
     # The session still works: the forgeries burned no counter.
     assert (await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7)))[0] == grpc.StatusCode.OK
+
+
+async def test_the_dendrite_signs_when_sessions_do_not_stick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a balancer spreading one connection's calls over hosts every session call lands
+    where the session is unknown: after a new session is refused too, the call is signed, and
+    the axon gets signed calls for a while (``auto``); ``required`` fails the call."""
+    async with serve_axon(dummy_forward) as h:
+        table = h.axon.sessions.table
+        monkeypatch.setattr(table, "add", lambda *args, **kwargs: None)  # accepted, never held
+        auto = Dendrite(KeypairWallet.generate())
+        required = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            results = [await auto.call(h.info, Dummy(input=i), timeout=5, deserialize=False) for i in range(4)]
+            failed = await required.call(h.info, Dummy(input=1), timeout=5, deserialize=False)
+        finally:
+            await auto.aclose()
+            await required.aclose()
+        assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 0), (200, 2), (200, 4), (200, 6)]
+        assert (failed.dendrite.status_code, failed.dendrite.status_message) == (
+            401,
+            "Not Verified with error: Unknown session; open a new one (rule R27)",
+        )
+        # auto: call 1 signed; call 2 refused twice by session, then signed; calls 3-4 signed.
+        assert requests(h.axon, "legacy") == 4
+        assert requests(h.axon, "session", "4xx") == 2 + 3
+        assert opens(h.axon) == 2 + 3
+
+
+async def test_a_stream_goes_by_the_session_too() -> None:
+    from .test_streaming import Legacy, collect, legacy_forward
+
+    async with serve_axon(legacy_forward) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            items = await collect(dendrite.call_stream(h.info, Legacy(n=3), deserialize=False))
+        finally:
+            await dendrite.aclose()
+        final = items[-1]
+        assert final.dendrite.status_code == 200 and len(items) == 4, final.dendrite.status_message
+        assert final.dendrite.nonce == 1 and len(final.dendrite.uuid) == 41  # the counter, the session id
+        assert (
+            samples(h.axon)[
+                (
+                    "axon_requests_total",
+                    (("scheme", "session"), ("status_class", "2xx"), ("synapse", "Legacy"), ("transport", "grpc")),
+                )
+            ]
+            == 1
+        )

@@ -149,6 +149,8 @@ class SessionTable:
         self.by_address: dict[str, int] = {}
         #: Sessions dropped before their end, by cause (``hotkey_limit``, ``expired``).
         self.evicted: dict[str, int] = {"hotkey_limit": 0, "expired": 0}
+        #: What of ``evicted`` the metrics have counted already.
+        self.evictions_reported: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 from axon_grpc.auth import btauth
 from axon_grpc.auth.legacy import VerifyPolicy, verify_legacy
 from axon_grpc.auth.nonces import NonceStore, NonceVerdict
-from axon_grpc.metrics.observer import NULL_OBSERVER, Observer
+from axon_grpc.metrics.observer import GRPC, NULL_OBSERVER, Observer
 from axon_grpc.synapse import Synapse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,15 +129,17 @@ class Verifier:
         credentials: Credentials,
         path: str,
         timeout: str | None,
-        grpc: bool,
+        transport: str,
         read_body: Callable[[], Awaitable[bytes]],
     ) -> bytes:
         """A session call (docs/SESSIONS.md): the session and counter, then the body is read and
         the MAC checked; fills ``credentials`` with the session's hotkey and the body hash and
-        returns the body. ``timeout``: the ``timeout`` metadata as sent (the MAC covers it)."""
+        returns the body. ``timeout``: the ``timeout`` metadata as sent (the MAC covers it);
+        ``transport``: the call's (sessions are served over gRPC only)."""
         from axon_grpc.auth.sessions import not_served
 
         sessions = self.sessions
+        grpc = transport == GRPC
         if sessions is None or not grpc:
             raise not_served(grpc)
         session = sessions.find(credentials.uuid, credentials.nonce, credentials.signature)

@@ -53,7 +53,7 @@ from axon_grpc.errors import (
     VerifyRefused,
     reason_of,
 )
-from axon_grpc.metrics.observer import GRPC, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import Call, Codec, Outcome
@@ -215,9 +215,8 @@ class Pipeline:
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
             return body
         if credentials.scheme == SESSION:
-            grpc = call.transport == GRPC
             body = await self.verifier.verify_session(
-                credentials, call.path, call.headers.get(TIMEOUT), grpc, lambda: self._body(call, timeout)
+                credentials, call.path, call.headers.get(TIMEOUT), call.transport, lambda: self._body(call, timeout)
             )
             dendrite.__dict__["hotkey"] = credentials.hotkey  # the session's, verified
             return body
