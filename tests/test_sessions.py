@@ -369,3 +369,41 @@ async def test_a_stream_goes_by_the_session_too() -> None:
             ]
             == 1
         )
+
+
+def test_the_threat_model_names_tests_that_exist() -> None:
+    """docs/SESSIONS.md: every test its threat table names exists (in the session tests or the
+    module it names), and every threat has one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    page = (root.parent / "docs" / "SESSIONS.md").read_text()
+    table = page[page.index("## Threat model") : page.index("### Where session state lives")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| threat")]
+    assert len(rows) >= 14
+    sources = "".join(
+        (root / name).read_text()
+        for name in ("test_sessions.py", "test_session_open.py", "test_session_workers.py", "test_vectors.py")
+    )
+    for row in rows:
+        named = re.findall(r"`(?:[\w.]+::)?(test_\w+)`", row)
+        assert named, row
+        for test in named:
+            assert re.search(rf"^(async )?def {test}\(", sources, flags=re.M), test
+
+
+async def test_the_dendrite_renews_a_session_before_it_ends() -> None:
+    """Rekeying: a session within its renewal margin of the end (a tenth of a 1 s lifetime here)
+    is replaced by a new one before the call, so no call is refused for it."""
+    async with serve_axon(dummy_forward, sessions=SessionPolicy(lifetime_s=1)) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            first = await dendrite.call(h.info, Dummy(input=1), timeout=5, deserialize=False)
+            await asyncio.sleep(0.95)
+            second = await dendrite.call(h.info, Dummy(input=2), timeout=5, deserialize=False)
+        finally:
+            await dendrite.aclose()
+        assert (first.dendrite.status_code, second.dendrite.status_code) == (200, 200)
+        assert first.dendrite.uuid != second.dendrite.uuid and second.dendrite.nonce == 1
+        assert (opens(h.axon), requests(h.axon, "session", "4xx")) == (2, 0)
