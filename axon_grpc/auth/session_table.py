@@ -99,8 +99,9 @@ class TokenBucket:
         self.tokens, self.stamp = float(burst), now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
