@@ -407,3 +407,51 @@ async def test_the_dendrite_renews_a_session_before_it_ends() -> None:
         assert (first.dendrite.status_code, second.dendrite.status_code) == (200, 200)
         assert first.dendrite.uuid != second.dendrite.uuid and second.dendrite.nonce == 1
         assert (opens(h.axon), requests(h.axon, "session", "4xx")) == (2, 0)
+
+
+async def test_session_keys_of_the_wrong_shape_are_refused(session_axon: Any) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    good = dict(session_metadata(session, 1, BODY_7))
+    cases = [
+        (
+            {"axon-session-counter": "1" * 21},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-counter is longer than 20 characters (rule R4)",
+        ),
+        (
+            {"axon-session-counter": "-1"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+        ),
+        (
+            {"axon-session": "x" * 65},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session is longer than 64 characters (rule R4)",
+        ),
+        (
+            {"axon-session-mac": "0" * 65},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-mac is longer than 64 characters (rule R4)",
+        ),
+        (
+            {"axon-session-counter": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session counter (rule R27)",
+        ),
+        (
+            {"axon-session-mac": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session MAC (rule R27)",
+        ),
+        (
+            {"axon-session": ""},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session id (rule R27)",
+        ),
+    ]
+    for change, status, details in cases:
+        metadata = {**good, **change}
+        sent = [(k, v) for k, v in metadata.items() if v is not None]
+        assert (await call(channel, DUMMY, BODY_7, sent))[:3:2] == (status, details), change
+    assert (await call(channel, DUMMY, BODY_7, list(good.items())))[0] == grpc.StatusCode.OK
