@@ -455,3 +455,16 @@ async def test_session_keys_of_the_wrong_shape_are_refused(session_axon: Any) ->
         sent = [(k, v) for k, v in metadata.items() if v is not None]
         assert (await call(channel, DUMMY, BODY_7, sent))[:3:2] == (status, details), change
     assert (await call(channel, DUMMY, BODY_7, list(good.items())))[0] == grpc.StatusCode.OK
+
+
+def test_sessions_are_turned_off_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from axon_grpc import Axon
+
+    assert Axon(edge=False).sessions is not None  # on by default
+    assert Axon(edge=False, config=Axon.config(["--axon.sessions", "off"])).sessions is None
+    monkeypatch.setenv("BT_AXON_SESSIONS", "off")
+    off = Axon(edge=False)
+    assert off.sessions is None and off.grpc_codec.trailers == ()
+    assert Axon(edge=False, sessions=True).sessions is not None  # the argument wins
+    with pytest.raises(AssertionError, match="sessions must be 'on' or 'off'"):
+        Axon(edge=False, config=Axon.config(["--axon.sessions", "sometimes"]))
