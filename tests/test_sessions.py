@@ -468,3 +468,32 @@ def test_sessions_are_turned_off_by_configuration(monkeypatch: pytest.MonkeyPatc
     assert Axon(edge=False, sessions=True).sessions is not None  # the argument wins
     with pytest.raises(AssertionError, match="sessions must be 'on' or 'off'"):
         Axon(edge=False, config=Axon.config(["--axon.sessions", "sometimes"]))
+
+
+async def test_one_session_serves_calls_from_several_threads() -> None:
+    """``Dendrite.query`` from four threads at once (its private loop) and a ClientSession stamped
+    from four threads: every counter is taken once."""
+    import concurrent.futures
+
+    async with serve_axon(dummy_forward) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                jobs = [
+                    pool.submit(dendrite.query, h.info, Dummy(input=i), timeout=10, deserialize=False)
+                    for i in range(40)
+                ]
+                results = await asyncio.gather(*(asyncio.wrap_future(job) for job in jobs))
+        finally:
+            await asyncio.to_thread(dendrite.close_session)
+        assert {r.dendrite.status_code for r in results} == {200}
+        assert len({r.dendrite.uuid for r in results}) == 1
+        assert sorted(r.dendrite.nonce for r in results) == list(range(1, 41))
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        try:
+            session = await opened(channel, h.info.hotkey)
+        finally:
+            await channel.close()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        counters = list(pool.map(lambda _: session.stamp(DUMMY, BODY_7, 5.0)[0], range(2000)))
+    assert sorted(counters) == list(range(1, 2001))
