@@ -1,7 +1,8 @@
 """Signature and nonce checks for both signing schemes, bound to the axon's stores and policy.
 
-The pipeline calls :meth:`Verifier.verify_legacy` or :meth:`Verifier.verify_btauth`
-(the scheme is decided once per call from its headers); each raises
+The pipeline calls :meth:`Verifier.verify_legacy`, :meth:`Verifier.verify_btauth` or, for a
+call by an ``axon-session/1`` session, :meth:`Verifier.verify_session` (the scheme is decided
+once per call from its headers); each raises
 :class:`~axon_grpc.errors.NotVerifiedException` (401) with the reason, and records
 the nonce only once the signature verified.
 """

@@ -3,13 +3,15 @@
 Every request passes the same stages, in this order, whichever transport carried it:
 
 1. **Route**: an unknown synapse name is 404.
-2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
-   once) are read in one pass; a malformed or oversized value is 400, and so is a
-   ``name`` header naming another synapse than the one called.
+2. **Credentials**: the auth headers (legacy ``bt_header_*``, btauth/1 or an
+   ``axon-session/1`` session's, decided here once) are read in one pass; a malformed or
+   oversized value is 400, and so is a ``name`` header naming another synapse than the one
+   called.
 3. **Overload**: when every slot is busy and the queue is full, a caller whose last
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
-4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
+4. **Signature and nonce**: the signature is verified and the nonce recorded (401); a
+   session call's session and counter are checked, then its MAC once the body is read.
 5. **Body**: read (413 past the limit), checked against the signed body hash and decoded
    by the call's codec (:class:`~axon_grpc.server.call.Codec`: the transport's wire
    format, so no stage here names a transport), validated once into the synapse (400).
