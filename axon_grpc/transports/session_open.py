@@ -26,6 +26,7 @@ from axon_grpc.errors import (
     SynapseParsingError,
     grpc_status_number,
 )
+from axon_grpc.schema.contract import RULE_SESSION_OPEN
 from axon_grpc.server.call import parse_peer
 from axon_grpc.synapse import AXON_PREFIX
 from axon_grpc.transports.grpc_codec import CONTRACT_PAIRS, grpc_status_for, metadata_value
@@ -102,9 +103,9 @@ def asgi_open(sessions: Sessions, announce: Pairs) -> Callable[..., Any]:
         async def read() -> bytes:
             length = await reader.length()
             if length is None:
-                raise SynapseParsingError("Improperly formatted request. The call carried no message")
+                raise SynapseParsingError("Improperly formatted session open: no message", rule=RULE_SESSION_OPEN)
             if length > MAX_MESSAGE_BYTES:
-                raise RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes")
+                raise RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN)
             body = reader.complete(length)
             if body is None:
                 body = await reader.message(length)
