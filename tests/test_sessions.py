@@ -355,20 +355,24 @@ async def test_a_stream_goes_by_the_session_too() -> None:
         dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
         try:
             items = await collect(dendrite.call_stream(h.info, Legacy(n=3), deserialize=False))
+            h.axon.sessions.table.drop(h.axon.sessions.table.get(items[-1].dendrite.uuid))  # as if evicted
+            again = await collect(dendrite.call_stream(h.info, Legacy(n=2), deserialize=False))
         finally:
             await dendrite.aclose()
+        assert again[-1].dendrite.status_code == 200 and len(again) == 3, again[-1].dendrite.status_message
+        assert again[-1].dendrite.uuid != items[-1].dendrite.uuid and opens(h.axon) == 2
         final = items[-1]
         assert final.dendrite.status_code == 200 and len(items) == 4, final.dendrite.status_message
         assert final.dendrite.nonce == 1 and len(final.dendrite.uuid) == 41  # the counter, the session id
-        assert (
-            samples(h.axon)[
-                (
-                    "axon_requests_total",
-                    (("scheme", "session"), ("status_class", "2xx"), ("synapse", "Legacy"), ("transport", "grpc")),
-                )
-            ]
-            == 1
-        )
+        counted = samples(h.axon)
+        for status_class, count in (("2xx", 2), ("4xx", 1)):  # the refusal of the dropped session
+            labels = (
+                ("scheme", "session"),
+                ("status_class", status_class),
+                ("synapse", "Legacy"),
+                ("transport", "grpc"),
+            )
+            assert counted[("axon_requests_total", labels)] == count
 
 
 def test_the_threat_model_names_tests_that_exist() -> None:

@@ -219,9 +219,16 @@ class GrpcLink:
             done.append(timeout_result(timeout))
             return
         window, seq, left = slot
+        ends = asyncio.get_running_loop().time() + left
         try:
             async for item in self._stream(info, synapse, left, done):
                 yield item
+            # A session the axon no longer holds, refused before any chunk: once more, by a new one.
+            left = ends - asyncio.get_running_loop().time()
+            if done and needs_reopen(done[-1].status, done[-1].message) and left > 0:
+                done.pop()
+                async for item in self._stream(info, synapse, left, done):
+                    yield item
         finally:
             window.finish(seq)
 
