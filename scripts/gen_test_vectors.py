@@ -23,7 +23,7 @@ from typing import Any
 
 import base58
 
-from axon_grpc.auth import btauth
+from axon_grpc.auth import btauth, session_wire
 from axon_grpc.auth.keys import Keypair, ss58_encode, verify_signature
 from axon_grpc.auth.legacy import (
     PROTOCOL_VERSION,
@@ -381,7 +381,105 @@ def build(previous: dict[str, str] | None = None) -> dict[str, Any]:
     out["btauth"] = btauth_vectors
 
     out["negative"] = _negatives(signer)
+    out["sessions"] = _sessions(keys)
     return out
+
+
+#: Fixed X25519 private keys of the session vectors (test keys only).
+SESSION_PRIVATE = {
+    "caller": hashlib.sha256(b"axon.v1 test vectors: caller X25519").digest(),
+    "axon": hashlib.sha256(b"axon.v1 test vectors: axon X25519").digest(),
+}
+SESSION_ID = "0a1b2c3d-00112233445566778899aabbccddeeff"
+
+
+def _sessions(keys: dict[str, Keypair]) -> list[dict[str, Any]]:
+    """``axon-session/1`` (rules R25-R27): an open by caller-ed25519 to axon-ed25519 (both
+    signatures deterministic), the accept, the derived key and the MACs of two calls."""
+    caller, axon = keys["caller-ed25519"], keys["axon-ed25519"]
+    caller_x, axon_x = SESSION_PRIVATE["caller"], SESSION_PRIVATE["axon"]
+    open_ = session_wire.SessionOpen(
+        version=session_wire.VERSION,
+        crypto=caller.crypto_type,
+        dendrite_hotkey=caller.ss58_address,
+        axon_hotkey=axon.ss58_address,
+        ephemeral_key=session_wire.public_key_of(caller_x),
+        nonce=NONCE,
+    )
+    open_.signature = caller.sign_hex(open_.transcript())
+    accept = session_wire.SessionAccept(
+        version=session_wire.VERSION,
+        dendrite_hotkey=caller.ss58_address,
+        axon_hotkey=axon.ss58_address,
+        dendrite_ephemeral_key=open_.ephemeral_key,
+        axon_ephemeral_key=session_wire.public_key_of(axon_x),
+        nonce=NONCE,
+        session_id=SESSION_ID,
+        lifetime_s=600,
+        max_calls=1_000_000,
+        window=1024,
+    )
+    accept.signature = axon.sign_hex(accept.transcript())
+    key = session_wire.session_key(caller_x, accept.axon_ephemeral_key, open_, accept)
+    assert key == session_wire.session_key(axon_x, open_.ephemeral_key, open_, accept)
+    calls = []
+    for counter, (body_name, timeout) in enumerate((("dummy-7", "12.0"), ("dummy-300", None)), start=1):
+        method, body, body_text = BODIES[body_name]
+        body_hash = grpc_body_hash(method, body)
+        metadata = [[session_wire.SESSION_KEY, SESSION_ID], [session_wire.COUNTER_KEY, str(counter)]]
+        mac = session_wire.call_mac(key, SESSION_ID, counter, method, body_hash, timeout)
+        metadata.append([session_wire.MAC_KEY, mac])
+        if timeout is not None:
+            metadata.append(["timeout", timeout])
+        calls.append(
+            {
+                "method": method,
+                "body": body.hex(),
+                "body_text": body_text,
+                "counter": counter,
+                "timeout": timeout,
+                "body_hash": body_hash,
+                "mac_message": session_wire.mac_message(SESSION_ID, counter, method, body_hash, timeout).decode(),
+                "mac": mac,
+                "metadata": metadata,
+            }
+        )
+    return [
+        {
+            "name": "session-open",
+            "rules": ["R25"],
+            "signer": "caller-ed25519",
+            "method": session_wire.OPEN_METHOD,
+            "ephemeral_private": caller_x.hex(),
+            "message": session_wire.message_fields(open_),
+            "encoded": open_.encode().hex(),
+            "transcript": open_.transcript(),
+            "signature": open_.signature,
+            "deterministic": True,
+        },
+        {
+            "name": "session-accept",
+            "rules": ["R26"],
+            "signer": "axon-ed25519",
+            "ephemeral_private": axon_x.hex(),
+            "message": session_wire.message_fields(accept),
+            "encoded": accept.encode().hex(),
+            "transcript": accept.transcript(),
+            "signature": accept.signature,
+            "deterministic": True,
+            "shared_secret": session_wire.shared_secret(caller_x, accept.axon_ephemeral_key).hex(),
+            "salt": session_wire.transcript_hash(open_, accept).hex(),
+            "hkdf_info": session_wire.KEY_INFO.decode(),
+            "key": key.hex(),
+        },
+        {
+            "name": "session-calls",
+            "rules": ["R27"],
+            "key": key.hex(),
+            "session_id": SESSION_ID,
+            "calls": calls,
+        },
+    ]
 
 
 def _negative(

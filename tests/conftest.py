@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: a real redis-server for the shared nonce store tests.
+"""Suite-wide fixtures: a real redis-server for the shared nonce store tests, and an axon with a
+channel to it for the session tests.
 
 Without ``redis-server`` the Redis tests are skipped with the reason, except under CI
 (``CI`` set), where ``make test`` installs it and a skip would hide a missing step:
@@ -8,11 +9,15 @@ there they fail.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
+import grpc
 import pytest
 
+from axon_grpc.testing import serve_axon
+
 from .redis_support import MISSING_REASON, RedisServer, in_ci
+from .support import dummy_forward
 
 
 def _require_redis() -> None:
@@ -51,3 +56,14 @@ def make_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+async def session_axon() -> AsyncIterator[Any]:
+    """An axon serving Dummy (sessions on, the default) and a channel to it."""
+    async with serve_axon(dummy_forward) as h:
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        try:
+            yield h, channel
+        finally:
+            await channel.close()

@@ -41,7 +41,7 @@ async def test_reflection_lists_services_and_describes_each_method() -> None:
         assert fields == {"input": 1, "output": 2}
         # the service's comment names the contract and its rules (rule R22)
         comments = [loc.leading_comments for loc in served.source_code_info.location if list(loc.path) == [6, 0]]
-        assert comments == [" axon-contract: axon.v1;rules=23 (docs/SPEC.md)\n"]
+        assert comments == [" axon-contract: axon.v1;rules=27 (docs/SPEC.md)\n"]
 
         # A client that knows only what reflection told it builds and signs a call.
         request_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("axon.v1.Dummy"))

@@ -5,6 +5,7 @@ the file equal to what ``scripts/gen_test_vectors.py`` writes."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib.util
 import json
 import re
@@ -343,3 +344,67 @@ def test_the_spec_lists_every_rule_and_a_test_for_it() -> None:
             assert re.search(rf"^(async )?def {test}\(", source, flags=re.M), f"{rule}: {module}::{test} is missing"
         for vector in re.findall(r"v:`([\w.-]+)`", cell):
             assert vector in vector_names, f"{rule}: no vector {vector}"
+
+
+def _session_message(cls: Any, fields: dict[str, Any]) -> Any:
+    values = {k: bytes.fromhex(v) if isinstance(getattr(cls(), k), bytes) else v for k, v in fields.items()}
+    return cls(**values)
+
+
+def test_session_vectors() -> None:
+    """Rules R25-R27: the open and accept (fields, protobuf bytes, labelled transcripts, both
+    signatures), the X25519 secret from either side, the HKDF salt and key, and each call's MAC,
+    recomputed from the fixed keys; no transcript of one label passes as another's."""
+    from axon_grpc.auth import session_wire as wire
+
+    by_name = {e["name"]: e for e in VECTORS["sessions"]}
+    opening, accepting, calls = by_name["session-open"], by_name["session-accept"], by_name["session-calls"]
+    open_ = _session_message(wire.SessionOpen, opening["message"])
+    accept = _session_message(wire.SessionAccept, accepting["message"])
+    for entry, message in ((opening, open_), (accepting, accept)):
+        assert message.encode().hex() == entry["encoded"]
+        assert type(message).decode(bytes.fromhex(entry["encoded"])) == message
+        assert message.transcript() == entry["transcript"]
+        assert entry["signature"] == message.signature
+        _check_signature(entry, entry["transcript"].encode())
+    assert opening["transcript"].startswith("axon-session/1 open\n")
+    assert accepting["transcript"].startswith("axon-session/1 accept\n")
+    assert wire.echo_problem(open_, accept) is None
+    caller_x, axon_x = bytes.fromhex(opening["ephemeral_private"]), bytes.fromhex(accepting["ephemeral_private"])
+    assert wire.public_key_of(caller_x) == open_.ephemeral_key
+    assert wire.public_key_of(axon_x) == accept.axon_ephemeral_key
+    shared = wire.shared_secret(caller_x, accept.axon_ephemeral_key)
+    assert shared == wire.shared_secret(axon_x, open_.ephemeral_key)
+    assert shared.hex() == accepting["shared_secret"]
+    salt = hashlib.sha256(f"{opening['transcript']}\n{accepting['transcript']}".encode()).digest()
+    assert salt.hex() == accepting["salt"]
+    key = wire.hkdf_sha256(shared, salt, accepting["hkdf_info"].encode())
+    assert key.hex() == accepting["key"] == calls["key"]
+    for call in calls["calls"]:
+        body = bytes.fromhex(call["body"])
+        assert grpc_body_hash(call["method"], body) == call["body_hash"]
+        sid = calls["session_id"]
+        message = wire.mac_message(sid, call["counter"], call["method"], call["body_hash"], call["timeout"])
+        assert message.decode() == call["mac_message"] and message.startswith(b"axon-session/1 call\n")
+        assert hmac.new(key, message, hashlib.sha256).hexdigest() == call["mac"]
+        assert ["axon-session-mac", call["mac"]] in call["metadata"]
+    # A label never starts any other signed string of the contract (R9, R17, R18, btauth/1).
+    for other in ("answer/1.", "btauth/1\n", str(open_.nonce)):
+        assert not opening["transcript"].startswith(other) and not accepting["transcript"].startswith(other)
+
+
+def test_the_session_primitives_match_their_rfcs() -> None:
+    """X25519 (RFC 7748, 6.1) and HKDF-SHA256 (RFC 5869, test case 1), as the session key uses them."""
+    from axon_grpc.auth import session_wire as wire
+
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    bob_public = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    assert wire.public_key_of(alice).hex() == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+    assert (
+        wire.shared_secret(alice, bob_public).hex()
+        == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+    )
+    with pytest.raises(ValueError, match="low order"):
+        wire.shared_secret(alice, bytes(32))  # the all-zero point: no secret
+    okm = wire.hkdf_sha256(bytes([0x0B] * 22), bytes(range(13)), bytes(range(0xF0, 0xFA)), 42)
+    assert okm.hex() == ("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")

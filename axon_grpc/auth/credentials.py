@@ -1,7 +1,8 @@
 """The caller's credentials, read from the request's headers or metadata in one pass.
 
 The pipeline reads only the keys it needs (the legacy ``bt_header_dendrite_*``,
-``computed_body_hash`` and ``timeout``, or btauth/1's ``x-bittensor-*``), checks their
+``computed_body_hash`` and ``timeout``, btauth/1's ``x-bittensor-*``, or a session call's
+``axon-session*``), checks their
 shape and bounds, and never builds a synapse from headers: user fields come from the
 signed body only. Every caller-chosen string is bounded, so what the nonce store keeps
 per request is bounded too.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from axon_grpc.auth import btauth
+from axon_grpc.auth import session_wire as session
 from axon_grpc.auth.legacy import MAX_HOTKEY_CHARS, MAX_NONCE_DIGITS, MAX_UUID_CHARS, MAX_VERSION_DIGITS, malformed
 from axon_grpc.schema.contract import RULE_TIMEOUT
 from axon_grpc.synapse import TerminalInfo, terminal_info
@@ -31,6 +33,9 @@ NAME = "name"  #: the synapse name; when sent, it must be the one called
 
 LEGACY = "legacy"  #: signed ``{nonce}.{hotkey}.{axon}.{uuid}.{body_hash}`` (SDK 7.2-10.5, our Dendrite)
 BTAUTH = "btauth"  #: SDK 11's ``btauth/1`` headers, signing method, path and the raw body
+#: ``axon-session/1``: a session id, a counter and a MAC (docs/SESSIONS.md); read as hotkey None
+#: (the session's, once verified), uuid the session id, nonce the counter, signature the MAC
+SESSION = "session"
 
 #: Bounds on caller-chosen strings (characters), checked before anything is parsed: those of
 #: :mod:`axon_grpc.auth.legacy`, plus a 64-byte signature's 130 with its ``0x``, a SHA3-256 hex
@@ -51,6 +56,9 @@ _LIMITS = (
     (btauth.HEADER_NONCE, MAX_NONCE_DIGITS),
     (btauth.HEADER_SIGNATURE, MAX_SIGNATURE),
     (btauth.HEADER_RECEIVER, MAX_HOTKEY_CHARS),
+    (session.SESSION_KEY, session.MAX_SESSION_ID),
+    (session.COUNTER_KEY, session.MAX_COUNTER_DIGITS),
+    (session.MAC_KEY, session.MAC_HEX),
 )
 _KEYS = tuple(key for key, _ in _LIMITS)
 _BOUNDS = tuple(limit for _, limit in _LIMITS)
@@ -99,8 +107,23 @@ class Credentials:
         for value, key, limit in zip(values, _KEYS, _BOUNDS):
             if value is not None and len(value) > limit:
                 raise malformed(f"{key} is longer than {limit} characters")
-        hotkey, uuid, nonce, version, signature, body_hash, timeout, bt_hotkey, bt_nonce, bt_signature, _ = values
+        hotkey, uuid, nonce, version, signature, body_hash, timeout, bt_hotkey, bt_nonce, bt_signature, _, *rest = (
+            values
+        )
+        session_id, counter, mac = rest
         seconds = _timeout(timeout)
+        if session.SESSION_KEY in headers:  # takes precedence over the signed schemes' keys
+            return cls(
+                SESSION,
+                None,
+                _integer(counter, session.COUNTER_KEY),
+                session_id,
+                mac,
+                None,
+                "",
+                "",
+                seconds,
+            )
         if btauth.HEADER_VERSION in headers:
             number = int(bt_nonce) if bt_nonce is not None and bt_nonce.isascii() and bt_nonce.isdigit() else None
             crypto = get(btauth.HEADER_CRYPTO, btauth.DEFAULT_SCHEME)

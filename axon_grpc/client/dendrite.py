@@ -84,6 +84,12 @@ class Dendrite:
     ``ip:port``), as do the certificates axons published in the local registry
     (``forward(netuid=...)``); ``tls_cert``/``tls_key`` are this client's certificate for
     axons that require one.
+
+    ``sessions`` (gRPC, docs/SESSIONS.md): ``"auto"`` opens a session with each axon that
+    announces them and sends its calls with the session's MAC instead of a signature (renewed
+    before it ends, opened again once when the axon no longer holds it, signed calls where
+    none can be opened); ``"required"`` fails a call whose session cannot be opened; ``"off"``
+    signs every call.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class Dendrite:
         certificates: Mapping[str, PemSource] | None = None,
         tls_cert: PemSource | None = None,
         tls_key: PemSource | None = None,
+        sessions: str = "auto",
     ) -> None:
         if auth not in AUTH_SCHEMES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
@@ -123,12 +130,15 @@ class Dendrite:
         self.signer = RequestSigner(self.keypair, self.crypto, auth, self.uuid, self.external_ip, verify_response)
         #: Whom this Dendrite trusts over TLS, per axon (cleartext where nothing is known).
         self.tls = ClientTls.build(tls_ca, tls_cert, tls_key, certificates)
-        self.grpc = GrpcLink(self.signer, verify_response, self.tls)
+        #: Whether gRPC calls go by session keys (``axon-session/1``): auto, off or required.
+        self.sessions = sessions
+        self.grpc = GrpcLink(self.signer, verify_response, self.tls, sessions)
         self.http = HttpLink(self.signer, verify_response, max_answer_bytes)
         self._pinned: dict[str, str] = {}
         self._learned: dict[str, tuple[str, float]] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
+        self._sync_lock = threading.Lock()  # one private loop, whichever threads call query() first
 
     # -- transports per axon ------------------------------------------------------------------
     def use(self, axon: Any, transport: str | None) -> None:
@@ -338,12 +348,13 @@ class Dendrite:
         d.__dict__.update(status_code=outcome.status, status_message=outcome.message, process_time=time.time() - start)
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
-        if self._sync_loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="dendrite-loop", daemon=True)
-            thread.start()
-            self._sync_loop, self._sync_thread = loop, thread
-        return self._sync_loop
+        with self._sync_lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="dendrite-loop", daemon=True)
+                thread.start()
+                self._sync_loop, self._sync_thread = loop, thread
+            return self._sync_loop
 
     def __str__(self) -> str:
         return f"Dendrite({self.keypair.ss58_address})"

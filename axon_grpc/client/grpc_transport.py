@@ -18,6 +18,7 @@ from axon_grpc.client.answer import (
     unavailable_result,
     unverified_result,
 )
+from axon_grpc.client.sessions import ClientSession, SessionKeeper, SessionOpenFailed, needs_reopen
 from axon_grpc.client.signing import RequestSigner, SigningWindow
 from axon_grpc.client.tls import ClientTls
 from axon_grpc.info import AxonInfo
@@ -64,8 +65,16 @@ class GrpcLink:
     """Calls axons over gRPC with a :class:`RequestSigner`; over TLS where ``tls`` knows
     whom to trust for an axon (a CA, or a pinned certificate), else in cleartext."""
 
-    def __init__(self, signer: RequestSigner, verify_response: bool = False, tls: ClientTls | None = None) -> None:
+    def __init__(
+        self,
+        signer: RequestSigner,
+        verify_response: bool = False,
+        tls: ClientTls | None = None,
+        sessions: str = "off",
+    ) -> None:
         self.signer = signer
+        #: The sessions with axons (``axon-session/1``), used as ``sessions`` says (auto, off, required).
+        self.sessions = SessionKeeper(sessions, signer.keypair, signer.crypto)
         self.verify_response = verify_response
         self.tls = tls if tls is not None else ClientTls.build(None, None, None, None)
         self._channels: weakref.WeakKeyDictionary[
@@ -141,21 +150,52 @@ class GrpcLink:
         finally:
             window.finish(seq)
 
+    async def _session(
+        self, info: AxonInfo, channel: grpc.aio.Channel, timeout: float
+    ) -> ClientSession | Result | None:
+        """The session for a call to ``info`` (None: sign it), or the Result of a call that cannot
+        be made (``sessions="required"`` and no session opened)."""
+        try:
+            return await self.sessions.session(info.ip_str(), info.hotkey, channel, timeout)
+        except SessionOpenFailed as e:
+            return Result(e.status, f"session open failed: {e.message}")
+
     async def _call(self, info: AxonInfo, synapse: Synapse, timeout: float) -> Result:
         schema = schema_for(type(synapse))
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
         channel = await self.ready_channel(info, timeout)
-        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
         method = channel.unary_unary(METHOD_PREFIX + type(synapse).__name__)
-        try:
-            call = method(body, metadata=metadata, timeout=timeout)
-            response = await call
-            read_axon(synapse, await call.trailing_metadata())
-        except grpc.aio.AioRpcError as e:
-            return _failure(e, synapse, info, timeout)
+        address = info.ip_str()
+        # A session the axon no longer holds gets one new one; when that one is refused too (a
+        # balancer spreading one connection's calls over hosts), the call is signed and this axon
+        # gets signed calls for a while (``required``: a third session, or the refusal).
+        for attempt in (1, 2, 3):
+            left = ends - loop.time()
+            if left <= 0:
+                return timeout_result(timeout)
+            session = await self._session(info, channel, left)
+            if isinstance(session, Result):
+                return session
+            left = max(ends - loop.time(), 0.001)
+            body, metadata = self.signer.grpc(info, synapse, left, schema, session)
+            try:
+                call = method(body, metadata=metadata, timeout=left)
+                response = await call
+                trailers = await call.trailing_metadata()
+            except grpc.aio.AioRpcError as e:
+                self.sessions.learn(address, info.hotkey, e.trailing_metadata())
+                if session is not None and attempt < 3 and needs_reopen(http_status_for(e.code()), e.details()):
+                    self.sessions.forget(address, info.hotkey, session, back_off=attempt == 2)
+                    continue
+                return _failure(e, synapse, info, timeout)
+            self.sessions.learn(address, info.hotkey, trailers)
+            read_axon(synapse, trailers)
+            break
         if self.verify_response:
             axon = synapse.axon
             problem = self.signer.answer_problem(
-                synapse, info.hotkey, reply_hash(response), axon.signature if axon is not None else None
+                synapse, info.hotkey, reply_hash(response), axon.signature if axon is not None else None, session
             )
             if problem is not None:
                 return unverified_result(problem)
@@ -179,9 +219,16 @@ class GrpcLink:
             done.append(timeout_result(timeout))
             return
         window, seq, left = slot
+        ends = asyncio.get_running_loop().time() + left
         try:
             async for item in self._stream(info, synapse, left, done):
                 yield item
+            # A session the axon no longer holds, refused before any chunk: once more, by a new one.
+            left = ends - asyncio.get_running_loop().time()
+            if done and needs_reopen(done[-1].status, done[-1].message) and left > 0:
+                done.pop()
+                async for item in self._stream(info, synapse, left, done):
+                    yield item
         finally:
             window.finish(seq)
 
@@ -190,7 +237,11 @@ class GrpcLink:
         schema = schema_for(cls)
         chunks = chunk_schema(cls)  # type: ignore[arg-type]
         channel = await self.ready_channel(info, timeout)
-        body, metadata = self.signer.grpc(info, synapse, timeout, schema)
+        session = await self._session(info, channel, timeout)
+        if isinstance(session, Result):
+            done.append(session)
+            return
+        body, metadata = self.signer.grpc(info, synapse, timeout, schema, session)
         call = channel.unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
         final: list[bytes] = []
 
@@ -219,10 +270,14 @@ class GrpcLink:
                 kept = set()
             if final:
                 fill(synapse, {k: v for k, v in schema.from_bytes(final[-1]).items() if k not in kept})
-            read_axon(synapse, await call.trailing_metadata())
+            trailers = await call.trailing_metadata()
+            self.sessions.learn(info.ip_str(), info.hotkey, trailers)
+            read_axon(synapse, trailers)
             status, text = axon_status(synapse)
             done.append(Result(status if status is not None else 200, text))
         except grpc.aio.AioRpcError as e:
+            if session is not None and needs_reopen(http_status_for(e.code()), e.details()):
+                self.sessions.forget(info.ip_str(), info.hotkey, session)  # the next call opens another
             done.append(_failure(e, synapse, info, timeout))
         except ValueError as e:
             done.append(Result(422, f"Failed to parse response: {e}"))

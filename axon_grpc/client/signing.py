@@ -105,9 +105,12 @@ class RequestSigner:
         #: Send ``bt_header_sign_answer: 1`` (the Dendrite checks answers).
         self.ask_signed_answer = ask_signed_answer
 
-    def answer_problem(self, synapse: Synapse, axon_hotkey: str, body_hash: str, signature: str | None) -> str | None:
-        """:func:`check_answer` for a request this signer sent."""
-        return check_answer(synapse, axon_hotkey, body_hash, signature, None if self.auth == "btauth" else self.uuid)
+    def answer_problem(
+        self, synapse: Synapse, axon_hotkey: str, body_hash: str, signature: str | None, session: Any = None
+    ) -> str | None:
+        """:func:`check_answer` for a request this signer sent (by ``session``, when not signed)."""
+        uuid = session.id if session is not None else None if self.auth == "btauth" else self.uuid
+        return check_answer(synapse, axon_hotkey, body_hash, signature, uuid)
 
     def _stamp(self, info: AxonInfo, synapse: Synapse, timeout: float) -> int:
         """Fill ``timeout`` and the two terminal infos as a dendrite does; returns the nonce."""
@@ -136,15 +139,24 @@ class RequestSigner:
         return headers
 
     def grpc(
-        self, info: AxonInfo, synapse: Synapse, timeout: float, schema: Any
+        self, info: AxonInfo, synapse: Synapse, timeout: float, schema: Any, session: Any = None
     ) -> tuple[bytes, list[tuple[str, str]]]:
-        """The message bytes and signed metadata of a gRPC call to ``info``."""
+        """The message bytes and signed metadata of a gRPC call to ``info``; by ``session`` (a
+        :class:`~axon_grpc.client.sessions.ClientSession`) when given: its id, counter and MAC
+        instead of a signature (``synapse.dendrite`` then holds the counter as its nonce and the
+        session id as its uuid, as the axon's hooks see them)."""
         nonce = self._stamp(info, synapse, timeout)
         name = type(synapse).__name__
         body: bytes = schema.to_bytes(synapse)
-        metadata = [("name", name), ("timeout", str(timeout))]
+        metadata = [("name", name)]
         if self.ask_signed_answer:
             metadata.append((SIGN_ANSWER_HEADER, "1"))
+        if session is not None:
+            counter, stamped = session.stamp(METHOD_PREFIX + name, body, timeout)
+            assert synapse.dendrite is not None
+            synapse.dendrite.__dict__.update(nonce=counter, uuid=session.id)
+            return body, metadata + stamped
+        metadata.append(("timeout", str(timeout)))
         if self.auth == "btauth":
             metadata += self._btauth(METHOD_PREFIX + name, body, info.hotkey, nonce, synapse).items()
             return body, metadata

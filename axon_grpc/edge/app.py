@@ -98,7 +98,7 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
     if axon.metrics is not None:
         axon.metrics.set_mode("envoy")
     if codec is None:
-        codec = GRPC_CODEC
+        codec = getattr(axon, "grpc_codec", GRPC_CODEC)
     bridge = axon.http if axon.http_port else None
     if bridge is None:  # the bridge without a port of its own: Envoy's listener serves it
         bridge = load_transport("http")(axon.transport_parts(port=0))
@@ -112,9 +112,20 @@ def for_axon(axon: Any, *, codec: Any = None, drain_file: str | None = None) -> 
         codec,
         max_message_bytes=int(getattr(axon, "max_request_bytes", DEFAULT_MAX_MESSAGE_BYTES)),
         services={**health.methods(), **reflection.methods()},  # type: ignore[dict-item]
+        open_session=_open_session(axon, codec),
     )
     gc.freeze()  # what start-up built is long-lived: keep it out of the collector's scans
     return EdgeApp(grpc, bridge.asgi, health)
+
+
+def _open_session(axon: Any, codec: Any) -> Any:
+    """The ASGI ``Session/Open`` of an axon serving sessions, else None."""
+    sessions = getattr(axon, "sessions", None)
+    if sessions is None:
+        return None
+    from axon_grpc.transports.session_open import asgi_open
+
+    return asgi_open(sessions, getattr(codec, "trailers", ()))
 
 
 class LazyEdgeApp:

@@ -74,7 +74,7 @@ GRPC = "grpc"  #: protobuf message bytes (grpc.aio, the Envoy edge)
 HTTP = "http"  #: the legacy JSON body (the HTTP bridge)
 
 _TRANSPORTS = (GRPC, HTTP)
-_SCHEMES = ("legacy", "btauth")
+_SCHEMES = ("legacy", "btauth", "session")
 
 
 def multiprocess() -> bool:

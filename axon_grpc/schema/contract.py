@@ -7,7 +7,7 @@ from __future__ import annotations
 CONTRACT_NAME = "axon.v1"
 #: How many numbered rules of docs/SPEC.md this axon speaks (R1..R{RULES}); a new rule
 #: within axon.v1 only adds to them (see the spec's versioning policy).
-RULES = 23
+RULES = 27
 #: The trailer every gRPC answer carries, announcing the contract and its rules.
 CONTRACT_TRAILER = "axon-contract"
 CONTRACT_ANNOUNCEMENT = f"{CONTRACT_NAME};rules={RULES}"
@@ -26,12 +26,16 @@ RULE_SS58 = "R12"
 RULE_NONCE = "R13"
 RULE_REPLAY = "R14"
 RULE_BTAUTH = "R21"
+RULE_SESSIONS = "R24"
+RULE_SESSION_OPEN = "R25"
+RULE_SESSION_ACCEPT = "R26"
+RULE_SESSION_CALL = "R27"
 
 CONTRACT = """\
-CONTRACT axon.v1;rules=23
-  The normative spec is docs/SPEC.md of axon-grpc: numbered rules R1..R23,
+CONTRACT axon.v1;rules=27
+  The normative spec is docs/SPEC.md of axon-grpc: numbered rules R1..R27,
   test vectors in proto/axon/v1/test_vectors.json. Every answer carries
-  the trailer `axon-contract: axon.v1;rules=23`; a refusal's status
+  the trailer `axon-contract: axon.v1;rules=27`; a refusal's status
   message ends with the rule it applies, e.g. "(rule R7)". This comment
   is a summary of the spec.
 
@@ -123,6 +127,15 @@ STATUS (bt_header_axon_status_code <-> gRPC status)
   200 OK, 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,
   404 UNIMPLEMENTED, 408 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED,
   500 INTERNAL, 503 UNAVAILABLE. Errors carry the message as status details.
+
+SESSIONS (optional: axon-session/1, rules R24-R27)
+  An axon that announces the trailer `axon-sessions: axon-session/1`
+  serves `/axon.v1.Session/Open` (SessionOpen -> SessionAccept): an
+  X25519 exchange signed by both hotkeys; the key is HKDF-SHA256 of the
+  shared secret. Later calls carry `axon-session` (id),
+  `axon-session-counter` (1, 2, 3...) and `axon-session-mac` (hex
+  HMAC-SHA256 over the id, counter, method, body hash and timeout)
+  instead of the bt_header_dendrite_* keys. See docs/SESSIONS.md.
 
 DISCOVERY
   Server reflection (grpc.reflection.v1alpha) lists three services:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from axon_grpc._types import BlacklistFn, ForwardFn, PriorityFn, VerifyFn, WalletLike
 from axon_grpc.auth.legacy import PROTOCOL_VERSION, V_7_2_0, VerifyPolicy
 from axon_grpc.auth.nonces import NonceStore
+from axon_grpc.auth.sessions import SessionPolicy
 from axon_grpc.auth.wallet import default_wallet
 from axon_grpc.edge.config import EdgeLimits, TlsFiles
 from axon_grpc.edge.proxy import EnvoyProxy
@@ -91,6 +92,7 @@ class Axon:
         metrics_hotkeys: int | None = None,
         sign_answers: bool = False,
         edge: bool | None = None,
+        sessions: bool | SessionPolicy | None = None,
     ) -> None:
         given_settings = {
             "port": port, "ip": ip, "external_ip": external_ip, "external_port": external_port,
@@ -127,7 +129,10 @@ class Axon:
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
         self.endpoints: dict[str, Endpoint] = {}
-        self._compose(section, store if isinstance(store, NonceStore) else None, metrics, sign_answers)
+        if sessions is None:  # --axon.sessions / BT_AXON_SESSIONS, on by default
+            sessions = str(section.get("sessions") or "on").lower() != "off"
+        given = {"metrics": metrics, "sign_answers": sign_answers, "sessions": sessions}
+        self._compose(section, store if isinstance(store, NonceStore) else None, given)
         self._servers(section, edge)
         self.attach(forward_fn=_ping)
 
@@ -155,10 +160,9 @@ class Axon:
         #: The Envoy process publishing this axon while it serves through the edge, else None.
         self.proxy: EnvoyProxy | None = None
 
-    def _compose(
-        self, section: Config, store: NonceStore | None, metrics: bool | PrometheusMetrics, sign_answers: bool
-    ) -> None:
-        """The request path from the settings, by the composition root (:func:`compose`)."""
+    def _compose(self, section: Config, store: NonceStore | None, given: dict[str, Any]) -> None:
+        """The request path from the settings (and the ``given`` metrics, sign_answers, sessions
+        arguments), by the composition root (:func:`compose`)."""
         queue_bound, hotkeys = section.get("max_queue"), section.get("metrics_hotkeys")
         settings = AxonSettings(
             max_workers=self.max_workers,
@@ -167,9 +171,8 @@ class Axon:
             version=self.version,
             verify_policy=self.verify_policy,
             nonce_store=store,
-            metrics=metrics,
             metrics_hotkeys=int(hotkeys) if hotkeys else None,
-            sign_answers=sign_answers,
+            **given,
         )
         own_verify = type(self).default_verify is not Axon.default_verify
         parts = compose(
@@ -191,6 +194,10 @@ class Axon:
         self.metrics: PrometheusMetrics | None = parts.metrics
         #: The requests in flight on every transport, drained by ``stop``.
         self.drain = parts.drain
+        #: The ``axon-session/1`` sessions this axon serves over gRPC (docs/SESSIONS.md), or None.
+        self.sessions = parts.sessions
+        #: The gRPC answers' format: announces the sessions when they are served (R24).
+        self.grpc_codec = parts.grpc_codec
         self.forward_fns = HookView(self.endpoints, VIEWS["forward_fns"])
         self.blacklist_fns = HookView(self.endpoints, VIEWS["blacklist_fns"])
         self.priority_fns = HookView(self.endpoints, VIEWS["priority_fns"])

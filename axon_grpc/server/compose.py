@@ -14,8 +14,12 @@ from typing import Any, Callable, Mapping
 
 from axon_grpc.auth.legacy import VerifyPolicy
 from axon_grpc.auth.nonces import InMemoryNonceStore, NonceStore
+from axon_grpc.auth.session_wire import ANNOUNCE_TRAILER
+from axon_grpc.auth.session_wire import VERSION as SESSION_VERSION
+from axon_grpc.auth.sessions import SessionPolicy, Sessions
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.metrics.observer import NULL_OBSERVER, Observer, PrometheusMetrics
+from axon_grpc.metrics.sessions import SessionMetrics
 from axon_grpc.server.admission import AdmissionQueue
 from axon_grpc.server.drain import Drain
 from axon_grpc.server.endpoints import Endpoint
@@ -24,6 +28,7 @@ from axon_grpc.server.forwarding import Forwarder
 from axon_grpc.server.pipeline import Pipeline
 from axon_grpc.server.terminal import AxonTerminal
 from axon_grpc.synapse import Synapse
+from axon_grpc.transports.grpc_codec import GRPC_CODEC, GrpcCodec
 
 
 @dataclass
@@ -42,6 +47,8 @@ class AxonSettings:
     metrics: bool | PrometheusMetrics = True
     metrics_hotkeys: int | None = None
     sign_answers: bool = False
+    #: Serve ``axon-session/1`` (True: with the default bounds; a policy: with those; False: not).
+    sessions: bool | SessionPolicy = True
 
 
 @dataclass
@@ -56,6 +63,10 @@ class Collaborators:
     metrics: PrometheusMetrics | None
     #: The requests in flight on every transport, drained on stop.
     drain: Drain
+    #: The sessions this axon serves (``axon-session/1``), or None.
+    sessions: Sessions | None = None
+    #: The gRPC answers' format: with the ``axon-sessions`` announcement when sessions are served.
+    grpc_codec: GrpcCodec = GRPC_CODEC
 
 
 @dataclass(frozen=True)
@@ -107,15 +118,25 @@ def compose(
     observer: Observer = metrics if metrics is not None else NULL_OBSERVER
     terminal = AxonTerminal(hotkey, settings.uuid, settings.version, address, settings.sign_answers)
     policy, store = settings.verify_policy, settings.nonce_store
+    sessions = None
+    if settings.sessions is not False:
+        sessions = Sessions(
+            lambda: terminal.hotkey,
+            lambda: verifier.replay_store(),  # the verifier's store when the open is checked (a URL opens late)
+            settings.sessions if isinstance(settings.sessions, SessionPolicy) else None,
+            metrics=SessionMetrics.of(metrics.registry) if metrics is not None else None,
+        )
     verifier = Verifier(
         lambda: terminal.address,
         store if store is not None else InMemoryNonceStore(policy.retention_ns),
         store if store is not None else InMemoryNonceStore(policy.btauth_retention_ns),
         policy,
         observer=observer,
+        sessions=sessions,
     )
     forwarder = Forwarder(admission, thread_pool, observer=observer)
     pipeline = Pipeline(
         endpoints, verifier, admission, forwarder, terminal, observer=observer, extra_verify=extra_verify
     )
-    return Collaborators(thread_pool, admission, terminal, verifier, pipeline, metrics, Drain())
+    codec = GRPC_CODEC if sessions is None else GrpcCodec(((ANNOUNCE_TRAILER, SESSION_VERSION),))
+    return Collaborators(thread_pool, admission, terminal, verifier, pipeline, metrics, Drain(), sessions, codec)

@@ -3,13 +3,15 @@
 Every request passes the same stages, in this order, whichever transport carried it:
 
 1. **Route**: an unknown synapse name is 404.
-2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
-   once) are read in one pass; a malformed or oversized value is 400, and so is a
-   ``name`` header naming another synapse than the one called.
+2. **Credentials**: the auth headers (legacy ``bt_header_*``, btauth/1 or an
+   ``axon-session/1`` session's, decided here once) are read in one pass; a malformed or
+   oversized value is 400, and so is a ``name`` header naming another synapse than the one
+   called.
 3. **Overload**: when every slot is busy and the queue is full, a caller whose last
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
-4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
+4. **Signature and nonce**: the signature is verified and the nonce recorded (401); a
+   session call's session and counter are checked, then its MAC once the body is read.
 5. **Body**: read (413 past the limit), checked against the signed body hash and decoded
    by the call's codec (:class:`~axon_grpc.server.call.Codec`: the transport's wire
    format, so no stage here names a transport), validated once into the synapse (400).
@@ -40,7 +42,7 @@ from typing import Any, Callable, Mapping
 from pydantic import ValidationError
 
 from axon_grpc._aio import within
-from axon_grpc.auth.credentials import BTAUTH, NAME, Credentials
+from axon_grpc.auth.credentials import BTAUTH, LEGACY, NAME, SESSION, TIMEOUT, Credentials
 from axon_grpc.auth.verifier import Verifier
 from axon_grpc.errors import (
     AxonError,
@@ -199,7 +201,7 @@ class Pipeline:
 
     # -- stages 2-4 --------------------------------------------------------------------------
     def _refuse_early(self, credentials: Credentials) -> None:
-        claimed = self._priorities.get(credentials.hotkey or "", _NO_PRIORITY)
+        claimed = self._priorities.get(self.verifier.claimed_hotkey(credentials) or "", _NO_PRIORITY)
         if not self.admission.would_admit(claimed):
             self.admission.stats.shed += 1
             raise Shed(OVERLOADED)
@@ -213,6 +215,12 @@ class Pipeline:
             self.verifier.check_btauth_headers(call.headers)  # what needs no body, before holding it
             body = await self._body(call, timeout)
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
+            return body
+        if credentials.scheme == SESSION:
+            body = await self.verifier.verify_session(
+                credentials, call.path, call.headers.get(TIMEOUT), call.transport, lambda: self._body(call, timeout)
+            )
+            dendrite.__dict__["hotkey"] = credentials.hotkey  # the session's, verified
             return body
         signed = signed_fields(timeout, credentials.body_hash, dendrite)
         await self.verifier.verify_legacy(signed, credentials.crypto, bounded=True)  # bounded when read
@@ -241,7 +249,7 @@ class Pipeline:
     ) -> tuple[Synapse, Any]:
         """The synapse from the signed body, checked against the signed hash by the call's
         codec's rule; and what answers may echo of the body."""
-        legacy = credentials.scheme != BTAUTH
+        legacy = credentials.scheme == LEGACY  # btauth/1 and session MACs covered the bytes already
         codec = call.codec
         checked = codec.check_message_hash(call.path, body, credentials.body_hash) if legacy else True
         data, echo = codec.decode(endpoint, body)

@@ -81,7 +81,15 @@ async def publish(axon: Axon, edge: bool | None) -> None:
     else:
         settings.max_connections = connection_budget(settings.max_connections, servers=2)
     axon.drain.reset()
-    server = GrpcServer(settings, axon.endpoints, axon.pipeline.handle, axon.extra_services, axon.drain)
+    server = GrpcServer(
+        settings,
+        axon.endpoints,
+        axon.pipeline.handle,
+        axon.extra_services,
+        axon.drain,
+        codec=axon.grpc_codec,
+        sessions=axon.sessions,
+    )
     started: list[Callable[[], Awaitable[None]]] = []
     try:
         bound = await server.start()

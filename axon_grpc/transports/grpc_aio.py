@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import grpc
 
+from axon_grpc.auth.sessions import Sessions
 from axon_grpc.errors import SynapseParsingError
 from axon_grpc.server.call import Call, Outcome, parse_peer
 from axon_grpc.server.drain import ANSWER_S, Drain, shutting_down
@@ -30,12 +31,13 @@ from axon_grpc.transports.aio_discovery import Discovery
 from axon_grpc.transports.grpc_codec import (
     GRPC_CODEC,
     METHOD_PREFIX,
+    GrpcCodec,
     reply_message,
     status_code,
     stream_messages,
     synapse_name,
-    trailing_metadata,
 )
+from axon_grpc.transports.session_open import SessionService
 
 #: Default bounds: request message size and total metadata size.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -52,7 +54,9 @@ async def read_message(context: grpc.aio.ServicerContext) -> bytes:
     return message  # type: ignore[no-any-return]
 
 
-def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | None = None) -> Call:
+def grpc_call(
+    name: str, context: grpc.aio.ServicerContext, peer_header: str | None = None, codec: GrpcCodec = GRPC_CODEC
+) -> Call:
     """The :class:`Call` of one grpc.aio request (grpc.aio cancels it at its deadline);
     its message is read when the pipeline asks for it.
 
@@ -67,7 +71,7 @@ def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | N
     return Call(
         name=name,
         headers=metadata,
-        codec=GRPC_CODEC,
+        codec=codec,
         read_body=lambda: read_message(context),
         peer_ip=ip,
         peer_port=port,
@@ -77,8 +81,8 @@ def grpc_call(name: str, context: grpc.aio.ServicerContext, peer_header: str | N
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome) -> None:
-    context.set_trailing_metadata(trailing_metadata(outcome))
+async def _abort(context: grpc.aio.ServicerContext, outcome: Outcome, codec: GrpcCodec) -> None:
+    context.set_trailing_metadata(codec.trailing_metadata(outcome))
     await context.abort(status_code(outcome), outcome.message)
 
 
@@ -113,32 +117,42 @@ class ConnectionCalls:
 
 
 def unary_handler(
-    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
+    name: str,
+    handle: Handle,
+    drain: Drain,
+    calls: ConnectionCalls | None = None,
+    peer_header: str | None = None,
+    codec: GrpcCodec = GRPC_CODEC,
 ) -> grpc.RpcMethodHandler:
     async def unary(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         peer = context.peer()
         if calls is not None and not calls.enter(peer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
         try:
-            outcome = await drain.run(handle(grpc_call(name, context, peer_header)), shutting_down)
+            outcome = await drain.run(handle(grpc_call(name, context, peer_header, codec)), shutting_down)
         finally:
             if calls is not None:
                 calls.leave(peer)
         if not outcome.ok:
-            await _abort(context, outcome)
-        context.set_trailing_metadata(trailing_metadata(outcome))
+            await _abort(context, outcome, codec)
+        context.set_trailing_metadata(codec.trailing_metadata(outcome))
         return reply_message(outcome)
 
     return grpc.stream_unary_rpc_method_handler(unary)
 
 
 def stream_handler(
-    name: str, handle: Handle, drain: Drain, calls: ConnectionCalls | None = None, peer_header: str | None = None
+    name: str,
+    handle: Handle,
+    drain: Drain,
+    calls: ConnectionCalls | None = None,
+    peer_header: str | None = None,
+    codec: GrpcCodec = GRPC_CODEC,
 ) -> grpc.RpcMethodHandler:
     async def serve(context: grpc.aio.ServicerContext) -> Outcome:
         """The stream's messages by the one stream writer (grpc.aio itself cancels the handler
         when the caller leaves or its gRPC deadline passes); the call's final outcome."""
-        outcome = await handle(grpc_call(name, context, peer_header))
+        outcome = await handle(grpc_call(name, context, peer_header, codec))
         await write_stream(outcome, stream_messages(outcome), context.write)
         return outcome.final
 
@@ -152,8 +166,8 @@ def stream_handler(
             if calls is not None:
                 calls.leave(peer)
         if not outcome.ok:
-            await _abort(context, outcome)
-        context.set_trailing_metadata(trailing_metadata(outcome))
+            await _abort(context, outcome, codec)
+        context.set_trailing_metadata(codec.trailing_metadata(outcome))
 
     return grpc.stream_stream_rpc_method_handler(stream)
 
@@ -172,8 +186,10 @@ class AxonService(grpc.GenericRpcHandler):
         drain: Drain | None = None,
         calls: ConnectionCalls | None = None,
         peer_header: str | None = None,
+        codec: GrpcCodec = GRPC_CODEC,
     ) -> None:
         self.endpoints = endpoints
+        self.codec = codec
         self.handle = handle
         self.drain = drain if drain is not None else Drain()
         #: The bound on each connection's calls in flight (None: unbounded).
@@ -190,9 +206,9 @@ class AxonService(grpc.GenericRpcHandler):
         if cached is not None and cached[0] is endpoint:
             return cached[1]
         if endpoint is None:
-            return unary_handler(name, self.handle, self.drain, self.calls, self.peer_header)
+            return unary_handler(name, self.handle, self.drain, self.calls, self.peer_header, self.codec)
         build = stream_handler if endpoint.streaming else unary_handler
-        handler = build(name, self.handle, self.drain, self.calls, self.peer_header)
+        handler = build(name, self.handle, self.drain, self.calls, self.peer_header, self.codec)
         self._handlers[name] = (endpoint, handler)
         return handler
 
@@ -273,8 +289,15 @@ class GrpcServer:
         handle: Handle,
         extra_services: list[Callable[[Any], None]] | None = None,
         drain: Drain | None = None,
+        *,
+        codec: GrpcCodec = GRPC_CODEC,
+        sessions: Sessions | None = None,
     ) -> None:
         self.settings = settings
+        #: The answers' wire format (and the trailers every answer carries).
+        self.codec = codec
+        #: Served at ``/axon.v1.Session/Open`` when given (``axon-session/1``).
+        self.sessions = sessions
         self.endpoints = endpoints
         self.handle = handle
         #: The requests in flight, for :meth:`stop`'s grace.
@@ -291,8 +314,11 @@ class GrpcServer:
         settings = self.settings
         server = grpc.aio.server(options=self.options(), maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         calls = ConnectionCalls(settings.max_concurrent_streams)
-        service = AxonService(self.endpoints, self.handle, self.drain, calls, settings.peer_header)
+        service = AxonService(self.endpoints, self.handle, self.drain, calls, settings.peer_header, self.codec)
         server.add_generic_rpc_handlers((service,))
+        if self.sessions is not None:
+            opens = SessionService(self.sessions, self.codec.trailers, settings.peer_header)
+            server.add_generic_rpc_handlers((opens,))
         discovery = Discovery(self.endpoints)
         discovery.install(server)
         for extra in self.extra_services:

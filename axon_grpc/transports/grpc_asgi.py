@@ -21,6 +21,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from axon_grpc._aio import within
+from axon_grpc.auth.session_wire import OPEN_METHOD
 from axon_grpc.errors import GrpcStatus, SynapseParsingError
 from axon_grpc.server.call import Call, Codec, Outcome, parse_peer
 from axon_grpc.server.stream_writer import CUT, GONE, write_stream
@@ -185,8 +186,11 @@ class GrpcAsgi:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         services: Mapping[str, ServiceMethod] | None = None,
+        open_session: Callable[[Scope, MessageReader, GrpcStream], Awaitable[None]] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        #: ``/axon.v1.Session/Open`` when the axon serves sessions (it needs the caller's address).
+        self.open_session = open_session
         self.codec = codec
         self.max_message_bytes = max_message_bytes
         self.services = dict(services or {})
@@ -208,7 +212,9 @@ class GrpcAsgi:
                     await self._axon_call(scope, path, headers, deadline, reader, stream, receive)
                 else:
                     service = self.services.get(path)
-                    if service is None:
+                    if path == OPEN_METHOD and self.open_session is not None:
+                        await self.open_session(scope, reader, stream)
+                    elif service is None:
                         await stream.finish(UNIMPLEMENTED, f"Method not found: {path}")
                     else:
                         await service(reader, stream, receive)

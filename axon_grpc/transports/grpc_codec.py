@@ -174,10 +174,29 @@ async def stream_messages(outcome: Outcome) -> AsyncIterator[bytes]:
 class GrpcCodec:
     """The protobuf message of ``/axon.v1.Axon/{Name}`` (:class:`~axon_grpc.server.call.Codec`):
     the legacy hash is over the method path and the message bytes as sent
-    (:func:`~axon_grpc.auth.legacy.grpc_body_hash`), a signed answer's over the reply bytes."""
+    (:func:`~axon_grpc.auth.legacy.grpc_body_hash`), a signed answer's over the reply bytes.
+
+    ``trailers``: pairs every answer carries after the contract's (an axon's announcement of
+    ``axon-sessions``): one codec per set of them, built once."""
 
     transport = GRPC
     names_rules = True
+
+    def __init__(self, trailers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.trailers = trailers
+        self._raw = [(key.encode("ascii"), value.encode("ascii")) for key, value in trailers]
+
+    def trailing_metadata(self, outcome: Outcome) -> tuple[tuple[str, str], ...]:
+        """:func:`trailing_metadata` and this codec's own trailers."""
+        pairs = trailing_metadata(outcome)
+        return pairs + self.trailers if self.trailers else pairs
+
+    def trailer_headers(self, outcome: Outcome) -> list[tuple[bytes, bytes]]:
+        """:func:`trailer_headers` and this codec's own trailers."""
+        headers = trailer_headers(outcome)
+        if self._raw:
+            headers.extend(self._raw)
+        return headers
 
     @staticmethod
     def check_message_hash(path: str, body: bytes, claimed: str) -> bool:
@@ -199,8 +218,6 @@ class GrpcCodec:
     # the answer side, for the transports
     reply_message = staticmethod(reply_message)
     stream_messages = staticmethod(stream_messages)
-    trailer_headers = staticmethod(trailer_headers)
-    trailing_metadata = staticmethod(trailing_metadata)
     status_number = staticmethod(status_number)
 
 

@@ -48,7 +48,7 @@ type TerminalInfo struct {
 	UUID          string
 	Hotkey        string
 	Signature     string
-	// Contract is the contract the axon announces (its axon-contract trailer, e.g. "axon.v1;rules=23").
+	// Contract is the contract the axon announces (its axon-contract trailer, e.g. "axon.v1;rules=27").
 	Contract string
 	// Verified is true when the answer's signature was checked and holds (VerifyAnswers).
 	Verified bool

@@ -162,7 +162,7 @@ def test_health_and_reflection(port: int) -> None:
     assert {"Dummy", "Story", "Nap"} <= methods
     # the service's comment names the contract and its rules (rule R22), through Envoy too
     comments = [loc.leading_comments for f in files for loc in f.source_code_info.location if list(loc.path) == [6, 0]]
-    assert comments == [" axon-contract: axon.v1;rules=23 (docs/SPEC.md)\n"]
+    assert comments == [" axon-contract: axon.v1;rules=27 (docs/SPEC.md)\n"]
 
 
 async def test_sigterm_drains_both_protocols() -> None:
@@ -209,3 +209,45 @@ async def test_sigterm_drains_both_protocols() -> None:
     finally:
         await legacy.close()
         stop(process)
+
+
+async def test_sessions_through_envoy(port: int) -> None:
+    """axon-session/1 under ``axon-grpc serve``: announced, opened through the ASGI adapter, calls
+    by MAC (a replay refused), and the Dendrite's session calls counted under their scheme."""
+    from axon_grpc.auth.session_wire import OPEN_METHOD
+
+    from ..session_support import BODY_7, DUMMY, call, opened, session_metadata
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        status, _, _, trailers = await call(channel, OPEN_METHOD, b"\xff", ())
+        assert status == grpc.StatusCode.INVALID_ARGUMENT and trailers["axon-sessions"] == "axon-session/1"
+        status, _, details, _ = await call(channel, OPEN_METHOD, b"\x0a" + b"\x80\x10" + b"x" * 2048, ())
+        assert (status, details) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "A session open has at most 1024 bytes (rule R25)",
+        )
+        session = await opened(channel, AXON_HOTKEY)
+        metadata = session_metadata(session, 1, BODY_7)
+        status, reply, _, trailers = await call(channel, DUMMY, BODY_7, metadata)
+        assert (status, reply) == (grpc.StatusCode.OK, b"\x08\x07\x10\x0e")
+        assert trailers["axon-sessions"] == "axon-session/1"
+        status, _, details, _ = await call(channel, DUMMY, BODY_7, metadata)
+        assert (status, details) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Session counter already used (rule R27)",
+        )
+    finally:
+        await channel.close()
+
+    async def sessions_served() -> float:
+        samples = (await asyncio.to_thread(scrape, port))[0]
+        labels = {"synapse": "Dummy", "transport": "grpc", "scheme": "session", "status_class": "2xx"}
+        return value(samples, "axon_requests_total", **labels)
+
+    await asyncio.sleep(1.1)  # the scrape is rebuilt at most once a second
+    before = await sessions_served()
+    async with Dendrite(sessions="required") as dendrite:
+        results = await asyncio.gather(*(dendrite.call(info(port), Dummy(input=i), timeout=10) for i in range(20, 40)))
+    assert [r.output for r in results] == [2 * i for i in range(20, 40)]
+    await settles_to(sessions_served, before + 20)

@@ -24,7 +24,7 @@ export interface TerminalInfo {
   signature?: string;
   ip?: string;
   port?: number;
-  /** The contract the axon announces (`axon-contract` trailer, e.g. `axon.v1;rules=23`). */
+  /** The contract the axon announces (`axon-contract` trailer, e.g. `axon.v1;rules=27`). */
   contract?: string;
   /** True when the answer's signature was checked and holds (`verifyAnswers`). */
   verified?: boolean;
