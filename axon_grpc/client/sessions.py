@@ -248,10 +248,21 @@ class SessionKeeper:
             return session
         if self.mode == "auto" and time.monotonic() < state.retry_after:
             return None
-        async with state.lock:  # one open at a time per axon: the others wait for it
+        # One open at a time per axon: the others wait for it, within their own timeout.
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(state.lock.acquire(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            if self.mode == "required":
+                raise SessionOpenFailed(408, "no session opened within the call's timeout") from None
+            return None
+        try:
             session = state.session
             if session is not None and session.fresh():
                 return session
+            if self.mode == "auto" and time.monotonic() < state.retry_after:
+                return None  # the open waited for failed: this call is signed too
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
             try:
                 session = await open_session(channel, self.keypair, axon_hotkey, crypto=self.crypto, timeout=timeout)
             except SessionOpenFailed:
@@ -262,3 +273,5 @@ class SessionKeeper:
                 return None
             state.session = session
             return session
+        finally:
+            state.lock.release()
