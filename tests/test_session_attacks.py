@@ -81,6 +81,25 @@ async def test_a_bad_accept_makes_auto_sign_its_calls(change: dict[str, Any]) ->
     assert not any(wire.SESSION_KEY in c for c in hostile.calls)
 
 
+@pytest.mark.parametrize(
+    "session_id",
+    ["0badc0de-\nab", "0badc0de-\u00e9\u00e9", "0badc0de- lead", "0badc0de-\x7f"],
+    ids=["newline", "non-ascii", "space", "del"],
+)
+async def test_an_accept_with_an_id_unfit_for_metadata_is_refused_by_the_dendrite(session_id: str) -> None:
+    """A session id is sent as metadata: one that cannot be is not taken, and the call goes signed."""
+
+    def alter(accept: wire.SessionAccept) -> None:
+        accept.session_id = session_id
+
+    hostile = Hostile(alter=alter)
+    async with serve_hostile(hostile) as h, Dendrite(KeypairWallet.generate()) as dendrite:
+        for _ in range(3):
+            result = await dendrite.call(h.info, Dummy(input=7), timeout=5, deserialize=False)
+            assert (result.dendrite.status_code, result.output) == (200, 14), result.dendrite.status_message
+    assert hostile.opens == 1
+
+
 @pytest.mark.parametrize("lifetime_s, max_calls", [(2**63, 2**63), (1, 1)])
 async def test_extreme_terms_signed_by_the_axon_are_used_within_bounds(lifetime_s: int, max_calls: int) -> None:
     def alter(accept: wire.SessionAccept) -> None:

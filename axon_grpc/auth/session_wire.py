@@ -47,6 +47,12 @@ MAC_HEX = 64
 MAX_MESSAGE_BYTES = 1024
 
 
+def session_id_fits(session_id: str) -> bool:
+    """Whether ``session_id`` can be a session id: 1 to 64 printable ASCII characters, no space (it
+    is sent as metadata, which carries nothing else unchanged)."""
+    return 0 < len(session_id) <= MAX_SESSION_ID and all("!" <= c <= "~" for c in session_id)
+
+
 class WireFormatError(ValueError):
     """A message that does not decode (its text says what is wrong)."""
 

@@ -129,8 +129,8 @@ def accept_session(request: wire.SessionOpen, private: bytes, answer: bytes) -> 
     except wire.WireFormatError as e:
         raise SessionOpenFailed(422, f"session accept not verified: {e}") from None
     problem = wire.echo_problem(request, accept)
-    if problem is None and (not accept.session_id or len(accept.session_id) > wire.MAX_SESSION_ID):
-        problem = "the session id is missing or too long"
+    if problem is None and not wire.session_id_fits(accept.session_id):
+        problem = "the session id is missing, too long or not printable ASCII"
     if problem is None and not (accept.lifetime_s > 0 and accept.max_calls > 0):
         problem = "the session has no lifetime or no calls"
     if problem is None:
