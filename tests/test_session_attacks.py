@@ -5,6 +5,7 @@ hostile axon against the Dendrite. Real grpc.aio servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from axon_grpc import Dendrite, KeypairWallet
 from axon_grpc.auth import session_wire as wire
 
 from .hostile_axon import Hostile, serve_hostile
+from .raw_h2 import raw_grpc_call
+from .session_support import BODY_7, DUMMY, call, opened, session_metadata
 from .support import Dummy
 
 REOPEN = "Not Verified with error: Unknown session; open a new one (rule R27)"
@@ -125,3 +128,148 @@ async def test_an_axon_refusing_every_session_call_with_the_reopen_words_gets_on
     # Each call: refused, a new session, one retry refused (that session is the next call's).
     assert hostile.opens == 1 + 5
     assert len(hostile.calls) == 1 + 2 * 5
+
+
+# -- a session call's metadata ----------------------------------------------------------------------
+
+
+def _raw(metadata: list[tuple[str, str]], replace: dict[str, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    replace = replace or {}
+    return [(k.encode(), replace.get(k, v.encode())) for k, v in metadata]
+
+
+async def _raw_call(port: int, metadata: list[tuple[bytes, bytes]], body: bytes = BODY_7) -> tuple[str, str]:
+    answer = await asyncio.to_thread(raw_grpc_call, port, DUMMY, body, metadata)
+    return answer.get(b"grpc-status", b"").decode(), answer.get(b"grpc-message", b"").decode()
+
+
+MAC_MISMATCH = ("16", "Not Verified with error: Session MAC mismatch (rule R27)")
+
+
+@pytest.mark.parametrize(
+    "mac",
+    ["\u00e9".encode("latin-1") * 64, "\u00e9".encode() * 32, b"\x80" * 64, b"\xff" * 10],
+    ids=["latin-1", "utf-8", "0x80", "short"],
+)
+async def test_a_mac_outside_ascii_is_a_mismatch_not_an_error(
+    session_axon: Any, mac: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    port = h.info.port
+    assert await _raw_call(port, _raw(session_metadata(session, 1, BODY_7))) == ("0", "")
+    assert await _raw_call(port, _raw(session_metadata(session, 2, BODY_7), {wire.MAC_KEY: mac})) == MAC_MISMATCH
+    assert await _raw_call(port, _raw(session_metadata(session, 2, BODY_7))) == ("0", "")  # counter 2 not burnt
+    # Nothing of the axon's logged (gRPC itself logs a value that is not UTF-8, for any key).
+    assert not [r for r in caplog.records if r.name.startswith("axon_grpc") and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    "counter, answer",
+    [
+        (
+            "+3",
+            (
+                "3",
+                "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+            ),
+        ),
+        (
+            "-3",
+            (
+                "3",
+                "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+            ),
+        ),
+        (
+            " 3",
+            (
+                "3",
+                "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+            ),
+        ),
+        (
+            "3_0",
+            (
+                "3",
+                "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+            ),
+        ),
+        (
+            "\u0663",
+            (
+                "3",
+                "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+            ),
+        ),
+        ("0", ("16", "Not Verified with error: Session counter must be at least 1 (rule R27)")),
+        (str(2**64 + 1), ("16", "Not Verified with error: Session call limit reached; open a new one (rule R27)")),
+        ("9" * 21, ("3", "Improperly formatted request. axon-session-counter is longer than 20 characters (rule R4)")),
+    ],
+)
+async def test_a_counter_not_in_decimal_or_out_of_range_is_refused(
+    session_axon: Any, counter: str, answer: tuple[str, str]
+) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    metadata = session_metadata(session, 3, BODY_7)
+    sent = await _raw_call(h.info.port, _raw(metadata, {wire.COUNTER_KEY: counter.encode()}))
+    assert sent == answer
+    assert await _raw_call(h.info.port, _raw(metadata)) == ("0", "")  # the honest counter 3 still works
+
+
+async def test_a_mac_of_the_wrong_case_or_length_is_refused(session_axon: Any) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    metadata = session_metadata(session, 1, BODY_7)
+    mac = dict(metadata)[wire.MAC_KEY]
+    for other in (mac.upper(), mac[:-1], mac[:32], ""):
+        changed = [(k, other if k == wire.MAC_KEY else v) for k, v in metadata]
+        status, _, details, trailers = await call(channel, DUMMY, BODY_7, changed)
+        assert status == grpc.StatusCode.UNAUTHENTICATED, details
+        assert details in (MAC_MISMATCH[1], "Not Verified with error: Missing session MAC (rule R27)")
+        assert "bt_header_axon_signature" not in trailers
+    status, _, details, _ = await call(
+        channel, DUMMY, BODY_7, [(k, v + "0" if k == wire.MAC_KEY else v) for k, v in metadata]
+    )
+    assert (status, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Improperly formatted request. axon-session-mac is longer than 64 characters (rule R4)",
+    )
+    assert (await call(channel, DUMMY, BODY_7, metadata))[0] == grpc.StatusCode.OK
+
+
+async def test_a_session_id_of_another_worker_or_forged_is_refused_before_any_work(session_axon: Any) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    worker, _, rest = session.id.partition("-")
+    for forged, words in (
+        ("00000000-" + rest, "Session of another worker; open a new one"),
+        (worker + "-" + "0" * 32, "Unknown session; open a new one"),
+        (worker + "-", "Unknown session; open a new one"),
+        ("\u00e9" * 8, None),
+    ):
+        metadata = [(k, forged if k == wire.SESSION_KEY else v) for k, v in session_metadata(session, 1, BODY_7)]
+        status, details = await _raw_call(h.info.port, _raw(metadata))
+        assert status == "16", details
+        if words is not None:
+            assert details == f"Not Verified with error: {words} (rule R27)"
+    assert (await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7)))[0] == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("missing", [wire.SESSION_KEY, wire.COUNTER_KEY, wire.MAC_KEY])
+async def test_a_session_call_missing_a_key_is_refused_unsigned(session_axon: Any, missing: str) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    metadata = [(k, v) for k, v in session_metadata(session, 1, BODY_7) if k != missing]
+    status, _, details, trailers = await call(channel, DUMMY, BODY_7, metadata)
+    if missing == wire.SESSION_KEY:  # no session id: a legacy call without its keys
+        assert (status, details) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: No SS58 formatted address or public key provided. (rule R3)",
+        )
+    else:
+        assert status == grpc.StatusCode.UNAUTHENTICATED
+        assert "bt_header_axon_signature" not in trailers
+        assert details.startswith("Not Verified with error: Missing session")
+    assert (await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7)))[0] == grpc.StatusCode.OK
