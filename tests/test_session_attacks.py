@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from axon_grpc import Dendrite, KeypairWallet
 from axon_grpc.auth import session_wire as wire
@@ -19,6 +22,22 @@ from .hostile_axon import Hostile, serve_hostile
 from .raw_h2 import raw_grpc_call
 from .session_support import BODY_7, DUMMY, call, opened, session_metadata
 from .support import Dummy
+
+#: Pieces of protobuf the fuzzing strings together: tags of each field and wire type, varints of
+#: each length, lengths past the end, UTF-8 and not.
+_PIECES = [
+    *(bytes([n << 3 | w]) for n in range(0, 13) for w in range(8)),
+    b"\x80",
+    b"\xff" * 9 + b"\x01",
+    b"\x80" * 9 + b"\x02",
+    b"\x01",
+    b"\x20",
+    b"\x7f",
+    b"\xff\xff\xff\xff\x0f",
+    b"axon-session/1",
+    b"\xed\xa0\x80",
+    bytes(32),
+]
 
 REOPEN = "Not Verified with error: Unknown session; open a new one (rule R27)"
 
@@ -273,3 +292,58 @@ async def test_a_session_call_missing_a_key_is_refused_unsigned(session_axon: An
         assert "bt_header_axon_signature" not in trailers
         assert details.startswith("Not Verified with error: Missing session")
     assert (await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7)))[0] == grpc.StatusCode.OK
+
+
+# -- the open's decoder ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"\x80", "truncated or overlong varint"),
+        (b"\x30" + b"\xff" * 10 + b"\x01", "truncated or overlong varint"),
+        (b"\x30" + b"\xff" * 9 + b"\x7f", "varint above 64 bits"),  # 2**70 - 1: no uint64
+        (b"\x30" + b"\x80" * 9 + b"\x02", "varint above 64 bits"),  # 2**64
+        (b"\x0a\xff\xff\xff\xff\x0f", "truncated field"),
+        (b"\x0a" + b"\xff" * 9 + b"\x01", "truncated field"),  # a length of 2**64 - 1
+        (b"\x0b", "unsupported wire type 3"),
+        (b"\x0c", "unsupported wire type 4"),
+        (b"\x0f", "unsupported wire type 7"),
+        (b"\x09\x01", "truncated field"),
+        (b"\x00\x00", "field number 0"),
+        (b"\x02\x00", "field number 0"),
+        (b"\x0a\x02\xff\xfe", "field version is not UTF-8"),
+        (b"\x0a\x03\xed\xa0\x80", "field version is not UTF-8"),  # a lone surrogate
+        (b"\x08\x05", "field version has the wrong wire type"),
+        (b"\x32\x01a", "field nonce has the wrong wire type"),
+        (b"\x0a" + bytes([0x80, 0x08]) + b"x" * 1024, "message larger than 1024 bytes"),
+    ],
+)
+def test_a_malformed_open_raises_the_decoders_error(data: bytes, error: str) -> None:
+    for message in (wire.SessionOpen, wire.SessionAccept):
+        with pytest.raises(wire.WireFormatError) as raised:
+            message.decode(data)
+        assert str(raised.value) == error
+
+
+def test_the_decoder_reads_what_protobuf_allows() -> None:
+    """Beside the refusals: the largest uint64, duplicate fields (the last wins), unknown fields of
+    each wire type skipped, and the empty message."""
+    nonce = b"\x30" + b"\xff" * 9 + b"\x01"
+    assert wire.SessionOpen.decode(nonce).nonce == 2**64 - 1
+    assert wire.SessionOpen.decode(b"\x0a\x01a\x0a\x01b").version == "b"
+    unknown = b"\x40\x01" + b"\x49" + bytes(8) + b"\x52\x01z" + b"\x5d" + bytes(4)
+    assert wire.SessionOpen.decode(unknown + b"\x0a\x01c") == wire.SessionOpen(version="c")
+    assert wire.SessionOpen.decode(b"") == wire.SessionOpen()
+
+
+@settings(max_examples=int(os.environ.get("AXON_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(st.binary(max_size=1100) | st.lists(st.sampled_from(_PIECES), max_size=24).map(b"".join))
+def test_the_decoder_only_raises_its_own_error(data: bytes) -> None:
+    for message in (wire.SessionOpen, wire.SessionAccept):
+        try:
+            decoded = message.decode(data)
+        except wire.WireFormatError:
+            continue
+        assert message.decode(decoded.encode()) == decoded  # what it reads, it writes back
+        assert len(decoded.encode()) <= len(data)

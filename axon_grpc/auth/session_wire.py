@@ -78,6 +78,8 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
         byte = data[i]
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if value >> 64:
+                raise WireFormatError("varint above 64 bits")
             return value, i + 1
         shift += 7
     raise WireFormatError("truncated or overlong varint")
@@ -110,6 +112,8 @@ class _Message:
         while at < len(data):
             tag, at = _read_varint(data, at)
             number, wire = tag >> 3, tag & 7
+            if number == 0:
+                raise WireFormatError("field number 0")
             known = cls.FIELDS.get(number)
             value: Any
             if wire == 0:
