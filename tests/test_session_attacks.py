@@ -15,13 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from axon_grpc import Dendrite, KeypairWallet
+from axon_grpc import Dendrite, Keypair, KeypairWallet
 from axon_grpc.auth import session_wire as wire
+from axon_grpc.auth.keys import parse_signature, verify_signature
+from axon_grpc.auth.legacy import reply_hash
+from axon_grpc.auth.session_table import CounterWindow, OpenRate
+from axon_grpc.auth.sessions import SessionPolicy
+from axon_grpc.testing import serve_axon
 
 from .hostile_axon import Hostile, serve_hostile
 from .raw_h2 import raw_grpc_call
-from .session_support import BODY_7, DUMMY, call, opened, session_metadata
-from .support import Dummy
+from .session_support import BODY_7, DUMMY, call, opened, raw_open, session_metadata, signed_open
+from .support import Dummy, RawCaller, dummy_forward
+from .test_streaming import Story, story_forward
 
 #: Pieces of protobuf the fuzzing strings together: tags of each field and wire type, varints of
 #: each length, lengths past the end, UTF-8 and not.
@@ -347,3 +353,126 @@ def test_the_decoder_only_raises_its_own_error(data: bytes) -> None:
             continue
         assert message.decode(decoded.encode()) == decoded  # what it reads, it writes back
         assert len(decoded.encode()) <= len(data)
+
+
+# -- identity: a session's hotkey against the other schemes' keys -----------------------------------
+
+
+async def test_a_session_call_carrying_another_hotkeys_signed_keys_runs_as_the_sessions_hotkey() -> None:
+    """Session keys win over the legacy and btauth/1 keys of the same call: the hooks, the answer's
+    signature (R18) and the request count see only the hotkey that opened the session."""
+    seen: list[str] = []
+
+    def blacklist(synapse: Dummy) -> tuple[bool, str]:
+        seen.append(synapse.dendrite.hotkey)
+        return False, ""
+
+    async with serve_axon({"forward_fn": dummy_forward, "blacklist_fn": blacklist}) as h:
+        a, b = Keypair.generate(), Keypair.generate()
+        other = RawCaller(h.info.ip_str(), h.info.hotkey, b)
+        try:
+            session = await opened(other.channel, h.info.hotkey, a)
+            legacy_b = [(k, v) for k, v in other.metadata(BODY_7) if k != "timeout"]
+            assert (await other.call("Dummy", BODY_7, legacy_b))[0] == grpc.StatusCode.OK  # B's own keys work
+            btauth_b = [("x-bittensor-version", "1"), ("x-bittensor-hotkey", b.ss58_address)]
+            mixed = session_metadata(session, 1, BODY_7) + legacy_b + btauth_b + [("bt_header_sign_answer", "1")]
+            status, reply, _, trailers = await call(other.channel, DUMMY, BODY_7, mixed)
+            assert (status, reply) == (grpc.StatusCode.OK, b"\x08\x07\x10\x0e")
+            signed = f"answer/1.1.{a.ss58_address}.{h.info.hotkey}.{session.id}.{reply_hash(reply)}"
+            assert verify_signature(
+                h.info.hotkey, signed.encode(), parse_signature(trailers["bt_header_axon_signature"])
+            )
+            # B's signed keys with a forged session: refused, never taken as B's legacy call.
+            forged = [(k, "0" * 64 if k == wire.MAC_KEY else v) for k, v in session_metadata(session, 2, BODY_7)]
+            status, _, details, trailers = await call(other.channel, DUMMY, BODY_7, forged + other.metadata(BODY_7))
+            assert (status, details) == (grpc.StatusCode.UNAUTHENTICATED, MAC_MISMATCH[1])
+            assert "bt_header_axon_signature" not in trailers
+            status, _, details, _ = await call(
+                other.channel, DUMMY, BODY_7, [(wire.SESSION_KEY, ""), *other.metadata(BODY_7)]
+            )
+            assert (status, details) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Not Verified with error: Missing session id (rule R27)",
+            )
+        finally:
+            await other.close()
+    assert seen == [b.ss58_address, a.ss58_address]
+
+
+async def test_a_stream_by_session_runs_as_its_hotkey_and_is_not_replayed() -> None:
+    seen: list[str] = []
+
+    def blacklist(synapse: Story) -> tuple[bool, str]:
+        seen.append(synapse.dendrite.hotkey)
+        return False, ""
+
+    async with serve_axon({"forward_fn": story_forward, "blacklist_fn": blacklist}) as h:
+        keypair = Keypair.generate()
+        async with Dendrite(KeypairWallet(keypair), sessions="required") as dendrite:
+            items = [i async for i in await dendrite.forward(h.info, Story(words=3), streaming=True, deserialize=False)]
+        assert items[:3] == ["w0", "w1", "w2"] and items[-1].dendrite.status_code == 200
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        try:
+            session = await opened(channel, h.info.hotkey, keypair)
+            body = b"\x10\x02"  # Story(words=2)
+            metadata = session_metadata(session, 1, body, method="/axon.v1.Axon/Story")
+            for expected in (grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED):
+                stream = channel.unary_stream("/axon.v1.Axon/Story")(body, metadata=metadata, timeout=5)
+                try:
+                    chunks = [m async for m in stream]
+                    assert len(chunks) == 3
+                    status = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as e:
+                    status = e.code()
+                    assert e.details() == "Not Verified with error: Session counter already used (rule R27)"
+                assert status == expected
+        finally:
+            await channel.close()
+    assert seen == [keypair.ss58_address] * 2
+
+
+# -- the axon's session state -----------------------------------------------------------------------
+
+
+async def test_strangers_filling_the_table_cannot_evict_an_honest_session() -> None:
+    """Opens from many hotkeys stop at the table's bounds (refused, not evicting): an honest caller's
+    session keeps working, and its Dendrite signs when no new session can be opened."""
+    policy = SessionPolicy(per_address=1000, total=8, open_rate=1000, open_burst=1000, open_burst_per_address=1000)
+    async with serve_axon(dummy_forward, sessions=policy) as h:
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        try:
+            honest = await opened(channel, h.info.hotkey)
+            answers = [
+                await raw_open(channel, signed_open(Keypair.generate(), h.info.hotkey).encode()) for _ in range(20)
+            ]
+            assert [a[0] for a in answers] == [grpc.StatusCode.OK] * 7 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 13
+            assert answers[-1][2] == "Too many sessions (rule R25)"
+            assert len(h.axon.sessions.table) == 8
+            for counter in (1, 2):
+                assert (await call(channel, DUMMY, BODY_7, session_metadata(honest, counter, BODY_7)))[
+                    0
+                ] == grpc.StatusCode.OK
+            async with Dendrite(KeypairWallet.generate()) as dendrite:
+                results = [await dendrite.call(h.info, Dummy(input=7), timeout=5, deserialize=False) for _ in range(3)]
+            assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 14)] * 3
+        finally:
+            await channel.close()
+
+
+def test_the_open_rate_remembers_a_bounded_number_of_addresses() -> None:
+    rate = OpenRate(SessionPolicy(addresses_tracked=64, open_burst_per_address=1, open_rate_per_address=0.001))
+    now = time.monotonic()
+    assert rate.take("10.0.0.1", now=now) and not rate.take("10.0.0.1", now=now)
+    for i in range(10_000):
+        rate.take(f"10.1.{i // 256}.{i % 256}", now=now)
+    assert len(rate.by_address) == 64
+    assert rate.all.tokens >= 0
+
+
+def test_a_sessions_counters_are_bounded_by_the_window() -> None:
+    window = CounterWindow(1024)
+    for counter in (1, 2, 10**6, 10**6 - 1024, 10**12):
+        assert window.accept(counter) is None
+        assert window.bits.bit_length() <= 1025
+    assert window.accept(10**12 - 1025) == "below"
+    assert window.accept(10**12) == "used"
