@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from axon_grpc import Dendrite, Keypair, KeypairWallet
+from axon_grpc.auth import keys as keys_module
 from axon_grpc.auth import session_wire as wire
 from axon_grpc.auth.keys import parse_signature, verify_signature
 from axon_grpc.auth.legacy import reply_hash
@@ -476,3 +477,104 @@ def test_a_sessions_counters_are_bounded_by_the_window() -> None:
         assert window.bits.bit_length() <= 1025
     assert window.accept(10**12 - 1025) == "below"
     assert window.accept(10**12) == "used"
+
+
+# -- the open's cost ----------------------------------------------------------------------------------
+
+
+async def test_a_4_mib_open_is_refused_and_past_the_rate_not_even_read() -> None:
+    policy = SessionPolicy(open_rate_per_address=0.001, open_burst_per_address=2)
+    async with serve_axon(dummy_forward, sessions=policy) as h:
+        channel = grpc.aio.insecure_channel(h.info.ip_str(), options=[("grpc.max_send_message_length", 8 << 20)])
+        try:
+            # Just under gRPC's own 4 MiB bound on a message (which refuses it before the axon sees it).
+            size = (4 << 20) - 64
+            huge = b"\x0a" + wire._varint(size) + bytes(size)
+            status, _, details, trailers = await raw_open(channel, huge)
+            assert (status, details) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "A session open has at most 1024 bytes (rule R25)",
+            )
+            assert "bt_header_axon_signature" not in trailers
+            assert (await opened(channel, h.info.hotkey)) is not None
+            status, _, details, _ = await raw_open(channel, huge)
+            assert (status, details) == (grpc.StatusCode.UNAVAILABLE, "Too many session opens; retry later (rule R25)")
+        finally:
+            await channel.close()
+
+
+async def test_no_refused_open_costs_the_axon_a_signing(session_axon: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each refusal of an open, for each cause: unsigned, and no signature verified before the
+    signature is what is checked; only the accepted open is signed."""
+    h, channel = session_axon
+    signed: list[Any] = []
+    verified: list[Any] = []
+    hotkey = h.axon.terminal.hotkey
+
+    class Counting:
+        ss58_address = hotkey.ss58_address
+
+        def sign(self, message: Any) -> bytes:
+            signed.append(message)
+            return bytes(hotkey.sign(message))
+
+    real_verify = keys_module._verify_raw
+    monkeypatch.setattr(keys_module, "_verify_raw", lambda *a: verified.append(a) or real_verify(*a))
+    monkeypatch.setattr(h.axon.terminal, "_hotkey", Counting())
+    keypair = Keypair.generate()
+    axon = h.info.hotkey
+    unverified = {
+        "garbage": b"\xff",
+        "version": signed_open(keypair, axon, version="axon-session/2").encode(),
+        "receiver": signed_open(keypair, Keypair.generate().ss58_address).encode(),
+        "key size": signed_open(keypair, axon, ephemeral_key=bytes(31)).encode(),
+        "stale": signed_open(keypair, axon, nonce=time.time_ns() - 60 * 10**9).encode(),
+        "future": signed_open(keypair, axon, nonce=time.time_ns() + 120 * 10**9).encode(),
+        "crypto": signed_open(keypair, axon, crypto="rsa").encode(),
+    }
+    for name, data in unverified.items():
+        status, _, details, trailers = await raw_open(channel, data)
+        assert status != grpc.StatusCode.OK and "bt_header_axon_signature" not in trailers, name
+    assert (signed, verified) == ([], [])
+    bad_signature = signed_open(keypair, axon)
+    bad_signature.signature = "0x" + "11" * 64
+    low_order = signed_open(keypair, axon, ephemeral_key=bytes(32))
+    replayed = signed_open(keypair, axon)
+    assert (await raw_open(channel, replayed.encode()))[0] == grpc.StatusCode.OK
+    for data in (bad_signature.encode(), low_order.encode(), replayed.encode()):
+        status, _, details, trailers = await raw_open(channel, data)
+        assert status == grpc.StatusCode.UNAUTHENTICATED and "bt_header_axon_signature" not in trailers, details
+    assert len(signed) == 1  # the accepted open's only
+    assert len(verified) == 4
+
+
+@settings(max_examples=int(os.environ.get("AXON_FUZZ_EXAMPLES", "60")), deadline=None)
+@given(data=st.binary(max_size=300) | st.lists(st.sampled_from(_PIECES), max_size=16).map(b"".join))
+def test_any_open_gets_a_client_status(fuzz_axon: Any, data: bytes) -> None:
+    status, _, details, trailers = fuzz_axon(data)
+    assert status in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ), (status, details)
+    assert details.endswith("(rule R25)") and trailers["axon-sessions"] == wire.VERSION
+    assert "bt_header_axon_signature" not in trailers
+
+
+@pytest.fixture(scope="module")
+def fuzz_axon() -> Iterator[Callable[[bytes], Any]]:
+    """A synchronous ``open(bytes)`` against one axon (on a loop of its own) whose rate lets a fuzz
+    run through."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    policy = SessionPolicy(open_rate=1e6, open_burst=10**6, open_rate_per_address=1e6, open_burst_per_address=10**6)
+    context = serve_axon(dummy_forward, sessions=policy)
+    h = loop.run_until_complete(context.__aenter__())
+    channel = grpc.aio.insecure_channel(h.info.ip_str())
+    try:
+        yield lambda data: loop.run_until_complete(raw_open(channel, data))
+    finally:
+        loop.run_until_complete(channel.close())
+        loop.run_until_complete(context.__aexit__(None, None, None))
+        asyncio.set_event_loop(None)
+        loop.close()
