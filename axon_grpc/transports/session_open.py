@@ -17,9 +17,11 @@ import grpc
 from axon_grpc.auth.session_wire import MAX_MESSAGE_BYTES, OPEN_METHOD
 from axon_grpc.auth.sessions import Sessions
 from axon_grpc.errors import AxonError, RequestTooLarge, Status, SynapseParsingError, grpc_status_number
+from axon_grpc.schema.contract import RULE_SESSION_OPEN
 from axon_grpc.server.call import parse_peer
 from axon_grpc.synapse import AXON_PREFIX
 from axon_grpc.transports.grpc_codec import CONTRACT_PAIRS, grpc_status_for, metadata_value
+from axon_grpc.transports.grpc_wire import CompressedMessage, MessageTooLarge, WireError
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -76,15 +78,24 @@ def asgi_open(sessions: Sessions, announce: Pairs) -> Callable[..., Any]:
 
     async def serve(scope: Mapping[str, Any], reader: Any, stream: Any) -> None:
         async def read() -> bytes:
-            length = await reader.length()
-            if length is None:
-                raise SynapseParsingError("Improperly formatted request. The call carried no message")
-            if length > MAX_MESSAGE_BYTES:
-                raise RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes")
-            body = reader.complete(length)
-            if body is None:
-                body = await reader.message(length)
-            await reader.end()
+            try:
+                length = await reader.length()
+                if length is None:
+                    raise SynapseParsingError("Improperly formatted request. The call carried no message")
+                if length > MAX_MESSAGE_BYTES:
+                    raise RequestTooLarge(
+                        f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN
+                    )
+                body = reader.complete(length)
+                if body is None:
+                    body = await reader.message(length)
+                await reader.end()
+            except (MessageTooLarge, CompressedMessage):
+                raise
+            except WireError as e:  # a client's framing, as an axon call's (400), not a server fault
+                raise SynapseParsingError(
+                    f"Improperly formatted session open: {e.message}", rule=RULE_SESSION_OPEN
+                ) from None
             return bytes(body)
 
         address, _ = parse_peer(scope.get("client"))
