@@ -578,3 +578,22 @@ def fuzz_axon() -> Iterator[Callable[[bytes], Any]]:
         loop.run_until_complete(context.__aexit__(None, None, None))
         asyncio.set_event_loop(None)
         loop.close()
+
+
+async def test_concurrent_calls_told_to_reopen_open_one_session_between_them() -> None:
+    """An axon that lost its sessions (a restart) answers every call of the old session 'open a new
+    one': a Dendrite's concurrent calls then open one new session, not one each."""
+    async with serve_axon(dummy_forward) as h, Dendrite(KeypairWallet.generate(), sessions="required") as dendrite:
+        first = await dendrite.call(h.info, Dummy(input=1), timeout=5, deserialize=False)
+        assert first.dendrite.status_code == 200
+        table = h.axon.sessions.table
+        for session in list(table.sessions.values()):
+            table.drop(session)
+        results = await asyncio.gather(
+            *(dendrite.call(h.info, Dummy(input=i), timeout=5, deserialize=False) for i in range(30))
+        )
+        assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 2 * i) for i in range(30)]
+        assert h.axon.metrics is not None
+        text = h.axon.metrics.exposition()[0].decode()
+        assert 'axon_session_opens_total{result="accepted"} 2.0' in text
+        assert len(table) == 1
