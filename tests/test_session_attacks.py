@@ -28,6 +28,7 @@ from .hostile_axon import Hostile, serve_hostile
 from .raw_h2 import raw_grpc_call
 from .session_support import BODY_7, DUMMY, call, opened, raw_open, session_metadata, signed_open
 from .support import Dummy, RawCaller, dummy_forward
+from .test_bridge_client import serve_bridge
 from .test_streaming import Story, story_forward
 
 #: Pieces of protobuf the fuzzing strings together: tags of each field and wire type, varints of
@@ -597,3 +598,23 @@ async def test_concurrent_calls_told_to_reopen_open_one_session_between_them() -
         text = h.axon.metrics.exposition()[0].decode()
         assert 'axon_session_opens_total{result="accepted"} 2.0' in text
         assert len(table) == 1
+
+
+async def test_session_keys_on_the_http_bridge_are_refused_not_read_as_the_signed_call() -> None:
+    """The bridge serves no sessions: a validly signed legacy request that also carries session keys
+    is refused unsigned (R24), never run as the signed call nor as the session's."""
+    async with serve_bridge(dummy_forward) as bridged:
+        client = bridged.client
+        assert (await client.call(Dummy(input=5))).status == 200
+        headers, body = client.prepare(Dummy(input=5))
+        for extra in (
+            {wire.SESSION_KEY: "0badc0de-" + "0" * 32, wire.COUNTER_KEY: "1", wire.MAC_KEY: "0" * 64},
+            {wire.SESSION_KEY: ""},
+        ):
+            response = await client.send("/Dummy", {**headers, **extra}, body)
+            assert response.status == 401, response.text
+            assert response.headers["bt_header_axon_status_message"] == (
+                "Not Verified with error: Sessions are not served over this protocol; use gRPC"
+            )
+            assert "bt_header_axon_signature" not in response.headers
+        await bridged.assert_still_serving()
