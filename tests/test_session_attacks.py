@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axon_grpc import Dendrite, Keypair, KeypairWallet
@@ -563,9 +564,9 @@ def test_any_open_gets_a_client_status(fuzz_axon: Any, data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_axon() -> Iterator[Callable[[bytes], Any]]:
-    """A synchronous ``open(bytes)`` against one axon (on a loop of its own) whose rate lets a fuzz
-    run through."""
+def fuzz_served() -> Iterator[tuple[asyncio.AbstractEventLoop, Any, grpc.aio.Channel]]:
+    """One axon on a loop of its own (run by the tests that use it), whose open rate lets a fuzz run
+    through; its harness and a channel to it."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     policy = SessionPolicy(open_rate=1e6, open_burst=10**6, open_rate_per_address=1e6, open_burst_per_address=10**6)
@@ -573,12 +574,34 @@ def fuzz_axon() -> Iterator[Callable[[bytes], Any]]:
     h = loop.run_until_complete(context.__aenter__())
     channel = grpc.aio.insecure_channel(h.info.ip_str())
     try:
-        yield lambda data: loop.run_until_complete(raw_open(channel, data))
+        yield loop, h, channel
     finally:
         loop.run_until_complete(channel.close())
         loop.run_until_complete(context.__aexit__(None, None, None))
         asyncio.set_event_loop(None)
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_axon(fuzz_served: tuple[asyncio.AbstractEventLoop, Any, grpc.aio.Channel]) -> Callable[[bytes], Any]:
+    """A synchronous ``open(bytes)`` against the fuzzed axon."""
+    loop, _, channel = fuzz_served
+    return lambda data: loop.run_until_complete(raw_open(channel, data))
+
+
+@pytest.fixture
+def fuzz_axon_port(fuzz_served: tuple[asyncio.AbstractEventLoop, Any, grpc.aio.Channel]) -> Iterator[tuple[int, str]]:
+    """The fuzzed axon's port and the id of a session open there, its loop run in a thread meanwhile
+    (raw HTTP/2 calls block)."""
+    loop, h, channel = fuzz_served
+    session = loop.run_until_complete(opened(channel, h.info.hotkey))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield h.info.port, session.id
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 async def test_concurrent_calls_told_to_reopen_open_one_session_between_them() -> None:
@@ -618,3 +641,44 @@ async def test_session_keys_on_the_http_bridge_are_refused_not_read_as_the_signe
             )
             assert "bt_header_axon_signature" not in response.headers
         await bridged.assert_still_serving()
+
+
+LIVE = b"live session"  #: stands for the id of the live session in the fuzz
+_VALUE = st.binary(min_size=0, max_size=70).filter(lambda v: not (set(v) & {0, 10, 13})) | st.sampled_from(
+    [b"1", b"0001", b"18446744073709551617", b"0" * 64, b"A" * 64, b"\xe9" * 64, b"00000000-" + b"0" * 32]
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("AXON_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture
+    ],  # the axon is the module's; only its thread is the test's
+)
+@given(
+    session_id=st.just(LIVE) | st.none() | _VALUE,
+    counter=st.integers(1, 2**64).map(lambda i: str(i).encode()) | st.none() | _VALUE,
+    mac=st.none() | _VALUE,
+    timeout=st.none() | _VALUE,
+)
+def test_any_session_metadata_gets_a_client_status(
+    fuzz_axon_port: tuple[int, str],
+    session_id: bytes | None,
+    counter: bytes | None,
+    mac: bytes | None,
+    timeout: bytes | None,
+) -> None:
+    """Whatever bytes the session keys hold (raw HTTP/2: outside ASCII too), for a live session or
+    not, the answer is a client status; none is INTERNAL or UNKNOWN."""
+    port, live = fuzz_axon_port
+    if session_id is LIVE:
+        session_id = live.encode()
+    metadata = [(wire.SESSION_KEY.encode(), session_id if session_id is not None else b"")]
+    for key, value in ((wire.COUNTER_KEY, counter), (wire.MAC_KEY, mac), ("timeout", timeout)):
+        if value is not None:
+            metadata.append((key.encode(), value))
+    answer = raw_grpc_call(port, DUMMY, BODY_7, metadata)
+    if not answer:  # a value HTTP/2 itself refuses: the stream was reset before the axon saw it
+        return
+    assert answer[b"grpc-status"] in (b"3", b"16"), answer
