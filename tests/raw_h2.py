@@ -12,15 +12,22 @@ import h2.events
 
 
 def raw_grpc_call(
-    port: int, method: str, body: bytes, metadata: list[tuple[bytes, bytes]], timeout: float = 10.0
+    port: int,
+    method: str,
+    body: bytes,
+    metadata: list[tuple[bytes, bytes]],
+    timeout: float = 10.0,
+    source: str | None = None,
 ) -> dict[bytes, bytes]:
-    """Send one gRPC call to ``127.0.0.1:port`` with ``metadata`` as given; the answer's headers and
-    trailers in one dict (``grpc-status``, ``grpc-message``, the axon's keys)."""
+    """Send one gRPC call to ``127.0.0.1:port`` with ``metadata`` as given (from the loopback address
+    ``source``, when given: 127.0.0.2 and so on); the answer's headers and trailers in one dict
+    (``grpc-status``, ``grpc-message``, the axon's keys)."""
     config = h2.config.H2Configuration(
         client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
     )
     connection = h2.connection.H2Connection(config)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    bind = (source, 0) if source is not None else None
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=bind) as sock:
         connection.initiate_connection()
         stream = connection.get_next_available_stream_id()
         headers = [

@@ -682,3 +682,22 @@ def test_any_session_metadata_gets_a_client_status(
     if not answer:  # a value HTTP/2 itself refuses: the stream was reset before the axon saw it
         return
     assert answer[b"grpc-status"] in (b"3", b"16"), answer
+
+
+async def test_the_open_rate_and_session_bounds_are_per_caller_address() -> None:
+    policy = SessionPolicy(open_rate_per_address=0.001, open_burst_per_address=3, per_address=2)
+    async with serve_axon(dummy_forward, sessions=policy) as h:
+        keypair = Keypair.generate()
+
+        def open_from(source: str) -> tuple[bytes, bytes]:
+            data = signed_open(keypair, h.info.hotkey).encode()
+            answer = raw_grpc_call(h.info.port, wire.OPEN_METHOD, data, [], source=source)
+            return answer[b"grpc-status"], answer.get(b"grpc-message", b"")
+
+        assert [await asyncio.to_thread(open_from, "127.0.0.2") for _ in range(4)] == [
+            (b"0", b""),
+            (b"0", b""),
+            (b"8", b"Too many sessions from this address (rule R25)"),
+            (b"14", b"Too many session opens; retry later (rule R25)"),
+        ]
+        assert await asyncio.to_thread(open_from, "127.0.0.3") == (b"0", b"")

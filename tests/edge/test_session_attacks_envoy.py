@@ -150,3 +150,18 @@ async def test_an_open_flood_from_one_address_is_refused_past_its_burst_through_
     }
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
     assert not any("bt_header_axon_signature" in a[3] for a in answers)
+
+
+async def test_the_open_rate_is_per_caller_address_through_envoy(served: tuple[subprocess.Popen[str], int]) -> None:
+    """The adapter keys the open bucket by the caller's own address, not Envoy's: one address past
+    its burst (20) is refused while another is still served."""
+    port = served[1]
+    keypair = Keypair.generate()
+
+    def open_from(source: str) -> bytes:
+        answer = raw_grpc_call(port, wire.OPEN_METHOD, signed_open(keypair, AXON_HOTKEY).encode(), [], source=source)
+        return answer[b"grpc-status"]
+
+    first = [await asyncio.to_thread(open_from, "127.0.0.6") for _ in range(24)]
+    assert first.count(b"0") <= 21 and first[-1] == b"14", first
+    assert await asyncio.to_thread(open_from, "127.0.0.7") == b"0"
