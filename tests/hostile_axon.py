@@ -16,6 +16,8 @@ from axon_grpc.auth import session_wire as wire
 from axon_grpc.info import AxonInfo
 
 ANNOUNCE = ((wire.ANNOUNCE_TRAILER, wire.VERSION),)
+#: The streaming method answered (tests.test_streaming.Story's).
+STREAM_METHOD = "/axon.v1.Axon/Story"
 #: Dummy(input=7)'s answer: input 7, output 14.
 REPLY = b"\x08\x07\x10\x0e"
 
@@ -33,6 +35,8 @@ class Hostile:
     signature: str | None = None
     #: A session call: None answers; else ``(status code, details)``.
     call_refusal: tuple[grpc.StatusCode, str] | None = None
+    #: How long a stream (``STREAM_METHOD``) stays silent before it ends.
+    stream_silence: float = 60.0
     opens: int = 0
     calls: list[dict[str, str]] = field(default_factory=list)
     info: AxonInfo | None = None
@@ -63,6 +67,8 @@ class _Handler(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if details.method == wire.OPEN_METHOD:
             return grpc.unary_unary_rpc_method_handler(self._open)
+        if details.method == STREAM_METHOD:
+            return grpc.unary_stream_rpc_method_handler(self._stream)
         if details.method.startswith("/axon.v1.Axon/"):
             return grpc.unary_unary_rpc_method_handler(self._call)
         return None
@@ -85,6 +91,14 @@ class _Handler(grpc.GenericRpcHandler):
         if wire.SESSION_KEY in metadata and hostile.call_refusal is not None:
             await context.abort(*hostile.call_refusal)
         return REPLY
+
+    async def _stream(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """A stream that sends nothing for ``stream_silence`` seconds."""
+        self.hostile.calls.append(dict(context.invocation_metadata() or ()))
+        context.set_trailing_metadata(ANNOUNCE)
+        await asyncio.sleep(self.hostile.stream_silence)
+        return
+        yield b""
 
 
 @asynccontextmanager

@@ -701,3 +701,17 @@ async def test_the_open_rate_and_session_bounds_are_per_caller_address() -> None
             (b"14", b"Too many session opens; retry later (rule R25)"),
         ]
         assert await asyncio.to_thread(open_from, "127.0.0.3") == (b"0", b"")
+
+
+async def test_an_axon_holding_its_open_does_not_stretch_a_streams_timeout() -> None:
+    """The time an open took is taken from the stream's timeout, as from a unary call's."""
+    hostile = Hostile(open_delay=30.0)
+    async with serve_hostile(hostile) as h, Dendrite(KeypairWallet.generate()) as dendrite:
+        await dendrite.call(h.info, Dummy(input=7), timeout=5, deserialize=False)  # learns the announcement
+        started = time.monotonic()
+        stream = await dendrite.forward(h.info, Story(words=2), timeout=2.0, streaming=True, deserialize=False)
+        items = [item async for item in stream]
+        took = time.monotonic() - started
+    assert items[-1].dendrite.status_code == 408
+    assert took < 3.5, took
+    assert hostile.opens == 1
