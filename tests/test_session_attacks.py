@@ -715,3 +715,24 @@ async def test_an_axon_holding_its_open_does_not_stretch_a_streams_timeout() -> 
     assert items[-1].dendrite.status_code == 408
     assert took < 3.5, took
     assert hostile.opens == 1
+
+
+async def test_the_same_session_call_sent_twenty_times_at_once_runs_once(session_axon: Any) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    metadata = session_metadata(session, 1, BODY_7)
+    answers = await asyncio.gather(*(call(channel, DUMMY, BODY_7, metadata) for _ in range(20)))
+    statuses = sorted(a[0].value[0] for a in answers)
+    assert statuses == [0] + [16] * 19
+    assert {a[2] for a in answers if a[0] != grpc.StatusCode.OK} == {
+        "Not Verified with error: Session counter already used (rule R27)"
+    }
+
+
+async def test_required_sessions_against_an_axon_holding_opens_fail_within_the_timeout() -> None:
+    hostile = Hostile(open_delay=30.0)
+    async with serve_hostile(hostile) as h, Dendrite(KeypairWallet.generate(), sessions="required") as dendrite:
+        results, took = await _calls(dendrite, h.info, 6, 1.0)
+    assert took < 3.0, took
+    assert {r.dendrite.status_code for r in results} == {408}
+    assert all(wire.SESSION_KEY not in c and "bt_header_dendrite_signature" not in c for c in hostile.calls)
