@@ -12,11 +12,13 @@ from typing import AsyncIterator, Iterator
 import grpc
 import pytest
 
-from axon_grpc import Keypair
+from axon_grpc import Dendrite, Keypair
 from axon_grpc.auth import session_wire as wire
+from axon_grpc.info import AxonInfo
 
 from ..raw_h2 import raw_grpc_call
 from ..session_support import BODY_7, DUMMY, call, opened, raw_open, session_metadata, signed_open
+from .axon_app import Story
 from .support import requires_pyvoy, stop
 from .test_serve_axon import AXON_HOTKEY, serve
 
@@ -137,21 +139,6 @@ async def test_counters_and_ids_forged_through_envoy(channel: grpc.aio.Channel) 
     assert (await call(channel, DUMMY, BODY_7, metadata))[0] == grpc.StatusCode.OK
 
 
-async def test_an_open_flood_from_one_address_is_refused_past_its_burst_through_envoy(
-    channel: grpc.aio.Channel,
-) -> None:
-    """Last in this module: it empties the address's open bucket (20, 5 a second)."""
-    keypair = Keypair.generate()
-    answers = await asyncio.gather(*(raw_open(channel, signed_open(keypair, AXON_HOTKEY).encode()) for _ in range(60)))
-    codes = [a[0] for a in answers]
-    assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 60 - 20 - 5
-    assert {a[2] for a in answers if a[0] == grpc.StatusCode.UNAVAILABLE} == {
-        "Too many session opens; retry later (rule R25)"
-    }
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
-    assert not any("bt_header_axon_signature" in a[3] for a in answers)
-
-
 async def test_the_open_rate_is_per_caller_address_through_envoy(served: tuple[subprocess.Popen[str], int]) -> None:
     """The adapter keys the open bucket by the caller's own address, not Envoy's: one address past
     its burst (20) is refused while another is still served."""
@@ -165,3 +152,39 @@ async def test_the_open_rate_is_per_caller_address_through_envoy(served: tuple[s
     first = [await asyncio.to_thread(open_from, "127.0.0.6") for _ in range(24)]
     assert first.count(b"0") <= 21 and first[-1] == b"14", first
     assert await asyncio.to_thread(open_from, "127.0.0.7") == b"0"
+
+
+async def test_a_stream_by_session_through_envoy_runs_once(
+    served: tuple[subprocess.Popen[str], int], channel: grpc.aio.Channel
+) -> None:
+    port = served[1]
+    axon = AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=AXON_HOTKEY, coldkey="")
+    async with Dendrite(sessions="required") as dendrite:
+        items = [item async for item in dendrite.call_stream(axon, Story(prompt="one two"), deserialize=False)]
+    assert items[:2] == ["ONE", "TWO"] and items[-1].dendrite.status_code == 200
+    session = await opened(channel, AXON_HOTKEY)
+    body = b"\x0a\x07one two"  # Story(prompt="one two")
+    metadata = session_metadata(session, 1, body, method="/axon.v1.Axon/Story")
+    outcomes = []
+    for _ in range(2):
+        stream = channel.unary_stream("/axon.v1.Axon/Story")(body, metadata=metadata, timeout=10)
+        try:
+            outcomes.append(len([m async for m in stream]))
+        except grpc.aio.AioRpcError as e:
+            outcomes.append(e.details())
+    assert outcomes == [3, "Not Verified with error: Session counter already used (rule R27)"]
+
+
+async def test_an_open_flood_from_one_address_is_refused_past_its_burst_through_envoy(
+    channel: grpc.aio.Channel,
+) -> None:
+    """Last in this module: it empties the address's open bucket (20, 5 a second)."""
+    keypair = Keypair.generate()
+    answers = await asyncio.gather(*(raw_open(channel, signed_open(keypair, AXON_HOTKEY).encode()) for _ in range(60)))
+    codes = [a[0] for a in answers]
+    assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 60 - 20 - 5
+    assert {a[2] for a in answers if a[0] == grpc.StatusCode.UNAVAILABLE} == {
+        "Too many session opens; retry later (rule R25)"
+    }
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    assert not any("bt_header_axon_signature" in a[3] for a in answers)
