@@ -186,7 +186,8 @@ def streaming_schemas(classes: Any) -> dict[str, SynapseSchema]:
 
 
 # -- framing ---------------------------------------------------------------------------------
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A protobuf varint (base 128, least significant group first) of a non-negative ``value``."""
     out = bytearray()
     while True:
         bits = value & 0x7F
@@ -200,7 +201,7 @@ def _varint(value: int) -> bytes:
 
 def frame(tag: int, payload: bytes) -> bytes:
     """One ``{Name}Stream`` message holding ``payload`` in the field of ``tag``."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return bytes((tag,)) + varint(len(payload)) + payload
 
 
 def unframe(message: bytes) -> tuple[int, bytes]:

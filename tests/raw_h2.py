@@ -18,10 +18,11 @@ def raw_grpc_call(
     metadata: list[tuple[bytes, bytes]],
     timeout: float = 10.0,
     source: str | None = None,
+    flag: int = 0,
 ) -> dict[bytes, bytes]:
-    """Send one gRPC call to ``127.0.0.1:port`` with ``metadata`` as given (from the loopback address
-    ``source``, when given: 127.0.0.2 and so on); the answer's headers and trailers in one dict
-    (``grpc-status``, ``grpc-message``, the axon's keys)."""
+    """Send one gRPC call to ``127.0.0.1:port`` with ``metadata`` as given, from the loopback address
+    ``source`` when given (127.0.0.2 and so on), its message flagged ``flag`` (1: compressed); the
+    answer's headers and trailers in one dict (``grpc-status``, ``grpc-message``, the axon's keys)."""
     config = h2.config.H2Configuration(
         client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
     )
@@ -40,7 +41,7 @@ def raw_grpc_call(
             *metadata,
         ]
         connection.send_headers(stream, headers)
-        connection.send_data(stream, struct.pack(">BI", 0, len(body)) + body, end_stream=True)
+        connection.send_data(stream, struct.pack(">BI", flag, len(body)) + body, end_stream=True)
         sock.sendall(connection.data_to_send())
         answer: dict[bytes, bytes] = {}
         while True:

@@ -224,3 +224,17 @@ async def test_sessions_per_hotkey_are_bounded_by_evicting_the_oldest() -> None:
             assert "axon_sessions_live 2.0" in h.axon.metrics.exposition()[0].decode()
         finally:
             await channel.close()
+
+
+async def test_an_open_failing_inside_the_axon_leaks_nothing(
+    session_axon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h, channel = session_axon
+
+    async def down(*args: Any) -> Any:
+        raise RuntimeError("redis at 10.0.0.7:6379 refused the connection")
+
+    monkeypatch.setattr(h.axon.verifier.legacy_store, "check_and_store", down)
+    status, _, details, trailers = await raw_open(channel, signed_open(Keypair.generate(), h.info.hotkey).encode())
+    assert status == grpc.StatusCode.INTERNAL and details.startswith("Internal Server Error #"), details
+    assert "redis" not in details and trailers["bt_header_axon_status_code"] == "500"

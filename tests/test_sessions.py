@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.error
+import urllib.request
 from typing import Any
 
 import grpc
@@ -66,8 +68,25 @@ async def test_the_axon_announces_sessions_on_every_answer() -> None:
                 assert trailers["axon-contract"] == "axon.v1;rules=27"
 
 
+def _http_session_call(port: int) -> tuple[int, str]:
+    """A session call over the legacy HTTP protocol: (status, the axon's status message)."""
+    headers = {"axon-session": "x", "axon-session-counter": "1", "axon-session-mac": "0" * 64}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/Dummy", data=b'{"input": 7}', method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.headers["bt_header_axon_status_message"]
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["bt_header_axon_status_message"]
+
+
 async def test_a_session_call_to_an_axon_without_sessions_is_refused() -> None:
-    async with serve_axon(dummy_forward) as h, serve_axon(dummy_forward, sessions=False) as off:
+    async with serve_axon(dummy_forward, http_port=0) as h, serve_axon(dummy_forward, sessions=False) as off:
+        assert await asyncio.to_thread(_http_session_call, int(h.axon.http_port)) == (
+            401,
+            "Not Verified with error: Sessions are not served over this protocol; use gRPC",
+        )
         channel = grpc.aio.insecure_channel(h.info.ip_str())
         other = grpc.aio.insecure_channel(off.info.ip_str())
         try:
@@ -301,3 +320,184 @@ async def test_a_forged_mac_flood_is_refused_without_any_signature_work(
     assert (verified, signed) == ([], [])
     # The session still works: the forgeries burned no counter.
     assert (await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7)))[0] == grpc.StatusCode.OK
+
+
+async def test_the_dendrite_signs_when_sessions_do_not_stick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a balancer spreading one connection's calls over hosts every session call lands
+    where the session is unknown: after a new session is refused too, the call is signed, and
+    the axon gets signed calls for a while (``auto``); ``required`` fails the call."""
+    async with serve_axon(dummy_forward) as h:
+        table = h.axon.sessions.table
+        monkeypatch.setattr(table, "add", lambda *args, **kwargs: None)  # accepted, never held
+        auto = Dendrite(KeypairWallet.generate())
+        required = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            results = [await auto.call(h.info, Dummy(input=i), timeout=5, deserialize=False) for i in range(4)]
+            failed = await required.call(h.info, Dummy(input=1), timeout=5, deserialize=False)
+        finally:
+            await auto.aclose()
+            await required.aclose()
+        assert [(r.dendrite.status_code, r.output) for r in results] == [(200, 0), (200, 2), (200, 4), (200, 6)]
+        assert (failed.dendrite.status_code, failed.dendrite.status_message) == (
+            401,
+            "Not Verified with error: Unknown session; open a new one (rule R27)",
+        )
+        # auto: call 1 signed; call 2 refused twice by session, then signed; calls 3-4 signed.
+        assert requests(h.axon, "legacy") == 4
+        assert requests(h.axon, "session", "4xx") == 2 + 3
+        assert opens(h.axon) == 2 + 3
+
+
+async def test_a_stream_goes_by_the_session_too() -> None:
+    from .test_streaming import Legacy, collect, legacy_forward
+
+    async with serve_axon(legacy_forward) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            items = await collect(dendrite.call_stream(h.info, Legacy(n=3), deserialize=False))
+            h.axon.sessions.table.drop(h.axon.sessions.table.get(items[-1].dendrite.uuid))  # as if evicted
+            again = await collect(dendrite.call_stream(h.info, Legacy(n=2), deserialize=False))
+        finally:
+            await dendrite.aclose()
+        assert again[-1].dendrite.status_code == 200 and len(again) == 3, again[-1].dendrite.status_message
+        assert again[-1].dendrite.uuid != items[-1].dendrite.uuid and opens(h.axon) == 2
+        final = items[-1]
+        assert final.dendrite.status_code == 200 and len(items) == 4, final.dendrite.status_message
+        assert final.dendrite.nonce == 1 and len(final.dendrite.uuid) == 41  # the counter, the session id
+        counted = samples(h.axon)
+        for status_class, count in (("2xx", 2), ("4xx", 1)):  # the refusal of the dropped session
+            labels = (
+                ("scheme", "session"),
+                ("status_class", status_class),
+                ("synapse", "Legacy"),
+                ("transport", "grpc"),
+            )
+            assert counted[("axon_requests_total", labels)] == count
+
+
+def test_the_threat_model_names_tests_that_exist() -> None:
+    """docs/SESSIONS.md: every test its threat table names exists (in the session tests or the
+    module it names), and every threat has one."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    page = (root.parent / "docs" / "SESSIONS.md").read_text()
+    table = page[page.index("## Threat model") : page.index("### Where session state lives")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| threat")]
+    assert len(rows) >= 14
+    sources = "".join(
+        (root / name).read_text()
+        for name in ("test_sessions.py", "test_session_open.py", "test_session_workers.py", "test_vectors.py")
+    )
+    for row in rows:
+        named = re.findall(r"`(?:[\w.]+::)?(test_\w+)`", row)
+        assert named, row
+        for test in named:
+            assert re.search(rf"^(async )?def {test}\(", sources, flags=re.M), test
+
+
+async def test_the_dendrite_renews_a_session_before_it_ends() -> None:
+    """Rekeying: a session within its renewal margin of the end (a tenth of a 1 s lifetime here)
+    is replaced by a new one before the call, so no call is refused for it."""
+    async with serve_axon(dummy_forward, sessions=SessionPolicy(lifetime_s=1)) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            first = await dendrite.call(h.info, Dummy(input=1), timeout=5, deserialize=False)
+            await asyncio.sleep(0.95)
+            second = await dendrite.call(h.info, Dummy(input=2), timeout=5, deserialize=False)
+        finally:
+            await dendrite.aclose()
+        assert (first.dendrite.status_code, second.dendrite.status_code) == (200, 200)
+        assert first.dendrite.uuid != second.dendrite.uuid and second.dendrite.nonce == 1
+        assert (opens(h.axon), requests(h.axon, "session", "4xx")) == (2, 0)
+
+
+async def test_session_keys_of_the_wrong_shape_are_refused(session_axon: Any) -> None:
+    h, channel = session_axon
+    session = await opened(channel, h.info.hotkey)
+    good = dict(session_metadata(session, 1, BODY_7))
+    cases = [
+        (
+            {"axon-session-counter": "1" * 21},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-counter is longer than 20 characters (rule R4)",
+        ),
+        (
+            {"axon-session-counter": "-1"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-counter must be a non-negative decimal integer (rule R4)",
+        ),
+        (
+            {"axon-session": "x" * 65},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session is longer than 64 characters (rule R4)",
+        ),
+        (
+            {"axon-session-mac": "0" * 65},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Improperly formatted request. axon-session-mac is longer than 64 characters (rule R4)",
+        ),
+        (
+            {"axon-session-counter": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session counter (rule R27)",
+        ),
+        (
+            {"axon-session-mac": None},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session MAC (rule R27)",
+        ),
+        (
+            {"axon-session": ""},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "Not Verified with error: Missing session id (rule R27)",
+        ),
+    ]
+    for change, status, details in cases:
+        metadata = {**good, **change}
+        sent = [(k, v) for k, v in metadata.items() if v is not None]
+        assert (await call(channel, DUMMY, BODY_7, sent))[:3:2] == (status, details), change
+    assert (await call(channel, DUMMY, BODY_7, list(good.items())))[0] == grpc.StatusCode.OK
+
+
+def test_sessions_are_turned_off_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from axon_grpc import Axon
+
+    assert Axon(edge=False).sessions is not None  # on by default
+    assert Axon(edge=False, config=Axon.config(["--axon.sessions", "off"])).sessions is None
+    monkeypatch.setenv("BT_AXON_SESSIONS", "off")
+    off = Axon(edge=False)
+    assert off.sessions is None and off.grpc_codec.trailers == ()
+    assert Axon(edge=False, sessions=True).sessions is not None  # the argument wins
+    with pytest.raises(AssertionError, match="sessions must be 'on' or 'off'"):
+        Axon(edge=False, config=Axon.config(["--axon.sessions", "sometimes"]))
+
+
+async def test_one_session_serves_calls_from_several_threads() -> None:
+    """``Dendrite.query`` from four threads at once (its private loop) and a ClientSession stamped
+    from four threads: every counter is taken once."""
+    import concurrent.futures
+
+    async with serve_axon(dummy_forward) as h:
+        dendrite = Dendrite(KeypairWallet.generate(), sessions="required")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                jobs = [
+                    pool.submit(dendrite.query, h.info, Dummy(input=i), timeout=10, deserialize=False)
+                    for i in range(40)
+                ]
+                results = await asyncio.gather(*(asyncio.wrap_future(job) for job in jobs))
+        finally:
+            await asyncio.to_thread(dendrite.close_session)
+        assert {r.dendrite.status_code for r in results} == {200}
+        assert len({r.dendrite.uuid for r in results}) == 1
+        assert sorted(r.dendrite.nonce for r in results) == list(range(1, 41))
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        try:
+            session = await opened(channel, h.info.hotkey)
+        finally:
+            await channel.close()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        counters = list(pool.map(lambda _: session.stamp(DUMMY, BODY_7, 5.0)[0], range(2000)))
+    assert sorted(counters) == list(range(1, 2001))

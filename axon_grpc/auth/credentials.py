@@ -1,7 +1,8 @@
 """The caller's credentials, read from the request's headers or metadata in one pass.
 
 The pipeline reads only the keys it needs (the legacy ``bt_header_dendrite_*``,
-``computed_body_hash`` and ``timeout``, or btauth/1's ``x-bittensor-*``), checks their
+``computed_body_hash`` and ``timeout``, btauth/1's ``x-bittensor-*``, or a session call's
+``axon-session*``), checks their
 shape and bounds, and never builds a synapse from headers: user fields come from the
 signed body only. Every caller-chosen string is bounded, so what the nonce store keeps
 per request is bounded too.

@@ -99,8 +99,9 @@ class TokenBucket:
         self.tokens, self.stamp = float(burst), now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
@@ -149,6 +150,8 @@ class SessionTable:
         self.by_address: dict[str, int] = {}
         #: Sessions dropped before their end, by cause (``hotkey_limit``, ``expired``).
         self.evicted: dict[str, int] = {"hotkey_limit": 0, "expired": 0}
+        #: What of ``evicted`` the metrics have counted already.
+        self.evictions_reported: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import nacl.bindings
 import nacl.exceptions
 
+from axon_grpc.streaming import varint
+
 #: The one version of the protocol; what the announcement trailer lists.
 VERSION = "axon-session/1"
 #: Trailer of every gRPC answer of an axon serving sessions (R24).
@@ -60,18 +62,6 @@ class WireFormatError(ValueError):
 # -- protobuf: varints, strings, bytes; nothing else is needed ---------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
     value = shift = 0
     for i in range(at, min(at + 10, len(data))):
@@ -97,10 +87,10 @@ class _Message:
             if not value:  # proto3: defaults are not sent
                 continue
             if kind == "uint":
-                out += _varint(number << 3) + _varint(int(value))
+                out += varint(number << 3) + varint(int(value))
             else:
                 raw = value.encode() if kind == "string" else bytes(value)
-                out += _varint(number << 3 | 2) + _varint(len(raw)) + raw
+                out += varint(number << 3 | 2) + varint(len(raw)) + raw
         return bytes(out)
 
     @classmethod

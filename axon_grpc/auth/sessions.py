@@ -138,6 +138,12 @@ class Sessions:
             request = wire.SessionOpen.decode(data)
         except wire.WireFormatError as e:
             raise SynapseParsingError(f"Improperly formatted session open: {e}", rule=RULE_SESSION_OPEN) from None
+        if len(request.dendrite_hotkey) > MAX_HOTKEY_CHARS or len(request.ephemeral_key) != wire.KEY_BYTES:
+            raise SynapseParsingError(
+                "Improperly formatted session open: a hotkey of at most 50 characters and a 32-byte "
+                "X25519 key are required",
+                rule=RULE_SESSION_OPEN,
+            )
         if request.version != wire.VERSION:
             raise OpenRefused(f"Unsupported session version; this axon speaks {wire.VERSION}", "version")
         crypto = request.crypto or "sr25519"
@@ -147,12 +153,6 @@ class Sessions:
         axon_hotkey = signer.ss58_address
         if request.axon_hotkey != axon_hotkey:
             raise OpenRefused("Session open is for another axon", "receiver")
-        if len(request.dendrite_hotkey) > MAX_HOTKEY_CHARS or len(request.ephemeral_key) != wire.KEY_BYTES:
-            raise SynapseParsingError(
-                "Improperly formatted session open: a hotkey of at most 50 characters and a 32-byte "
-                "X25519 key are required",
-                rule=RULE_SESSION_OPEN,
-            )
         now_ns = time.time_ns()
         oldest = now_ns - int(policy.open_max_age_s * 1e9)
         unit = wrong_unit(request.nonce, now_ns)

@@ -1,7 +1,8 @@
 """Signature and nonce checks for both signing schemes, bound to the axon's stores and policy.
 
-The pipeline calls :meth:`Verifier.verify_legacy` or :meth:`Verifier.verify_btauth`
-(the scheme is decided once per call from its headers); each raises
+The pipeline calls :meth:`Verifier.verify_legacy`, :meth:`Verifier.verify_btauth` or, for a
+call by an ``axon-session/1`` session, :meth:`Verifier.verify_session` (the scheme is decided
+once per call from its headers); each raises
 :class:`~axon_grpc.errors.NotVerifiedException` (401) with the reason, and records
 the nonce only once the signature verified.
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 from axon_grpc.auth import btauth
 from axon_grpc.auth.legacy import VerifyPolicy, verify_legacy
 from axon_grpc.auth.nonces import NonceStore, NonceVerdict
-from axon_grpc.metrics.observer import NULL_OBSERVER, Observer
+from axon_grpc.metrics.observer import GRPC, NULL_OBSERVER, Observer
 from axon_grpc.synapse import Synapse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,15 +130,17 @@ class Verifier:
         credentials: Credentials,
         path: str,
         timeout: str | None,
-        grpc: bool,
+        transport: str,
         read_body: Callable[[], Awaitable[bytes]],
     ) -> bytes:
         """A session call (docs/SESSIONS.md): the session and counter, then the body is read and
         the MAC checked; fills ``credentials`` with the session's hotkey and the body hash and
-        returns the body. ``timeout``: the ``timeout`` metadata as sent (the MAC covers it)."""
+        returns the body. ``timeout``: the ``timeout`` metadata as sent (the MAC covers it);
+        ``transport``: the call's (sessions are served over gRPC only)."""
         from axon_grpc.auth.sessions import not_served
 
         sessions = self.sessions
+        grpc = transport == GRPC
         if sessions is None or not grpc:
             raise not_served(grpc)
         session = sessions.find(credentials.uuid, credentials.nonce, credentials.signature)

@@ -138,6 +138,7 @@ class Dendrite:
         self._learned: dict[str, tuple[str, float]] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
+        self._sync_lock = threading.Lock()  # one private loop, whichever threads call query() first
 
     # -- transports per axon ------------------------------------------------------------------
     def use(self, axon: Any, transport: str | None) -> None:
@@ -347,12 +348,13 @@ class Dendrite:
         d.__dict__.update(status_code=outcome.status, status_message=outcome.message, process_time=time.time() - start)
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
-        if self._sync_loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="dendrite-loop", daemon=True)
-            thread.start()
-            self._sync_loop, self._sync_thread = loop, thread
-        return self._sync_loop
+        with self._sync_lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="dendrite-loop", daemon=True)
+                thread.start()
+                self._sync_loop, self._sync_thread = loop, thread
+            return self._sync_loop
 
     def __str__(self) -> str:
         return f"Dendrite({self.keypair.ss58_address})"

@@ -167,7 +167,10 @@ class GrpcLink:
         channel = await self.ready_channel(info, timeout)
         method = channel.unary_unary(METHOD_PREFIX + type(synapse).__name__)
         address = info.ip_str()
-        for attempt in (1, 2):  # a session the axon no longer holds gets one new one, once
+        # A session the axon no longer holds gets one new one; when that one is refused too (a
+        # balancer spreading one connection's calls over hosts), the call is signed and this axon
+        # gets signed calls for a while (``required``: a third session, or the refusal).
+        for attempt in (1, 2, 3):
             left = ends - loop.time()
             if left <= 0:
                 return timeout_result(timeout)
@@ -182,8 +185,8 @@ class GrpcLink:
                 trailers = await call.trailing_metadata()
             except grpc.aio.AioRpcError as e:
                 self.sessions.learn(address, info.hotkey, e.trailing_metadata())
-                if session is not None and attempt == 1 and needs_reopen(http_status_for(e.code()), e.details()):
-                    self.sessions.forget(address, info.hotkey, session)
+                if session is not None and attempt < 3 and needs_reopen(http_status_for(e.code()), e.details()):
+                    self.sessions.forget(address, info.hotkey, session, back_off=attempt == 2)
                     continue
                 return _failure(e, synapse, info, timeout)
             self.sessions.learn(address, info.hotkey, trailers)
@@ -216,9 +219,16 @@ class GrpcLink:
             done.append(timeout_result(timeout))
             return
         window, seq, left = slot
+        ends = asyncio.get_running_loop().time() + left
         try:
             async for item in self._stream(info, synapse, left, done):
                 yield item
+            # A session the axon no longer holds, refused before any chunk: once more, by a new one.
+            left = ends - asyncio.get_running_loop().time()
+            if done and needs_reopen(done[-1].status, done[-1].message) and left > 0:
+                done.pop()
+                async for item in self._stream(info, synapse, left, done):
+                    yield item
         finally:
             window.finish(seq)
 

@@ -227,11 +227,14 @@ class SessionKeeper:
         if self.mode == "auto":
             self._state(address, axon_hotkey).announced = announced(trailers)
 
-    def forget(self, address: str, axon_hotkey: str, session: ClientSession) -> None:
-        """Drop ``session`` (the axon said it is gone): the next call opens another."""
+    def forget(self, address: str, axon_hotkey: str, session: ClientSession, back_off: bool = False) -> None:
+        """Drop ``session`` (the axon said it is gone): the next call opens another; with
+        ``back_off``, ``auto`` signs its calls to that axon for ``RETRY_OPEN_S`` first."""
         state = self._state(address, axon_hotkey)
         if state.session is session:
             state.session = None
+        if back_off:
+            state.retry_after = time.monotonic() + RETRY_OPEN_S
 
     async def session(
         self, address: str, axon_hotkey: str, channel: grpc.aio.Channel, timeout: float

@@ -11,12 +11,16 @@ limited), so these are written when an open is answered or a session is dropped,
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:  # pragma: no cover
     from axon_grpc.auth.session_table import SessionTable
+
+#: One set per registry: axons sharing a PrometheusMetrics share these too.
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, SessionMetrics] = weakref.WeakKeyDictionary()
 
 #: The ``result`` labels of an open.
 RESULTS = ("accepted", "rate", "version", "receiver", "nonce", "signature", "limit", "invalid")
@@ -34,7 +38,14 @@ class SessionMetrics:
             "axon_session_evictions", "Sessions dropped before their end", ["cause"], registry=registry
         )
         self._results = {result: self.opens.labels(result) for result in RESULTS}
-        self._evicted: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> SessionMetrics:
+        """The session metrics in ``registry``, made on first use."""
+        found = _BY_REGISTRY.get(registry)
+        if found is None:
+            found = _BY_REGISTRY[registry] = cls(registry)
+        return found
 
     def opened(self, result: str, table: SessionTable) -> None:
         """An open was answered (``accepted`` or why not)."""
@@ -45,8 +56,9 @@ class SessionMetrics:
     def live(self, table: SessionTable) -> None:
         """The table changed: the live sessions and the evictions since the last look."""
         self.live_sessions.set(len(table))
+        reported = table.evictions_reported
         for cause, count in table.evicted.items():
-            seen = self._evicted.get(cause, 0)
+            seen = reported.get(cause, 0)
             if count > seen:
                 self.evictions.labels(cause).inc(count - seen)
-                self._evicted[cause] = count
+                reported[cause] = count

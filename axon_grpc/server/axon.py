@@ -92,7 +92,7 @@ class Axon:
         metrics_hotkeys: int | None = None,
         sign_answers: bool = False,
         edge: bool | None = None,
-        sessions: bool | SessionPolicy = True,
+        sessions: bool | SessionPolicy | None = None,
     ) -> None:
         given_settings = {
             "port": port, "ip": ip, "external_ip": external_ip, "external_port": external_port,
@@ -129,6 +129,8 @@ class Axon:
         #: Callables ``(grpc.aio.Server) -> None`` adding services (health, reflection...).
         self.extra_services: list[Callable[[Any], None]] = []
         self.endpoints: dict[str, Endpoint] = {}
+        if sessions is None:  # --axon.sessions / BT_AXON_SESSIONS, on by default
+            sessions = str(section.get("sessions") or "on").lower() != "off"
         given = {"metrics": metrics, "sign_answers": sign_answers, "sessions": sessions}
         self._compose(section, store if isinstance(store, NonceStore) else None, given)
         self._servers(section, edge)

@@ -124,7 +124,7 @@ def compose(
             lambda: terminal.hotkey,
             lambda: verifier.replay_store(),  # the verifier's store when the open is checked (a URL opens late)
             settings.sessions if isinstance(settings.sessions, SessionPolicy) else None,
-            metrics=SessionMetrics(metrics.registry) if metrics is not None else None,
+            metrics=SessionMetrics.of(metrics.registry) if metrics is not None else None,
         )
     verifier = Verifier(
         lambda: terminal.address,

@@ -102,6 +102,13 @@ _AXON_ARGS: tuple[tuple[str, type, str, Any, str], ...] = (
         "Seconds a shared nonce store may take before a request is refused with 503 / UNAVAILABLE (default 0.5).",
     ),
     (
+        "sessions",
+        str,
+        "BT_AXON_SESSIONS",
+        "on",
+        "Serve axon-session/1 session keys over gRPC (docs/SESSIONS.md): on or off (default on).",
+    ),
+    (
         "metrics_port",
         int,
         "BT_AXON_METRICS_PORT",
@@ -208,3 +215,4 @@ def check_config(config: Config) -> None:
     assert axon.get("nonce_store_timeout") is None or float(axon.nonce_store_timeout) > 0, (
         "nonce_store_timeout must be positive"
     )
+    assert str(axon.get("sessions") or "on").lower() in ("on", "off"), "sessions must be 'on' or 'off'"

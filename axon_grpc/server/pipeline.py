@@ -3,13 +3,15 @@
 Every request passes the same stages, in this order, whichever transport carried it:
 
 1. **Route**: an unknown synapse name is 404.
-2. **Credentials**: the auth headers (legacy ``bt_header_*`` or btauth/1, decided here
-   once) are read in one pass; a malformed or oversized value is 400, and so is a
-   ``name`` header naming another synapse than the one called.
+2. **Credentials**: the auth headers (legacy ``bt_header_*``, btauth/1 or an
+   ``axon-session/1`` session's, decided here once) are read in one pass; a malformed or
+   oversized value is 400, and so is a ``name`` header naming another synapse than the one
+   called.
 3. **Overload**: when every slot is busy and the queue is full, a caller whose last
    verified priority could not displace a queued request is refused 503 before any
    signature work (callers never seen count as the lowest priority).
-4. **Signature and nonce**: the signature is verified and the nonce recorded (401).
+4. **Signature and nonce**: the signature is verified and the nonce recorded (401); a
+   session call's session and counter are checked, then its MAC once the body is read.
 5. **Body**: read (413 past the limit), checked against the signed body hash and decoded
    by the call's codec (:class:`~axon_grpc.server.call.Codec`: the transport's wire
    format, so no stage here names a transport), validated once into the synapse (400).
@@ -53,7 +55,7 @@ from axon_grpc.errors import (
     VerifyRefused,
     reason_of,
 )
-from axon_grpc.metrics.observer import GRPC, NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
+from axon_grpc.metrics.observer import NO_SCHEME, NULL_OBSERVER, UNKNOWN_SYNAPSE, Observer
 from axon_grpc.schema.contract import RULE_METHOD, RULE_NAME_VERSION
 from axon_grpc.server.admission import OVERLOADED, AdmissionQueue
 from axon_grpc.server.call import Call, Codec, Outcome
@@ -215,9 +217,8 @@ class Pipeline:
             await self.verifier.verify_btauth(call.headers, body, call.method, call.path)
             return body
         if credentials.scheme == SESSION:
-            grpc = call.transport == GRPC
             body = await self.verifier.verify_session(
-                credentials, call.path, call.headers.get(TIMEOUT), grpc, lambda: self._body(call, timeout)
+                credentials, call.path, call.headers.get(TIMEOUT), call.transport, lambda: self._body(call, timeout)
             )
             dendrite.__dict__["hotkey"] = credentials.hotkey  # the session's, verified
             return body

@@ -10,20 +10,44 @@ session announcement in the trailers either way (and ``bt_header_axon_status_cod
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import logging
+import uuid
+from typing import Any, Awaitable, Callable, Mapping
 
 import grpc
 
 from axon_grpc.auth.session_wire import MAX_MESSAGE_BYTES, OPEN_METHOD
 from axon_grpc.auth.sessions import Sessions
-from axon_grpc.errors import AxonError, RequestTooLarge, Status, SynapseParsingError, grpc_status_number
+from axon_grpc.errors import (
+    AxonError,
+    InternalServerError,
+    RequestTooLarge,
+    Status,
+    SynapseParsingError,
+    grpc_status_number,
+)
 from axon_grpc.schema.contract import RULE_SESSION_OPEN
 from axon_grpc.server.call import parse_peer
 from axon_grpc.synapse import AXON_PREFIX
 from axon_grpc.transports.grpc_codec import CONTRACT_PAIRS, grpc_status_for, metadata_value
-from axon_grpc.transports.grpc_wire import CompressedMessage, MessageTooLarge, WireError
+from axon_grpc.transports.grpc_wire import MessageTooLarge, WireError
 
 Pairs = tuple[tuple[str, str], ...]
+
+logger = logging.getLogger("axon_grpc")
+
+
+async def _opened(sessions: Sessions, read: Callable[[], Awaitable[bytes]], address: str | None) -> bytes:
+    """:meth:`Sessions.open`; a failure that is no refusal (the nonce store down) becomes
+    ``Internal Server Error #{id}``, its detail only in the log."""
+    try:
+        return await sessions.open(read, address)
+    except AxonError:
+        raise
+    except Exception as e:
+        error_id = str(uuid.uuid4())
+        logger.exception("a session open failed: error id %s", error_id)
+        raise InternalServerError(f"Internal Server Error #{error_id}") from e
 
 
 def _message(error: AxonError) -> str:
@@ -59,7 +83,7 @@ class SessionService(grpc.GenericRpcHandler):
         else:
             address, _ = parse_peer(context.peer())
         try:
-            reply = await self.sessions.open(lambda: read_message(context), address)
+            reply = await _opened(self.sessions, lambda: read_message(context), address)
         except AxonError as e:
             message = _message(e)
             context.set_trailing_metadata(_answer_pairs(self.announce, int(e.status_code), message))
@@ -78,21 +102,20 @@ def asgi_open(sessions: Sessions, announce: Pairs) -> Callable[..., Any]:
 
     async def serve(scope: Mapping[str, Any], reader: Any, stream: Any) -> None:
         async def read() -> bytes:
+            too_large = RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN)
             try:
                 length = await reader.length()
                 if length is None:
-                    raise SynapseParsingError("Improperly formatted request. The call carried no message")
+                    raise SynapseParsingError("Improperly formatted session open: no message", rule=RULE_SESSION_OPEN)
                 if length > MAX_MESSAGE_BYTES:
-                    raise RequestTooLarge(
-                        f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN
-                    )
+                    raise too_large
                 body = reader.complete(length)
                 if body is None:
                     body = await reader.message(length)
                 await reader.end()
-            except (MessageTooLarge, CompressedMessage):
-                raise
-            except WireError as e:  # a client's framing, as an axon call's (400), not a server fault
+            except MessageTooLarge:
+                raise too_large from None
+            except WireError as e:  # the client's framing (400, as an axon call's), not a server fault
                 raise SynapseParsingError(
                     f"Improperly formatted session open: {e.message}", rule=RULE_SESSION_OPEN
                 ) from None
@@ -100,7 +123,7 @@ def asgi_open(sessions: Sessions, announce: Pairs) -> Callable[..., Any]:
 
         address, _ = parse_peer(scope.get("client"))
         try:
-            reply = await sessions.open(read, address)
+            reply = await _opened(sessions, read, address)
         except AxonError as e:
             message = _message(e)
             status = int(e.status_code)

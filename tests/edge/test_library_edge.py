@@ -293,3 +293,25 @@ async def test_tls_and_client_certificates_as_serve_takes_them(tmp_path: Path) -
             assert answer.dendrite.status_code != 200
     finally:
         await axon.stop_async(grace=None)
+
+
+@requires_envoy
+async def test_sessions_through_the_library_edge_know_the_callers_address() -> None:
+    """Behind library mode's Envoy the in-process server sees a Unix socket; the open's address
+    (what the per-address bounds count) is the caller's, from Envoy's header."""
+    from ..session_support import BODY_7, DUMMY, call, opened, session_metadata
+
+    axon = build_axon(peer_recorder([]), edge=True)
+    await axon.start_async()
+    try:
+        channel = grpc.aio.insecure_channel(axon.info().ip_str())
+        try:
+            session = await opened(channel, axon.info().hotkey)
+            status, reply, _, trailers = await call(channel, DUMMY, BODY_7, session_metadata(session, 1, BODY_7))
+        finally:
+            await channel.close()
+        assert (status, reply) == (grpc.StatusCode.OK, b"\x08\x07\x10\x0e")
+        assert trailers["axon-sessions"] == "axon-session/1"
+        assert axon.sessions is not None and set(axon.sessions.table.by_address) == {"127.0.0.1"}
+    finally:
+        await axon.stop_async(grace=None)

@@ -222,6 +222,11 @@ async def test_sessions_through_envoy(port: int) -> None:
     try:
         status, _, _, trailers = await call(channel, OPEN_METHOD, b"\xff", ())
         assert status == grpc.StatusCode.INVALID_ARGUMENT and trailers["axon-sessions"] == "axon-session/1"
+        status, _, details, _ = await call(channel, OPEN_METHOD, b"\x0a" + b"\x80\x10" + b"x" * 2048, ())
+        assert (status, details) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "A session open has at most 1024 bytes (rule R25)",
+        )
         session = await opened(channel, AXON_HOTKEY)
         metadata = session_metadata(session, 1, BODY_7)
         status, reply, _, trailers = await call(channel, DUMMY, BODY_7, metadata)
