@@ -15,6 +15,11 @@ requests of one uuid would refuse each other) and signs each request afresh:
   connector does the same) and sends the legacy request bytes (:class:`~.wire.LegacyHttpRequest`)
   through a minimal client, so the generator spends its CPU on signing, not on parsing.
 
+A target may send something else than signed calls (``GeneratorSpec.load``): calls of
+``axon-session/1`` sessions (one per channel, opened before the window), the same with a
+wrong MAC, calls with a signature that does not verify, signed ``Session/Open`` handshakes,
+or one open replayed (docs/BENCHMARKS.md lists the targets).
+
 Timeline (monotonic clock, shared by all processes on Linux): after every generator
 reports ready, the runner sets ``t0``; loops run from ``t0`` to ``t0 + warmup + duration``
 and a request counts when it completes inside ``[t0 + warmup, t0 + warmup + duration]``.
@@ -49,6 +54,10 @@ class GeneratorSpec:
     duration: float = 5.0
     request_timeout: float = 10.0
     workers: int = 1  #: server processes behind the port: spread the channels evenly over them
+    #: What each call is (gRPC): "signed" (the legacy scheme), "session" (axon-session/1, one session
+    #: per channel), "forged-signature", "forged-mac" (refused floods), "open" (a signed
+    #: ``Session/Open`` per call) or "open-flood" (one open replayed).
+    load: str = "signed"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +102,6 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     from .wire import GRPC_METHOD, GrpcSigner, NonceClock, grpc_body, new_uuid
 
     signer = GrpcSigner(Keypair.generate(), spec.axon_hotkey, grpc_body())
-    body = signer.body
     # A local subchannel pool per channel: each channel gets its own TCP connection.
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000)]
     wanted = max(1, min(spec.channels, spec.loops))
@@ -105,6 +113,7 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 15)
     methods = [channel.unary_unary(GRPC_METHOD) for channel in channels]
+    call_kind = await _call_kind(spec, signer, channels)
     start, rec = await wait_go()
     rec.connections_per_worker = per_worker
     stop_at = start + spec.warmup + spec.duration
@@ -115,14 +124,15 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
     async def loop(i: int) -> None:
         rpc = methods[i % len(methods)]
         dendrite_uuid, clock = new_uuid(), NonceClock()
+        next_call = call_kind(i, rpc, dendrite_uuid, clock)
         delay = start - now()
         if delay > 0:
             await asyncio.sleep(delay)
         while now() < stop_at:
-            metadata = signer.metadata(dendrite_uuid, clock())
+            rpc_now, message, metadata = next_call()
             began = now()
             try:
-                await rpc(body, metadata=metadata, timeout=timeout)
+                await rpc_now(message, metadata=metadata, timeout=timeout)
                 status = "200"
             except AioRpcError as e:
                 status = _grpc_status(e)
@@ -136,6 +146,63 @@ async def _grpc_loops(spec: GeneratorSpec, wait_go: Any) -> _Recorder:
         for channel in channels:
             await channel.close()
     return rec
+
+
+async def _call_kind(spec: GeneratorSpec, signer: Any, channels: list[Any]) -> Any:
+    """``(loop index, rpc, uuid, nonce clock) -> (() -> (rpc, message, metadata))``: how each loop
+    makes its next call for ``spec.load`` (sessions are opened here, before the measured window)."""
+    import os
+
+    from axon_grpc.auth.keys import Keypair
+    from axon_grpc.auth.session_wire import OPEN_METHOD
+    from axon_grpc.client.sessions import open_request, open_session
+
+    from .wire import GRPC_METHOD
+
+    body, timeout_value = signer.body, signer.timeout
+    if spec.load == "signed":
+        return lambda i, rpc, uuid, clock: lambda: (rpc, body, signer.metadata(uuid, clock()))
+    if spec.load == "forged-signature":  # a well-formed call whose signature is another message's
+        bogus = "0x" + os.urandom(64).hex()
+
+        def forged(i: int, rpc: Any, uuid: str, clock: Any) -> Any:
+            def make() -> tuple[Any, bytes, Any]:
+                metadata = list(signer.unsigned_metadata(uuid, clock()))
+                return rpc, body, [*metadata, ("bt_header_dendrite_signature", bogus)]
+
+            return make
+
+        return forged
+    keypair = Keypair.generate()
+    if spec.load in ("session", "forged-mac"):  # one session per channel, as a Dendrite keeps one per axon
+        sessions = [await open_session(channel, keypair, spec.axon_hotkey) for channel in channels]
+        wrong = "0" * 64
+
+        def sessioned(i: int, rpc: Any, uuid: str, clock: Any) -> Any:
+            session = sessions[i % len(sessions)]
+
+            def make() -> tuple[Any, bytes, Any]:
+                metadata = session.metadata(GRPC_METHOD, body, timeout_value)
+                if spec.load == "forged-mac":
+                    metadata = tuple((k, wrong) if k == "axon-session-mac" else (k, v) for k, v in metadata)
+                return rpc, body, metadata
+
+            return make
+
+        return sessioned
+    opens = [channel.unary_unary(OPEN_METHOD) for channel in channels]
+    if spec.load == "open":  # a fresh signed open each time: the handshake's full cost
+        return lambda i, rpc, uuid, clock: (
+            lambda: (
+                opens[i % len(opens)],
+                open_request(keypair, spec.axon_hotkey)[0].encode(),
+                (),
+            )
+        )
+    if spec.load == "open-flood":  # one signed open, replayed: what a flood costs past the checks
+        replayed = open_request(keypair, spec.axon_hotkey)[0].encode()
+        return lambda i, rpc, uuid, clock: lambda: (opens[i % len(opens)], replayed, ())
+    raise ValueError(f"unknown load {spec.load!r}")
 
 
 async def _balanced_channels(

@@ -184,6 +184,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("Envoy legacy HTTP CPU/request vs legacy", "legacy/envoy-http >= 15", value, lambda v: v >= 15, detail)
     value, detail = p99_ratio("envoy", "legacy")
     add("Envoy gRPC p99 at c=64 vs legacy", "envoy/legacy <= 0.1", value, lambda v: v <= 0.1, detail)
+    _session_rows(add, cpu_ratio)
     value, detail = cpu_ratio("grpc", "echo-verified")
     add("gRPC (sync forward on the pool) CPU/request vs bare verified echo", "informative", value, None, detail)
     value, detail = cpu_ratio("legacy", "grpc")
@@ -217,6 +218,34 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 #: The several-worker target, the single process it is compared with, and (when run) one worker with Redis.
 SCALED, SINGLE, ONE_WORKER = "grpc-2w-redis", "grpc", "grpc-1w-redis"
+
+
+def _session_rows(add: Any, cpu_ratio: Any) -> None:
+    """The ``axon-session/1`` ratios (issue 22): what a session call saves, what floods cost."""
+    value, detail = cpu_ratio("envoy-session", "envoy")
+    add("Session calls vs signed calls on Envoy, CPU/request", "informative", value, None, detail)
+    value, detail = cpu_ratio("envoy-session", "envoy-echo-verified")
+    add("Session calls on Envoy vs the verified echo on Envoy", "informative", value, None, detail)
+    value, detail = cpu_ratio("grpc-async-session", "grpc-async")
+    add("Session calls vs signed calls on grpc.aio, CPU/request", "informative", value, None, detail)
+    value, detail = cpu_ratio("envoy-forged-mac", "envoy-forged-signature")
+    add(
+        "Forged-MAC flood vs forged-signature flood, CPU/request",
+        "envoy-forged-mac/envoy-forged-signature < 1",
+        value,
+        lambda v: v < 1,
+        detail,
+    )
+    value, detail = cpu_ratio("envoy-open", "envoy")
+    add("A session open (handshake) vs a signed call on Envoy, CPU", "informative", value, None, detail)
+    value, detail = cpu_ratio("envoy-open-flood", "envoy-forged-signature")
+    add(
+        "Open flood vs forged-signature flood, CPU/request",
+        "envoy-open-flood/envoy-forged-signature <= 1",
+        value,
+        lambda v: v <= 1,
+        detail,
+    )
 
 
 def scaling(results: dict[str, Any]) -> dict[str, Any] | None:

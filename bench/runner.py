@@ -104,6 +104,7 @@ def run_level(
             duration=options.duration,
             request_timeout=options.request_timeout,
             workers=target.workers,
+            load=target.load,
         )
         proc = ctx.Process(
             target=generator_main,

@@ -174,6 +174,10 @@ async def serve_echo(port: int, verified: bool) -> None:
     await server.stop(None)
 
 
+#: Set to "unbounded" by the envoy-open target: no open rate or session bounds.
+SESSIONS_ENV = "AXON_GRPC_BENCH_SESSIONS"
+
+
 def build_dummy_axon(
     port: int | None,
     http_port: int | None = None,
@@ -198,6 +202,15 @@ def build_dummy_axon(
         return forward(synapse)
 
     wallet = KeypairWallet(Keypair.create_from_seed(seed)) if seed else KeypairWallet.generate()
+    sessions: Any = True
+    if os.environ.get(SESSIONS_ENV) == "unbounded":  # the envoy-open target: every open is answered
+        from axon_grpc.auth.session_table import SessionPolicy
+
+        big = 1 << 30
+        sessions = SessionPolicy(
+            per_address=big, total=big, open_rate=1e9, open_burst=big, open_rate_per_address=1e9,
+            open_burst_per_address=big,
+        )  # fmt: skip
     axon = Axon(
         wallet=wallet,
         ip="127.0.0.1",
@@ -206,6 +219,7 @@ def build_dummy_axon(
         http_port=http_port,
         nonce_store=nonce_store,
         metrics=metrics,
+        sessions=sessions,
     )
     axon.attach(
         forward_fn=forward_async if run_async else forward, blacklist_fn=blacklist, priority_fn=priority, inline=inline

@@ -64,6 +64,30 @@ TARGETS: dict[str, tuple[str, str]] = {
         "the grpc-async target's axon under axon.start()'s default: its own Envoy process in front "
         "(Unix sockets behind it); CPU of the process and its Envoy",
     ),
+    "envoy-session": (
+        "axon-grpc on Envoy, gRPC, session calls",
+        "the envoy target called with axon-session/1: one session per connection, a MAC per call, no signature",
+    ),
+    "grpc-async-session": (
+        "axon-grpc gRPC, async forward, session calls",
+        "the grpc-async target called with axon-session/1 sessions",
+    ),
+    "envoy-forged-signature": (
+        "axon-grpc on Envoy, forged signatures",
+        "the envoy target flooded with legacy calls whose signature does not verify (each refused 401)",
+    ),
+    "envoy-forged-mac": (
+        "axon-grpc on Envoy, forged session MACs",
+        "the envoy target flooded with calls of a real session whose MAC is wrong (each refused 401)",
+    ),
+    "envoy-open": (
+        "axon-grpc on Envoy, session opens",
+        "the envoy target's axon (open rate and session bounds lifted) answering signed Session/Open handshakes",
+    ),
+    "envoy-open-flood": (
+        "axon-grpc on Envoy, open flood",
+        "the envoy target with its default session policy, flooded with one open replayed (rate-limited or refused)",
+    ),
     "http": ("axon-grpc HTTP bridge", "the project's Axon through its HTTP bridge, legacy 10.5 requests"),
     "echo": ("bare grpc.aio echo", "grpc.aio generic handler returning the request bytes (the ceiling)"),
     "echo-verified": (
@@ -80,6 +104,12 @@ TRANSPORTS = {
     "envoy": "grpc",
     "envoy-echo-verified": "grpc",
     "envoy-http": "http",
+    "envoy-session": "grpc",
+    "grpc-async-session": "grpc",
+    "envoy-forged-signature": "grpc",
+    "envoy-forged-mac": "grpc",
+    "envoy-open": "grpc",
+    "envoy-open-flood": "grpc",
     "library-edge": "grpc",
     "grpc-1w-redis": "grpc",
     "grpc-2w-redis": "grpc",
@@ -88,6 +118,18 @@ TRANSPORTS = {
     "echo-verified": "grpc",
     "legacy": "http",
 }
+#: What the load generators send to a target (:mod:`.load`), when not signed legacy calls; and the
+#: target whose server it calls (the same server process, started the same way).
+LOADS = {
+    "envoy-session": ("session", "envoy"),
+    "grpc-async-session": ("session", "grpc-async"),
+    "envoy-forged-signature": ("forged-signature", "envoy"),
+    "envoy-forged-mac": ("forged-mac", "envoy"),
+    "envoy-open": ("open", "envoy"),
+    "envoy-open-flood": ("open-flood", "envoy"),
+}
+#: Server environment of a target (read by :mod:`.servers`): the open target lifts the session bounds.
+SERVER_ENV = {"envoy-open": {"AXON_GRPC_BENCH_SESSIONS": "unbounded"}}
 #: Targets served by worker processes (axon_grpc.server.workers) with the Redis store: how many workers.
 WORKER_TARGETS = {"grpc-1w-redis": 1, "grpc-2w-redis": 2}
 START_TIMEOUT_S = 60.0
@@ -108,6 +150,8 @@ class Target:
     label: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What the generators send (:data:`LOADS`): "signed" legacy calls unless the target says.
+    load: str = "signed"
     process: subprocess.Popen[str] | None = None
     log_path: Path | None = None
     #: Worker processes serving behind ``pid`` (their CPU is summed with its own).
@@ -190,12 +234,12 @@ def _read_ready(process: subprocess.Popen[str], log_path: Path, timeout: float) 
 
 
 def _spawn(
-    command: list[str], log_path: Path, env: dict[str, str] | None = None
+    command: list[str], log_path: Path, env: dict[str, str] | None = None, *, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[str] = open(log_path, "w")
     if env is None:  # ``-m bench.servers`` imports this folder's package from the project's checkout
-        env = dict(os.environ)
+        env = dict(os.environ, **(extra_env or {}))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     try:
         process = subprocess.Popen(
@@ -233,7 +277,7 @@ def _started(
     label, description = TARGETS[name]
     return Target(
         name, TRANSPORTS.get(name, "grpc"), "127.0.0.1", int(ready[port_key]), ready["hotkey"], int(ready["pid"]),
-        label, description, extra or {}, process, log_path, **more,
+        label, description, extra or {}, LOADS.get(name, ("signed", name))[0], process, log_path, **more,
     )  # fmt: skip
 
 
@@ -242,6 +286,7 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
     picks, and the server's ready line names them); raises TargetUnavailable."""
     log_path = logs / f"server-{name}.log"
     port = 0
+    server = LOADS.get(name, ("signed", name))[1]  # the server process a load target calls
     if name == "legacy":
         if legacy_python is None or not legacy_python.exists():
             raise TargetUnavailable(
@@ -256,12 +301,13 @@ def start_target(name: str, logs: Path, *, legacy_python: Path | None = None, cp
         )
     if name in WORKER_TARGETS:
         return _start_workers_with_redis(name, port, logs, log_path, WORKER_TARGETS[name])
-    if name in ("envoy", "envoy-http", "envoy-echo-verified"):
-        kind = "envoy-echo-verified" if name == "envoy-echo-verified" else "envoy"
-        process, ready = _spawn([sys.executable, "-m", "bench.servers", kind, "--port", str(port)], log_path)
+    if server in ("envoy", "envoy-http", "envoy-echo-verified"):
+        kind = "envoy-echo-verified" if server == "envoy-echo-verified" else "envoy"
+        command = [sys.executable, "-m", "bench.servers", kind, "--port", str(port)]
+        process, ready = _spawn(command, log_path, extra_env=SERVER_ENV.get(name))
         pids = [int(p) for p in ready["worker_pids"]]
         return _started(name, ready, process, log_path, {"envoy_pids": pids}, worker_pids=pids)
-    command = [sys.executable, "-m", "bench.servers", name, "--port", str(port)]
+    command = [sys.executable, "-m", "bench.servers", server, "--port", str(port)]
     if name == "http":
         command += ["--http-port", "0"]
     if cprofile is not None:

@@ -93,6 +93,10 @@ class GrpcSigner:
         """The metadata of one call, signed over ``nonce``."""
         message = f"{nonce}.{self.hotkey}.{self.axon_hotkey}.{dendrite_uuid}.{self.body_hash}"
         signature = "0x" + bytes(self.keypair.sign(message)).hex()
+        return (*self.unsigned_metadata(dendrite_uuid, nonce), (DENDRITE_PREFIX + "signature", signature))
+
+    def unsigned_metadata(self, dendrite_uuid: str, nonce: int) -> tuple[tuple[str, str], ...]:
+        """That metadata without the signature key."""
         return (
             ("name", SYNAPSE_NAME),
             ("timeout", self.timeout),
@@ -101,7 +105,6 @@ class GrpcSigner:
             (DENDRITE_PREFIX + "nonce", str(nonce)),
             (DENDRITE_PREFIX + "uuid", dendrite_uuid),
             (DENDRITE_PREFIX + "version", str(PROTOCOL_VERSION)),
-            (DENDRITE_PREFIX + "signature", signature),
             (DENDRITE_PREFIX + "ip", self.external_ip),
             (CRYPTO_HEADER, self.crypto),
         )
