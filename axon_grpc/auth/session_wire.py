@@ -49,6 +49,12 @@ MAC_HEX = 64
 MAX_MESSAGE_BYTES = 1024
 
 
+def session_id_fits(session_id: str) -> bool:
+    """Whether ``session_id`` can be a session id: 1 to 64 printable ASCII characters, no space (it
+    is sent as metadata, which carries nothing else unchanged)."""
+    return 0 < len(session_id) <= MAX_SESSION_ID and all("!" <= c <= "~" for c in session_id)
+
+
 class WireFormatError(ValueError):
     """A message that does not decode (its text says what is wrong)."""
 
@@ -62,6 +68,8 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
         byte = data[i]
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if value >> 64:
+                raise WireFormatError("varint above 64 bits")
             return value, i + 1
         shift += 7
     raise WireFormatError("truncated or overlong varint")
@@ -94,6 +102,8 @@ class _Message:
         while at < len(data):
             tag, at = _read_varint(data, at)
             number, wire = tag >> 3, tag & 7
+            if number == 0:
+                raise WireFormatError("field number 0")
             known = cls.FIELDS.get(number)
             value: Any
             if wire == 0:

@@ -256,7 +256,7 @@ class Sessions:
         counter; returns the body hash (R7's). Raises :class:`SessionRefused`."""
         body_hash = grpc_body_hash(method, body)
         expected = wire.call_mac(session.key, session.id, counter, method, body_hash, timeout)
-        if not hmac.compare_digest(expected, mac):
+        if not (mac.isascii() and hmac.compare_digest(expected, mac)):  # compare_digest takes ASCII only
             raise _refuse("Session MAC mismatch")
         self._check_counter(session.counters.accept(counter))  # again: a call with it may have passed meanwhile
         session.last_used = time.monotonic()

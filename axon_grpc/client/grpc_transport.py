@@ -236,13 +236,19 @@ class GrpcLink:
         cls = type(synapse)
         schema = schema_for(cls)
         chunks = chunk_schema(cls)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
         channel = await self.ready_channel(info, timeout)
-        session = await self._session(info, channel, timeout)
+        session = await self._session(info, channel, max(ends - loop.time(), 0.001))
         if isinstance(session, Result):
             done.append(session)
             return
-        body, metadata = self.signer.grpc(info, synapse, timeout, schema, session)
-        call = channel.unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=timeout)
+        left = ends - loop.time()  # what connecting and opening a session left of the timeout
+        if left <= 0:
+            done.append(timeout_result(timeout))
+            return
+        body, metadata = self.signer.grpc(info, synapse, left, schema, session)
+        call = channel.unary_stream(METHOD_PREFIX + cls.__name__)(body, metadata=metadata, timeout=left)
         final: list[bytes] = []
 
         async def values() -> AsyncIterator[Any]:

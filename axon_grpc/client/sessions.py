@@ -129,8 +129,8 @@ def accept_session(request: wire.SessionOpen, private: bytes, answer: bytes) -> 
     except wire.WireFormatError as e:
         raise SessionOpenFailed(422, f"session accept not verified: {e}") from None
     problem = wire.echo_problem(request, accept)
-    if problem is None and (not accept.session_id or len(accept.session_id) > wire.MAX_SESSION_ID):
-        problem = "the session id is missing or too long"
+    if problem is None and not wire.session_id_fits(accept.session_id):
+        problem = "the session id is missing, too long or not printable ASCII"
     if problem is None and not (accept.lifetime_s > 0 and accept.max_calls > 0):
         problem = "the session has no lifetime or no calls"
     if problem is None:
@@ -251,10 +251,21 @@ class SessionKeeper:
             return session
         if self.mode == "auto" and time.monotonic() < state.retry_after:
             return None
-        async with state.lock:  # one open at a time per axon: the others wait for it
+        # One open at a time per axon: the others wait for it, within their own timeout.
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(state.lock.acquire(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            if self.mode == "required":
+                raise SessionOpenFailed(408, "no session opened within the call's timeout") from None
+            return None
+        try:
             session = state.session
             if session is not None and session.fresh():
                 return session
+            if self.mode == "auto" and time.monotonic() < state.retry_after:
+                return None  # the open waited for failed: this call is signed too
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
             try:
                 session = await open_session(channel, self.keypair, axon_hotkey, crypto=self.crypto, timeout=timeout)
             except SessionOpenFailed:
@@ -265,3 +276,5 @@ class SessionKeeper:
                 return None
             state.session = session
             return session
+        finally:
+            state.lock.release()

@@ -30,6 +30,7 @@ from axon_grpc.schema.contract import RULE_SESSION_OPEN
 from axon_grpc.server.call import parse_peer
 from axon_grpc.synapse import AXON_PREFIX
 from axon_grpc.transports.grpc_codec import CONTRACT_PAIRS, grpc_status_for, metadata_value
+from axon_grpc.transports.grpc_wire import MessageTooLarge, WireError
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -107,15 +108,23 @@ def asgi_open(sessions: Sessions, announce: Pairs) -> Callable[..., Any]:
 
     async def serve(scope: Mapping[str, Any], reader: Any, stream: Any) -> None:
         async def read() -> bytes:
-            length = await reader.length()
-            if length is None:
-                raise SynapseParsingError("Improperly formatted session open: no message", rule=RULE_SESSION_OPEN)
-            if length > MAX_MESSAGE_BYTES:
-                raise RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN)
-            body = reader.complete(length)
-            if body is None:
-                body = await reader.message(length)
-            await reader.end()
+            too_large = RequestTooLarge(f"A session open has at most {MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN)
+            try:
+                length = await reader.length()
+                if length is None:
+                    raise SynapseParsingError("Improperly formatted session open: no message", rule=RULE_SESSION_OPEN)
+                if length > MAX_MESSAGE_BYTES:
+                    raise too_large
+                body = reader.complete(length)
+                if body is None:
+                    body = await reader.message(length)
+                await reader.end()
+            except MessageTooLarge:
+                raise too_large from None
+            except WireError as e:  # the client's framing (400, as an axon call's), not a server fault
+                raise SynapseParsingError(
+                    f"Improperly formatted session open: {e.message}", rule=RULE_SESSION_OPEN
+                ) from None
             return bytes(body)
 
         address, _ = parse_peer(scope.get("client"))
