@@ -415,6 +415,25 @@ def test_kit_makes_signed_calls_and_reads_each_refusal(
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_typescript_kit_calls_on_a_session_and_a_replayed_counter_is_refused(typescript_kit: Kit, mode: str) -> None:
+    crypto = AXON_CRYPTO["typescript", mode]
+    axon = Keypair.create_from_seed(AXON_SEED, crypto).ss58_address
+    server = in_process(crypto) if mode == "inprocess" else by_serve(crypto)
+    address = next(server)
+    try:
+        command = [*typescript_kit.driver, address, *typescript_kit.arguments, axon, "sessions"]
+        got = json.loads(run(command, timeout=60))
+    finally:
+        server.close()
+    assert got["session_hotkey"] == Keypair.create_from_seed(CALLER_SEED, typescript_kit.crypto).ss58_address
+    assert got["call"] == {"code": 0, "details": "", "status_code": 200}
+    replayed = got["replayed"]  # the same counter and MAC again
+    assert (replayed["code"], replayed["status_code"]) == (16, 401), replayed
+    assert "counter" in replayed["details"].lower()
+    assert got["other_axon"].startswith("session open refused: ")  # an open for another hotkey
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_kit_makes_200_concurrent_calls_on_one_connection(
     kit: Kit, mode: str, served: dict[tuple[str, str], dict[str, Any]]
 ) -> None:

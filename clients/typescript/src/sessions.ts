@@ -2,6 +2,7 @@
 // SessionAccept messages, the signed transcripts, the X25519 + HKDF-SHA256 key and the call MAC.
 import { x25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
+import * as grpc from '@grpc/grpc-js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bodyHash } from './contract.js';
@@ -280,3 +281,29 @@ export class SessionOpenFailed extends Error {}
 
 /** Whether a refusal's message says the session is gone and a new one will do. */
 export const needsReopen = (details: string | undefined): boolean => (details ?? '').includes(REOPEN_WORDS);
+
+const identity = (bytes: Buffer): Buffer => bytes;
+const bare: grpc.Interceptor = (options, nextCall) => new grpc.InterceptingCall(nextCall(options));
+
+/** Opens a session with the axon at the other end of `client` whose hotkey is `axonHotkey`
+ *  (`/axon.v1.Session/Open`, none of the client's interceptors); rejects with SessionOpenFailed
+ *  when the axon refuses or its accept does not verify. */
+export function openSession(client: grpc.Client, hotkey: Hotkey, axonHotkey: string, timeoutSeconds = 10): Promise<ClientSession> {
+  const { open, secret } = openRequest(hotkey, axonHotkey);
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      OPEN_METHOD, identity, identity, Buffer.from(encodeOpen(open)), new grpc.Metadata(),
+      { deadline: Date.now() + timeoutSeconds * 1000, interceptors: [bare] },
+      (error, answer) => {
+        if (error) reject(new SessionOpenFailed(`session open refused: ${error.code} ${error.details}`));
+        else {
+          try {
+            resolve(acceptSession(open, secret, answer!));
+          } catch (failure) {
+            reject(failure);
+          }
+        }
+      },
+    );
+  });
+}
