@@ -317,7 +317,7 @@ class GrpcServer:
         service = AxonService(self.endpoints, self.handle, self.drain, calls, settings.peer_header, self.codec)
         server.add_generic_rpc_handlers((service,))
         if self.sessions is not None:
-            opens = SessionService(self.sessions, self.codec.trailers, settings.peer_header)
+            opens = SessionService(self.sessions, self.codec.trailers, read_message, settings.peer_header)
             server.add_generic_rpc_handlers((opens,))
         discovery = Discovery(self.endpoints)
         discovery.install(server)

@@ -61,12 +61,20 @@ def _answer_pairs(announce: Pairs, status: int, message: str | None) -> Pairs:
 
 
 class SessionService(grpc.GenericRpcHandler):
-    """The open on grpc.aio: ``peer_header`` names the metadata key of the caller's address when
-    an Envoy edge in front sets it (library mode behind Envoy), else the peer is the caller."""
+    """The open on grpc.aio: ``read`` takes a call's message off its context (the server's own
+    reader); ``peer_header`` names the metadata key of the caller's address when an Envoy edge
+    in front sets it (library mode behind Envoy), else the peer is the caller."""
 
-    def __init__(self, sessions: Sessions, announce: Pairs, peer_header: str | None = None) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        announce: Pairs,
+        read: Callable[[grpc.aio.ServicerContext], Awaitable[bytes]],
+        peer_header: str | None = None,
+    ) -> None:
         self.sessions = sessions
         self.announce = announce
+        self.read = read
         self.peer_header = peer_header
         self._handler = grpc.stream_unary_rpc_method_handler(self._open)
 
@@ -74,15 +82,13 @@ class SessionService(grpc.GenericRpcHandler):
         return self._handler if handler_call_details.method == OPEN_METHOD else None
 
     async def _open(self, requests: Any, context: grpc.aio.ServicerContext) -> bytes:
-        from axon_grpc.transports.grpc_aio import read_message
-
         if self.peer_header is not None:
             metadata = dict(context.invocation_metadata() or ())
             address, _ = parse_peer(str(metadata.get(self.peer_header, "")))
         else:
             address, _ = parse_peer(context.peer())
         try:
-            reply = await _opened(self.sessions, lambda: read_message(context), address)
+            reply = await _opened(self.sessions, lambda: self.read(context), address)
         except AxonError as e:
             message = _message(e)
             context.set_trailing_metadata(_answer_pairs(self.announce, int(e.status_code), message))
