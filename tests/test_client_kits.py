@@ -271,6 +271,34 @@ def test_kit_passes_the_test_vectors(kit: Kit) -> None:
         assert mine.get("verifies") is (True if entry["signer"] in can_sign else None)
 
 
+def test_typescript_kit_passes_the_session_vectors(typescript_kit: Kit) -> None:
+    got = json.loads(run([*typescript_kit.vectors, str(VECTORS_PATH)]))["sessions"]
+    open_, accept, calls = VECTORS["sessions"]
+    assert got[0] == {
+        "name": open_["name"],
+        "encoded": open_["encoded"],
+        "transcript": open_["transcript"],
+        "signature": open_["signature"],  # ed25519: deterministic
+        "vector_signature_verifies": True,
+    }
+    mine = got[1]
+    assert mine["reencoded"] == accept["encoded"]
+    assert mine["transcript"] == accept["transcript"]
+    assert mine["signature_verifies"] is True
+    for name in ("shared_secret", "salt", "key"):
+        assert mine[name] == accept[name], name
+    assert mine["session_id"] == accept["message"]["session_id"]
+    # a forged accept is never used: each altered echo, term or signature is refused
+    refused = "session accept not verified: "
+    assert mine["altered_nonce"] == {"error": refused + "nonce is not the one sent"}
+    assert mine["altered_hotkey"] == {"error": refused + "dendrite_hotkey is not the one sent"}
+    assert mine["altered_ephemeral"] == {"error": refused + "dendrite_ephemeral_key is not the one sent"}
+    assert mine["altered_terms"] == {"error": refused + "the axon's signature does not verify"}
+    assert mine["wrong_signature"] == {"error": refused + "the axon's signature does not verify"}
+    assert mine["garbage"]["error"].startswith(refused)
+    assert got[2]["calls"] == [call["metadata"] for call in calls["calls"]]
+
+
 # ---------------------------------------------------------------------------- a real axon
 
 #: The axon's key type per kit and server mode: each kit meets both.
@@ -384,6 +412,25 @@ def test_kit_makes_signed_calls_and_reads_each_refusal(
     else:  # an sr25519 axon's answer cannot be checked in Go: refused, never used unchecked
         assert signed["code"] == 15 and signed["details"].startswith("Answer not verified: answer signature mismatch")
     assert refused("signed_stream")[0::2] == (15, "Answer not verified: streamed answers are not signed")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_typescript_kit_calls_on_a_session_and_a_replayed_counter_is_refused(typescript_kit: Kit, mode: str) -> None:
+    crypto = AXON_CRYPTO["typescript", mode]
+    axon = Keypair.create_from_seed(AXON_SEED, crypto).ss58_address
+    server = in_process(crypto) if mode == "inprocess" else by_serve(crypto)
+    address = next(server)
+    try:
+        command = [*typescript_kit.driver, address, *typescript_kit.arguments, axon, "sessions"]
+        got = json.loads(run(command, timeout=60))
+    finally:
+        server.close()
+    assert got["session_hotkey"] == Keypair.create_from_seed(CALLER_SEED, typescript_kit.crypto).ss58_address
+    assert got["call"] == {"code": 0, "details": "", "status_code": 200}
+    replayed = got["replayed"]  # the same counter and MAC again
+    assert (replayed["code"], replayed["status_code"]) == (16, 401), replayed
+    assert "counter" in replayed["details"].lower()
+    assert got["other_axon"].startswith("session open refused: ")  # an open for another hotkey
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,3 +1,4 @@
 export * from './keys.js';
 export * from './contract.js';
 export * from './client.js';
+export * from './sessions.js';

@@ -5,7 +5,7 @@
 //   node drive.js ADDRESS PROTO SEED CRYPTO AXON_HOTKEY window   (a holding server: Dummy 0, then 1..199 at once)
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { type Crypto, Hotkey, axonHotkey, connect, signable, terminal } from '../src/index.js';
+import { type Crypto, Hotkey, axonHotkey, connect, openSession, signable, terminal } from '../src/index.js';
 import type { ProtoGrpcType } from './gen/axon_service.js';
 import type { AxonClient } from './gen/axon/v1/Axon.js';
 
@@ -84,6 +84,33 @@ async function main(): Promise<void> {
   const definition = signable(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true }));
   const { Axon } = (grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType).axon.v1;
   const hotkey = Hotkey.fromSeed(crypto, seed);
+  if (mode === 'sessions') {
+    // a session, a call on it, the same call replayed (counter and MAC), a forged accept's axon
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    const session = await openSession(client, hotkey, forging!);
+    const raw = (metadata: [string, string][], body: Buffer) =>
+      new Promise<Outcome>((resolve) => {
+        const sent = new grpc.Metadata();
+        for (const [key, value] of metadata) sent.set(key, value);
+        const bytes = (b: Buffer) => b;
+        const call = client.makeUnaryRequest('/axon.v1.Axon/Dummy', bytes, bytes, body, sent, {}, () => undefined);
+        call.on('status', (status: grpc.StatusObject) =>
+          resolve({ code: status.code, details: status.details, status_code: terminal(status.metadata)?.statusCode }),
+        );
+      });
+    const body = Buffer.from([0x08, 0x07]); // Dummy{input: 7}
+    const first = session.metadata('/axon.v1.Axon/Dummy', body, '12.0');
+    const result: Record<string, unknown> = { session_hotkey: session.hotkey };
+    result.call = await raw(first, body);
+    result.replayed = await raw(first, body);
+    result.other_axon = await openSession(client, hotkey, hotkey.address).then(
+      () => 'opened',
+      (error: Error) => error.message,
+    );
+    client.close();
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return;
+  }
   if (mode === 'window') {
     const held = await connect(Axon, address, { hotkey, axonHotkey: forging! });
     const dummy = held.Dummy.bind(held);

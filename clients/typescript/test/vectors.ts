@@ -15,6 +15,15 @@ import {
   ss58Encode,
   toHex,
   verifySignature,
+  acceptSession,
+  acceptTranscript,
+  decodeAccept,
+  encodeAccept,
+  encodeOpen,
+  openRequest,
+  openTranscript,
+  sharedSecret,
+  transcriptHash,
 } from '../src/index.js';
 
 interface Key { name: string; crypto: Crypto; seed: string }
@@ -98,4 +107,50 @@ for (const entry of file.error_answers as ErrorAnswer[]) {
     verifies: verifySignature(t.bt_header_axon_hotkey!, message, entry.signature),
   });
 }
+// axon-session/1: the open, the accept (and forged ones), the key and the call MACs
+const [openVector, acceptVector, callsVector] = file.sessions as Record<string, any>[];
+const { open, secret } = openRequest(
+  keys.get(openVector!.signer)!, openVector!.message.axon_hotkey, fromHex(openVector!.ephemeral_private),
+  BigInt(openVector!.message.nonce),
+);
+const acceptBytes = fromHex(acceptVector!.encoded);
+const accept = decodeAccept(acceptBytes);
+const refusal = (bytes: Uint8Array) => attempt(() => acceptSession(open, secret, bytes).id);
+const altered = (change: (a: ReturnType<typeof decodeAccept>) => void) => {
+  const copy = decodeAccept(acceptBytes);
+  change(copy);
+  return refusal(encodeAccept(copy));
+};
+const session = acceptSession(open, secret, acceptBytes);
+out.sessions = [
+  {
+    name: openVector!.name,
+    encoded: toHex(encodeOpen(open)),
+    transcript: openTranscript(open),
+    signature: open.signature,
+    vector_signature_verifies: verifySignature(open.dendrite_hotkey, openTranscript(open), openVector!.signature, 'ed25519'),
+  },
+  {
+    name: acceptVector!.name,
+    reencoded: toHex(encodeAccept(accept)),
+    transcript: acceptTranscript(accept),
+    signature_verifies: verifySignature(accept.axon_hotkey, acceptTranscript(accept), accept.signature),
+    shared_secret: toHex(sharedSecret(secret, accept.axon_ephemeral_key)),
+    salt: toHex(transcriptHash(open, accept)),
+    key: toHex(session.key),
+    session_id: session.id,
+    altered_nonce: altered((a) => (a.nonce += 1n)),
+    altered_hotkey: altered((a) => (a.dendrite_hotkey = open.axon_hotkey)),
+    altered_ephemeral: altered((a) => (a.dendrite_ephemeral_key = a.axon_ephemeral_key)),
+    altered_terms: altered((a) => (a.lifetime_s += 1n)),
+    wrong_signature: altered((a) => (a.signature = open.signature)),
+    garbage: refusal(Uint8Array.of(0x0a, 0xff)),
+  },
+  {
+    name: callsVector!.name,
+    calls: (callsVector!.calls as { method: string; body: string; timeout: string | null }[]).map((call) =>
+      session.metadata(call.method, fromHex(call.body), call.timeout),
+    ),
+  },
+];
 process.stdout.write(JSON.stringify(out) + '\n');
