@@ -71,3 +71,25 @@ def session_metadata(
     if timeout is not None:
         metadata.append(("timeout", timeout))
     return metadata
+
+
+def count_crypto(monkeypatch: Any, axon: Any) -> tuple[list[Any], list[bytes]]:
+    """The messages ``axon`` signs and the signatures any key verifies from now on (each list
+    grows as it happens), while both still work."""
+    from axon_grpc.auth import keys as keys_module
+
+    signed: list[Any] = []
+    verified: list[bytes] = []
+    hotkey = axon.terminal.hotkey
+    real_verify = keys_module._verify_raw
+
+    class Counting:
+        ss58_address = hotkey.ss58_address
+
+        def sign(self, message: Any) -> bytes:
+            signed.append(message)
+            return bytes(hotkey.sign(message))
+
+    monkeypatch.setattr(keys_module, "_verify_raw", lambda *a: verified.append(a[2]) or real_verify(*a))
+    monkeypatch.setattr(axon.terminal, "_hotkey", Counting())
+    return signed, verified

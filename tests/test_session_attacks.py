@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from axon_grpc import Dendrite, Keypair, KeypairWallet
-from axon_grpc.auth import keys as keys_module
 from axon_grpc.auth import session_wire as wire
 from axon_grpc.auth.keys import parse_signature, verify_signature
 from axon_grpc.auth.legacy import reply_hash
@@ -28,7 +27,7 @@ from axon_grpc.testing import serve_axon
 
 from .hostile_axon import Hostile, serve_hostile
 from .raw_h2 import raw_grpc_call
-from .session_support import BODY_7, DUMMY, call, opened, raw_open, session_metadata, signed_open
+from .session_support import BODY_7, DUMMY, call, count_crypto, opened, raw_open, session_metadata, signed_open
 from .support import Dummy, RawCaller, dummy_forward
 from .test_bridge_client import serve_bridge
 from .test_streaming import Story, story_forward
@@ -512,20 +511,7 @@ async def test_no_refused_open_costs_the_axon_a_signing(session_axon: Any, monke
     """Each refusal of an open, for each cause: unsigned, and no signature verified before the
     signature is what is checked; only the accepted open is signed."""
     h, channel = session_axon
-    signed: list[Any] = []
-    verified: list[Any] = []
-    hotkey = h.axon.terminal.hotkey
-
-    class Counting:
-        ss58_address = hotkey.ss58_address
-
-        def sign(self, message: Any) -> bytes:
-            signed.append(message)
-            return bytes(hotkey.sign(message))
-
-    real_verify = keys_module._verify_raw
-    monkeypatch.setattr(keys_module, "_verify_raw", lambda *a: verified.append(a) or real_verify(*a))
-    monkeypatch.setattr(h.axon.terminal, "_hotkey", Counting())
+    signed, verified = count_crypto(monkeypatch, h.axon)
     keypair = Keypair.generate()
     axon = h.info.hotkey
     unverified = {

@@ -14,7 +14,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from axon_grpc import Dendrite, Keypair, KeypairWallet
-from axon_grpc.auth import keys as keys_module
 from axon_grpc.auth.sessions import SessionPolicy
 from axon_grpc.testing import serve_axon
 
@@ -23,6 +22,7 @@ from .session_support import (
     BODY_8,
     DUMMY,
     call,
+    count_crypto,
     opened,
     raw_open,
     session_metadata,
@@ -289,20 +289,7 @@ async def test_a_forged_mac_flood_is_refused_without_any_signature_work(
 ) -> None:
     h, channel = session_axon
     session = await opened(channel, h.info.hotkey)
-    verified: list[bytes] = []
-    signed: list[Any] = []
-    real_verify = keys_module._verify_raw
-    hotkey = h.axon.terminal.hotkey
-
-    class Counting:
-        ss58_address = hotkey.ss58_address
-
-        def sign(self, message: Any) -> bytes:
-            signed.append(message)
-            return bytes(hotkey.sign(message))
-
-    monkeypatch.setattr(keys_module, "_verify_raw", lambda *a: verified.append(a[2]) or real_verify(*a))
-    monkeypatch.setattr(h.axon.terminal, "_hotkey", Counting())
+    signed, verified = count_crypto(monkeypatch, h.axon)
 
     async def forged(counter: int) -> tuple[grpc.StatusCode, str, dict[str, str]]:
         metadata = [
