@@ -116,6 +116,30 @@ class ConnectionCalls:
             self.live[peer] = count
 
 
+async def _answered(
+    context: grpc.aio.ServicerContext,
+    calls: ConnectionCalls | None,
+    drain: Drain,
+    codec: GrpcCodec,
+    run: Callable[[], Awaitable[Outcome]],
+) -> Outcome:
+    """One call's outcome, ``run()`` within the drain while the connection has room for it
+    (RESOURCE_EXHAUSTED past :class:`ConnectionCalls`' bound, before any work); a refusal is
+    aborted with its status, a success gets its trailers."""
+    peer = context.peer()
+    if calls is not None and not calls.enter(peer):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
+    try:
+        outcome = await drain.run(run(), shutting_down)
+    finally:
+        if calls is not None:
+            calls.leave(peer)
+    if not outcome.ok:
+        await _abort(context, outcome, codec)
+    context.set_trailing_metadata(codec.trailing_metadata(outcome))
+    return outcome
+
+
 def unary_handler(
     name: str,
     handle: Handle,
@@ -125,17 +149,9 @@ def unary_handler(
     codec: GrpcCodec = GRPC_CODEC,
 ) -> grpc.RpcMethodHandler:
     async def unary(requests: Any, context: grpc.aio.ServicerContext) -> bytes:
-        peer = context.peer()
-        if calls is not None and not calls.enter(peer):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
-        try:
-            outcome = await drain.run(handle(grpc_call(name, context, peer_header, codec)), shutting_down)
-        finally:
-            if calls is not None:
-                calls.leave(peer)
-        if not outcome.ok:
-            await _abort(context, outcome, codec)
-        context.set_trailing_metadata(codec.trailing_metadata(outcome))
+        outcome = await _answered(
+            context, calls, drain, codec, lambda: handle(grpc_call(name, context, peer_header, codec))
+        )
         return reply_message(outcome)
 
     return grpc.stream_unary_rpc_method_handler(unary)
@@ -157,17 +173,7 @@ def stream_handler(
         return outcome.final
 
     async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        peer = context.peer()
-        if calls is not None and not calls.enter(peer):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS)
-        try:
-            outcome = await drain.run(serve(context), shutting_down)
-        finally:
-            if calls is not None:
-                calls.leave(peer)
-        if not outcome.ok:
-            await _abort(context, outcome, codec)
-        context.set_trailing_metadata(codec.trailing_metadata(outcome))
+        await _answered(context, calls, drain, codec, lambda: serve(context))
 
     return grpc.stream_stream_rpc_method_handler(stream)
 
