@@ -4,6 +4,7 @@ axon's accept (downgrade and substitution fail there)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from .session_support import (
     session_metadata,
     signed_open,
 )
-from .support import dummy_forward
+from .support import dummy_forward, settles_to
 
 
 def refused(answer: tuple[Any, ...], status: grpc.StatusCode, details: str) -> None:
@@ -238,3 +239,39 @@ async def test_an_open_failing_inside_the_axon_leaks_nothing(
     status, _, details, trailers = await raw_open(channel, signed_open(Keypair.generate(), h.info.hotkey).encode())
     assert status == grpc.StatusCode.INTERNAL and details.startswith("Internal Server Error #"), details
     assert "redis" not in details and trailers["bt_header_axon_status_code"] == "500"
+
+
+async def test_opens_whose_message_never_comes_hold_few_call_slots_per_address() -> None:
+    """A stranger (no key needed) who starts opens and never sends their message holds a call slot
+    each until the read gives up: only ``opens_reading_per_address`` at once from one address; the
+    next is refused before it is read, and the address may open again once they end."""
+    policy = SessionPolicy(opens_reading_per_address=3)
+    async with serve_axon(dummy_forward, sessions=policy) as h:
+        channel = grpc.aio.insecure_channel(h.info.ip_str())
+        never = asyncio.Event()
+
+        async def silent() -> Any:
+            await never.wait()
+            yield b""  # never reached: the open's message never comes
+
+        held = [channel.stream_unary(wire.OPEN_METHOD)(silent(), timeout=30) for _ in range(3)]
+        try:
+            assert h.axon.sessions is not None
+            await settles_to(lambda: _reading(h.axon.sessions), {"127.0.0.1": 3})
+            refused(
+                await raw_open(channel, signed_open(Keypair.generate(), h.info.hotkey).encode()),
+                grpc.StatusCode.UNAVAILABLE,
+                "Too many session opens; retry later (rule R25)",
+            )
+            for call in held:
+                call.cancel()
+            await settles_to(lambda: _reading(h.axon.sessions), {})
+            await opened(channel, h.info.hotkey)  # the address opens again
+        finally:
+            for call in held:
+                call.cancel()
+            await channel.close()
+
+
+async def _reading(sessions: Any) -> dict[str, int]:
+    return dict(sessions.reading)

@@ -36,6 +36,9 @@ class SessionPolicy:
     addresses_tracked: int = 4096  #: addresses whose open rate is remembered (LRU)
     open_max_age_s: float = 10.0  #: how old an open's nonce may be
     open_max_future_s: float = 30.0  #: how far ahead of the axon's clock an open's nonce may be
+    #: opens from one address whose message is still awaited (each holds a call slot until it
+    #: comes, at most ``OPEN_READ_S``): past it an open is refused before it is read
+    opens_reading_per_address: int = 4
 
 
 class CounterWindow:

@@ -97,6 +97,9 @@ class Sessions:
         self.table = SessionTable(self.policy)
         self.rate = OpenRate(self.policy)
         self.metrics = metrics
+        #: Opens whose message is being awaited, by address (an entry leaves at 0: bounded by the
+        #: calls in flight).
+        self.reading: dict[str, int] = {}
 
     # -- the open (R25, R26) ----------------------------------------------------------------------
     async def open(self, read: Callable[[], Awaitable[bytes]], address: str | None) -> bytes:
@@ -126,12 +129,18 @@ class Sessions:
 
     async def _open(self, read: Callable[[], Awaitable[bytes]], address: str) -> bytes:
         policy = self.policy
-        if not self.rate.take(address):
+        reading = self.reading.get(address, 0)
+        if reading >= policy.opens_reading_per_address or not self.rate.take(address):
             raise ServiceUnavailable("Too many session opens; retry later", rule=RULE_SESSION_OPEN)
+        self.reading[address] = reading + 1
         try:
             data = await within(read(), OPEN_READ_S)
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeout("Request timeout: the session open did not arrive in time") from None
+        finally:
+            left = self.reading.pop(address) - 1
+            if left:
+                self.reading[address] = left
         if len(data) > wire.MAX_MESSAGE_BYTES:
             raise RequestTooLarge(f"A session open has at most {wire.MAX_MESSAGE_BYTES} bytes", rule=RULE_SESSION_OPEN)
         try:
